@@ -1,0 +1,121 @@
+"""The Ryu application: a thin adapter between Ryu's events and ``Controller``.
+
+It decodes OpenFlow events into plain values, calls the controller, and sends what comes
+back. ``OverlayApp.send`` is the only place in ryu_overlay that sends OpenFlow messages. It
+also serves the REST API from an eventlet WSGI server in the same process.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable
+
+import eventlet
+import eventlet.wsgi
+
+from .compat import framework_module, ofproto as ofp
+from .controller import Batches, Controller
+from .ofmsg import decode_group
+from .rest import RestApp
+from .store import SqliteStore
+
+app_manager = framework_module("base.app_manager")
+ofp_event = framework_module("controller.ofp_event")
+handler = framework_module("controller.handler")
+hub = framework_module("lib.hub")
+cfg = framework_module("cfg")
+
+MAIN, CONFIG, DEAD = handler.MAIN_DISPATCHER, handler.CONFIG_DISPATCHER, handler.DEAD_DISPATCHER
+set_ev_cls = handler.set_ev_cls
+
+CLI_OPTS = [
+    cfg.StrOpt("rest-host", default="127.0.0.1", help="address the REST API listens on (default 127.0.0.1)"),
+    cfg.IntOpt("rest-port", default=8080, help="TCP port of the REST API (default 8080)"),
+    cfg.StrOpt("db", default="./ryu-overlay.db", help="SQLite file holding the placement state"),
+    cfg.StrOpt("rest-token", default=None,
+               help="bearer token every REST request must carry (default: $RYU_OVERLAY_REST_TOKEN, else none)"),
+]
+
+
+def _option(name: str, default: Any) -> Any:
+    """Our option's value, or its default when Ryu was started without our CLI (plain ryu-manager)."""
+    try:
+        return getattr(cfg.CONF, name.replace("-", "_"))
+    except cfg.NoSuchOptError:
+        return default
+
+
+def _more(ev: Any) -> bool:
+    return bool(ev.msg.flags & ofp.OFPMPF_REPLY_MORE)
+
+
+class OverlayApp(app_manager.RyuApp):  # type: ignore[misc,name-defined]
+    OFP_VERSIONS = [ofp.OFP_VERSION]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.controller = Controller(SqliteStore(_option("db", "./ryu-overlay.db")))
+        self.datapaths: dict[int, Any] = {}
+        token = _option("rest-token", None) or os.environ.get("RYU_OVERLAY_REST_TOKEN") or None
+        self.rest = RestApp(self.controller, self.send, token)
+        self.rest_address = (_option("rest-host", "127.0.0.1"), _option("rest-port", 8080))
+
+    def start(self) -> Any:
+        thread = super().start()
+        sock = eventlet.listen(self.rest_address)
+        self.logger.info("REST API on http://%s:%d/v1/", *sock.getsockname()[:2])
+        self.threads.append(hub.spawn(eventlet.wsgi.server, sock, self.rest, log_output=False))
+        return thread
+
+    def send(self, batches: Batches) -> None:
+        for dpid, msgs in batches.items():
+            dp = self.datapaths.get(dpid)
+            if dp is None:
+                continue
+            for msg in msgs:
+                msg.datapath = dp
+                dp.send_msg(msg)
+
+    def _send_one(self, dpid: int, msgs: Iterable[Any]) -> None:
+        self.send({dpid: list(msgs)})
+
+    @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG)
+    def _features(self, ev: Any) -> None:
+        dp = ev.msg.datapath
+        self.datapaths[dp.id] = dp
+        self._send_one(dp.id, self.controller.switch_connected(dp.id))
+
+    @set_ev_cls(ofp_event.EventOFPStateChange, DEAD)
+    def _gone(self, ev: Any) -> None:
+        dp = ev.datapath
+        if dp.id is not None and self.datapaths.get(dp.id) is dp:
+            del self.datapaths[dp.id]
+            self.controller.switch_disconnected(dp.id)
+
+    @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN)
+    def _port_desc(self, ev: Any) -> None:
+        ports = {p.name.decode(errors="replace"): p.port_no for p in ev.msg.body if p.port_no <= ofp.OFPP_MAX}
+        self.send(self.controller.ports_reply(ev.msg.datapath.id, ports, _more(ev)))
+
+    @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN)
+    def _flow_stats(self, ev: Any) -> None:
+        cookies = [s.cookie for s in ev.msg.body]
+        self.send(self.controller.flows_reply(ev.msg.datapath.id, cookies, _more(ev)))
+
+    @set_ev_cls(ofp_event.EventOFPGroupDescStatsReply, MAIN)
+    def _group_desc(self, ev: Any) -> None:
+        groups = [(s.group_id, decode_group(s)) for s in ev.msg.body]
+        self.send(self.controller.groups_reply(ev.msg.datapath.id, groups, _more(ev)))
+
+    @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN)
+    def _port_status(self, ev: Any) -> None:
+        desc = ev.msg.desc
+        gone = ev.msg.reason == ofp.OFPPR_DELETE or desc.port_no > ofp.OFPP_MAX
+        name = desc.name.decode(errors="replace")
+        self.send(self.controller.port_status(ev.msg.datapath.id, name, None if gone else desc.port_no))
+
+    @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN)
+    def _error(self, ev: Any) -> None:
+        msg = ev.msg
+        text = f"type={msg.type} code={msg.code} data={bytes(msg.data)[:64].hex()}"
+        self._send_one(msg.datapath.id, self.controller.switch_error(msg.datapath.id, text))

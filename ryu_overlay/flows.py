@@ -1,0 +1,228 @@
+"""Pure flow builders: mapping state in, the flows and groups a hypervisor should have out.
+
+Nothing here talks to a switch. A hypervisor's desired state is split into partitions, one
+per VNI it hosts plus partition 0 for flows of no network; a change to a network recomputes
+only that network's partition on the hypervisors that host it. ``ofmsg`` turns these objects
+into OpenFlow messages.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Mapping, Union
+
+from .model import Hypervisor, Network, Port, link_local
+from .pipeline import (ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6, FROM_TUNNEL, IP_PROTO_ICMPV6,
+                       MULTICAST_BIT, NETWORK_MASK, TABLES_BY_NAME, VNI_MASK, Family, GroupRole,
+                       cookie, group_id)
+from .topology import Topology
+
+OFPP_IN_PORT = 0xFFFFFFF8
+
+
+@dataclass(frozen=True)
+class Output:
+    port: int
+
+
+@dataclass(frozen=True)
+class SetField:
+    field: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class Move:
+    """Copy ``n_bits`` from one field to another (Nicira reg_move; OpenFlow 1.3 has no copy)."""
+
+    src: str
+    dst: str
+    n_bits: int
+
+
+@dataclass(frozen=True)
+class ToGroup:
+    group_id: int
+
+
+Action = Union[Output, SetField, Move, ToGroup]
+Match = tuple[tuple[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class Flow:
+    """One flow entry. Its cookie is derived from its content (see ``pipeline``)."""
+
+    table: str
+    priority: int
+    family: Family
+    match: Match
+    vni: int = 0
+    actions: tuple[Action, ...] = ()
+    metadata: tuple[int, int] | None = None
+    goto: str | None = None
+
+    def __post_init__(self) -> None:
+        table = TABLES_BY_NAME[self.table]
+        extra = {name for name, _ in self.match} - table.match_fields
+        if extra:
+            raise ValueError(f"table {self.table} does not match on {sorted(extra)}")
+        if self.goto is not None and self.goto not in table.next_tables:
+            raise ValueError(f"table {self.table} may not go to {self.goto}")
+
+    @cached_property
+    def cookie(self) -> int:
+        content = repr((self.table, self.priority, self.match, self.actions, self.metadata, self.goto))
+        return cookie(self.family, self.vni, zlib.crc32(content.encode()))
+
+
+@dataclass(frozen=True)
+class Group:
+    group_id: int
+    buckets: tuple[tuple[Action, ...], ...]
+
+
+@dataclass(frozen=True)
+class Partition:
+    flows: dict[int, Flow] = field(default_factory=dict)
+    groups: dict[int, Group] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SwitchView:
+    """What the controller knows of one connected bridge: its hypervisor and port numbers."""
+
+    hypervisor: Hypervisor
+    ofports: Mapping[str, int]
+
+    @property
+    def tunnel_ofport(self) -> int | None:
+        return self.ofports.get(self.hypervisor.tunnel_port)
+
+
+def flow(table: str, priority: int, family: Family, match: Mapping[str, Any], vni: int = 0,
+         actions: tuple[Action, ...] = (), metadata: tuple[int, int] | None = None,
+         goto: str | None = None) -> Flow:
+    return Flow(table, priority, family, tuple(sorted(match.items())), vni, actions, metadata, goto)
+
+
+def _partition(flows: list[Flow], groups: list[Group] = ()) -> Partition:  # type: ignore[assignment]
+    return Partition({f.cookie: f for f in flows}, {g.group_id: g for g in groups})
+
+
+def base_partition() -> Partition:
+    """Flows that belong to no network: table-miss behaviour of every table."""
+    m = Family.TABLE_MISS
+    flows = [
+        flow("ingress", 0, m, {}),
+        flow("port_security", 0, m, {}),
+        *(flow("port_security", 5, m, {"eth_type": t}) for t in (ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6)),
+        flow("port_security", 1, m, {}, goto="arp_nd"),
+        flow("arp_nd", 0, m, {}, goto="l2_lookup"),
+        flow("l2_lookup", 10, m, {"eth_dst": MULTICAST_BIT}, goto="flood"),
+        flow("l2_lookup", 0, m, {}, goto="flood"),
+        flow("flood", 0, m, {}),
+    ]
+    return _partition(flows)
+
+
+def tunnel_bucket(vni: int, remote: Hypervisor, tunnel_ofport: int) -> tuple[Action, ...]:
+    return (SetField("tunnel_id", vni), SetField("tun_ipv4_dst", str(remote.tunnel_ip)), Output(tunnel_ofport))
+
+
+def port_security_flows(port: Port, ofport: int, vni: int) -> list[Flow]:
+    fam = Family.PORT_SECURITY
+
+    def allow(match: dict[str, Any]) -> Flow:
+        return flow("port_security", 10, fam, {"in_port": ofport, **match}, vni, goto="arp_nd")
+
+    flows = []
+    for ip in port.ipv4():
+        flows.append(allow({"eth_type": ETH_TYPE_ARP, "arp_spa": str(ip)}))
+        flows.append(allow({"eth_type": ETH_TYPE_IPV4, "ipv4_src": str(ip)}))
+    for ip in (*port.ipv6(), link_local(port.mac)):
+        flows.append(allow({"eth_type": ETH_TYPE_IPV6, "ipv6_src": str(ip)}))
+    flows.append(allow({"eth_type": ETH_TYPE_IPV6, "ipv6_src": "::", "ip_proto": IP_PROTO_ICMPV6}))
+    return flows
+
+
+def arp_responder(port: Port, ip: str, vni: int) -> Flow:
+    """Answer "who has ``ip``" with ``port``'s MAC inside the switch, back out of the asking port."""
+    return flow(
+        "arp_nd", 100, Family.ARP_RESPONDER,
+        {"metadata": (vni, VNI_MASK), "eth_type": ETH_TYPE_ARP, "arp_op": 1, "arp_tpa": ip}, vni,
+        actions=(
+            Move("eth_src", "eth_dst", 48),
+            SetField("eth_src", port.mac),
+            SetField("arp_op", 2),
+            Move("arp_sha", "arp_tha", 48),
+            Move("arp_spa", "arp_tpa", 32),
+            SetField("arp_sha", port.mac),
+            SetField("arp_spa", ip),
+            Output(OFPP_IN_PORT),
+        ))
+
+
+def network_partition(topo: Topology, view: SwitchView, net: Network) -> Partition:
+    """Every flow and group ``view``'s hypervisor needs for ``net``; empty if it hosts none of it."""
+    me = view.hypervisor
+    vni = net.vni
+    members = topo.ports_of(net.name)
+    if not any(p.hypervisor == me.name for p in members):
+        return Partition()
+    tun = view.tunnel_ofport
+    peers = sorted((topo.hypervisors[h] for h in topo.hosts(net.name) if h != me.name), key=lambda h: h.name)
+    local = sorted(((p, view.ofports[p.interface]) for p in members
+                    if p.hypervisor == me.name and p.interface in view.ofports), key=lambda x: x[1])
+    flows: list[Flow] = []
+
+    for port, ofport in local:
+        flows.append(flow("ingress", 100, Family.PORT_IN, {"in_port": ofport, "eth_src": port.mac}, vni,
+                          metadata=(vni, NETWORK_MASK), goto="port_security"))
+        flows.extend(port_security_flows(port, ofport, vni))
+        flows.append(flow("l2_lookup", 100, Family.L2_LOCAL, {"metadata": (vni, VNI_MASK), "eth_dst": port.mac},
+                          vni, actions=(Output(ofport),)))
+
+    for port in members:
+        for ip in port.ipv4():
+            flows.append(arp_responder(port, str(ip), vni))
+    if net.unknown_arp == "drop":
+        flows.append(flow("arp_nd", 10, Family.ARP_RESPONDER,
+                          {"metadata": (vni, VNI_MASK), "eth_type": ETH_TYPE_ARP, "arp_op": 1}, vni))
+
+    buckets: list[tuple[Action, ...]] = [(Output(ofport),) for _, ofport in local]
+    if tun is not None:
+        remote_hvs = {h.name: h for h in peers}
+        for port in members:
+            hv = remote_hvs.get(port.hypervisor or "")
+            if hv is not None:
+                flows.append(flow("l2_lookup", 100, Family.L2_REMOTE,
+                                  {"metadata": (vni, NETWORK_MASK), "eth_dst": port.mac}, vni,
+                                  actions=tunnel_bucket(vni, hv, tun)))
+        for hv in peers:
+            flows.append(flow("ingress", 100, Family.TUNNEL_IN,
+                              {"in_port": tun, "tun_ipv4_src": str(hv.tunnel_ip), "tunnel_id": vni}, vni,
+                              metadata=(vni | FROM_TUNNEL, NETWORK_MASK), goto="l2_lookup"))
+            buckets.append(tunnel_bucket(vni, hv, tun))
+
+    flood = group_id(GroupRole.FLOOD, vni)
+    flood_local = group_id(GroupRole.FLOOD_LOCAL, vni)
+    flows.append(flow("flood", 100, Family.FLOOD, {"metadata": (vni, NETWORK_MASK)}, vni,
+                      actions=(ToGroup(flood),)))
+    flows.append(flow("flood", 100, Family.FLOOD, {"metadata": (vni | FROM_TUNNEL, NETWORK_MASK)}, vni,
+                      actions=(ToGroup(flood_local),)))
+    groups = [Group(flood, tuple(buckets)), Group(flood_local, tuple((Output(o),) for _, o in local))]
+    return _partition(flows, groups)
+
+
+def desired_partition(topo: Topology, view: SwitchView, vni: int) -> Partition:
+    if vni == 0:
+        return base_partition()
+    net = topo.network_by_vni(vni)
+    return Partition() if net is None else network_partition(topo, view, net)
+
+
+def hosted_vnis(topo: Topology, hypervisor: str) -> set[int]:
+    return {topo.networks[n].vni for n in topo.networks_on(hypervisor)}

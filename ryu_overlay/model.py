@@ -1,0 +1,325 @@
+"""The mapping system's objects: hypervisors, virtual networks and ports.
+
+Every object is a frozen dataclass. The ``parse_*`` functions are the only way REST input
+becomes an object, so every check on a single object lives here; checks that involve other
+objects (a VNI used twice, a MAC taken in the same network) live in ``topology.Topology``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, replace
+from typing import Any, Literal, Mapping, Union
+
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+LocationSource = Literal["declared", "learned"]
+
+VNI_MIN, VNI_MAX = 1, (1 << 24) - 1
+MTU_MIN, MTU_MAX = 576, 9000
+IPV6_MTU_MIN = 1280
+MAX_NAME = 64
+UNKNOWN_ARP_MODES = ("replicate", "drop")
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+_IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
+_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_HEX_DPID_RE = re.compile(r"^(0x)?[0-9a-fA-F]{1,16}$")
+
+
+class OverlayError(Exception):
+    """A request the mapping system refuses; ``status`` is the HTTP status that says why."""
+
+    status = 400
+
+
+class BadRequest(OverlayError):
+    status = 400
+
+
+class NotFound(OverlayError):
+    status = 404
+
+
+class Conflict(OverlayError):
+    status = 409
+
+
+@dataclass(frozen=True)
+class Hypervisor:
+    """A server whose Open vSwitch bridge terminates tunnels (an NVE in NVO3 terms)."""
+
+    name: str
+    dpid: int
+    tunnel_ip: ipaddress.IPv4Address
+    tunnel_port: str = "vxlan0"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "dpid": format_dpid(self.dpid),
+            "tunnel_ip": str(self.tunnel_ip),
+            "tunnel_port": self.tunnel_port,
+        }
+
+
+@dataclass(frozen=True)
+class Network:
+    """A virtual network: one L2 segment of one tenant, identified on the wire by its VNI."""
+
+    name: str
+    vni: int
+    tenant: str
+    subnets: tuple[IPNetwork, ...] = ()
+    mtu: int | None = None
+    unknown_arp: str = "replicate"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "vni": self.vni,
+            "tenant": self.tenant,
+            "subnets": [str(s) for s in self.subnets],
+            "mtu": self.mtu,
+            "unknown_arp": self.unknown_arp,
+        }
+
+
+@dataclass(frozen=True)
+class Port:
+    """A VM interface (MAC and addresses) in a network, and where it currently is.
+
+    ``hypervisor``/``interface`` are the location; ``location_source`` says whether an operator
+    declared it or the controller learned it from traffic. ``mobility_seq`` counts moves, as
+    EVPN's MAC Mobility sequence number does.
+    """
+
+    name: str
+    network: str
+    mac: str
+    ips: tuple[IPAddress, ...] = ()
+    hypervisor: str | None = None
+    interface: str | None = None
+    location_source: LocationSource | None = None
+    mobility_seq: int = 0
+    frozen: bool = False
+
+    @property
+    def located(self) -> bool:
+        return self.hypervisor is not None and self.interface is not None
+
+    def ipv4(self) -> tuple[ipaddress.IPv4Address, ...]:
+        return tuple(ip for ip in self.ips if ip.version == 4)
+
+    def ipv6(self) -> tuple[ipaddress.IPv6Address, ...]:
+        return tuple(ip for ip in self.ips if ip.version == 6)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "network": self.network,
+            "mac": self.mac,
+            "ips": [str(ip) for ip in self.ips],
+            "hypervisor": self.hypervisor,
+            "interface": self.interface,
+            "location_source": self.location_source,
+            "mobility_seq": self.mobility_seq,
+            "frozen": self.frozen,
+        }
+
+    def with_location(self, hypervisor: str | None, interface: str | None,
+                      source: LocationSource | None) -> Port:
+        return replace(self, hypervisor=hypervisor, interface=interface, location_source=source)
+
+
+def format_dpid(dpid: int) -> str:
+    return f"{dpid:016x}"
+
+
+def link_local(mac: str) -> ipaddress.IPv6Address:
+    """The EUI-64 link-local address a host derives from ``mac`` (RFC 4291 appendix A)."""
+    octets = [int(x, 16) for x in mac.split(":")]
+    octets[0] ^= 0x02
+    eui = octets[:3] + [0xFF, 0xFE] + octets[3:]
+    return ipaddress.IPv6Address(bytes([0xFE, 0x80] + [0] * 6 + eui))
+
+
+# --- parsing ---------------------------------------------------------------------------------
+
+
+def _body(body: Any, allowed: set[str], required: set[str]) -> Mapping[str, Any]:
+    if not isinstance(body, dict):
+        raise BadRequest("body must be a JSON object")
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(unknown)}")
+    missing = sorted(required - set(body))
+    if missing:
+        raise BadRequest(f"missing field(s): {', '.join(missing)}")
+    return body
+
+
+def parse_name(value: Any, what: str = "name") -> str:
+    if not isinstance(value, str) or not value:
+        raise BadRequest(f"{what} must be a non-empty string")
+    if len(value) > MAX_NAME or not _NAME_RE.match(value) or not value.isascii():
+        raise BadRequest(
+            f"{what} {value!r} is not valid: up to {MAX_NAME} ASCII letters, digits, '_', '.', ':' or '-'"
+        )
+    return value
+
+
+def parse_interface(value: Any, what: str = "interface") -> str:
+    if not isinstance(value, str) or not _IFNAME_RE.match(value) or not value.isascii():
+        raise BadRequest(f"{what} must be an interface name of 1 to 15 characters from [A-Za-z0-9_.:-]")
+    return value
+
+
+def parse_dpid(value: Any) -> int:
+    if isinstance(value, bool):
+        raise BadRequest("dpid must be 16 hex digits or an integer")
+    if isinstance(value, int):
+        dpid = value
+    elif isinstance(value, str) and _HEX_DPID_RE.match(value):
+        dpid = int(value, 16)
+    else:
+        raise BadRequest("dpid must be 16 hex digits or an integer")
+    if not 0 < dpid < (1 << 64):
+        raise BadRequest("dpid must be between 1 and 2^64-1")
+    return dpid
+
+
+def parse_mac(value: Any) -> str:
+    if not isinstance(value, str) or not _MAC_RE.match(value.lower()):
+        raise BadRequest("mac must look like 02:aa:00:00:00:01")
+    mac = value.lower()
+    if int(mac[:2], 16) & 1:
+        raise BadRequest(f"mac {mac} is a multicast address")
+    if mac == "00:00:00:00:00:00":
+        raise BadRequest("mac must not be all zeros")
+    return mac
+
+
+def _unicast_ip(value: Any, what: str) -> IPAddress:
+    if not isinstance(value, str):
+        raise BadRequest(f"{what} must be a string")
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        raise BadRequest(f"{what} {value!r} is not an IP address") from None
+    if ip.is_multicast or ip.is_unspecified or ip.is_loopback or ip == ipaddress.IPv4Address("255.255.255.255"):
+        raise BadRequest(f"{what} {value} is not a unicast host address")
+    return ip
+
+
+def parse_tunnel_ip(value: Any) -> ipaddress.IPv4Address:
+    ip = _unicast_ip(value, "tunnel_ip")
+    if ip.version != 4:
+        raise BadRequest("tunnel_ip must be an IPv4 address")
+    return ip  # type: ignore[return-value]
+
+
+def parse_hypervisor(name: str, body: Any) -> Hypervisor:
+    body = _body(body, {"name", "dpid", "tunnel_ip", "tunnel_port"}, {"dpid", "tunnel_ip"})
+    _same_name(name, body)
+    return Hypervisor(
+        name=parse_name(name),
+        dpid=parse_dpid(body["dpid"]),
+        tunnel_ip=parse_tunnel_ip(body["tunnel_ip"]),
+        tunnel_port=parse_interface(body.get("tunnel_port", "vxlan0"), "tunnel_port"),
+    )
+
+
+def _int(value: Any, what: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest(f"{what} must be an integer")
+    if not lo <= value <= hi:
+        raise BadRequest(f"{what} must be between {lo} and {hi}")
+    return value
+
+
+def parse_network(name: str, body: Any) -> Network:
+    body = _body(body, {"name", "vni", "tenant", "subnets", "mtu", "unknown_arp"}, {"vni", "tenant"})
+    _same_name(name, body)
+    subnets_raw = body.get("subnets", [])
+    if not isinstance(subnets_raw, list):
+        raise BadRequest("subnets must be a list of CIDR strings")
+    subnets: list[IPNetwork] = []
+    for raw in subnets_raw:
+        if not isinstance(raw, str):
+            raise BadRequest("subnets must be a list of CIDR strings")
+        try:
+            subnet = ipaddress.ip_network(raw, strict=True)
+        except ValueError as exc:
+            raise BadRequest(f"subnet {raw!r} is not valid: {exc}") from None
+        if any(subnet.overlaps(other) for other in subnets):
+            raise BadRequest(f"subnet {subnet} overlaps another subnet of the network")
+        subnets.append(subnet)
+    mtu = body.get("mtu")
+    if mtu is not None:
+        mtu = _int(mtu, "mtu", MTU_MIN, MTU_MAX)
+        if mtu < IPV6_MTU_MIN and any(s.version == 6 for s in subnets):
+            raise BadRequest(f"mtu must be at least {IPV6_MTU_MIN} on a network with IPv6 subnets")
+    unknown_arp = body.get("unknown_arp", "replicate")
+    if unknown_arp not in UNKNOWN_ARP_MODES:
+        raise BadRequest(f"unknown_arp must be one of {', '.join(UNKNOWN_ARP_MODES)}")
+    return Network(
+        name=parse_name(name),
+        vni=_int(body["vni"], "vni", VNI_MIN, VNI_MAX),
+        tenant=parse_name(body["tenant"], "tenant"),
+        subnets=tuple(subnets),
+        mtu=mtu,
+        unknown_arp=unknown_arp,
+    )
+
+
+def parse_port(name: str, body: Any) -> Port:
+    """Parse a port declaration. Subnet membership is checked against the network elsewhere."""
+    body = _body(body, {"name", "network", "mac", "ips", "hypervisor", "interface"}, {"network", "mac"})
+    _same_name(name, body)
+    ips_raw = body.get("ips", [])
+    if not isinstance(ips_raw, list):
+        raise BadRequest("ips must be a list of IP address strings")
+    ips = tuple(_unicast_ip(raw, "ip") for raw in ips_raw)
+    if len(set(ips)) != len(ips):
+        raise BadRequest("ips must not repeat an address")
+    hypervisor = body.get("hypervisor")
+    interface = body.get("interface")
+    if (hypervisor is None) != (interface is None):
+        raise BadRequest("hypervisor and interface go together: give both or neither")
+    return Port(
+        name=parse_name(name),
+        network=parse_name(body["network"], "network"),
+        mac=parse_mac(body["mac"]),
+        ips=ips,
+        hypervisor=None if hypervisor is None else parse_name(hypervisor, "hypervisor"),
+        interface=None if interface is None else parse_interface(interface),
+        location_source=None if hypervisor is None else "declared",
+    )
+
+
+def _same_name(name: str, body: Mapping[str, Any]) -> None:
+    if "name" in body and body["name"] != name:
+        raise BadRequest("the name in the body differs from the name in the path")
+
+
+# --- persistence form --------------------------------------------------------------------------
+
+
+def hypervisor_from_record(rec: Mapping[str, Any]) -> Hypervisor:
+    return Hypervisor(rec["name"], int(rec["dpid"], 16), ipaddress.IPv4Address(rec["tunnel_ip"]),
+                      rec["tunnel_port"])
+
+
+def network_from_record(rec: Mapping[str, Any]) -> Network:
+    return Network(rec["name"], rec["vni"], rec["tenant"],
+                   tuple(ipaddress.ip_network(s) for s in rec["subnets"]), rec["mtu"],
+                   rec.get("unknown_arp", "replicate"))
+
+
+def port_from_record(rec: Mapping[str, Any]) -> Port:
+    return Port(rec["name"], rec["network"], rec["mac"],
+                tuple(ipaddress.ip_address(ip) for ip in rec["ips"]),
+                rec["hypervisor"], rec["interface"], rec["location_source"],
+                rec.get("mobility_seq", 0), rec.get("frozen", False))

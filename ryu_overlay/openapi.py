@@ -1,0 +1,156 @@
+"""The OpenAPI 3 description of the REST API, served at ``GET /v1/openapi.json``.
+
+It is kept exact enough for schema-driven fuzzing: request schemas state the limits the
+model enforces, and every route lists every status it can answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import __version__
+from .model import MAX_NAME, MTU_MAX, MTU_MIN, UNKNOWN_ARP_MODES, VNI_MAX, VNI_MIN
+
+NAME = {"type": "string", "minLength": 1, "maxLength": MAX_NAME, "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"}
+IFNAME = {"type": "string", "minLength": 1, "maxLength": 15, "pattern": r"^[A-Za-z0-9_.:-]{1,15}$"}
+MAC = {"type": "string", "pattern": r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$", "example": "02:aa:00:00:00:01"}
+IP = {"type": "string", "example": "10.1.0.1"}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _content(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _answer(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": description}
+    if schema is not None:
+        out["content"] = _content(schema)
+    return out
+
+
+ERROR = _answer("refused; nothing was changed", _ref("Error"))
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    return {str(code): ERROR for code in (*codes, 401, 405)}
+
+
+def _collection_paths(kind: str, item: str, put_codes: tuple[int, ...], delete_codes: tuple[int, ...],
+                      example: dict[str, Any]) -> dict[str, Any]:
+    name_param = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+    return {
+        f"/v1/{kind}": {
+            "get": {"summary": f"List {kind}", "operationId": f"list_{kind}",
+                    "responses": {"200": _answer("all of them", {
+                        "type": "object", "required": [kind],
+                        "properties": {kind: {"type": "array", "items": _ref(item)}}}), **_errors()}},
+        },
+        f"/v1/{kind}/{{name}}": {
+            "parameters": [name_param],
+            "get": {"summary": f"Show one of {kind}", "operationId": f"get_{item.lower()}",
+                    "responses": {"200": _answer("found", _ref(item)), **_errors(404)}},
+            "put": {"summary": f"Create or replace one of {kind}", "operationId": f"put_{item.lower()}",
+                    "requestBody": {"required": True, "content": {"application/json": {
+                        "schema": _ref(item + "Input"), "example": example}}},
+                    "responses": {"200": _answer("updated", _ref(item)), "201": _answer("created", _ref(item)),
+                                  **_errors(*put_codes)}},
+            "delete": {"summary": f"Delete one of {kind}", "operationId": f"delete_{item.lower()}",
+                       "responses": {"204": _answer("deleted"), **_errors(*delete_codes)}},
+        },
+    }
+
+
+def openapi_document() -> dict[str, Any]:
+    nullable_name = {**NAME, "nullable": True}
+    schemas: dict[str, Any] = {
+        "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+        "HypervisorInput": {
+            "type": "object", "required": ["dpid", "tunnel_ip"], "additionalProperties": False,
+            "properties": {
+                "name": NAME,
+                "dpid": {"oneOf": [{"type": "string", "pattern": r"^(0x)?[0-9a-fA-F]{1,16}$"},
+                                   {"type": "integer", "minimum": 1, "maximum": 2**64 - 1}],
+                         "description": "OpenFlow datapath id: hex digits or an integer"},
+                "tunnel_ip": {"type": "string", "format": "ipv4", "description": "underlay address of the VTEP"},
+                "tunnel_port": {**IFNAME, "default": "vxlan0",
+                                "description": "name of the flow-based VXLAN port on the hypervisor's bridge"},
+            }},
+        "Hypervisor": {
+            "type": "object", "required": ["name", "dpid", "tunnel_ip", "tunnel_port", "connected"],
+            "properties": {"name": NAME, "dpid": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+                           "tunnel_ip": {"type": "string"}, "tunnel_port": IFNAME,
+                           "connected": {"type": "boolean",
+                                         "description": "its bridge is connected and reconciled"}}},
+        "NetworkInput": {
+            "type": "object", "required": ["vni", "tenant"], "additionalProperties": False,
+            "properties": {
+                "name": NAME,
+                "vni": {"type": "integer", "minimum": VNI_MIN, "maximum": VNI_MAX},
+                "tenant": NAME,
+                "subnets": {"type": "array", "items": {"type": "string", "example": "10.1.0.0/24"}},
+                "mtu": {"type": "integer", "minimum": MTU_MIN, "maximum": MTU_MAX, "nullable": True},
+                "unknown_arp": {"type": "string", "enum": list(UNKNOWN_ARP_MODES), "default": "replicate",
+                                "description": "what happens to an ARP request for an address no port owns"},
+            }},
+        "Network": {
+            "type": "object", "required": ["name", "vni", "tenant", "subnets", "mtu", "unknown_arp"],
+            "properties": {"name": NAME, "vni": {"type": "integer"}, "tenant": NAME,
+                           "subnets": {"type": "array", "items": {"type": "string"}},
+                           "mtu": {"type": "integer", "nullable": True},
+                           "unknown_arp": {"type": "string", "enum": list(UNKNOWN_ARP_MODES)}}},
+        "PortInput": {
+            "type": "object", "required": ["network", "mac"], "additionalProperties": False,
+            "properties": {
+                "name": NAME, "network": NAME, "mac": MAC,
+                "ips": {"type": "array", "items": IP, "uniqueItems": True},
+                "hypervisor": {**NAME, "description": "with interface: the declared location"},
+                "interface": {**IFNAME, "description": "the VM's interface name on the hypervisor's bridge"},
+            }},
+        "Port": {
+            "type": "object",
+            "required": ["name", "network", "mac", "ips", "hypervisor", "interface", "location_source",
+                         "mobility_seq", "frozen"],
+            "properties": {
+                "name": NAME, "network": NAME, "mac": {"type": "string"},
+                "ips": {"type": "array", "items": {"type": "string"}},
+                "hypervisor": nullable_name, "interface": {**IFNAME, "nullable": True},
+                "location_source": {"type": "string", "enum": ["declared", "learned"], "nullable": True},
+                "mobility_seq": {"type": "integer", "minimum": 0},
+                "frozen": {"type": "boolean"}}},
+    }
+    paths: dict[str, Any] = {}
+    paths.update(_collection_paths("hypervisors", "Hypervisor", (400, 409, 413), (404, 409),
+                                   {"dpid": "0000000000000001", "tunnel_ip": "198.18.0.1", "tunnel_port": "vxlan0"}))
+    paths.update(_collection_paths("networks", "Network", (400, 409, 413), (404, 409),
+                                   {"vni": 5001, "tenant": "acme", "subnets": ["10.1.0.0/24", "fd00:1::/64"],
+                                    "mtu": 1450}))
+    paths.update(_collection_paths("ports", "Port", (400, 404, 409, 413), (404,),
+                                   {"network": "blue", "mac": "02:aa:00:00:00:01", "ips": ["10.1.0.1", "fd00:1::1"],
+                                    "hypervisor": "hv1", "interface": "tapA1"}))
+    paths["/v1/topology"] = {"get": {
+        "summary": "The topology graph (networkx node-link JSON) of hypervisors, networks and ports",
+        "operationId": "topology",
+        "responses": {"200": _answer("the graph", {"type": "object", "required": ["nodes", "links"],
+                                                   "properties": {"nodes": {"type": "array"},
+                                                                  "links": {"type": "array"}}}), **_errors()}}}
+    paths["/v1/stats"] = {"get": {
+        "summary": "Counters", "operationId": "stats",
+        "responses": {"200": _answer("counters", {"type": "object",
+                                                  "additionalProperties": {"type": "integer"}}), **_errors()}}}
+    paths["/v1/openapi.json"] = {"get": {
+        "summary": "This document", "operationId": "openapi",
+        "responses": {"200": _answer("OpenAPI 3 document", {"type": "object"}), **_errors()}}}
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "ryu_overlay placement API", "version": __version__,
+                 "description": "Declare hypervisors, virtual networks (VNIs) and VM ports; the controller "
+                                "programs the overlay from them."},
+        "paths": paths,
+        "components": {"schemas": schemas,
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "security": [{}, {"bearer": []}],
+    }

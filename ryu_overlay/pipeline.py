@@ -1,0 +1,111 @@
+"""The OpenFlow pipeline of a hypervisor bridge, declared as data.
+
+Tables are referred to by name everywhere; their numbers come from their order here. Each
+table lists the match fields and next tables it allows, and ``flows.Flow`` refuses to build a
+flow that breaks that contract. ``docs/pipeline.md`` describes every table and its flows.
+
+Layouts shared by all tables:
+
+* **metadata** carries the packet's network: bits 0-23 the VNI, bit 24 set when the frame
+  arrived from a tunnel (split horizon: such frames are only delivered locally).
+* **cookie**: bits 56-63 the flow family (``Family``), bits 32-55 the VNI the flow belongs to
+  (0 for flows of no network), bits 0-31 a fingerprint of the flow's content. The cookie
+  therefore names one exact flow: the controller deletes and resynchronises flows by cookie
+  alone, and ``ovs-ofctl dump-flows br-int cookie=0x00001389_00000000/0x00ffffff00000000``
+  lists everything of VNI 5001.
+* **group ids**: bits 0-23 the VNI, bits 24-31 the group's role (``GroupRole``).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+VNI_MASK = 0xFFFFFF
+FROM_TUNNEL = 1 << 24
+NETWORK_MASK = VNI_MASK | FROM_TUNNEL
+
+ETH_TYPE_ARP = 0x0806
+ETH_TYPE_IPV4 = 0x0800
+ETH_TYPE_IPV6 = 0x86DD
+IP_PROTO_ICMPV6 = 58
+MULTICAST_BIT = ("01:00:00:00:00:00", "01:00:00:00:00:00")
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    purpose: str
+    match_fields: frozenset[str]
+    next_tables: frozenset[str] = frozenset()
+
+
+def _table(name: str, purpose: str, fields: str, next_tables: str = "") -> Table:
+    return Table(name, purpose, frozenset(fields.split()), frozenset(next_tables.split()))
+
+
+TABLES: tuple[Table, ...] = (
+    _table("ingress",
+           "Classify a frame by where it came from: a bound VM port with its own MAC, or the tunnel "
+           "port from a known hypervisor with a VNI both host. Sets metadata to the network. "
+           "Everything else is dropped here.",
+           "in_port eth_src tun_ipv4_src tunnel_id", "port_security l2_lookup"),
+    _table("port_security",
+           "Let a VM send ARP, IPv4 and IPv6 only from the addresses its port owns (plus its "
+           "EUI-64 link-local address and the unspecified address for DAD).",
+           "in_port eth_type arp_spa ipv4_src ipv6_src ip_proto", "arp_nd"),
+    _table("arp_nd",
+           "Answer ARP requests for addresses the mapping knows inside the switch, before they "
+           "could be flooded.",
+           "metadata eth_type arp_op arp_tpa", "l2_lookup"),
+    _table("l2_lookup",
+           "Forward by (network, destination MAC): to the local VM port, or into the tunnel to "
+           "the hypervisor hosting the MAC. Broadcast, multicast and unknown unicast go to flood.",
+           "metadata eth_dst", "flood"),
+    _table("flood",
+           "Replicate a frame to the network's local ports and to the hypervisors that host the "
+           "network (never to others); frames from a tunnel only to local ports.",
+           "metadata"),
+)
+
+TABLE_IDS: dict[str, int] = {t.name: i for i, t in enumerate(TABLES)}
+TABLES_BY_NAME: dict[str, Table] = {t.name: t for t in TABLES}
+TABLE_NAMES: dict[int, str] = {i: t.name for i, t in enumerate(TABLES)}
+
+
+class Family(enum.IntEnum):
+    """What a flow is for; the top byte of its cookie."""
+
+    TABLE_MISS = 1
+    PORT_IN = 2
+    TUNNEL_IN = 3
+    PORT_SECURITY = 4
+    ARP_RESPONDER = 5
+    L2_LOCAL = 6
+    L2_REMOTE = 7
+    FLOOD = 8
+
+
+class GroupRole(enum.IntEnum):
+    FLOOD = 0  # local ports and every other hypervisor hosting the network
+    FLOOD_LOCAL = 1  # local ports only, for frames that came from a tunnel
+
+
+def cookie(family: Family, vni: int, fingerprint: int) -> int:
+    return (int(family) << 56) | ((vni & VNI_MASK) << 32) | (fingerprint & 0xFFFFFFFF)
+
+
+def cookie_vni(value: int) -> int:
+    return (value >> 32) & VNI_MASK
+
+
+def cookie_family(value: int) -> int:
+    return value >> 56
+
+
+def group_id(role: GroupRole, vni: int) -> int:
+    return (int(role) << 24) | (vni & VNI_MASK)
+
+
+def group_vni(gid: int) -> int:
+    return gid & VNI_MASK

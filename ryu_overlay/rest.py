@@ -1,0 +1,135 @@
+"""The placement REST API: a thin webob WSGI app over ``Controller``.
+
+Each handler decodes JSON, calls one controller method, hands the resulting OpenFlow
+batches to ``emit`` and encodes the answer. Domain errors become ``{"error": ...}`` with
+their HTTP status; nothing is changed by a refused request because the controller validates
+before it writes.
+
+    curl -X PUT localhost:8080/v1/networks/blue -d '{"vni": 5001, "tenant": "acme"}'
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+from typing import Any, Callable
+
+from webob import Request, Response
+
+from .controller import Batches, Controller
+from .model import OverlayError
+from .openapi import openapi_document
+
+MAX_BODY = 1 << 20
+LOG = logging.getLogger("ryu_overlay.rest")
+
+_ROUTES: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"^/v1/(hypervisors|networks|ports)$"), "collection"),
+    (re.compile(r"^/v1/(hypervisors|networks|ports)/([^/]+)$"), "item"),
+    (re.compile(r"^/v1/(topology|stats|openapi\.json)$"), "info"),
+]
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _json(status: int, body: Any) -> Response:
+    return Response(status=status, content_type="application/json", charset="utf-8",
+                    body=json.dumps(body, sort_keys=True).encode() + b"\n")
+
+
+class RestApp:
+    def __init__(self, controller: Controller, emit: Callable[[Batches], None],
+                 token: str | None = None) -> None:
+        self.controller = controller
+        self.emit = emit
+        self.token = token
+
+    def __call__(self, environ: dict, start_response: Callable) -> Any:
+        return self.handle(Request(environ))(environ, start_response)
+
+    def handle(self, req: Request) -> Response:
+        try:
+            self._authorize(req)
+            return self._route(req)
+        except OverlayError as exc:
+            return _json(exc.status, {"error": str(exc)})
+        except HTTPError as exc:
+            return _json(exc.status, {"error": str(exc)})
+        except Exception:  # a bug must still answer JSON, and be logged with its trace
+            LOG.exception("internal error on %s %s", req.method, req.path)
+            return _json(500, {"error": "internal error"})
+
+    def _authorize(self, req: Request) -> None:
+        if self.token is None:
+            return
+        given = req.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
+            raise HTTPError(401, "missing or wrong bearer token")
+
+    def _route(self, req: Request) -> Response:
+        path = req.path_info
+        for pattern, kind in _ROUTES:
+            m = pattern.match(path)
+            if m:
+                return getattr(self, "_" + kind)(req, *m.groups())
+        raise HTTPError(404, f"no such resource: {path}")
+
+    def _collection(self, req: Request, kind: str) -> Response:
+        _allow(req, "GET")
+        c = self.controller
+        if kind == "hypervisors":
+            items = [c.hypervisor_json(h) for h in c.topo.hypervisors.values()]
+        elif kind == "networks":
+            items = [n.to_json() for n in c.topo.networks.values()]
+        else:
+            items = [p.to_json() for p in c.topo.ports.values()]
+        return _json(200, {kind: sorted(items, key=lambda i: i["name"])})
+
+    def _item(self, req: Request, kind: str, name: str) -> Response:
+        _allow(req, "GET", "PUT", "DELETE")
+        c = self.controller
+        if req.method == "GET":
+            if kind == "hypervisors":
+                return _json(200, c.hypervisor_json(c.topo.get_hypervisor(name)))
+            obj = c.topo.get_network(name) if kind == "networks" else c.topo.get_port(name)
+            return _json(200, obj.to_json())
+        if req.method == "DELETE":
+            delete = {"hypervisors": c.delete_hypervisor, "networks": c.delete_network, "ports": c.delete_port}[kind]
+            self.emit(delete(name))
+            return Response(status=204)
+        put = {"hypervisors": c.put_hypervisor, "networks": c.put_network, "ports": c.put_port}[kind]
+        created, obj, batches = put(name, _body(req))
+        self.emit(batches)
+        out = c.hypervisor_json(obj) if kind == "hypervisors" else obj.to_json()
+        return _json(201 if created else 200, out)
+
+    def _info(self, req: Request, what: str) -> Response:
+        _allow(req, "GET")
+        if what == "topology":
+            return _json(200, self.controller.topo.node_link())
+        if what == "stats":
+            return _json(200, self.controller.stats_json())
+        return _json(200, openapi_document())
+
+
+def _allow(req: Request, *methods: str) -> None:
+    if req.method not in methods:
+        raise HTTPError(405, f"method {req.method} is not allowed here; use {', '.join(methods)}")
+
+
+def _body(req: Request) -> Any:
+    if req.content_length is not None and req.content_length > MAX_BODY:
+        raise HTTPError(413, f"body larger than {MAX_BODY} bytes")
+    raw = req.body_file.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        raise HTTPError(413, f"body larger than {MAX_BODY} bytes")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise HTTPError(400, f"body is not valid JSON: {exc}") from None

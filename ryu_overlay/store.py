@@ -1,0 +1,86 @@
+"""Persistent placement state behind a small interface, with SQLite as the embedded default.
+
+A write is a list of changes applied in one transaction, so a crash leaves the store before
+or after a REST request, never in between. The controller serves reads from memory
+(``topology.Topology``) and loads it from the store at start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from typing import Iterable, Protocol, Union
+
+from .model import (Hypervisor, Network, Port, hypervisor_from_record, network_from_record,
+                    port_from_record)
+
+Obj = Union[Hypervisor, Network, Port]
+KINDS: dict[type, str] = {Hypervisor: "hypervisors", Network: "networks", Port: "ports"}
+
+
+@dataclass(frozen=True)
+class Put:
+    obj: Obj
+
+
+@dataclass(frozen=True)
+class Delete:
+    kind: type
+    name: str
+
+
+Change = Union[Put, Delete]
+
+
+class Store(Protocol):
+    def load(self) -> tuple[list[Hypervisor], list[Network], list[Port]]: ...
+
+    def apply(self, changes: Iterable[Change]) -> None:
+        """Apply all ``changes`` atomically and durably, or none of them."""
+
+    def close(self) -> None: ...
+
+
+class SqliteStore:
+    """One table per object kind, each row a JSON document keyed by name.
+
+    The journal is a WAL with ``synchronous=FULL``: every commit is fsynced before
+    ``apply`` returns, so an acknowledged REST write survives a crash or power loss (NORMAL
+    would only keep the database consistent and could lose the last commits). WAL lets the
+    file be read while a write is in progress and keeps each commit to one sequential write.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        for table in KINDS.values():
+            self._db.execute(f"CREATE TABLE IF NOT EXISTS {table} (name TEXT PRIMARY KEY, doc TEXT NOT NULL)")
+
+    def load(self) -> tuple[list[Hypervisor], list[Network], list[Port]]:
+        def rows(table: str) -> list[dict]:
+            return [json.loads(doc) for (doc,) in self._db.execute(f"SELECT doc FROM {table} ORDER BY name")]
+
+        return ([hypervisor_from_record(r) for r in rows("hypervisors")],
+                [network_from_record(r) for r in rows("networks")],
+                [port_from_record(r) for r in rows("ports")])
+
+    def apply(self, changes: Iterable[Change]) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for change in changes:
+                if isinstance(change, Put):
+                    self._db.execute(
+                        f"INSERT OR REPLACE INTO {KINDS[type(change.obj)]} (name, doc) VALUES (?, ?)",
+                        (change.obj.name, json.dumps(change.obj.to_json(), sort_keys=True)))
+                else:
+                    self._db.execute(f"DELETE FROM {KINDS[change.kind]} WHERE name = ?", (change.name,))
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        self._db.close()

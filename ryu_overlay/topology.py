@@ -1,0 +1,239 @@
+"""The in-memory mapping: hypervisors, networks and ports, related in a networkx graph.
+
+The graph answers the overlay's two questions, "which hypervisors host network X" (the
+replication set and tunnel peers) and "where is MAC M in VNI V" (the unicast tunnel
+target). Checks that relate objects to each other (uniqueness, references, subnets) are
+here too, so a change is validated against the whole state before anything is written.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import networkx as nx
+
+from .model import (BadRequest, Conflict, Hypervisor, IPAddress, Network, NotFound, Port)
+
+
+def _hv(name: str) -> str:
+    return "hv:" + name
+
+
+def _net(name: str) -> str:
+    return "net:" + name
+
+
+def _port(name: str) -> str:
+    return "port:" + name
+
+
+class Topology:
+    def __init__(self) -> None:
+        self.hypervisors: dict[str, Hypervisor] = {}
+        self.networks: dict[str, Network] = {}
+        self.ports: dict[str, Port] = {}
+        self.graph = nx.Graph()
+        self._net_by_vni: dict[int, str] = {}
+        self._hv_by_dpid: dict[int, str] = {}
+        self._hv_by_ip: dict[str, str] = {}
+        self._port_by_mac: dict[tuple[str, str], str] = {}
+        self._port_by_ip: dict[tuple[str, IPAddress], str] = {}
+        self._port_by_interface: dict[tuple[str, str], str] = {}
+
+    # --- queries ------------------------------------------------------------------------------
+
+    def network_by_vni(self, vni: int) -> Network | None:
+        name = self._net_by_vni.get(vni)
+        return None if name is None else self.networks[name]
+
+    def hypervisor_by_dpid(self, dpid: int) -> Hypervisor | None:
+        name = self._hv_by_dpid.get(dpid)
+        return None if name is None else self.hypervisors[name]
+
+    def ports_of(self, network: str) -> list[Port]:
+        node = _net(network)
+        if node not in self.graph:
+            return []
+        return [self.ports[n[5:]] for n in self.graph.neighbors(node)]
+
+    def ports_on(self, hypervisor: str) -> list[Port]:
+        node = _hv(hypervisor)
+        if node not in self.graph:
+            return []
+        return [self.ports[n[5:]] for n in self.graph.neighbors(node)]
+
+    def hosts(self, network: str) -> set[str]:
+        """Hypervisors with at least one port of ``network``: its replication set."""
+        return {p.hypervisor for p in self.ports_of(network) if p.hypervisor is not None}
+
+    def networks_on(self, hypervisor: str) -> set[str]:
+        return {p.network for p in self.ports_on(hypervisor)}
+
+    def locate(self, vni: int, mac: str) -> Port | None:
+        """The port that owns ``mac`` in the network with ``vni``, located or not."""
+        net = self._net_by_vni.get(vni)
+        name = None if net is None else self._port_by_mac.get((net, mac))
+        return None if name is None else self.ports[name]
+
+    def port_by_ip(self, network: str, ip: IPAddress) -> Port | None:
+        name = self._port_by_ip.get((network, ip))
+        return None if name is None else self.ports[name]
+
+    def port_at(self, hypervisor: str, interface: str) -> Port | None:
+        name = self._port_by_interface.get((hypervisor, interface))
+        return None if name is None else self.ports[name]
+
+    def node_link(self) -> dict[str, Any]:
+        return nx.node_link_data(self.graph, edges="links")
+
+    # --- checks: raise before anything changes --------------------------------------------------
+
+    def check_hypervisor(self, hv: Hypervisor) -> None:
+        other = self._hv_by_dpid.get(hv.dpid)
+        if other not in (None, hv.name):
+            raise Conflict(f"dpid {hv.dpid:016x} is already used by hypervisor {other}")
+        other = self._hv_by_ip.get(str(hv.tunnel_ip))
+        if other not in (None, hv.name):
+            raise Conflict(f"tunnel_ip {hv.tunnel_ip} is already used by hypervisor {other}")
+
+    def check_delete_hypervisor(self, name: str) -> Hypervisor:
+        hv = self.get_hypervisor(name)
+        hosted = sorted(p.name for p in self.ports_on(name))
+        if hosted:
+            raise Conflict(f"hypervisor {name} still hosts port(s) {', '.join(hosted[:5])}")
+        return hv
+
+    def check_network(self, net: Network) -> None:
+        other = self._net_by_vni.get(net.vni)
+        if other not in (None, net.name):
+            raise Conflict(f"vni {net.vni} is already used by network {other}")
+        for port in self.ports_of(net.name):
+            for ip in port.ips:
+                if not _in_subnets(ip, net):
+                    raise Conflict(f"port {port.name} has address {ip} outside the new subnets")
+
+    def check_delete_network(self, name: str) -> Network:
+        net = self.get_network(name)
+        members = sorted(p.name for p in self.ports_of(name))
+        if members:
+            raise Conflict(f"network {name} still has port(s) {', '.join(members[:5])}")
+        return net
+
+    def check_port(self, port: Port) -> None:
+        net = self.networks.get(port.network)
+        if net is None:
+            raise NotFound(f"network {port.network} does not exist")
+        if port.hypervisor is not None and port.hypervisor not in self.hypervisors:
+            raise NotFound(f"hypervisor {port.hypervisor} does not exist")
+        for ip in port.ips:
+            if not _in_subnets(ip, net):
+                raise BadRequest(f"ip {ip} is outside the subnets of network {net.name}")
+        other = self._port_by_mac.get((port.network, port.mac))
+        if other not in (None, port.name):
+            raise Conflict(f"mac {port.mac} is already used by port {other} in network {port.network}")
+        for ip in port.ips:
+            other = self._port_by_ip.get((port.network, ip))
+            if other not in (None, port.name):
+                raise Conflict(f"ip {ip} is already used by port {other} in network {port.network}")
+        if port.hypervisor is not None and port.interface is not None:
+            other = self._port_by_interface.get((port.hypervisor, port.interface))
+            if other not in (None, port.name):
+                raise Conflict(f"interface {port.interface} on {port.hypervisor} is already bound to port {other}")
+
+    def get_hypervisor(self, name: str) -> Hypervisor:
+        try:
+            return self.hypervisors[name]
+        except KeyError:
+            raise NotFound(f"hypervisor {name} does not exist") from None
+
+    def get_network(self, name: str) -> Network:
+        try:
+            return self.networks[name]
+        except KeyError:
+            raise NotFound(f"network {name} does not exist") from None
+
+    def get_port(self, name: str) -> Port:
+        try:
+            return self.ports[name]
+        except KeyError:
+            raise NotFound(f"port {name} does not exist") from None
+
+    # --- changes: unchecked, call the checks first -------------------------------------------
+
+    def put_hypervisor(self, hv: Hypervisor) -> Hypervisor | None:
+        old = self.hypervisors.get(hv.name)
+        if old is not None:
+            del self._hv_by_dpid[old.dpid]
+            del self._hv_by_ip[str(old.tunnel_ip)]
+        self.hypervisors[hv.name] = hv
+        self._hv_by_dpid[hv.dpid] = hv.name
+        self._hv_by_ip[str(hv.tunnel_ip)] = hv.name
+        self.graph.add_node(_hv(hv.name), kind="hypervisor", **hv.to_json())
+        return old
+
+    def delete_hypervisor(self, name: str) -> Hypervisor:
+        hv = self.hypervisors.pop(name)
+        del self._hv_by_dpid[hv.dpid]
+        del self._hv_by_ip[str(hv.tunnel_ip)]
+        self.graph.remove_node(_hv(name))
+        return hv
+
+    def put_network(self, net: Network) -> Network | None:
+        old = self.networks.get(net.name)
+        if old is not None:
+            del self._net_by_vni[old.vni]
+        self.networks[net.name] = net
+        self._net_by_vni[net.vni] = net.name
+        self.graph.add_node(_net(net.name), kind="network", **net.to_json())
+        return old
+
+    def delete_network(self, name: str) -> Network:
+        net = self.networks.pop(name)
+        del self._net_by_vni[net.vni]
+        self.graph.remove_node(_net(name))
+        return net
+
+    def put_port(self, port: Port) -> Port | None:
+        old = self.ports.get(port.name)
+        if old is not None:
+            self._unindex(old)
+        self.ports[port.name] = port
+        node = _port(port.name)
+        self.graph.add_node(node, kind="port", **port.to_json())
+        self.graph.add_edge(node, _net(port.network), kind="member")
+        if port.hypervisor is not None:
+            self.graph.add_edge(node, _hv(port.hypervisor), kind="located", interface=port.interface)
+        self._port_by_mac[(port.network, port.mac)] = port.name
+        for ip in port.ips:
+            self._port_by_ip[(port.network, ip)] = port.name
+        if port.hypervisor is not None and port.interface is not None:
+            self._port_by_interface[(port.hypervisor, port.interface)] = port.name
+        return old
+
+    def delete_port(self, name: str) -> Port:
+        port = self.ports.pop(name)
+        self._unindex(port)
+        self.graph.remove_node(_port(name))
+        return port
+
+    def _unindex(self, port: Port) -> None:
+        node = _port(port.name)
+        self.graph.remove_edges_from(list(self.graph.edges(node)))
+        del self._port_by_mac[(port.network, port.mac)]
+        for ip in port.ips:
+            del self._port_by_ip[(port.network, ip)]
+        if port.hypervisor is not None and port.interface is not None:
+            del self._port_by_interface[(port.hypervisor, port.interface)]
+
+    def load(self, hypervisors: Iterable[Hypervisor], networks: Iterable[Network],
+             ports: Iterable[Port]) -> None:
+        for hv in hypervisors:
+            self.put_hypervisor(hv)
+        for net in networks:
+            self.put_network(net)
+        for port in ports:
+            self.put_port(port)
+
+
+def _in_subnets(ip: IPAddress, net: Network) -> bool:
+    return not net.subnets or any(ip in subnet for subnet in net.subnets)
