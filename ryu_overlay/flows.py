@@ -122,6 +122,7 @@ def base_partition() -> Partition:
         flow("port_security", 1, m, {}, goto="arp_nd"),
         flow("arp_nd", 0, m, {}, goto="l2_lookup"),
         flow("l2_lookup", 10, m, {"eth_dst": MULTICAST_BIT}, goto="flood"),
+        flow("l2_lookup", 5, m, {"metadata": (FROM_TUNNEL, FROM_TUNNEL)}),
         flow("l2_lookup", 0, m, {}, goto="flood"),
         flow("flood", 0, m, {}),
     ]

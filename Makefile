@@ -1,0 +1,44 @@
+# ryu_overlay: `make install`, `make test`, `make demo`. Run as root on Debian/Ubuntu.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+PIP     := $(VENV)/bin/pip
+APT_PACKAGES := python3 python3-venv python3-dev gcc openvswitch-switch mininet iperf3 \
+                iputils-ping ethtool tcpdump arping ndisc6 iproute2 procps
+PYTEST_ARGS ?=
+
+.PHONY: install apt venv test unit demo clean
+
+install: apt venv
+
+# Installs only what is missing, so a second run does not touch apt at all. The Debian
+# service scripts are not used: tests start their own ovsdb-server/ovs-vswitchd per hypervisor.
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:" $$missing; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+# The venv sees the system site-packages so that Debian's mininet module is importable.
+# Ryu 4.34 builds only with setuptools<68 and without build isolation (see README).
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt setup.cfg pyproject.toml constraints-build.txt
+	test -x $(PY) || /usr/bin/python3 -m venv --system-site-packages $(VENV)
+	PIP_CONSTRAINT=constraints-build.txt $(PIP) install -q 'setuptools<68' wheel pbr
+	PIP_CONSTRAINT=constraints-build.txt $(PIP) install -q --no-build-isolation -r requirements.txt
+	PIP_CONSTRAINT=constraints-build.txt $(PIP) install -q --no-build-isolation --no-deps -e .
+	$(VENV)/bin/ryu-overlay --help >/dev/null
+	touch $@
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+unit: venv
+	$(PY) -m pytest -q tests/unit
+
+demo: install
+	$(PY) mininet/demo.py
+
+clean:
+	rm -rf $(VENV) *.egg-info results
