@@ -15,7 +15,7 @@ import eventlet.wsgi
 
 from .compat import framework_module, ofproto as ofp
 from .controller import Batches, Controller
-from .ofmsg import decode_group
+from .ofmsg import decode_group, decode_meter
 from .rest import RestApp
 from .store import SqliteStore
 
@@ -106,6 +106,16 @@ class OverlayApp(app_manager.RyuApp):  # type: ignore[misc,name-defined]
     def _group_desc(self, ev: Any) -> None:
         groups = [(s.group_id, decode_group(s)) for s in ev.msg.body]
         self.send(self.controller.groups_reply(ev.msg.datapath.id, groups, _more(ev)))
+
+    @set_ev_cls(ofp_event.EventOFPMeterConfigStatsReply, MAIN)
+    def _meter_config(self, ev: Any) -> None:
+        meters = [(s.meter_id, decode_meter(s)) for s in ev.msg.body]
+        self.send(self.controller.meters_reply(ev.msg.datapath.id, meters, _more(ev)))
+
+    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN)
+    def _packet_in(self, ev: Any) -> None:
+        msg = ev.msg
+        self.send(self.controller.packet_in(msg.datapath.id, msg.match["in_port"], bytes(msg.data)))
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN)
     def _port_status(self, ev: Any) -> None:

@@ -8,21 +8,34 @@ installed, so that each change sends only the difference.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
-from collections import Counter
+import time
+from collections import Counter, deque
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from . import ofmsg
-from .flows import Flow, Group, SwitchView, desired_partition, hosted_vnis
-from .model import Hypervisor, Network, Port, parse_hypervisor, parse_network, parse_port
+from .flows import OFPP_CONTROLLER, Flow, Group, Meter, Output, SwitchView, desired_partition, hosted_vnis
+from .model import Hypervisor, Network, Port, link_local, parse_hypervisor, parse_network, parse_port
+from .packets import (ALL_NODES, ALL_NODES_MAC, ARP_REQUEST, ND_NS, Frame, MalformedFrame, arp_reply,
+                      neighbor_advert, parse_frame)
 from .pipeline import cookie_vni, group_vni
 from .store import Delete, Put, Store
 from .topology import Topology
 
 Batches = dict[int, list[Any]]
 LOG = logging.getLogger("ryu_overlay")
-SYNC_REPLIES = frozenset({"ports", "flows", "groups"})
+SYNC_REPLIES = frozenset({"ports", "flows", "groups", "meters"})
+OFPP_TABLE = 0xFFFFFFF9
+MOVE_WINDOW = 180.0  # seconds; EVPN's default MAC mobility window (RFC 7432 section 15.1)
+MOVE_LIMIT = 5  # moves allowed within the window before the port is frozen
+E = TypeVar("E")
+STAT_COUNTERS = (
+    "flow_mods", "group_mods", "switch_connects", "switch_errors", "packet_in", "packet_in_ignored",
+    "packet_in_malformed", "arp_answered_controller", "nd_answered", "nd_dad_defended", "learned", "moves",
+    "ports_frozen", "moves_refused_frozen", "dropped_unknown_source", "dropped_spoofed_source",
+)
 
 
 @dataclass
@@ -38,7 +51,14 @@ class SwitchState:
     ofports: dict[str, int] = field(default_factory=dict)
     flows: dict[int, dict[int, Flow | None]] = field(default_factory=dict)
     groups: dict[int, dict[int, Group | None]] = field(default_factory=dict)
+    meters: dict[int, Meter | None] = field(default_factory=dict)
     awaiting: set[str] = field(default_factory=lambda: set(SYNC_REPLIES))
+
+    def interface(self, ofport: int) -> str | None:
+        for name, number in self.ofports.items():
+            if number == ofport:
+                return name
+        return None
 
     @property
     def synced(self) -> bool:
@@ -46,12 +66,14 @@ class SwitchState:
 
 
 class Controller:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
+        self.clock = clock
         self.topo = Topology()
         self.topo.load(*store.load())
         self.switches: dict[int, SwitchState] = {}
         self.stats: Counter[str] = Counter()
+        self._moves: dict[str, deque[float]] = {}
 
     # --- placement API ----------------------------------------------------------------------
 
@@ -104,14 +126,19 @@ class Controller:
         hosts = self.topo.hosts(port.network)
         self.store.apply([Delete(Port, name)])
         self.topo.delete_port(name)
+        self._moves.pop(name, None)
         return self._refresh(hosts, {vni})
 
     def _carry_over(self, old: Port, new: Port) -> Port:
-        """Keep what a re-declaration does not state: a learned location and the mobility count."""
+        """Keep what a re-declaration does not state: a learned location and the mobility count.
+
+        An operator's PUT also unfreezes a port that moved too often: it is the operator's call.
+        """
         if new.hypervisor is None and old.location_source == "learned" and (old.network, old.mac) == (new.network, new.mac):
             new = new.with_location(old.hypervisor, old.interface, "learned")
         moved = old.located and new.located and (old.hypervisor, old.interface) != (new.hypervisor, new.interface)
-        return replace(new, mobility_seq=old.mobility_seq + int(moved), frozen=old.frozen)
+        self._moves.pop(old.name, None)
+        return replace(new, mobility_seq=old.mobility_seq + int(moved), frozen=False)
 
     def _save_port(self, old: Port | None, port: Port) -> Batches:
         affected_nets = {port.network} | ({old.network} if old else set())
@@ -155,6 +182,13 @@ class Controller:
             sw.groups.setdefault(group_vni(gid), {})[gid] = group
         return self._reply_done(sw, "groups", more)
 
+    def meters_reply(self, dpid: int, meters: Iterable[tuple[int, Meter | None]], more: bool) -> Batches:
+        sw = self.switches.get(dpid)
+        if sw is None:
+            return {}
+        sw.meters.update(meters)
+        return self._reply_done(sw, "meters", more)
+
     def _reply_done(self, sw: SwitchState, what: str, more: bool) -> Batches:
         """Once all of ports, flows and groups are read back, reconcile the switch."""
         if more or what not in sw.awaiting:
@@ -181,6 +215,113 @@ class Controller:
             port = self.topo.port_at(hv.name, name)
             vnis = set() if port is None else {self.topo.networks[port.network].vni}
         return self._refresh({hv.name}, vnis)
+
+    # --- packet-in: the mapping's eyes ------------------------------------------------------
+
+    def packet_in(self, dpid: int, in_port: int, data: bytes) -> Batches:
+        """A frame the pipeline sent up: answer ARP/ND from the mapping, learn or move a port."""
+        self.stats["packet_in"] += 1
+        hv = self.topo.hypervisor_by_dpid(dpid)
+        sw = self.switches.get(dpid)
+        interface = None if sw is None else sw.interface(in_port)
+        if hv is None or sw is None or interface is None or interface == hv.tunnel_port:
+            self.stats["packet_in_ignored"] += 1
+            return {}
+        try:
+            frame = parse_frame(data)
+        except MalformedFrame as exc:
+            self.stats["packet_in_malformed"] += 1
+            LOG.debug("dropped a malformed frame from %s/%s: %s", hv.name, interface, exc)
+            return {}
+        bound = self.topo.port_at(hv.name, interface)
+        if bound is not None and bound.mac == frame.eth_src:
+            return self._answer(dpid, in_port, bound, frame)
+        port = self._claimant(hv.name, interface, bound, frame)
+        if port is None:
+            return {}
+        batches = self._relocate(port, hv.name, interface)
+        port = self.topo.ports[port.name]
+        if not (port.hypervisor == hv.name and port.interface == interface):
+            return batches
+        answer = self._answer(dpid, in_port, port, frame)
+        consumed = frame.gratuitous or frame.unsolicited_na or frame.eth_type == 0x8035
+        if not answer and not consumed:
+            # Now that the port is bound, let the frame take the pipeline it would have taken.
+            answer = {dpid: [ofmsg.packet_out(in_port, data, [Output(OFPP_TABLE)])]}
+        self._merge(batches, answer)
+        return batches
+
+    def _answer(self, dpid: int, in_port: int, asker: Port, frame: Frame) -> Batches:
+        """Reply to an ARP request or Neighbor Solicitation for an address of the asker's network."""
+        if frame.arp_op == ARP_REQUEST and not frame.gratuitous and frame.arp_tpa is not None:
+            target = self.topo.port_by_ip(asker.network, frame.arp_tpa)
+            if target is None or target.name == asker.name:
+                return {}
+            self.stats["arp_answered_controller"] += 1
+            data = arp_reply(frame.eth_src, str(frame.src_ip), target.mac, str(frame.arp_tpa))
+        elif frame.icmpv6_type == ND_NS and frame.nd_target is not None:
+            target = self._ipv6_owner(asker.network, frame.nd_target)
+            if target is None or target.name == asker.name:
+                return {}
+            if frame.src_ip is not None and frame.src_ip.is_unspecified:
+                self.stats["nd_dad_defended"] += 1
+                data = neighbor_advert(target.mac, str(frame.nd_target), ALL_NODES_MAC, ALL_NODES, solicited=False)
+            else:
+                self.stats["nd_answered"] += 1
+                data = neighbor_advert(target.mac, str(frame.nd_target), frame.eth_src, str(frame.src_ip),
+                                       solicited=True)
+        else:
+            return {}
+        return {dpid: [ofmsg.packet_out(OFPP_CONTROLLER, data, [Output(in_port)])]}
+
+    def _ipv6_owner(self, network: str, ip: ipaddress.IPv6Address) -> Port | None:
+        owner = self.topo.port_by_ip(network, ip)
+        if owner is None and ip.is_link_local:
+            owner = next((p for p in self.topo.ports_of(network) if link_local(p.mac) == ip), None)
+        return owner
+
+    def _claimant(self, hv: str, interface: str, bound: Port | None, frame: Frame) -> Port | None:
+        """The one port that may own this frame arriving on this interface, or None (counted)."""
+        if bound is not None:
+            self.stats["dropped_spoofed_source"] += 1
+            LOG.info("%s/%s is bound to port %s; dropped a frame from %s", hv, interface, bound.name, frame.eth_src)
+            return None
+        candidates = [p for p in (self.topo.locate(n.vni, frame.eth_src) for n in self.topo.networks.values())
+                      if p is not None]
+        ip = frame.src_ip
+        if ip is not None and not ip.is_unspecified and not ip.is_link_local:
+            candidates = [p for p in candidates if ip in p.ips]
+        if len(candidates) != 1:
+            self.stats["dropped_unknown_source"] += 1
+            LOG.info("no single port owns %s (%s) seen on %s/%s", frame.eth_src, ip, hv, interface)
+            return None
+        return candidates[0]
+
+    def _relocate(self, port: Port, hv: str, interface: str) -> Batches:
+        """Bind ``port`` where its traffic was seen, unless it moves too often (then freeze it)."""
+        if port.frozen:
+            self.stats["moves_refused_frozen"] += 1
+            return {}
+        if port.hypervisor == hv and port.interface == interface:
+            return {}
+        moved = port.located
+        if moved:
+            now = self.clock()
+            recent = self._moves.setdefault(port.name, deque())
+            while recent and now - recent[0] > MOVE_WINDOW:
+                recent.popleft()
+            if len(recent) >= MOVE_LIMIT:
+                self.stats["ports_frozen"] += 1
+                LOG.warning("port %s moved %d times in %ds; frozen at %s/%s", port.name, len(recent) + 1,
+                            MOVE_WINDOW, port.hypervisor, port.interface)
+                frozen = replace(port, frozen=True)
+                self.store.apply([Put(frozen)])
+                self.topo.put_port(frozen)
+                return {}
+            recent.append(now)
+        self.stats["moves" if moved else "learned"] += 1
+        new = replace(port.with_location(hv, interface, "learned"), mobility_seq=port.mobility_seq + int(moved))
+        return self._save_port(port, new)
 
     def switch_error(self, dpid: int, description: str) -> list[Any]:
         """The switch refused something: count it and resynchronise it from scratch."""
@@ -220,28 +361,22 @@ class Controller:
         return batches
 
     def _diff(self, sw: SwitchState, view: SwitchView, vnis: list[int]) -> list[Any]:
-        flow_adds: list[Flow] = []
-        flow_deletes: list[int] = []
-        group_adds: list[Group] = []
-        group_mods: list[Group] = []
-        group_deletes: list[int] = []
+        ch = ofmsg.Changes()
         for vni in vnis:
             want = desired_partition(self.topo, view, vni)
             have = sw.flows.get(vni, {})
-            flow_adds += [f for c, f in want.flows.items() if c not in have]
-            flow_deletes += [c for c in have if c not in want.flows]
-            have_groups = sw.groups.get(vni, {})
-            for gid, group in want.groups.items():
-                if gid not in have_groups:
-                    group_adds.append(group)
-                elif have_groups[gid] != group:
-                    group_mods.append(group)
-            group_deletes += [gid for gid in have_groups if gid not in want.groups]
+            ch.flow_adds += [f for c, f in want.flows.items() if c not in have]
+            ch.flow_deletes += [c for c in have if c not in want.flows]
             _set_or_drop(sw.flows, vni, dict(want.flows))
+            groups = sw.groups.get(vni, {})
+            _entities(want.groups, groups, ch.group_adds, ch.group_mods, ch.group_deletes)
             _set_or_drop(sw.groups, vni, dict(want.groups))
-        self.stats["flow_mods"] += len(flow_adds) + len(flow_deletes)
-        self.stats["group_mods"] += len(group_adds) + len(group_mods) + len(group_deletes)
-        return ofmsg.ordered_batch(group_adds, group_mods, flow_adds, flow_deletes, group_deletes)
+            if vni == 0:
+                _entities(want.meters, sw.meters, ch.meter_adds, ch.meter_mods, ch.meter_deletes)
+                sw.meters = dict(want.meters)
+        self.stats["flow_mods"] += len(ch.flow_adds) + len(ch.flow_deletes)
+        self.stats["group_mods"] += len(ch.group_adds) + len(ch.group_mods) + len(ch.group_deletes)
+        return ch.batch()
 
     def _hosts_of(self, vnis: Iterable[int]) -> set[str]:
         hosts: set[str] = set()
@@ -263,7 +398,7 @@ class Controller:
 
     def stats_json(self) -> dict[str, Any]:
         return {
-            **{k: self.stats.get(k, 0) for k in ("flow_mods", "group_mods", "switch_connects", "switch_errors")},
+            **{k: self.stats.get(k, 0) for k in STAT_COUNTERS},
             "hypervisors": len(self.topo.hypervisors),
             "hypervisors_connected": sum(self.connected(h) for h in self.topo.hypervisors.values()),
             "networks": len(self.topo.networks),
@@ -271,6 +406,17 @@ class Controller:
             "ports_located": sum(p.located for p in self.topo.ports.values()),
             "flows_installed": sum(len(f) for sw in self.switches.values() for f in sw.flows.values()),
         }
+
+
+def _entities(want: Mapping[int, E], have: Mapping[int, E | None], adds: list[E], mods: list[E],
+              deletes: list[int]) -> None:
+    """Sort groups or meters into added, modified in place, and deleted."""
+    for key, entity in want.items():
+        if key not in have:
+            adds.append(entity)
+        elif have[key] != entity:
+            mods.append(entity)
+    deletes += [key for key in have if key not in want]
 
 
 def _set_or_drop(table: dict[int, dict], key: int, value: dict) -> None:

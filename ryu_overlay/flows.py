@@ -15,11 +15,14 @@ from typing import Any, Mapping, Union
 
 from .model import Hypervisor, Network, Port, link_local
 from .pipeline import (ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6, FROM_TUNNEL, IP_PROTO_ICMPV6,
-                       MULTICAST_BIT, NETWORK_MASK, TABLES_BY_NAME, VNI_MASK, Family, GroupRole,
-                       cookie, group_id)
+                       MULTICAST_BIT, NETWORK_MASK, PACKET_IN_BURST, PACKET_IN_METER, PACKET_IN_RATE,
+                       TABLES_BY_NAME, VNI_MASK, Family, GroupRole, cookie, group_id)
 from .topology import Topology
 
 OFPP_IN_PORT = 0xFFFFFFF8
+OFPP_CONTROLLER = 0xFFFFFFFD
+ND_NS, ND_NA = 135, 136
+BROADCAST = "ff:ff:ff:ff:ff:ff"
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class Flow:
     actions: tuple[Action, ...] = ()
     metadata: tuple[int, int] | None = None
     goto: str | None = None
+    meter: int | None = None
 
     def __post_init__(self) -> None:
         table = TABLES_BY_NAME[self.table]
@@ -74,7 +78,8 @@ class Flow:
 
     @cached_property
     def cookie(self) -> int:
-        content = repr((self.table, self.priority, self.match, self.actions, self.metadata, self.goto))
+        content = repr((self.table, self.priority, self.match, self.actions, self.metadata, self.goto,
+                        self.meter))
         return cookie(self.family, self.vni, zlib.crc32(content.encode()))
 
 
@@ -85,9 +90,19 @@ class Group:
 
 
 @dataclass(frozen=True)
+class Meter:
+    """A packets-per-second limit with a drop band."""
+
+    meter_id: int
+    rate: int
+    burst: int
+
+
+@dataclass(frozen=True)
 class Partition:
     flows: dict[int, Flow] = field(default_factory=dict)
     groups: dict[int, Group] = field(default_factory=dict)
+    meters: dict[int, Meter] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -104,29 +119,44 @@ class SwitchView:
 
 def flow(table: str, priority: int, family: Family, match: Mapping[str, Any], vni: int = 0,
          actions: tuple[Action, ...] = (), metadata: tuple[int, int] | None = None,
-         goto: str | None = None) -> Flow:
-    return Flow(table, priority, family, tuple(sorted(match.items())), vni, actions, metadata, goto)
+         goto: str | None = None, meter: int | None = None) -> Flow:
+    return Flow(table, priority, family, tuple(sorted(match.items())), vni, actions, metadata, goto, meter)
 
 
-def _partition(flows: list[Flow], groups: list[Group] = ()) -> Partition:  # type: ignore[assignment]
-    return Partition({f.cookie: f for f in flows}, {g.group_id: g for g in groups})
+def _partition(flows: list[Flow], groups: tuple[Group, ...] = (), meters: tuple[Meter, ...] = ()) -> Partition:
+    return Partition({f.cookie: f for f in flows}, {g.group_id: g for g in groups},
+                     {m.meter_id: m for m in meters})
 
 
-def base_partition() -> Partition:
-    """Flows that belong to no network: table-miss behaviour of every table."""
+ICMPV6 = {"eth_type": ETH_TYPE_IPV6, "ip_proto": IP_PROTO_ICMPV6}
+
+
+def base_partition(view: SwitchView) -> Partition:
+    """Flows that belong to no network: what each table does with frames no network claims.
+
+    A frame from a VM interface that no flow of ``ingress`` classifies goes to the controller
+    through the packet-in meter: that is how the controller learns where a port is.
+    """
     m = Family.TABLE_MISS
+    to_controller = (Output(OFPP_CONTROLLER),)
     flows = [
         flow("ingress", 0, m, {}),
+        flow("ingress", 1, Family.LEARN, {}, actions=to_controller, meter=PACKET_IN_METER),
+        *([flow("ingress", 2, m, {"in_port": view.tunnel_ofport})] if view.tunnel_ofport is not None else []),
         flow("port_security", 0, m, {}),
         *(flow("port_security", 5, m, {"eth_type": t}) for t in (ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6)),
         flow("port_security", 1, m, {}, goto="arp_nd"),
+        flow("port_security", 15, m, {**ICMPV6, "icmpv6_type": ND_NA}),
         flow("arp_nd", 0, m, {}, goto="l2_lookup"),
+        flow("arp_nd", 40, m, {**ICMPV6, "icmpv6_type": ND_NS, "eth_dst": MULTICAST_BIT}),
+        flow("arp_nd", 40, m, {**ICMPV6, "icmpv6_type": ND_NA, "eth_dst": MULTICAST_BIT}),
+        flow("arp_nd", 40, m, {"eth_type": ETH_TYPE_ARP, "arp_op": 2, "eth_dst": BROADCAST}),
         flow("l2_lookup", 10, m, {"eth_dst": MULTICAST_BIT}, goto="flood"),
         flow("l2_lookup", 5, m, {"metadata": (FROM_TUNNEL, FROM_TUNNEL)}),
         flow("l2_lookup", 0, m, {}, goto="flood"),
         flow("flood", 0, m, {}),
     ]
-    return _partition(flows)
+    return _partition(flows, meters=(Meter(PACKET_IN_METER, PACKET_IN_RATE, PACKET_IN_BURST),))
 
 
 def tunnel_bucket(vni: int, remote: Hypervisor, tunnel_ofport: int) -> tuple[Action, ...]:
@@ -141,12 +171,20 @@ def port_security_flows(port: Port, ofport: int, vni: int) -> list[Flow]:
 
     flows = []
     for ip in port.ipv4():
-        flows.append(allow({"eth_type": ETH_TYPE_ARP, "arp_spa": str(ip)}))
+        flows.append(allow({"eth_type": ETH_TYPE_ARP, "arp_spa": str(ip), "arp_sha": port.mac}))
         flows.append(allow({"eth_type": ETH_TYPE_IPV4, "ipv4_src": str(ip)}))
-    for ip in (*port.ipv6(), link_local(port.mac)):
-        flows.append(allow({"eth_type": ETH_TYPE_IPV6, "ipv6_src": str(ip)}))
-    flows.append(allow({"eth_type": ETH_TYPE_IPV6, "ipv6_src": "::", "ip_proto": IP_PROTO_ICMPV6}))
+    for ip in own_ipv6(port):
+        flows.append(allow({"eth_type": ETH_TYPE_IPV6, "ipv6_src": ip}))
+        flows.append(flow("port_security", 20, fam,
+                          {"in_port": ofport, **ICMPV6, "icmpv6_type": ND_NA, "ipv6_nd_target": ip}, vni,
+                          goto="arp_nd"))
+    flows.append(allow({**ICMPV6, "ipv6_src": "::"}))
     return flows
+
+
+def own_ipv6(port: Port) -> list[str]:
+    """The IPv6 addresses a port may use: its declared ones and its EUI-64 link-local address."""
+    return sorted({str(ip) for ip in (*port.ipv6(), link_local(port.mac))})
 
 
 def arp_responder(port: Port, ip: str, vni: int) -> Flow:
@@ -189,6 +227,11 @@ def network_partition(topo: Topology, view: SwitchView, net: Network) -> Partiti
     for port in members:
         for ip in port.ipv4():
             flows.append(arp_responder(port, str(ip), vni))
+        for ip in own_ipv6(port):
+            flows.append(flow("arp_nd", 100, Family.ND_PROXY,
+                              {"metadata": (vni, VNI_MASK), **ICMPV6, "icmpv6_type": ND_NS,
+                               "ipv6_nd_target": ip, "eth_dst": MULTICAST_BIT}, vni,
+                              actions=(Output(OFPP_CONTROLLER),), meter=PACKET_IN_METER))
     if net.unknown_arp == "drop":
         flows.append(flow("arp_nd", 10, Family.ARP_RESPONDER,
                           {"metadata": (vni, VNI_MASK), "eth_type": ETH_TYPE_ARP, "arp_op": 1}, vni))
@@ -220,7 +263,7 @@ def network_partition(topo: Topology, view: SwitchView, net: Network) -> Partiti
 
 def desired_partition(topo: Topology, view: SwitchView, vni: int) -> Partition:
     if vni == 0:
-        return base_partition()
+        return base_partition(view)
     net = topo.network_by_vni(vni)
     return Partition() if net is None else network_partition(topo, view, net)
 

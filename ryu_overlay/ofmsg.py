@@ -7,10 +7,11 @@ removed only after its successor is in place (make before break).
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from .compat import ofproto as ofp, parser
-from .flows import Action, Flow, Group, Move, Output, SetField, ToGroup
+from .flows import Action, Flow, Group, Meter, Move, Output, SetField, ToGroup
 from .pipeline import TABLE_IDS
 
 ALL_COOKIE_BITS = 0xFFFFFFFFFFFFFFFF
@@ -41,6 +42,8 @@ def decode_action(action: Any) -> Action | None:
 
 def flow_add(f: Flow) -> Any:
     instructions: list[Any] = []
+    if f.meter is not None:
+        instructions.append(parser.OFPInstructionMeter(f.meter, ofp.OFPIT_METER))
     if f.actions:
         instructions.append(parser.OFPInstructionActions(
             ofp.OFPIT_APPLY_ACTIONS, [encode_action(a) for a in f.actions]))
@@ -79,30 +82,68 @@ def decode_group(stats: Any) -> Group | None:
     return Group(stats.group_id, tuple(buckets))  # type: ignore[arg-type]
 
 
+def meter_mod(meter: Meter, command: int) -> Any:
+    band = parser.OFPMeterBandDrop(rate=meter.rate, burst_size=meter.burst)
+    return parser.OFPMeterMod(None, command=command, flags=ofp.OFPMF_PKTPS | ofp.OFPMF_BURST,
+                              meter_id=meter.meter_id, bands=[band])
+
+
+def meter_delete(meter_id: int) -> Any:
+    return parser.OFPMeterMod(None, command=ofp.OFPMC_DELETE, flags=0, meter_id=meter_id, bands=[])
+
+
+def decode_meter(stats: Any) -> Meter | None:
+    bands = [b for b in stats.bands if isinstance(b, parser.OFPMeterBandDrop)]
+    if len(bands) != len(stats.bands) or len(bands) != 1:
+        return None
+    return Meter(stats.meter_id, bands[0].rate, bands[0].burst_size)
+
+
+def packet_out(in_port: int, data: bytes, actions: list[Action]) -> Any:
+    return parser.OFPPacketOut(None, buffer_id=ofp.OFP_NO_BUFFER, in_port=in_port,
+                               actions=[encode_action(a) for a in actions], data=data)
+
+
 def barrier() -> Any:
     return parser.OFPBarrierRequest(None)
 
 
 def sync_requests() -> list[Any]:
-    """What the controller asks a switch that (re)connects: its ports, flows and groups."""
+    """What the controller asks a switch that (re)connects: its ports, flows, groups and meters."""
     return [
         parser.OFPPortDescStatsRequest(None, 0),
         parser.OFPFlowStatsRequest(None, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0, parser.OFPMatch()),
         parser.OFPGroupDescStatsRequest(None, 0),
+        parser.OFPMeterConfigStatsRequest(None, 0, ofp.OFPM_ALL),
     ]
 
 
-def ordered_batch(group_adds: Sequence[Group], group_mods: Sequence[Group], flow_adds: Iterable[Flow],
-                  flow_deletes: Iterable[int], group_deletes: Iterable[int]) -> list[Any]:
-    msgs: list[Any] = [group_mod(g, ofp.OFPGC_ADD) for g in group_adds]
-    msgs += [group_mod(g, ofp.OFPGC_MODIFY) for g in group_mods]
-    if msgs:
-        msgs.append(barrier())
-    adds = [flow_add(f) for f in flow_adds]
-    if adds:
-        msgs += adds + [barrier()]
-    removals = [flow_delete(c) for c in flow_deletes] + [group_delete(g) for g in group_deletes]
-    if removals:
-        msgs += removals + [barrier()]
-    return msgs
+@dataclass
+class Changes:
+    """One switch's difference between desired and installed state."""
+
+    flow_adds: list[Flow] = field(default_factory=list)
+    flow_deletes: list[int] = field(default_factory=list)
+    group_adds: list[Group] = field(default_factory=list)
+    group_mods: list[Group] = field(default_factory=list)
+    group_deletes: list[int] = field(default_factory=list)
+    meter_adds: list[Meter] = field(default_factory=list)
+    meter_mods: list[Meter] = field(default_factory=list)
+    meter_deletes: list[int] = field(default_factory=list)
+
+    def batch(self) -> list[Any]:
+        """The messages in an order that never exposes a half-applied state (see module doc)."""
+        first = [meter_mod(m, ofp.OFPMC_ADD) for m in self.meter_adds]
+        first += [meter_mod(m, ofp.OFPMC_MODIFY) for m in self.meter_mods]
+        first += [group_mod(g, ofp.OFPGC_ADD) for g in self.group_adds]
+        first += [group_mod(g, ofp.OFPGC_MODIFY) for g in self.group_mods]
+        adds = [flow_add(f) for f in self.flow_adds]
+        removals = [flow_delete(c) for c in self.flow_deletes]
+        removals += [group_delete(g) for g in self.group_deletes]
+        removals += [meter_delete(m) for m in self.meter_deletes]
+        msgs: list[Any] = []
+        for step in (first, adds, removals):
+            if step:
+                msgs += step + [barrier()]
+        return msgs
 

@@ -14,6 +14,7 @@ Layouts shared by all tables:
   alone, and ``ovs-ofctl dump-flows br-int cookie=0x00001389_00000000/0x00ffffff00000000``
   lists everything of VNI 5001.
 * **group ids**: bits 0-23 the VNI, bits 24-31 the group's role (``GroupRole``).
+* **meter** ``PACKET_IN_METER`` limits everything a switch sends to the controller.
 """
 
 from __future__ import annotations
@@ -47,17 +48,22 @@ def _table(name: str, purpose: str, fields: str, next_tables: str = "") -> Table
 TABLES: tuple[Table, ...] = (
     _table("ingress",
            "Classify a frame by where it came from: a bound VM port with its own MAC, or the tunnel "
-           "port from a known hypervisor with a VNI both host. Sets metadata to the network. "
-           "Everything else is dropped here.",
+           "port from a known hypervisor with a VNI both host. Sets metadata to the network. Other "
+           "tunnel traffic is dropped here; other VM frames go to the controller, rate-limited, "
+           "which learns locations from them.",
            "in_port eth_src tun_ipv4_src tunnel_id", "port_security l2_lookup"),
     _table("port_security",
            "Let a VM send ARP, IPv4 and IPv6 only from the addresses its port owns (plus its "
-           "EUI-64 link-local address and the unspecified address for DAD).",
-           "in_port eth_type arp_spa ipv4_src ipv6_src ip_proto", "arp_nd"),
+           "EUI-64 link-local address and the unspecified address for DAD), and advertise only "
+           "its own addresses in ARP and Neighbor Advertisements.",
+           "in_port eth_type arp_spa arp_sha ipv4_src ipv6_src ip_proto icmpv6_type ipv6_nd_target",
+           "arp_nd"),
     _table("arp_nd",
-           "Answer ARP requests for addresses the mapping knows inside the switch, before they "
-           "could be flooded.",
-           "metadata eth_type arp_op arp_tpa", "l2_lookup"),
+           "Answer ARP requests for addresses the mapping knows inside the switch, and send "
+           "Neighbor Solicitations for known addresses to the controller, before either could be "
+           "flooded. Gratuitous ARP replies, unsolicited NAs and solicitations for unknown IPv6 "
+           "addresses stop here.",
+           "metadata eth_type eth_dst arp_op arp_tpa ip_proto icmpv6_type ipv6_nd_target", "l2_lookup"),
     _table("l2_lookup",
            "Forward by (network, destination MAC): to the local VM port, or into the tunnel to "
            "the hypervisor hosting the MAC. Broadcast, multicast and unknown unicast go to flood.",
@@ -84,11 +90,18 @@ class Family(enum.IntEnum):
     L2_LOCAL = 6
     L2_REMOTE = 7
     FLOOD = 8
+    LEARN = 9
+    ND_PROXY = 10
 
 
 class GroupRole(enum.IntEnum):
     FLOOD = 0  # local ports and every other hypervisor hosting the network
     FLOOD_LOCAL = 1  # local ports only, for frames that came from a tunnel
+
+
+PACKET_IN_METER = 1
+PACKET_IN_RATE = 100  # packet-ins per second per hypervisor
+PACKET_IN_BURST = 50
 
 
 def cookie(family: Family, vni: int, fingerprint: int) -> int:

@@ -1,0 +1,127 @@
+"""Pure packet parsing and building for the controller's ARP and ND proxy.
+
+``parse_frame`` reduces a frame from a packet-in to the few facts the mapping needs;
+``arp_reply`` and ``neighbor_advert`` build answers as bytes (ICMPv6 checksum included).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from .compat import framework_module
+from .model import IPAddress
+
+_pkt = framework_module("lib.packet.packet")
+_eth = framework_module("lib.packet.ethernet")
+_arp = framework_module("lib.packet.arp")
+_ipv4 = framework_module("lib.packet.ipv4")
+_ipv6 = framework_module("lib.packet.ipv6")
+_icmpv6 = framework_module("lib.packet.icmpv6")
+_ether = framework_module("lib.packet.ether_types")
+
+ARP_REQUEST, ARP_REPLY = 1, 2
+ND_NS, ND_NA = 135, 136
+ALL_NODES_MAC = "33:33:00:00:00:01"
+ALL_NODES = "ff02::1"
+ETH_TYPE_RARP = 0x8035
+
+
+class MalformedFrame(ValueError):
+    """A packet-in whose frame cannot be parsed as what its headers claim."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """What the mapping needs from one frame."""
+
+    eth_src: str
+    eth_dst: str
+    eth_type: int
+    src_ip: IPAddress | None = None
+    arp_op: int | None = None
+    arp_tpa: ipaddress.IPv4Address | None = None
+    icmpv6_type: int | None = None
+    nd_target: ipaddress.IPv6Address | None = None
+
+    @property
+    def gratuitous(self) -> bool:
+        return self.arp_op is not None and self.src_ip == self.arp_tpa
+
+    @property
+    def unsolicited_na(self) -> bool:
+        return self.icmpv6_type == ND_NA and _multicast_mac(self.eth_dst)
+
+
+def _multicast_mac(mac: str) -> bool:
+    return bool(int(mac[:2], 16) & 1)
+
+
+def parse_frame(data: bytes) -> Frame:
+    if len(data) < 14:
+        raise MalformedFrame(f"frame of {len(data)} bytes is shorter than an Ethernet header")
+    try:
+        pkt = _pkt.Packet(data)
+    except Exception as exc:  # Ryu's parsers raise assorted errors on garbage
+        raise MalformedFrame(f"unparsable frame: {exc}") from None
+    eth = pkt.get_protocol(_eth.ethernet)
+    if eth is None:
+        raise MalformedFrame("no Ethernet header")
+    base = dict(eth_src=eth.src.lower(), eth_dst=eth.dst.lower(), eth_type=eth.ethertype)
+    if eth.ethertype == _ether.ETH_TYPE_ARP:
+        a = pkt.get_protocol(_arp.arp)
+        if a is None:
+            raise MalformedFrame("truncated ARP")
+        return Frame(**base, src_ip=_ip(a.src_ip), arp_op=a.opcode, arp_tpa=_ip(a.dst_ip))  # type: ignore[arg-type]
+    if eth.ethertype == _ether.ETH_TYPE_IP:
+        ip4 = pkt.get_protocol(_ipv4.ipv4)
+        if ip4 is None:
+            raise MalformedFrame("truncated IPv4")
+        return Frame(**base, src_ip=_ip(ip4.src))
+    if eth.ethertype == _ether.ETH_TYPE_IPV6:
+        ip6 = pkt.get_protocol(_ipv6.ipv6)
+        if ip6 is None:
+            raise MalformedFrame("truncated IPv6")
+        icmp = pkt.get_protocol(_icmpv6.icmpv6)
+        target = None
+        if icmp is not None and icmp.type_ in (ND_NS, ND_NA):
+            if not isinstance(icmp.data, _icmpv6.nd_neighbor):
+                raise MalformedFrame("truncated neighbour discovery message")
+            target = _ip(icmp.data.dst)
+        return Frame(**base, src_ip=_ip(ip6.src), icmpv6_type=None if icmp is None else icmp.type_,
+                     nd_target=target)  # type: ignore[arg-type]
+    return Frame(**base)
+
+
+def _ip(text: str) -> IPAddress:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise MalformedFrame(f"bad address {text!r}") from None
+
+
+def arp_reply(requester_mac: str, requester_ip: str, target_mac: str, target_ip: str) -> bytes:
+    """The reply "``target_ip`` is at ``target_mac``", addressed to the requester."""
+    pkt = _pkt.Packet()
+    pkt.add_protocol(_eth.ethernet(dst=requester_mac, src=target_mac, ethertype=_ether.ETH_TYPE_ARP))
+    pkt.add_protocol(_arp.arp(opcode=ARP_REPLY, src_mac=target_mac, src_ip=target_ip,
+                              dst_mac=requester_mac, dst_ip=requester_ip))
+    pkt.serialize()
+    return bytes(pkt.data)
+
+
+def neighbor_advert(target_mac: str, target_ip: str, dst_mac: str, dst_ip: str, solicited: bool) -> bytes:
+    """A Neighbor Advertisement for ``target_ip`` with the override flag and target link-layer option.
+
+    ``solicited`` answers a normal NS (sent to the asker); an unsolicited one defends an address
+    against a DAD probe and goes to all nodes (RFC 4861 section 7.2.4, RFC 4862 section 5.4.3).
+    """
+    flags = (0b010 if solicited else 0) | 0b001  # R=0, S, O=1, as res bits R|S|O
+    pkt = _pkt.Packet()
+    pkt.add_protocol(_eth.ethernet(dst=dst_mac, src=target_mac, ethertype=_ether.ETH_TYPE_IPV6))
+    pkt.add_protocol(_ipv6.ipv6(nxt=58, hop_limit=255, src=target_ip, dst=dst_ip))
+    pkt.add_protocol(_icmpv6.icmpv6(
+        type_=ND_NA, code=0,
+        data=_icmpv6.nd_neighbor(res=flags, dst=target_ip, option=_icmpv6.nd_option_tla(hw_src=target_mac))))
+    pkt.serialize()
+    return bytes(pkt.data)
