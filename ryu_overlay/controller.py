@@ -30,6 +30,7 @@ SYNC_REPLIES = frozenset({"ports", "flows", "groups", "meters"})
 OFPP_TABLE = 0xFFFFFFF9
 MOVE_WINDOW = 180.0  # seconds; EVPN's default MAC mobility window (RFC 7432 section 15.1)
 MOVE_LIMIT = 5  # moves allowed within the window before the port is frozen
+RESYNC_HOLDDOWN = 10.0  # seconds between resynchronisations forced by switch errors
 E = TypeVar("E")
 STAT_COUNTERS = (
     "flow_mods", "group_mods", "switch_connects", "switch_errors", "packet_in", "packet_in_ignored",
@@ -74,6 +75,7 @@ class Controller:
         self.switches: dict[int, SwitchState] = {}
         self.stats: Counter[str] = Counter()
         self._moves: dict[str, deque[float]] = {}
+        self._last_resync: dict[int, float] = {}
 
     # --- placement API ----------------------------------------------------------------------
 
@@ -324,10 +326,19 @@ class Controller:
         return self._save_port(port, new)
 
     def switch_error(self, dpid: int, description: str) -> list[Any]:
-        """The switch refused something: count it and resynchronise it from scratch."""
+        """The switch refused something: count it and resynchronise it from scratch.
+
+        A switch that keeps refusing the same thing is resynchronised at most once per
+        ``RESYNC_HOLDDOWN`` seconds, so an error cannot turn into a message storm.
+        """
         self.stats["switch_errors"] += 1
         LOG.error("switch %016x reported an error: %s", dpid, description)
-        return self.switch_connected(dpid) if dpid in self.switches else []
+        sw = self.switches.get(dpid)
+        now = self.clock()
+        if sw is None or now - self._last_resync.get(dpid, -RESYNC_HOLDDOWN) < RESYNC_HOLDDOWN:
+            return []
+        self._last_resync[dpid] = now
+        return self.switch_connected(dpid)
 
     # --- computing differences --------------------------------------------------------------
 

@@ -266,3 +266,17 @@ def test_moves_spread_over_more_than_180s_never_freeze():
         clock.now += 40
         c.packet_in(dpid, 9, garp("02:bb:00:00:00:01", "10.1.0.50"))
     assert not c.topo.ports["m1"].frozen and c.topo.ports["m1"].mobility_seq == 11
+
+
+def test_switch_errors_resync_at_most_once_per_holddown():
+    clock = Clock()
+    c = build(clock=clock)
+    connect(c, "hv1")
+    first = c.switch_error(1, "type=5 code=1")
+    assert [type(m).__name__ for m in first] == [
+        "OFPPortDescStatsRequest", "OFPFlowStatsRequest", "OFPGroupDescStatsRequest", "OFPMeterConfigStatsRequest"]
+    clock.now += 1
+    assert c.switch_error(1, "type=5 code=1") == []
+    clock.now += 10
+    assert c.switch_error(1, "type=5 code=1") != []
+    assert c.stats["switch_errors"] == 3
