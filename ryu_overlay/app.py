@@ -87,10 +87,10 @@ class OverlayApp(app_manager.RyuApp):  # type: ignore[misc,name-defined]
 
     @set_ev_cls(ofp_event.EventOFPStateChange, DEAD)
     def _gone(self, ev: Any) -> None:
-        dp = ev.datapath
-        if dp.id is not None and self.datapaths.get(dp.id) is dp:
-            del self.datapaths[dp.id]
-            self.controller.switch_disconnected(dp.id)
+        dp, dpid = ev.datapath, ev.datapath.id
+        if dpid is not None and self.datapaths.get(dpid) is dp:
+            del self.datapaths[dpid]
+            self.controller.switch_disconnected(dpid)
 
     @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN)
     def _port_desc(self, ev: Any) -> None:

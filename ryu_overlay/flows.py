@@ -173,10 +173,10 @@ def port_security_flows(port: Port, ofport: int, vni: int) -> list[Flow]:
     for ip in port.ipv4():
         flows.append(allow({"eth_type": ETH_TYPE_ARP, "arp_spa": str(ip), "arp_sha": port.mac}))
         flows.append(allow({"eth_type": ETH_TYPE_IPV4, "ipv4_src": str(ip)}))
-    for ip in own_ipv6(port):
-        flows.append(allow({"eth_type": ETH_TYPE_IPV6, "ipv6_src": ip}))
+    for ip6 in own_ipv6(port):
+        flows.append(allow({"eth_type": ETH_TYPE_IPV6, "ipv6_src": ip6}))
         flows.append(flow("port_security", 20, fam,
-                          {"in_port": ofport, **ICMPV6, "icmpv6_type": ND_NA, "ipv6_nd_target": ip}, vni,
+                          {"in_port": ofport, **ICMPV6, "icmpv6_type": ND_NA, "ipv6_nd_target": ip6}, vni,
                           goto="arp_nd"))
     flows.append(allow({**ICMPV6, "ipv6_src": "::"}))
     return flows
@@ -214,7 +214,8 @@ def network_partition(topo: Topology, view: SwitchView, net: Network) -> Partiti
     tun = view.tunnel_ofport
     peers = sorted((topo.hypervisors[h] for h in topo.hosts(net.name) if h != me.name), key=lambda h: h.name)
     local = sorted(((p, view.ofports[p.interface]) for p in members
-                    if p.hypervisor == me.name and p.interface in view.ofports), key=lambda x: x[1])
+                    if p.hypervisor == me.name and p.interface is not None and p.interface in view.ofports),
+                   key=lambda x: x[1])
     flows: list[Flow] = []
 
     for port, ofport in local:
@@ -227,10 +228,10 @@ def network_partition(topo: Topology, view: SwitchView, net: Network) -> Partiti
     for port in members:
         for ip in port.ipv4():
             flows.append(arp_responder(port, str(ip), vni))
-        for ip in own_ipv6(port):
+        for ip6 in own_ipv6(port):
             flows.append(flow("arp_nd", 100, Family.ND_PROXY,
                               {"metadata": (vni, VNI_MASK), **ICMPV6, "icmpv6_type": ND_NS,
-                               "ipv6_nd_target": ip, "eth_dst": MULTICAST_BIT}, vni,
+                               "ipv6_nd_target": ip6, "eth_dst": MULTICAST_BIT}, vni,
                               actions=(Output(OFPP_CONTROLLER),), meter=PACKET_IN_METER))
     if net.unknown_arp == "drop":
         flows.append(flow("arp_nd", 10, Family.ARP_RESPONDER,
@@ -257,7 +258,7 @@ def network_partition(topo: Topology, view: SwitchView, net: Network) -> Partiti
                       actions=(ToGroup(flood),)))
     flows.append(flow("flood", 100, Family.FLOOD, {"metadata": (vni | FROM_TUNNEL, NETWORK_MASK)}, vni,
                       actions=(ToGroup(flood_local),)))
-    groups = [Group(flood, tuple(buckets)), Group(flood_local, tuple((Output(o),) for _, o in local))]
+    groups = (Group(flood, tuple(buckets)), Group(flood_local, tuple((Output(o),) for _, o in local)))
     return _partition(flows, groups)
 
 

@@ -238,8 +238,7 @@ def test_a_port_moving_more_than_five_times_in_180s_is_frozen_at_its_last_locati
     declare_unlocated(c)
     c.port_status(3, "tapM", 9)
     c.port_status(4, "tapM", 9)
-    hvs = [3, 4] * 4
-    for i, dpid in enumerate(hvs[:6]):  # first sighting learns; five moves follow
+    for dpid in [3, 4] * 3:  # the first sighting learns; five moves follow
         clock.now += 10
         c.packet_in(dpid, 9, garp("02:bb:00:00:00:01", "10.1.0.50"))
     port = c.topo.ports["m1"]
