@@ -15,7 +15,7 @@ import eventlet.wsgi
 
 from .compat import framework_module, ofproto as ofp
 from .controller import Batches, Controller
-from .ofmsg import decode_group, decode_meter
+from .ofmsg import decode_group, decode_meter, wire
 from .rest import RestApp
 from .store import SqliteStore
 
@@ -72,9 +72,8 @@ class OverlayApp(app_manager.RyuApp):  # type: ignore[misc,name-defined]
             dp = self.datapaths.get(dpid)
             if dp is None:
                 continue
-            for msg in msgs:
-                msg.datapath = dp
-                dp.send_msg(msg)
+            if msgs:
+                dp.send(b"".join(wire(msg, dp) for msg in msgs))
 
     def _send_one(self, dpid: int, msgs: Iterable[Any]) -> None:
         self.send({dpid: list(msgs)})

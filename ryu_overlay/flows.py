@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any, Mapping, Union
 
 from .model import Hypervisor, Network, Port, link_local
@@ -148,7 +148,6 @@ def base_partition(view: SwitchView) -> Partition:
         flow("port_security", 1, m, {}, goto="arp_nd"),
         flow("port_security", 15, m, {**ICMPV6, "icmpv6_type": ND_NA}),
         flow("arp_nd", 0, m, {}, goto="l2_lookup"),
-        flow("arp_nd", 40, m, {**ICMPV6, "icmpv6_type": ND_NS, "eth_dst": MULTICAST_BIT}),
         flow("arp_nd", 40, m, {**ICMPV6, "icmpv6_type": ND_NA, "eth_dst": MULTICAST_BIT}),
         flow("arp_nd", 40, m, {"eth_type": ETH_TYPE_ARP, "arp_op": 2, "eth_dst": BROADCAST}),
         flow("l2_lookup", 10, m, {"eth_dst": MULTICAST_BIT}, goto="flood"),
@@ -163,13 +162,23 @@ def tunnel_bucket(vni: int, remote: Hypervisor, tunnel_ofport: int) -> tuple[Act
     return (SetField("tunnel_id", vni), SetField("tun_ipv4_dst", str(remote.tunnel_ip)), Output(tunnel_ofport))
 
 
-def port_security_flows(port: Port, ofport: int, vni: int) -> list[Flow]:
+CACHE = 1 << 17  # builders are pure and memoised: hypervisors of one network share most flows
+
+
+@lru_cache(maxsize=CACHE)
+def local_port_flows(port: Port, ofport: int, vni: int) -> tuple[Flow, ...]:
+    """Classification, port security and delivery of a VM port on its own hypervisor."""
     fam = Family.PORT_SECURITY
 
     def allow(match: dict[str, Any]) -> Flow:
         return flow("port_security", 10, fam, {"in_port": ofport, **match}, vni, goto="arp_nd")
 
-    flows = []
+    flows = [
+        flow("ingress", 100, Family.PORT_IN, {"in_port": ofport, "eth_src": port.mac}, vni,
+             metadata=(vni, NETWORK_MASK), goto="port_security"),
+        flow("l2_lookup", 100, Family.L2_LOCAL, {"metadata": (vni, VNI_MASK), "eth_dst": port.mac}, vni,
+             actions=(Output(ofport),)),
+    ]
     for ip in port.ipv4():
         flows.append(allow({"eth_type": ETH_TYPE_ARP, "arp_spa": str(ip), "arp_sha": port.mac}))
         flows.append(allow({"eth_type": ETH_TYPE_IPV4, "ipv4_src": str(ip)}))
@@ -179,7 +188,7 @@ def port_security_flows(port: Port, ofport: int, vni: int) -> list[Flow]:
                           {"in_port": ofport, **ICMPV6, "icmpv6_type": ND_NA, "ipv6_nd_target": ip6}, vni,
                           goto="arp_nd"))
     flows.append(allow({**ICMPV6, "ipv6_src": "::"}))
-    return flows
+    return tuple(flows)
 
 
 def own_ipv6(port: Port) -> list[str]:
@@ -187,11 +196,12 @@ def own_ipv6(port: Port) -> list[str]:
     return sorted({str(ip) for ip in (*port.ipv6(), link_local(port.mac))})
 
 
-def arp_responder(port: Port, ip: str, vni: int) -> Flow:
-    """Answer "who has ``ip``" with ``port``'s MAC inside the switch, back out of the asking port."""
-    return flow(
+@lru_cache(maxsize=CACHE)
+def arp_responders(port: Port, vni: int) -> tuple[Flow, ...]:
+    """Answer "who has <ip>" for each IPv4 of ``port`` inside the switch, back out of the asking port."""
+    return tuple(flow(
         "arp_nd", 100, Family.ARP_RESPONDER,
-        {"metadata": (vni, VNI_MASK), "eth_type": ETH_TYPE_ARP, "arp_op": 1, "arp_tpa": ip}, vni,
+        {"metadata": (vni, VNI_MASK), "eth_type": ETH_TYPE_ARP, "arp_op": 1, "arp_tpa": str(ip)}, vni,
         actions=(
             Move("eth_src", "eth_dst", 48),
             SetField("eth_src", port.mac),
@@ -199,9 +209,42 @@ def arp_responder(port: Port, ip: str, vni: int) -> Flow:
             Move("arp_sha", "arp_tha", 48),
             Move("arp_spa", "arp_tpa", 32),
             SetField("arp_sha", port.mac),
-            SetField("arp_spa", ip),
+            SetField("arp_spa", str(ip)),
             Output(OFPP_IN_PORT),
-        ))
+        )) for ip in port.ipv4())
+
+
+@lru_cache(maxsize=CACHE)
+def remote_port_flow(port: Port, host: Hypervisor, tunnel_ofport: int, vni: int) -> Flow:
+    """Unicast to a MAC on another hypervisor: into the tunnel, towards that hypervisor."""
+    return flow("l2_lookup", 100, Family.L2_REMOTE, {"metadata": (vni, NETWORK_MASK), "eth_dst": port.mac}, vni,
+                actions=tunnel_bucket(vni, host, tunnel_ofport))
+
+
+@lru_cache(maxsize=CACHE)
+def tunnel_in_flow(peer: Hypervisor, tunnel_ofport: int, vni: int) -> Flow:
+    return flow("ingress", 100, Family.TUNNEL_IN,
+                {"in_port": tunnel_ofport, "tun_ipv4_src": str(peer.tunnel_ip), "tunnel_id": vni}, vni,
+                metadata=(vni | FROM_TUNNEL, NETWORK_MASK), goto="l2_lookup")
+
+
+@lru_cache(maxsize=CACHE)
+def network_flows(net: Network) -> tuple[Flow, ...]:
+    """Flows every hypervisor hosting ``net`` has, whatever its ports."""
+    vni = net.vni
+    flows = [
+        flow("arp_nd", 100, Family.ND_PROXY,
+             {"metadata": (vni, VNI_MASK), **ICMPV6, "icmpv6_type": ND_NS, "eth_dst": MULTICAST_BIT},
+             vni, actions=(Output(OFPP_CONTROLLER),), meter=PACKET_IN_METER),
+        flow("flood", 100, Family.FLOOD, {"metadata": (vni, NETWORK_MASK)}, vni,
+             actions=(ToGroup(group_id(GroupRole.FLOOD, vni)),)),
+        flow("flood", 100, Family.FLOOD, {"metadata": (vni | FROM_TUNNEL, NETWORK_MASK)}, vni,
+             actions=(ToGroup(group_id(GroupRole.FLOOD_LOCAL, vni)),)),
+    ]
+    if net.unknown_arp == "drop":
+        flows.append(flow("arp_nd", 10, Family.ARP_RESPONDER,
+                          {"metadata": (vni, VNI_MASK), "eth_type": ETH_TYPE_ARP, "arp_op": 1}, vni))
+    return tuple(flows)
 
 
 def network_partition(topo: Topology, view: SwitchView, net: Network) -> Partition:
@@ -212,53 +255,26 @@ def network_partition(topo: Topology, view: SwitchView, net: Network) -> Partiti
     if not any(p.hypervisor == me.name for p in members):
         return Partition()
     tun = view.tunnel_ofport
-    peers = sorted((topo.hypervisors[h] for h in topo.hosts(net.name) if h != me.name), key=lambda h: h.name)
     local = sorted(((p, view.ofports[p.interface]) for p in members
                     if p.hypervisor == me.name and p.interface is not None and p.interface in view.ofports),
                    key=lambda x: x[1])
-    flows: list[Flow] = []
-
+    flows: list[Flow] = list(network_flows(net))
     for port, ofport in local:
-        flows.append(flow("ingress", 100, Family.PORT_IN, {"in_port": ofport, "eth_src": port.mac}, vni,
-                          metadata=(vni, NETWORK_MASK), goto="port_security"))
-        flows.extend(port_security_flows(port, ofport, vni))
-        flows.append(flow("l2_lookup", 100, Family.L2_LOCAL, {"metadata": (vni, VNI_MASK), "eth_dst": port.mac},
-                          vni, actions=(Output(ofport),)))
-
+        flows.extend(local_port_flows(port, ofport, vni))
     for port in members:
-        for ip in port.ipv4():
-            flows.append(arp_responder(port, str(ip), vni))
-        for ip6 in own_ipv6(port):
-            flows.append(flow("arp_nd", 100, Family.ND_PROXY,
-                              {"metadata": (vni, VNI_MASK), **ICMPV6, "icmpv6_type": ND_NS,
-                               "ipv6_nd_target": ip6, "eth_dst": MULTICAST_BIT}, vni,
-                              actions=(Output(OFPP_CONTROLLER),), meter=PACKET_IN_METER))
-    if net.unknown_arp == "drop":
-        flows.append(flow("arp_nd", 10, Family.ARP_RESPONDER,
-                          {"metadata": (vni, VNI_MASK), "eth_type": ETH_TYPE_ARP, "arp_op": 1}, vni))
+        flows.extend(arp_responders(port, vni))
 
     buckets: list[tuple[Action, ...]] = [(Output(ofport),) for _, ofport in local]
     if tun is not None:
-        remote_hvs = {h.name: h for h in peers}
+        peers = sorted((topo.hypervisors[h] for h in topo.hosts(net.name) if h != me.name), key=lambda h: h.name)
         for port in members:
-            hv = remote_hvs.get(port.hypervisor or "")
-            if hv is not None:
-                flows.append(flow("l2_lookup", 100, Family.L2_REMOTE,
-                                  {"metadata": (vni, NETWORK_MASK), "eth_dst": port.mac}, vni,
-                                  actions=tunnel_bucket(vni, hv, tun)))
-        for hv in peers:
-            flows.append(flow("ingress", 100, Family.TUNNEL_IN,
-                              {"in_port": tun, "tun_ipv4_src": str(hv.tunnel_ip), "tunnel_id": vni}, vni,
-                              metadata=(vni | FROM_TUNNEL, NETWORK_MASK), goto="l2_lookup"))
-            buckets.append(tunnel_bucket(vni, hv, tun))
-
-    flood = group_id(GroupRole.FLOOD, vni)
-    flood_local = group_id(GroupRole.FLOOD_LOCAL, vni)
-    flows.append(flow("flood", 100, Family.FLOOD, {"metadata": (vni, NETWORK_MASK)}, vni,
-                      actions=(ToGroup(flood),)))
-    flows.append(flow("flood", 100, Family.FLOOD, {"metadata": (vni | FROM_TUNNEL, NETWORK_MASK)}, vni,
-                      actions=(ToGroup(flood_local),)))
-    groups = (Group(flood, tuple(buckets)), Group(flood_local, tuple((Output(o),) for _, o in local)))
+            if port.hypervisor is not None and port.hypervisor != me.name:
+                flows.append(remote_port_flow(port, topo.hypervisors[port.hypervisor], tun, vni))
+        for peer in peers:
+            flows.append(tunnel_in_flow(peer, tun, vni))
+            buckets.append(tunnel_bucket(vni, peer, tun))
+    groups = (Group(group_id(GroupRole.FLOOD, vni), tuple(buckets)),
+              Group(group_id(GroupRole.FLOOD_LOCAL, vni), tuple((Output(o),) for _, o in local)))
     return _partition(flows, groups)
 
 

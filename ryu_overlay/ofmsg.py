@@ -8,6 +8,7 @@ removed only after its successor is in place (make before break).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from .compat import ofproto as ofp, parser
@@ -40,7 +41,11 @@ def decode_action(action: Any) -> Action | None:
     return None
 
 
+@lru_cache(maxsize=1 << 18)
 def flow_add(f: Flow) -> Any:
+    """The ADD message for ``f``; cached, because many hypervisors share the same flows
+    (a network's responders and remote MACs), and Ryu's match encoding is the costliest
+    step of a cold start. Treat the returned message as read-only."""
     instructions: list[Any] = []
     if f.meter is not None:
         instructions.append(parser.OFPInstructionMeter(f.meter, ofp.OFPIT_METER))
@@ -102,6 +107,16 @@ def decode_meter(stats: Any) -> Meter | None:
 def packet_out(in_port: int, data: bytes, actions: list[Action]) -> Any:
     return parser.OFPPacketOut(None, buffer_id=ofp.OFP_NO_BUFFER, in_port=in_port,
                                actions=[encode_action(a) for a in actions], data=data)
+
+
+def wire(msg: Any, datapath: Any) -> bytes:
+    """The bytes of ``msg``. A shared (cached) message is serialised only the first time."""
+    if msg.buf is None:
+        msg.datapath = datapath
+        if msg.xid is None:
+            datapath.set_xid(msg)
+        msg.serialize()
+    return bytes(msg.buf)
 
 
 def barrier() -> Any:
