@@ -31,7 +31,7 @@ def installed_state(msgs: list[Any]) -> tuple[list[int], list[tuple[int, Any]], 
 def test_first_connect_installs_meters_and_groups_before_flows_with_barriers():
     c = build()
     msgs = connect(c, "hv1")
-    kinds = [type(m).__name__ for m in msgs]
+    kinds = ["OFPFlowMod" if isinstance(m, parser.OFPFlowMod) else type(m).__name__ for m in msgs]
     first_flow = kinds.index("OFPFlowMod")
     assert "OFPMeterMod" in kinds[:first_flow] and "OFPGroupMod" in kinds[:first_flow]
     assert kinds[first_flow - 1] == "OFPBarrierRequest" and kinds[-1] == "OFPBarrierRequest"
