@@ -1,0 +1,568 @@
+"""A packet-level OpenFlow 1.3 pipeline simulator, and the ``ryu-overlay trace`` command.
+
+``SimSwitch`` applies the flow-mods, group-mods and meter-mods the controller produced (the
+same Ryu message objects it sends) and answers what a packet does: which tables it visits,
+where it is output and with which tunnel metadata, whether it goes to the controller or is
+dropped. ``SimFabric`` joins switches by their tunnel addresses so a frame can be followed
+from one VM, through a tunnel, to another. ``SimNet`` drives a ``Controller`` through the
+switch handshake and keeps one SimSwitch per hypervisor in step with what it sends.
+
+Packets are mappings from OXM field names (as Ryu spells them: ``eth_src``, ``arp_tpa``,
+``tunnel_id``, ``tun_ipv4_dst``...) to values in Ryu's user form (MAC and IP strings, ints).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from .compat import ofproto as ofp, parser
+from .pipeline import TABLE_NAMES
+
+Packet = dict[str, Any]
+
+MAC_FIELDS = {"eth_src", "eth_dst", "arp_sha", "arp_tha", "ipv6_nd_sll", "ipv6_nd_tll"}
+IPV4_FIELDS = {"arp_spa", "arp_tpa", "ipv4_src", "ipv4_dst", "tun_ipv4_src", "tun_ipv4_dst"}
+IPV6_FIELDS = {"ipv6_src", "ipv6_dst", "ipv6_nd_target"}
+PIPELINE_FIELDS = {"metadata", "tunnel_id", *(f"reg{i}" for i in range(8))}
+ETH_ARP, ETH_IPV4, ETH_IPV6 = 0x0806, 0x0800, 0x86DD
+PREREQUISITES: dict[str, Mapping[str, tuple[int, ...]]] = {
+    **{f: {"eth_type": (ETH_ARP,)} for f in ("arp_op", "arp_spa", "arp_tpa", "arp_sha", "arp_tha")},
+    **{f: {"eth_type": (ETH_IPV4,)} for f in ("ipv4_src", "ipv4_dst")},
+    **{f: {"eth_type": (ETH_IPV6,)} for f in ("ipv6_src", "ipv6_dst")},
+    "ip_proto": {"eth_type": (ETH_IPV4, ETH_IPV6)},
+    "icmpv6_type": {"eth_type": (ETH_IPV6,), "ip_proto": (58,)},
+    "ipv6_nd_target": {"eth_type": (ETH_IPV6,), "ip_proto": (58,), "icmpv6_type": (135, 136)},
+}
+MAX_HOPS = 8
+
+
+class SimError(Exception):
+    """A message a real switch would refuse, or a pipeline that is ambiguous."""
+
+
+def to_int(name: str, value: Any) -> int:
+    if isinstance(value, int):
+        return value
+    if name in MAC_FIELDS:
+        return int(str(value).replace(":", ""), 16)
+    if name in IPV4_FIELDS or name in IPV6_FIELDS:
+        return int(ipaddress.ip_address(value))
+    raise SimError(f"cannot interpret {name}={value!r}")
+
+
+def from_int(name: str, value: int) -> Any:
+    if name in MAC_FIELDS:
+        raw = f"{value:012x}"
+        return ":".join(raw[i:i + 2] for i in range(0, 12, 2))
+    if name in IPV4_FIELDS:
+        return str(ipaddress.IPv4Address(value))
+    if name in IPV6_FIELDS:
+        return str(ipaddress.IPv6Address(value))
+    return value
+
+
+def _norm_match(match: Any) -> dict[str, tuple[int, int | None]]:
+    out: dict[str, tuple[int, int | None]] = {}
+    for name, value in match.items():
+        if isinstance(value, tuple):
+            out[name] = (to_int(name, value[0]), to_int(name, value[1]))
+        else:
+            out[name] = (to_int(name, value), None)
+    return out
+
+
+def _check_prerequisites(match: Mapping[str, tuple[int, int | None]]) -> None:
+    for name in match:
+        for need, allowed in PREREQUISITES.get(name, {}).items():
+            have = match.get(need)
+            if have is None or have[1] is not None or have[0] not in allowed:
+                raise SimError(f"match on {name} needs {need} in {allowed}")
+
+
+@dataclass
+class Entry:
+    table_id: int
+    priority: int
+    cookie: int
+    match: dict[str, tuple[int, int | None]]
+    instructions: list[Any]
+    packets: int = 0
+
+    def matches(self, pkt: Packet) -> bool:
+        for name, (value, mask) in self.match.items():
+            if name in pkt:
+                have = to_int(name, pkt[name])
+            elif name in PIPELINE_FIELDS:
+                have = 0
+            else:
+                return False
+            if mask is None:
+                if have != value:
+                    return False
+            elif have & mask != value & mask:
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class Output:
+    port: int
+    packet: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class PacketIn:
+    table_id: int
+    cookie: int
+    packet: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Step:
+    table_id: int
+    table: str
+    priority: int | None
+    cookie: int | None
+    match: str
+    actions: str
+
+
+@dataclass(frozen=True)
+class SimResult:
+    outputs: tuple[Output, ...]
+    packet_ins: tuple[PacketIn, ...]
+    trace: tuple[Step, ...]
+    meters: tuple[int, ...]
+
+    @property
+    def dropped(self) -> bool:
+        return not self.outputs and not self.packet_ins
+
+    def ports(self) -> set[int]:
+        return {o.port for o in self.outputs}
+
+
+@dataclass
+class _Run:
+    outputs: list[Output] = field(default_factory=list)
+    packet_ins: list[PacketIn] = field(default_factory=list)
+    trace: list[Step] = field(default_factory=list)
+    meters: list[int] = field(default_factory=list)
+
+
+class SimSwitch:
+    def __init__(self, table_names: Mapping[int, str] | None = None) -> None:
+        self.table_names = dict(TABLE_NAMES if table_names is None else table_names)
+        self.entries: list[Entry] = []
+        self.groups: dict[int, Any] = {}
+        self.meters: dict[int, Any] = {}
+
+    # --- applying messages ------------------------------------------------------------------
+
+    def apply(self, msgs: Iterable[Any]) -> None:
+        for msg in msgs:
+            if isinstance(msg, parser.OFPFlowMod):
+                self._flow_mod(msg)
+            elif isinstance(msg, parser.OFPGroupMod):
+                self._group_mod(msg)
+            elif isinstance(msg, parser.OFPMeterMod):
+                self._meter_mod(msg)
+
+    def _flow_mod(self, msg: Any) -> None:
+        match = _norm_match(msg.match)
+        if msg.command == ofp.OFPFC_ADD:
+            _check_prerequisites(match)
+            for inst in msg.instructions:
+                if isinstance(inst, parser.OFPInstructionGotoTable) and inst.table_id <= msg.table_id:
+                    raise SimError(f"goto_table:{inst.table_id} from table {msg.table_id} goes backwards")
+            self.entries = [e for e in self.entries
+                            if not (e.table_id == msg.table_id and e.priority == msg.priority and e.match == match)]
+            self.entries.append(Entry(msg.table_id, msg.priority, msg.cookie, match, list(msg.instructions)))
+        elif msg.command in (ofp.OFPFC_DELETE, ofp.OFPFC_DELETE_STRICT):
+            strict = msg.command == ofp.OFPFC_DELETE_STRICT
+
+            def doomed(e: Entry) -> bool:
+                if msg.table_id != ofp.OFPTT_ALL and e.table_id != msg.table_id:
+                    return False
+                if e.cookie & msg.cookie_mask != msg.cookie & msg.cookie_mask:
+                    return False
+                if strict:
+                    return e.priority == msg.priority and e.match == match
+                return all(e.match.get(k) == v for k, v in match.items())
+
+            self.entries = [e for e in self.entries if not doomed(e)]
+        else:
+            raise SimError(f"flow-mod command {msg.command} is not simulated")
+
+    def _group_mod(self, msg: Any) -> None:
+        if msg.command == ofp.OFPGC_ADD:
+            if msg.group_id in self.groups:
+                raise SimError(f"group {msg.group_id} exists")
+            self.groups[msg.group_id] = msg
+        elif msg.command == ofp.OFPGC_MODIFY:
+            if msg.group_id not in self.groups:
+                raise SimError(f"group {msg.group_id} does not exist")
+            self.groups[msg.group_id] = msg
+        elif msg.command == ofp.OFPGC_DELETE:
+            gone = set(self.groups) if msg.group_id == ofp.OFPG_ALL else {msg.group_id}
+            for gid in gone:
+                self.groups.pop(gid, None)
+            self.entries = [e for e in self.entries if not _groups_used(e) & gone]
+
+    def _meter_mod(self, msg: Any) -> None:
+        if msg.command == ofp.OFPMC_DELETE:
+            self.meters.pop(msg.meter_id, None)
+        elif msg.command == ofp.OFPMC_ADD and msg.meter_id in self.meters:
+            raise SimError(f"meter {msg.meter_id} exists")
+        else:
+            self.meters[msg.meter_id] = msg
+
+    def flows(self, table_id: int | None = None) -> list[Entry]:
+        return [e for e in self.entries if table_id is None or e.table_id == table_id]
+
+    # --- processing packets -----------------------------------------------------------------
+
+    def process(self, packet: Mapping[str, Any]) -> SimResult:
+        run = _Run()
+        self._table(0, dict(packet), run)
+        return SimResult(tuple(run.outputs), tuple(run.packet_ins), tuple(run.trace), tuple(run.meters))
+
+    def _table(self, table_id: int, pkt: Packet, run: _Run) -> None:
+        name = self.table_names.get(table_id, str(table_id))
+        hits = [e for e in self.entries if e.table_id == table_id and e.matches(pkt)]
+        if not hits:
+            run.trace.append(Step(table_id, name, None, None, "miss", "drop"))
+            return
+        best = max(e.priority for e in hits)
+        top = [e for e in hits if e.priority == best]
+        if len(top) > 1:
+            raise SimError(f"{len(top)} flows of priority {best} in table {name} match {pkt}")
+        entry = top[0]
+        entry.packets += 1
+        run.trace.append(Step(table_id, name, entry.priority, entry.cookie, _fmt_match(entry.match),
+                              _fmt_instructions(entry.instructions)))
+        goto = None
+        for inst in entry.instructions:
+            if isinstance(inst, parser.OFPInstructionMeter):
+                if inst.meter_id not in self.meters:
+                    raise SimError(f"meter {inst.meter_id} does not exist")
+                run.meters.append(inst.meter_id)
+            elif isinstance(inst, parser.OFPInstructionActions) and inst.type == ofp.OFPIT_APPLY_ACTIONS:
+                self._actions(inst.actions, pkt, run, table_id, entry.cookie)
+            elif isinstance(inst, parser.OFPInstructionWriteMetadata):
+                old = pkt.get("metadata", 0)
+                pkt["metadata"] = (old & ~inst.metadata_mask) | (inst.metadata & inst.metadata_mask)
+            elif isinstance(inst, parser.OFPInstructionGotoTable):
+                goto = inst.table_id
+            else:
+                raise SimError(f"instruction {inst} is not simulated")
+        if goto is not None:
+            self._table(goto, pkt, run)
+
+    def _actions(self, actions: Iterable[Any], pkt: Packet, run: _Run, table_id: int, cookie: int) -> None:
+        for action in actions:
+            if isinstance(action, parser.OFPActionOutput):
+                self._output(action.port, pkt, run, table_id, cookie)
+            elif isinstance(action, parser.OFPActionSetField):
+                pkt[action.key] = action.value
+            elif isinstance(action, parser.NXActionRegMove):
+                src = to_int(action.src_field, pkt.get(action.src_field, 0))
+                bits = (src >> action.src_ofs) & ((1 << action.n_bits) - 1)
+                dst_old = to_int(action.dst_field, pkt.get(action.dst_field, 0))
+                mask = ((1 << action.n_bits) - 1) << action.dst_ofs
+                pkt[action.dst_field] = from_int(action.dst_field, (dst_old & ~mask) | (bits << action.dst_ofs))
+            elif isinstance(action, parser.OFPActionGroup):
+                group = self.groups.get(action.group_id)
+                if group is None:
+                    raise SimError(f"group {action.group_id} does not exist")
+                if group.type != ofp.OFPGT_ALL:
+                    raise SimError(f"group type {group.type} is not simulated")
+                for bucket in group.buckets:
+                    self._actions(bucket.actions, dict(pkt), run, table_id, cookie)
+            else:
+                raise SimError(f"action {action} is not simulated")
+
+    @staticmethod
+    def _output(port: int, pkt: Packet, run: _Run, table_id: int, cookie: int) -> None:
+        if port == ofp.OFPP_CONTROLLER:
+            run.packet_ins.append(PacketIn(table_id, cookie, dict(pkt)))
+        elif port == ofp.OFPP_IN_PORT:
+            run.outputs.append(Output(pkt["in_port"], dict(pkt)))
+        elif port != pkt.get("in_port"):  # OpenFlow never sends a frame back where it came from
+            run.outputs.append(Output(port, dict(pkt)))
+
+
+def _groups_used(entry: Entry) -> set[int]:
+    return {a.group_id for inst in entry.instructions if isinstance(inst, parser.OFPInstructionActions)
+            for a in inst.actions if isinstance(a, parser.OFPActionGroup)}
+
+
+def _fmt_match(match: Mapping[str, tuple[int, int | None]]) -> str:
+    parts = []
+    for name, (value, mask) in sorted(match.items()):
+        text = str(from_int(name, value)) if name not in PIPELINE_FIELDS else hex(value)
+        if mask is not None:
+            text += "/" + (str(from_int(name, mask)) if name not in PIPELINE_FIELDS else hex(mask))
+        parts.append(f"{name}={text}")
+    return ",".join(parts) or "any"
+
+
+def _fmt_action(action: Any) -> str:
+    if isinstance(action, parser.OFPActionOutput):
+        return {ofp.OFPP_IN_PORT: "output:IN_PORT", ofp.OFPP_CONTROLLER: "output:CONTROLLER"}.get(
+            action.port, f"output:{action.port}")
+    if isinstance(action, parser.OFPActionSetField):
+        value = hex(action.value) if action.key in PIPELINE_FIELDS else action.value
+        return f"set_field:{value}->{action.key}"
+    if isinstance(action, parser.NXActionRegMove):
+        return f"move:{action.src_field}->{action.dst_field}"
+    if isinstance(action, parser.OFPActionGroup):
+        return f"group:{action.group_id:#x}"
+    return type(action).__name__
+
+
+def _fmt_instructions(instructions: Iterable[Any]) -> str:
+    parts: list[str] = []
+    for inst in instructions:
+        if isinstance(inst, parser.OFPInstructionMeter):
+            parts.append(f"meter:{inst.meter_id}")
+        elif isinstance(inst, parser.OFPInstructionActions):
+            parts.extend(_fmt_action(a) for a in inst.actions)
+        elif isinstance(inst, parser.OFPInstructionWriteMetadata):
+            parts.append(f"write_metadata:{inst.metadata:#x}/{inst.metadata_mask:#x}")
+        elif isinstance(inst, parser.OFPInstructionGotoTable):
+            parts.append(f"goto_table:{TABLE_NAMES.get(inst.table_id, inst.table_id)}")
+    return ",".join(parts) or "drop"
+
+
+# --- several hypervisors ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Delivery:
+    switch: str
+    port: int
+    packet: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Hop:
+    switch: str
+    result: SimResult
+
+
+@dataclass(frozen=True)
+class FabricResult:
+    deliveries: tuple[Delivery, ...]
+    tunnelled: tuple[tuple[str, str | None, int, str], ...]  # (from, to or None if lost, tunnel_id, tun_dst)
+    hops: tuple[Hop, ...]
+
+    @property
+    def dropped(self) -> bool:
+        return not self.deliveries and not self.tunnelled and not self.packet_ins()
+
+    def packet_ins(self) -> list[tuple[str, PacketIn]]:
+        return [(h.switch, p) for h in self.hops for p in h.result.packet_ins]
+
+    def at(self, switch: str) -> set[int]:
+        return {d.port for d in self.deliveries if d.switch == switch}
+
+
+@dataclass
+class _Member:
+    switch: SimSwitch
+    tunnel_ip: str
+    tunnel_ofport: int | None
+
+
+class SimFabric:
+    """Switches joined by an ideal underlay: a tunnel output reaches the switch owning tun_dst."""
+
+    def __init__(self) -> None:
+        self.members: dict[str, _Member] = {}
+
+    def add_switch(self, name: str, switch: SimSwitch, tunnel_ip: str, tunnel_ofport: int | None) -> None:
+        self.members[name] = _Member(switch, tunnel_ip, tunnel_ofport)
+
+    def send(self, name: str, packet: Mapping[str, Any]) -> FabricResult:
+        deliveries: list[Delivery] = []
+        tunnelled: list[tuple[str, str | None, int, str]] = []
+        hops: list[Hop] = []
+        queue: list[tuple[str, Packet, int]] = [(name, dict(packet), 0)]
+        by_ip = {m.tunnel_ip: n for n, m in self.members.items()}
+        while queue:
+            here, pkt, depth = queue.pop(0)
+            if depth > MAX_HOPS:
+                raise SimError("frame looped through tunnels")
+            member = self.members[here]
+            result = member.switch.process(pkt)
+            hops.append(Hop(here, result))
+            for out in result.outputs:
+                if out.port != member.tunnel_ofport:
+                    deliveries.append(Delivery(here, out.port, out.packet))
+                    continue
+                dst = str(out.packet.get("tun_ipv4_dst", ""))
+                vni = int(out.packet.get("tunnel_id", 0))
+                there = by_ip.get(dst)
+                tunnelled.append((here, there, vni, dst))
+                if there is None:
+                    continue
+                inner = {k: v for k, v in out.packet.items()
+                         if k not in PIPELINE_FIELDS and not k.startswith("tun_")}
+                inner.update(in_port=self.members[there].tunnel_ofport, tunnel_id=vni,
+                             tun_ipv4_src=member.tunnel_ip)
+                queue.append((there, inner, depth + 1))
+        return FabricResult(tuple(deliveries), tuple(tunnelled), tuple(hops))
+
+
+class SimNet:
+    """A ``Controller`` with one simulated switch per hypervisor, kept in step with what it sends."""
+
+    def __init__(self, controller: Any, ofports: Mapping[str, Mapping[str, int]]) -> None:
+        self.controller = controller
+        self.ofports = {hv: dict(p) for hv, p in ofports.items()}
+        self.switches: dict[str, SimSwitch] = {}
+        self.fabric = SimFabric()
+        for hv in ofports:
+            self.connect(hv)
+
+    def connect(self, hv: str) -> list[Any]:
+        """Connect (or reconnect) ``hv``'s switch as an empty one; return what the controller sent."""
+        c = self.controller
+        h = c.topo.hypervisors[hv]
+        sw = self.switches[hv] = SimSwitch()
+        c.switch_connected(h.dpid)
+        msgs: list[Any] = []
+        for batches in (c.ports_reply(h.dpid, self.ofports[hv], False), c.flows_reply(h.dpid, [], False),
+                        c.groups_reply(h.dpid, [], False), c.meters_reply(h.dpid, [], False)):
+            msgs += batches.get(h.dpid, [])
+        sw.apply(msgs)
+        self.fabric.add_switch(hv, sw, str(h.tunnel_ip), self.ofports[hv].get(h.tunnel_port))
+        return msgs
+
+    def apply(self, batches: Mapping[int, list[Any]]) -> None:
+        by_dpid = {h.dpid: name for name, h in self.controller.topo.hypervisors.items()}
+        for dpid, msgs in batches.items():
+            name = by_dpid.get(dpid)
+            if name in self.switches:
+                self.switches[name].apply(msgs)
+
+    def send(self, hv: str, packet: Mapping[str, Any]) -> FabricResult:
+        return self.fabric.send(hv, packet)
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+SHORTHANDS: dict[str, dict[str, int]] = {
+    "arp": {"eth_type": ETH_ARP},
+    "ip": {"eth_type": ETH_IPV4},
+    "ipv6": {"eth_type": ETH_IPV6},
+    "icmp": {"eth_type": ETH_IPV4, "ip_proto": 1},
+    "icmp6": {"eth_type": ETH_IPV6, "ip_proto": 58},
+    "tcp": {"eth_type": ETH_IPV4, "ip_proto": 6},
+    "udp": {"eth_type": ETH_IPV4, "ip_proto": 17},
+}
+KNOWN_FIELDS = MAC_FIELDS | IPV4_FIELDS | IPV6_FIELDS | PIPELINE_FIELDS | {
+    "in_port", "eth_type", "vlan_vid", "arp_op", "ip_proto", "icmpv6_type", "icmpv6_code", "tcp_dst", "udp_dst"}
+
+
+def parse_packet_spec(spec: str, interfaces: Mapping[str, int] | None = None) -> Packet:
+    """``in_port=tapA1,eth_src=..,eth_dst=..,arp,arp_op=1,arp_tpa=10.1.0.2`` -> a packet."""
+    pkt: Packet = {}
+    for item in filter(None, (p.strip() for p in spec.split(","))):
+        if item in SHORTHANDS:
+            pkt.update(SHORTHANDS[item])
+            continue
+        name, sep, raw = item.partition("=")
+        if not sep or name not in KNOWN_FIELDS:
+            raise ValueError(f"unknown field or shorthand {item!r}")
+        if name == "in_port" and interfaces is not None and raw in interfaces:
+            pkt[name] = interfaces[raw]
+        elif name in MAC_FIELDS | IPV4_FIELDS | IPV6_FIELDS:
+            try:
+                pkt[name] = from_int(name, to_int(name, raw))
+            except (ValueError, SimError):
+                raise ValueError(f"bad value for {name}: {raw!r}") from None
+        else:
+            try:
+                pkt[name] = int(raw, 0)
+            except ValueError:
+                raise ValueError(f"bad value for {name}: {raw!r}") from None
+    if "in_port" not in pkt:
+        raise ValueError("the packet needs an in_port")
+    return pkt
+
+
+def format_fabric(result: FabricResult) -> str:
+    lines: list[str] = []
+    for hop in result.hops:
+        lines.append(f"== {hop.switch} ==")
+        for step in hop.result.trace:
+            if step.priority is None:
+                lines.append(f"  {step.table_id} {step.table}: no flow matches -> drop")
+            else:
+                lines.append(f"  {step.table_id} {step.table}: priority {step.priority}, cookie {step.cookie:#018x}")
+                lines.append(f"      match   {step.match}")
+                lines.append(f"      actions {step.actions}")
+        for pin in hop.result.packet_ins:
+            lines.append(f"  -> packet-in to the controller (table {pin.table_id})")
+    for src, dst, vni, ip in result.tunnelled:
+        lines.append(f"tunnel {src} -> {dst or 'nobody'} (tun_id={vni}, tun_dst={ip})")
+    for d in result.deliveries:
+        lines.append(f"delivered on {d.switch} port {d.port}")
+    if not result.deliveries and not result.packet_ins():
+        lines.append("dropped")
+    return "\n".join(lines)
+
+
+def assumed_ofports(controller: Any, overrides: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:
+    """Port numbers per hypervisor: tunnel port 1, then its ports' interfaces by name, unless given."""
+    out: dict[str, dict[str, int]] = {}
+    for name, hv in controller.topo.hypervisors.items():
+        ifaces = sorted({p.interface for p in controller.topo.ports_on(name) if p.interface})
+        ports = {hv.tunnel_port: 1, **{i: n for n, i in enumerate(ifaces, start=2)}}
+        ports.update(overrides.get(name, {}))
+        out[name] = ports
+    return out
+
+
+def main(argv: list[str]) -> int:
+    from .controller import Controller
+    from .store import SqliteStore
+
+    ap = argparse.ArgumentParser(
+        prog="ryu-overlay trace",
+        description="Follow a packet through the flows the controller wants on a hypervisor "
+                    "(and through tunnels to others), computed from the placement database.")
+    ap.add_argument("hypervisor", help="where the packet enters")
+    ap.add_argument("packet", help="e.g. in_port=tapA1,eth_src=02:aa:00:00:00:01,eth_dst=ff:ff:ff:ff:ff:ff,"
+                                   "arp,arp_op=1,arp_spa=10.1.0.1,arp_tpa=10.1.0.2 (in_port may be an interface)")
+    ap.add_argument("--db", default="./ryu-overlay.db", help="the controller's SQLite file")
+    ap.add_argument("--ofport", action="append", default=[], metavar="HV:IFACE=N",
+                    help="a port number (default: tunnel port 1, then interfaces in name order from 2)")
+    args = ap.parse_args(argv)
+    overrides: dict[str, dict[str, int]] = {}
+    for item in args.ofport:
+        try:
+            where, number = item.split("=")
+            hv, iface = where.split(":")
+            overrides.setdefault(hv, {})[iface] = int(number)
+        except ValueError:
+            ap.error(f"--ofport wants HV:IFACE=N, not {item!r}")
+    controller = Controller(SqliteStore(args.db))
+    if args.hypervisor not in controller.topo.hypervisors:
+        ap.error(f"no hypervisor {args.hypervisor} in {args.db}")
+    ofports = assumed_ofports(controller, overrides)
+    net = SimNet(controller, ofports)
+    try:
+        packet = parse_packet_spec(args.packet, ofports[args.hypervisor])
+    except ValueError as exc:
+        ap.error(str(exc))
+    print("port numbers: " + "; ".join(f"{hv}: " + ", ".join(f"{i}={n}" for i, n in sorted(p.items(), key=lambda x: x[1]))
+                                       for hv, p in ofports.items()))
+    print(format_fabric(net.send(args.hypervisor, packet)))
+    return 0

@@ -1,0 +1,100 @@
+"""The simulator's own OpenFlow semantics, and the ``ryu-overlay trace`` command."""
+
+from __future__ import annotations
+
+import pytest
+
+from ryu_overlay.compat import ofproto as ofp, parser
+from ryu_overlay.trace import SimError, SimSwitch, main, parse_packet_spec
+from scenario import build
+
+
+def add(table, priority, match, instructions=(), cookie=0):
+    return parser.OFPFlowMod(None, cookie=cookie, table_id=table, priority=priority, match=parser.OFPMatch(**match),
+                             instructions=list(instructions))
+
+
+def actions(*acts):
+    return parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, list(acts))
+
+
+def out(port):
+    return parser.OFPActionOutput(port)
+
+
+def test_highest_priority_wins_and_masks_apply():
+    sw = SimSwitch()
+    sw.apply([add(0, 1, {}, [actions(out(1))]),
+              add(0, 9, {"eth_dst": ("01:00:00:00:00:00", "01:00:00:00:00:00")}, [actions(out(2))])])
+    assert sw.process({"in_port": 5, "eth_dst": "ff:ff:ff:ff:ff:ff"}).ports() == {2}
+    assert sw.process({"in_port": 5, "eth_dst": "02:00:00:00:00:01"}).ports() == {1}
+
+
+def test_add_replaces_identical_match_and_priority():
+    sw = SimSwitch()
+    sw.apply([add(0, 5, {"in_port": 1}, [actions(out(2))], cookie=1),
+              add(0, 5, {"in_port": 1}, [actions(out(3))], cookie=2)])
+    assert [e.cookie for e in sw.flows()] == [2]
+    assert sw.process({"in_port": 1}).ports() == {3}
+
+
+def test_delete_by_cookie_mask_spans_tables_and_strict_delete_needs_exact_match():
+    sw = SimSwitch()
+    sw.apply([add(0, 5, {"in_port": 1}, cookie=0x0100), add(1, 5, {"in_port": 1}, cookie=0x0101),
+              add(1, 6, {"in_port": 2}, cookie=0x0200)])
+    sw.apply([parser.OFPFlowMod(None, command=ofp.OFPFC_DELETE_STRICT, table_id=1, priority=6,
+                                match=parser.OFPMatch(), out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY)])
+    assert len(sw.flows()) == 3
+    sw.apply([parser.OFPFlowMod(None, command=ofp.OFPFC_DELETE, table_id=ofp.OFPTT_ALL, cookie=0x0100,
+                                cookie_mask=0xFF00, match=parser.OFPMatch(), out_port=ofp.OFPP_ANY,
+                                out_group=ofp.OFPG_ANY)])
+    assert [e.cookie for e in sw.flows()] == [0x0200]
+
+
+def test_output_to_the_ingress_port_is_dropped_unless_in_port_is_used():
+    sw = SimSwitch()
+    sw.apply([add(0, 1, {"in_port": 1}, [actions(out(1))]), add(0, 1, {"in_port": 2}, [actions(out(ofp.OFPP_IN_PORT))])])
+    assert sw.process({"in_port": 1}).dropped
+    assert sw.process({"in_port": 2}).ports() == {2}
+
+
+def test_group_buckets_work_on_independent_copies():
+    sw = SimSwitch()
+    sw.apply([parser.OFPGroupMod(None, ofp.OFPGC_ADD, ofp.OFPGT_ALL, 7, [
+        parser.OFPBucket(actions=[parser.OFPActionSetField(tunnel_id=5), out(9)]),
+        parser.OFPBucket(actions=[out(3)])]),
+        add(0, 1, {}, [actions(parser.OFPActionGroup(7))])])
+    r = sw.process({"in_port": 1})
+    assert [(o.port, o.packet.get("tunnel_id")) for o in r.outputs] == [(9, 5), (3, None)]
+
+
+@pytest.mark.parametrize("match", [{"arp_tpa": "10.0.0.1"}, {"ipv4_src": "10.0.0.1"},
+                                   {"eth_type": 0x86DD, "icmpv6_type": 135}])
+def test_missing_prerequisites_are_refused_like_ovs_does(match):
+    with pytest.raises(SimError):
+        SimSwitch().apply([add(0, 1, match)])
+
+
+def test_goto_backwards_is_refused():
+    with pytest.raises(SimError):
+        SimSwitch().apply([add(2, 1, {}, [parser.OFPInstructionGotoTable(1)])])
+
+
+def test_packet_spec_parsing():
+    assert parse_packet_spec("in_port=tapA1,arp,arp_op=1,arp_tpa=10.1.0.2,eth_src=02:AA:00:00:00:01",
+                             {"tapA1": 4}) == {
+        "in_port": 4, "eth_type": 0x0806, "arp_op": 1, "arp_tpa": "10.1.0.2", "eth_src": "02:aa:00:00:00:01"}
+    for bad in ("arp,arp_op=1", "in_port=1,colour=red", "in_port=1,arp_tpa=10.1.0.300", "in_port=x"):
+        with pytest.raises(ValueError):
+            parse_packet_spec(bad)
+
+
+def test_trace_command_follows_a_frame_through_the_tunnel(tmp_path, capsys):
+    db = str(tmp_path / "db")
+    build(path=db).store.close()
+    assert main(["--db", db, "hv1",
+                 "in_port=tapA1,eth_src=02:aa:00:00:00:01,eth_dst=02:aa:00:00:00:03,ip,ipv4_src=10.1.0.1"]) == 0
+    text = capsys.readouterr().out
+    assert "0 ingress: priority 100" in text and "3 l2_lookup: priority 100" in text
+    assert "tunnel hv1 -> hv2 (tun_id=5001, tun_dst=198.18.0.2)" in text
+    assert text.rstrip().endswith("delivered on hv2 port 2")
