@@ -1,0 +1,204 @@
+"""Open vSwitch on a hypervisor: prepare its bridges (``ryu-overlay setup-hypervisor``), and run a
+private ``ovsdb-server``/``ovs-vswitchd`` pair inside a network namespace for tests and experiments.
+
+Where Open vSwitch has no kernel datapath (as on this project's test machines), bridges use the
+userspace datapath (``datapath_type=netdev``). Userspace tunnelling then needs the hypervisor's
+tunnel address on a ``br-phy`` bridge that holds the underlay interface: OVS routes and
+resolves the outer packets itself, from the routes of its own namespace. That is also why each
+hypervisor needs its own daemons in its own namespace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
+Runner = Callable[[Sequence[str]], str]
+
+
+def prepare_hypervisor_commands(bridge: str, tunnel_port: str, tunnel_ip: str, controllers: Sequence[str],
+                                datapath_type: str | None = None, dpid: int | None = None,
+                                tunnel_ofport: int | None = None) -> list[list[str]]:
+    """The ``ovs-vsctl`` invocations that prepare ``bridge``; running them again changes nothing.
+
+    ``fail_mode=secure`` is set in the transaction that creates the bridge: set later, it wipes
+    the flows, and a bridge in standalone mode turns into a learning switch when the controller is
+    away, which would mix tenants.
+    """
+    create = ["--may-exist", "add-br", bridge, "--", "set", "bridge", bridge, "fail_mode=secure",
+              "protocols=OpenFlow13"]
+    if datapath_type:
+        create.append(f"datapath_type={datapath_type}")
+    if dpid is not None:
+        create.append(f"other-config:datapath-id={dpid:016x}")
+    port = ["--may-exist", "add-port", bridge, tunnel_port, "--", "set", "interface", tunnel_port, "type=vxlan",
+            "options:remote_ip=flow", "options:key=flow", f"options:local_ip={tunnel_ip}"]
+    if tunnel_ofport is not None:
+        port.append(f"ofport_request={tunnel_ofport}")
+    cmds = [create, port]
+    if controllers:
+        cmds.append(["set-controller", bridge, *controllers])
+    return cmds
+
+
+def prepare_underlay_commands(br_phy: str, interface: str) -> list[list[str]]:
+    """A ``br-phy`` netdev bridge holding the underlay interface (it keeps its NORMAL flow)."""
+    return [["--may-exist", "add-br", br_phy, "--", "set", "bridge", br_phy, "datapath_type=netdev"],
+            ["--may-exist", "add-port", br_phy, interface]]
+
+
+def _run(cmd: Sequence[str]) -> str:
+    proc = subprocess.run(list(cmd), capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{shlex.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def netns_prefix(netns: str | None) -> list[str]:
+    return [] if netns is None else ["ip", "netns", "exec", netns]
+
+
+@dataclass
+class OvsInstance:
+    """A private Open vSwitch (database and switch daemon) in ``netns``, with files under ``base``."""
+
+    base: Path
+    netns: str | None = None
+    started: bool = False
+
+    @property
+    def db_sock(self) -> Path:
+        return self.base / "db.sock"
+
+    def _env(self) -> dict[str, str]:
+        return {**os.environ, "OVS_RUNDIR": str(self.base), "OVS_DBDIR": str(self.base),
+                "OVS_LOGDIR": str(self.base)}
+
+    def run(self, cmd: Sequence[str]) -> str:
+        full = netns_prefix(self.netns) + list(cmd)
+        proc = subprocess.run(full, capture_output=True, text=True, env=self._env())
+        if proc.returncode != 0:
+            raise RuntimeError(f"{shlex.join(full)} failed ({proc.returncode}): {proc.stderr.strip()}")
+        return proc.stdout
+
+    def start(self, timeout: float = 15.0) -> OvsInstance:
+        self.base.mkdir(parents=True, exist_ok=True)
+        db = self.base / "conf.db"
+        if not db.exists():
+            self.run(["ovsdb-tool", "create", str(db), SCHEMA])
+        self.started = True
+        self.run(["ovsdb-server", str(db), f"--remote=punix:{self.db_sock}", f"--pidfile={self.base}/ovsdb-server.pid",
+                  f"--unixctl={self.base}/ovsdb-server.ctl", f"--log-file={self.base}/ovsdb-server.log", "--detach"])
+        self.vsctl("--no-wait", "init")
+        self.run(["ovs-vswitchd", f"unix:{self.db_sock}", f"--pidfile={self.base}/ovs-vswitchd.pid",
+                  f"--unixctl={self.base}/ovs-vswitchd.ctl", f"--log-file={self.base}/ovs-vswitchd.log", "--detach"])
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.appctl("version")
+                self.vsctl("show")
+                return self
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"ovs-vswitchd in {self.netns} not ready:\n{self.log_tail()}") from None
+                time.sleep(0.05)
+
+    def vsctl(self, *args: str) -> str:
+        return self.run(["ovs-vsctl", f"--db=unix:{self.db_sock}", "--timeout=10", *args])
+
+    def ofctl(self, *args: str, bridge: str = "br-int") -> str:
+        """``ovs-ofctl -O OpenFlow13 <command> <this bridge> <args...>``."""
+        command, *rest = args
+        return self.run(["ovs-ofctl", "-O", "OpenFlow13", command, f"unix:{self.base}/{bridge}.mgmt", *rest])
+
+    def appctl(self, *args: str) -> str:
+        return self.run(["ovs-appctl", "-t", f"{self.base}/ovs-vswitchd.ctl", *args])
+
+    def pids(self) -> list[int]:
+        out = []
+        for name in ("ovs-vswitchd", "ovsdb-server"):
+            try:
+                out.append(int((self.base / f"{name}.pid").read_text().strip()))
+            except (OSError, ValueError):
+                pass
+        return out
+
+    def stop(self) -> None:
+        """Stop both daemons by the pids they wrote; the database file stays for a restart."""
+        for pid in self.pids():
+            _kill(pid)
+        self.started = False
+
+    def kill(self) -> None:
+        """SIGKILL both daemons (a crash); ``start`` brings them back on the same database."""
+        for pid in self.pids():
+            _kill(pid, signal.SIGKILL)
+        self.started = False
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join((self.base / "ovs-vswitchd.log").read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def _kill(pid: int, sig: int = signal.SIGTERM, timeout: float = 5.0) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.02)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(
+        prog="ryu-overlay setup-hypervisor",
+        description="Prepare a hypervisor's Open vSwitch integration bridge for ryu_overlay (idempotent).")
+    ap.add_argument("--bridge", default="br-int")
+    ap.add_argument("--tunnel-port", default="vxlan0", help="name of the flow-based VXLAN port (default vxlan0)")
+    ap.add_argument("--tunnel-ip", required=True, help="this hypervisor's VTEP address")
+    ap.add_argument("--controller", action="append", default=[], help="e.g. tcp:198.19.0.1:6653 (repeatable)")
+    ap.add_argument("--datapath-type", help="netdev for the userspace datapath")
+    ap.add_argument("--dpid", help="datapath id, 16 hex digits")
+    ap.add_argument("--tunnel-ofport", type=int, help="ask OVS for this OpenFlow port number for the tunnel")
+    ap.add_argument("--underlay-interface", help="also create --br-phy holding this interface and put the "
+                                                 "tunnel address on it (userspace tunnelling)")
+    ap.add_argument("--br-phy", default="br-phy")
+    ap.add_argument("--tunnel-prefix", type=int, default=24, help="prefix length of the tunnel address")
+    ap.add_argument("--db", help="ovsdb socket, e.g. unix:/run/openvswitch/db.sock")
+    ap.add_argument("--dry-run", action="store_true", help="print the commands instead of running them")
+    args = ap.parse_args(argv)
+    dpid = None if args.dpid is None else int(args.dpid, 16)
+    vsctl = ["ovs-vsctl"] + ([f"--db={args.db}"] if args.db else [])
+    cmds: list[list[str]] = []
+    if args.underlay_interface:
+        cmds += [vsctl + c for c in prepare_underlay_commands(args.br_phy, args.underlay_interface)]
+        cmds += [["ip", "addr", "replace", f"{args.tunnel_ip}/{args.tunnel_prefix}", "dev", args.br_phy],
+                 ["ip", "link", "set", args.br_phy, "up"]]
+    cmds += [vsctl + c for c in prepare_hypervisor_commands(args.bridge, args.tunnel_port, args.tunnel_ip,
+                                                             args.controller, args.datapath_type, dpid,
+                                                             args.tunnel_ofport)]
+    for cmd in cmds:
+        if args.dry_run:
+            print(shlex.join(cmd))
+        else:
+            _run(cmd)
+    return 0

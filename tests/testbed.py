@@ -1,0 +1,253 @@
+"""Hypervisors with their own Open vSwitch, and VMs, in network namespaces (see shared/TESTBED.md).
+
+Layout of one testbed, every name carrying a unique prefix so that runs never collide:
+
+* a *fabric* namespace with a Linux bridge: the underlay L2 segment, 198.18.0.0/24;
+* per hypervisor a namespace with its own ``ovsdb-server``/``ovs-vswitchd`` (userspace
+  datapath), ``br-phy`` holding the underlay veth and the tunnel address 198.18.0.<i>, and
+  ``br-int`` prepared by ``ryu_overlay.ovs.prepare_hypervisor_commands``; a management veth
+  to the root namespace (198.19.<k>.<4i+1> here, <4i+2> there) so it reaches a controller
+  listening in the root namespace;
+* per VM a namespace whose ``eth0`` is a veth into its hypervisor's ``br-int``.
+
+Everything is removed by process id and by the names it created, also after a failure.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import random
+import shlex
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from ryu_overlay.ovs import OvsInstance, prepare_hypervisor_commands, prepare_underlay_commands
+
+TUNNEL_PORT = "vxlan0"
+
+
+def sh(cmd: Sequence[str], check: bool = True, netns: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    full = (["ip", "netns", "exec", netns] if netns else []) + list(cmd)
+    proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{shlex.join(full)} failed ({proc.returncode}): {proc.stderr.strip()}{proc.stdout.strip()}")
+    return proc
+
+
+@dataclass
+class Hv:
+    name: str
+    index: int
+    netns: str
+    ovs: OvsInstance
+    tunnel_ip: str
+    mgmt_root_ip: str
+    mgmt_ip: str
+    dpid: int
+
+
+@dataclass
+class Vm:
+    name: str
+    netns: str
+    hv: str
+    interface: str
+    mac: str
+    ips: tuple[str, ...]
+    mtu: int
+
+
+@dataclass
+class Capture:
+    proc: subprocess.Popen[bytes]
+    path: Path
+
+    def stop(self) -> list:
+        """Stop tcpdump and return the packets it saw (scapy)."""
+        from scapy.utils import rdpcap
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return list(rdpcap(str(self.path))) if self.path.exists() and self.path.stat().st_size > 24 else []
+
+
+@dataclass
+class Testbed:
+    workdir: Path
+    controller_port: int | None = None
+    prefix: str = field(default_factory=lambda: "ro%04x" % random.randrange(0x10000))
+    hvs: dict[str, Hv] = field(default_factory=dict)
+    vms: dict[str, Vm] = field(default_factory=dict)
+    namespaces: list[str] = field(default_factory=list)
+    root_links: list[str] = field(default_factory=list)
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.mgmt_net = self._free_mgmt_octet()
+        self.fabric = f"{self.prefix}fab"
+        atexit.register(self.close)
+
+    # --- building -----------------------------------------------------------------------------
+
+    def _free_mgmt_octet(self) -> int:
+        used = sh(["ip", "-4", "-br", "addr"]).stdout
+        for _ in range(100):
+            k = random.randrange(1, 255)
+            if f"198.19.{k}." not in used:
+                return k
+        raise RuntimeError("no free 198.19.x.0/24 for management links")
+
+    def _netns(self, name: str) -> str:
+        sh(["ip", "netns", "add", name])
+        self.namespaces.append(name)
+        sh(["ip", "link", "set", "lo", "up"], netns=name)
+        return name
+
+    def _veth(self, a_ns: str | None, a_name: str, b_ns: str | None, b_name: str) -> None:
+        """A veth pair with end ``a_name`` in ``a_ns`` and ``b_name`` in ``b_ns`` (None: root)."""
+        tmp_a, tmp_b = f"{self.prefix}t{len(self.root_links)}a", f"{self.prefix}t{len(self.root_links)}b"
+        sh(["ip", "link", "add", tmp_a, "type", "veth", "peer", "name", tmp_b])
+        self.root_links.append(tmp_a)
+        for tmp, ns, name in ((tmp_a, a_ns, a_name), (tmp_b, b_ns, b_name)):
+            if ns is not None:
+                sh(["ip", "link", "set", tmp, "netns", ns])
+            sh(["ip", "link", "set", tmp, "name", name], netns=ns)
+            sh(["ip", "link", "set", name, "up"], netns=ns)
+        if a_ns is None and a_name != tmp_a:
+            self.root_links.append(a_name)
+
+    def build(self, hypervisors: int) -> Testbed:
+        self._netns(self.fabric)
+        sh(["ip", "link", "add", "br0", "type", "bridge"], netns=self.fabric)
+        sh(["ip", "link", "set", "br0", "up"], netns=self.fabric)
+        for i in range(1, hypervisors + 1):
+            self.add_hypervisor(f"hv{i}")
+        return self
+
+    def add_hypervisor(self, name: str) -> Hv:
+        i = len(self.hvs) + 1
+        ns = self._netns(f"{self.prefix}{name}")
+        hv = Hv(name, i, ns, OvsInstance(self.workdir / self.prefix / name, ns), f"198.18.0.{i}",
+                f"198.19.{self.mgmt_net}.{4 * i + 1}", f"198.19.{self.mgmt_net}.{4 * i + 2}", i)
+        self.hvs[name] = hv
+        self._veth(self.fabric, f"u{i}", ns, "eth0")
+        sh(["ip", "link", "set", f"u{i}", "master", "br0"], netns=self.fabric)
+        self._veth(None, f"{self.prefix}m{i}", ns, "mgmt")
+        sh(["ip", "addr", "add", f"{hv.mgmt_root_ip}/30", "dev", f"{self.prefix}m{i}"])
+        sh(["ip", "addr", "add", f"{hv.mgmt_ip}/30", "dev", "mgmt"], netns=ns)
+        hv.ovs.start()
+        for cmd in prepare_underlay_commands("br-phy", "eth0"):
+            hv.ovs.vsctl(*cmd)
+        sh(["ip", "addr", "add", f"{hv.tunnel_ip}/24", "dev", "br-phy"], netns=ns)
+        sh(["ip", "link", "set", "br-phy", "up"], netns=ns)
+        controllers = [] if self.controller_port is None else [f"tcp:{hv.mgmt_root_ip}:{self.controller_port}"]
+        for cmd in prepare_hypervisor_commands("br-int", TUNNEL_PORT, hv.tunnel_ip, controllers, "netdev", hv.dpid):
+            hv.ovs.vsctl(*cmd)
+        return hv
+
+    def add_vm(self, name: str, hv: str, interface: str, mac: str, ips: Sequence[str], mtu: int = 1450) -> Vm:
+        ns = self._netns(f"{self.prefix}{name}")
+        vm = Vm(name, ns, hv, interface, mac, tuple(ips), mtu)
+        self.vms[name] = vm
+        self._configure_vm(vm)
+        return vm
+
+    def _configure_vm(self, vm: Vm) -> None:
+        hv = self.hvs[vm.hv]
+        self._veth(vm.netns, "eth0", hv.netns, vm.interface)
+        sh(["ip", "link", "set", "eth0", "down"], netns=vm.netns)
+        sh(["ip", "link", "set", "eth0", "address", vm.mac, "mtu", str(vm.mtu)], netns=vm.netns)
+        sh(["ethtool", "-K", "eth0", "tx", "off"], netns=vm.netns)
+        sh(["ip", "link", "set", "eth0", "up"], netns=vm.netns)
+        for ip in vm.ips:
+            if ":" in ip:
+                sh(["ip", "-6", "addr", "add", f"{ip}/64", "dev", "eth0", "nodad"], netns=vm.netns)
+            else:
+                sh(["ip", "addr", "add", f"{ip}/24", "dev", "eth0"], netns=vm.netns)
+        hv.ovs.vsctl("--may-exist", "add-port", "br-int", vm.interface)
+
+    def move_vm(self, name: str, new_hv: str) -> Vm:
+        """Live-migrate: the interface leaves the old bridge, the same VM reappears on the new one."""
+        vm = self.vms[name]
+        old = self.hvs[vm.hv]
+        old.ovs.vsctl("--if-exists", "del-port", "br-int", vm.interface)
+        sh(["ip", "link", "del", vm.interface], netns=old.netns)
+        vm.hv = new_hv
+        self._configure_vm(vm)
+        return vm
+
+    # --- using --------------------------------------------------------------------------------
+
+    def vm_exec(self, vm: str, cmd: Sequence[str], check: bool = False, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return sh(cmd, check=check, netns=self.vms[vm].netns, timeout=timeout)
+
+    def hv_exec(self, hv: str, cmd: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+        return sh(cmd, check=check, netns=self.hvs[hv].netns)
+
+    def ping(self, vm: str, dst: str, count: int = 1, wait: float = 2.0) -> bool:
+        return self.vm_exec(vm, ["ping", "-c", str(count), "-W", str(wait), "-i", "0.2", dst]).returncode == 0
+
+    def ofport(self, hv: str, interface: str) -> int:
+        return int(self.hvs[hv].ovs.vsctl("get", "interface", interface, "ofport").strip())
+
+    def dump_flows(self, hv: str) -> list[str]:
+        out = self.hvs[hv].ovs.ofctl("dump-flows")
+        return [line.strip() for line in out.splitlines() if "cookie=" in line]
+
+    def flush_neighbours(self, vm: str) -> None:
+        self.vm_exec(vm, ["ip", "neigh", "flush", "all"], check=True)
+        self.vm_exec(vm, ["ip", "-6", "neigh", "flush", "all"], check=True)
+
+    def capture(self, netns: str, interface: str, bpf: str = "") -> Capture:
+        path = self.workdir / f"{self.prefix}-{netns}-{interface}-{len(self.procs)}.pcap"
+        cmd = ["ip", "netns", "exec", netns, "tcpdump", "-i", interface, "-U", "-n", "-w", str(path), *shlex.split(bpf)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.procs.append(proc)
+        # tcpdump says "listening on" once its socket is open; wait for it so nothing is missed.
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 5
+        line = b""
+        while time.monotonic() < deadline and b"listening on" not in line:
+            line = proc.stderr.readline()
+            if not line and proc.poll() is not None:
+                raise RuntimeError(f"tcpdump in {netns} exited")
+        return Capture(proc, path)
+
+    def underlay_capture(self, hv: str) -> Capture:
+        """VXLAN packets on ``hv``'s underlay link, seen from the fabric."""
+        return self.capture(self.fabric, f"u{self.hvs[hv].index}", "udp port 4789")
+
+    # --- tearing down -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+        self.procs.clear()
+        for hv in self.hvs.values():
+            hv.ovs.stop()
+        for ns in reversed(self.namespaces):
+            sh(["ip", "netns", "del", ns], check=False)
+        self.namespaces.clear()
+        for link in self.root_links:
+            if os.path.exists(f"/sys/class/net/{link}"):
+                sh(["ip", "link", "del", link], check=False)
+        self.root_links.clear()
+        atexit.unregister(self.close)
+
+    def __enter__(self) -> Testbed:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
