@@ -13,7 +13,7 @@ from typing import Any, Iterable
 import eventlet
 import eventlet.wsgi
 
-from .compat import framework_module, ofproto as ofp
+from .compat import framework_module, ofproto as ofp, parser
 from .controller import Batches, Controller
 from .ofmsg import decode_group, decode_meter, wire
 from .rest import RestApp
@@ -74,6 +74,9 @@ class OverlayApp(app_manager.RyuApp):  # type: ignore[misc,name-defined]
                 continue
             if msgs:
                 dp.send(b"".join(wire(msg, dp) for msg in msgs))
+                for msg in msgs:
+                    if isinstance(msg, parser.OFPBarrierRequest):
+                        self.controller.barrier_sent(dpid, msg.xid)
 
     def _send_one(self, dpid: int, msgs: Iterable[Any]) -> None:
         self.send({dpid: list(msgs)})
@@ -90,6 +93,10 @@ class OverlayApp(app_manager.RyuApp):  # type: ignore[misc,name-defined]
         if dpid is not None and self.datapaths.get(dpid) is dp:
             del self.datapaths[dpid]
             self.controller.switch_disconnected(dpid)
+
+    @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN)
+    def _barrier_reply(self, ev: Any) -> None:
+        self.controller.barrier_replied(ev.msg.datapath.id, ev.msg.xid)
 
     @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN)
     def _port_desc(self, ev: Any) -> None:

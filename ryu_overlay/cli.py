@@ -22,8 +22,8 @@ subcommands:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "setup-hypervisor":
-        from . import ovs
-        return ovs.main(argv[1:])
+        from . import hypervisor
+        return hypervisor.main(argv[1:])
     if argv and argv[0] == "trace":
         from . import trace
         return trace.main(argv[1:])

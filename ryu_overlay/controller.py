@@ -54,6 +54,7 @@ class SwitchState:
     groups: dict[int, dict[int, Group | None]] = field(default_factory=dict)
     meters: dict[int, Meter | None] = field(default_factory=dict)
     awaiting: set[str] = field(default_factory=lambda: set(SYNC_REPLIES))
+    barriers: set[int] = field(default_factory=set)
 
     def interface(self, ofport: int) -> str | None:
         for name, number in self.ofports.items():
@@ -404,8 +405,23 @@ class Controller:
 
     # --- read side --------------------------------------------------------------------------
 
+    def barrier_sent(self, dpid: int, xid: int) -> None:
+        sw = self.switches.get(dpid)
+        if sw is not None:
+            sw.barriers.add(xid)
+
+    def barrier_replied(self, dpid: int, xid: int) -> None:
+        sw = self.switches.get(dpid)
+        if sw is not None:
+            sw.barriers.discard(xid)
+
+    def in_sync(self, hv: Hypervisor) -> bool:
+        """Connected, reconciled, and every batch sent to it confirmed by its barrier reply."""
+        sw = self.switches.get(hv.dpid)
+        return sw is not None and sw.synced and not sw.barriers
+
     def hypervisor_json(self, hv: Hypervisor) -> dict[str, Any]:
-        return {**hv.to_json(), "connected": self.connected(hv)}
+        return {**hv.to_json(), "connected": self.connected(hv), "in_sync": self.in_sync(hv)}
 
     def stats_json(self) -> dict[str, Any]:
         return {

@@ -33,10 +33,11 @@ def _answer(description: str, schema: dict[str, Any] | None = None) -> dict[str,
 
 
 ERROR = _answer("refused; nothing was changed", _ref("Error"))
+INTERNAL = _answer("internal error of the controller or its store", _ref("Error"))
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    return {str(code): ERROR for code in (*codes, 401, 405)}
+    return {**{str(code): ERROR for code in (*codes, 401, 405)}, "500": INTERNAL}
 
 
 def _collection_paths(kind: str, item: str, put_codes: tuple[int, ...], delete_codes: tuple[int, ...],
@@ -80,11 +81,14 @@ def openapi_document() -> dict[str, Any]:
                                 "description": "name of the flow-based VXLAN port on the hypervisor's bridge"},
             }},
         "Hypervisor": {
-            "type": "object", "required": ["name", "dpid", "tunnel_ip", "tunnel_port", "connected"],
+            "type": "object", "required": ["name", "dpid", "tunnel_ip", "tunnel_port", "connected", "in_sync"],
             "properties": {"name": NAME, "dpid": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
                            "tunnel_ip": {"type": "string"}, "tunnel_port": IFNAME,
                            "connected": {"type": "boolean",
-                                         "description": "its bridge is connected and reconciled"}}},
+                                         "description": "its bridge is connected and reconciled"},
+                           "in_sync": {"type": "boolean",
+                                       "description": "connected, and every change sent to it was confirmed "
+                                                      "by a barrier reply"}}},
         "NetworkInput": {
             "type": "object", "required": ["vni", "tenant"], "additionalProperties": False,
             "properties": {
@@ -107,8 +111,9 @@ def openapi_document() -> dict[str, Any]:
             "properties": {
                 "name": NAME, "network": NAME, "mac": MAC,
                 "ips": {"type": "array", "items": IP, "uniqueItems": True},
-                "hypervisor": {**NAME, "description": "with interface: the declared location"},
-                "interface": {**IFNAME, "description": "the VM's interface name on the hypervisor's bridge"},
+                "hypervisor": {**NAME, "nullable": True, "description": "with interface: the declared location"},
+                "interface": {**IFNAME, "nullable": True,
+                              "description": "the VM's interface name on the hypervisor's bridge"},
             }},
         "Port": {
             "type": "object",

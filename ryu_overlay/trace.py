@@ -179,10 +179,19 @@ class SimSwitch:
             for inst in msg.instructions:
                 if isinstance(inst, parser.OFPInstructionGotoTable) and inst.table_id <= msg.table_id:
                     raise SimError(f"goto_table:{inst.table_id} from table {msg.table_id} goes backwards")
+                if isinstance(inst, parser.OFPInstructionMeter) and inst.meter_id not in self.meters:
+                    raise SimError(f"flow uses meter {inst.meter_id}, which does not exist (OVS refuses it)")
+            entry = Entry(msg.table_id, msg.priority, msg.cookie, match, list(msg.instructions))
+            missing = _groups_used(entry) - set(self.groups)
+            if missing:
+                raise SimError(f"flow uses group(s) {sorted(missing)}, which do not exist (OVS refuses it)")
             self.entries = [e for e in self.entries
                             if not (e.table_id == msg.table_id and e.priority == msg.priority and e.match == match)]
-            self.entries.append(Entry(msg.table_id, msg.priority, msg.cookie, match, list(msg.instructions)))
+            self.entries.append(entry)
         elif msg.command in (ofp.OFPFC_DELETE, ofp.OFPFC_DELETE_STRICT):
+            if msg.out_port != ofp.OFPP_ANY or msg.out_group != ofp.OFPG_ANY:
+                # Ryu's defaults are 0, and OVS then deletes only flows that output to port 0: nothing.
+                raise SimError("delete filtered by out_port/out_group is not simulated; use OFPP_ANY/OFPG_ANY")
             strict = msg.command == ofp.OFPFC_DELETE_STRICT
 
             def doomed(e: Entry) -> bool:

@@ -1,6 +1,58 @@
-"""Make the shared test modules in tests/ (scenario, testbed, controller_proc) importable."""
+"""Shared test set-up: the modules in tests/ (scenario, netns_testbed, controller_proc) are importable,
+and the integration fixtures. Integration tests need root and Open vSwitch; they fail (never skip)
+without them, because CI installs both (`make install`)."""
 
+import os
+import shutil
 import sys
 from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+from controller_proc import ControllerProcess  # noqa: E402
+from netns_testbed import Testbed  # noqa: E402
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture
+def requirements() -> None:
+    missing = [tool for tool in ("ovs-vswitchd", "ovsdb-server", "ovs-vsctl", "tcpdump", "ethtool")
+               if shutil.which(tool) is None]
+    if os.geteuid() != 0 or missing:
+        pytest.fail(f"integration tests need root and {missing or 'Open vSwitch'}: run `make install` as root")
+
+
+@pytest.fixture
+def ctl(tmp_path: Path, requirements: None) -> Iterator[ControllerProcess]:
+    """The real ``ryu-overlay`` process on free ports, stopped at the end."""
+    proc = ControllerProcess(tmp_path / "overlay.db", tmp_path / "controller.log")
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+def make_bed(tmp_path: Path, requirements: None) -> Iterator[Callable[..., Testbed]]:
+    """Build testbeds with ``make_bed(hypervisors, controller_port)``; all are torn down at the end."""
+    made: list[Testbed] = []
+
+    def make(hypervisors: int, controller_port: int | None = None) -> Testbed:
+        bed = Testbed(tmp_path, controller_port)
+        made.append(bed)
+        return bed.build(hypervisors)
+
+    try:
+        yield make
+    finally:
+        for bed in made:
+            bed.close()

@@ -42,6 +42,8 @@ def test_delete_by_cookie_mask_spans_tables_and_strict_delete_needs_exact_match(
     sw = SimSwitch()
     sw.apply([add(0, 5, {"in_port": 1}, cookie=0x0100), add(1, 5, {"in_port": 1}, cookie=0x0101),
               add(1, 6, {"in_port": 2}, cookie=0x0200)])
+    with pytest.raises(SimError):  # Ryu's default out_port=0 would make OVS delete nothing
+        sw.apply([parser.OFPFlowMod(None, command=ofp.OFPFC_DELETE, table_id=ofp.OFPTT_ALL, match=parser.OFPMatch())])
     sw.apply([parser.OFPFlowMod(None, command=ofp.OFPFC_DELETE_STRICT, table_id=1, priority=6,
                                 match=parser.OFPMatch(), out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY)])
     assert len(sw.flows()) == 3
@@ -73,6 +75,13 @@ def test_group_buckets_work_on_independent_copies():
 def test_missing_prerequisites_are_refused_like_ovs_does(match):
     with pytest.raises(SimError):
         SimSwitch().apply([add(0, 1, match)])
+
+
+def test_flows_pointing_at_missing_groups_or_meters_are_refused():
+    with pytest.raises(SimError):
+        SimSwitch().apply([add(0, 1, {}, [actions(parser.OFPActionGroup(7))])])
+    with pytest.raises(SimError):
+        SimSwitch().apply([add(0, 1, {}, [parser.OFPInstructionMeter(1, ofp.OFPIT_METER)])])
 
 
 def test_goto_backwards_is_refused():

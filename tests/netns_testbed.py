@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from ryu_overlay.ovs import OvsInstance, prepare_hypervisor_commands, prepare_underlay_commands
+from ryu_overlay.hypervisor import OvsInstance, prepare_hypervisor_commands, prepare_underlay_commands
 
 TUNNEL_PORT = "vxlan0"
 
@@ -107,13 +107,16 @@ class Testbed:
                 return k
         raise RuntimeError("no free 198.19.x.0/24 for management links")
 
-    def _netns(self, name: str) -> str:
+    def _netns(self, name: str, ipv6: bool = True) -> str:
         sh(["ip", "netns", "add", name])
         self.namespaces.append(name)
         sh(["ip", "link", "set", "lo", "up"], netns=name)
+        if not ipv6:  # the underlay is IPv4: keep its links quiet
+            for scope in ("all", "default"):
+                sh(["sysctl", "-qw", f"net.ipv6.conf.{scope}.disable_ipv6=1"], netns=name)
         return name
 
-    def _veth(self, a_ns: str | None, a_name: str, b_ns: str | None, b_name: str) -> None:
+    def _veth(self, a_ns: str | None, a_name: str, b_ns: str | None, b_name: str, up: bool = True) -> None:
         """A veth pair with end ``a_name`` in ``a_ns`` and ``b_name`` in ``b_ns`` (None: root)."""
         tmp_a, tmp_b = f"{self.prefix}t{len(self.root_links)}a", f"{self.prefix}t{len(self.root_links)}b"
         sh(["ip", "link", "add", tmp_a, "type", "veth", "peer", "name", tmp_b])
@@ -122,21 +125,34 @@ class Testbed:
             if ns is not None:
                 sh(["ip", "link", "set", tmp, "netns", ns])
             sh(["ip", "link", "set", tmp, "name", name], netns=ns)
-            sh(["ip", "link", "set", name, "up"], netns=ns)
+            if up:
+                sh(["ip", "link", "set", name, "up"], netns=ns)
         if a_ns is None and a_name != tmp_a:
             self.root_links.append(a_name)
 
     def build(self, hypervisors: int) -> Testbed:
-        self._netns(self.fabric)
+        self._netns(self.fabric, ipv6=False)
         sh(["ip", "link", "add", "br0", "type", "bridge"], netns=self.fabric)
         sh(["ip", "link", "set", "br0", "up"], netns=self.fabric)
         for i in range(1, hypervisors + 1):
             self.add_hypervisor(f"hv{i}")
+        self.warm_underlay()
         return self
 
+    def warm_underlay(self) -> None:
+        """Resolve every hypervisor's underlay neighbours, as on a running fabric.
+
+        OVS's userspace tunnelling drops the packet that makes it resolve a remote VTEP's
+        MAC; it learns the answer by snooping ARP on br-phy. One ping between each pair of
+        hypervisors fills those caches, so tests see the overlay and not that first loss.
+        """
+        for hv in self.hvs.values():
+            for other in self.hvs.values():
+                if other is not hv:
+                    sh(["ping", "-c", "1", "-W", "2", other.tunnel_ip], netns=hv.netns)
     def add_hypervisor(self, name: str) -> Hv:
         i = len(self.hvs) + 1
-        ns = self._netns(f"{self.prefix}{name}")
+        ns = self._netns(f"{self.prefix}{name}", ipv6=False)
         hv = Hv(name, i, ns, OvsInstance(self.workdir / self.prefix / name, ns), f"198.18.0.{i}",
                 f"198.19.{self.mgmt_net}.{4 * i + 1}", f"198.19.{self.mgmt_net}.{4 * i + 2}", i)
         self.hvs[name] = hv
@@ -148,6 +164,8 @@ class Testbed:
         hv.ovs.start()
         for cmd in prepare_underlay_commands("br-phy", "eth0"):
             hv.ovs.vsctl(*cmd)
+        # eth0 is a br-phy port now; without this its kernel side would also answer ARP for the tunnel IP.
+        sh(["ip", "link", "set", "eth0", "arp", "off"], netns=ns)
         sh(["ip", "addr", "add", f"{hv.tunnel_ip}/24", "dev", "br-phy"], netns=ns)
         sh(["ip", "link", "set", "br-phy", "up"], netns=ns)
         controllers = [] if self.controller_port is None else [f"tcp:{hv.mgmt_root_ip}:{self.controller_port}"]
@@ -164,9 +182,12 @@ class Testbed:
 
     def _configure_vm(self, vm: Vm) -> None:
         hv = self.hvs[vm.hv]
-        self._veth(vm.netns, "eth0", hv.netns, vm.interface)
-        sh(["ip", "link", "set", "eth0", "down"], netns=vm.netns)
+        self._veth(vm.netns, "eth0", hv.netns, vm.interface, up=False)
+        # The hypervisor's end is a switch port: no addresses, so its kernel sends nothing (no IPv6 DAD).
+        sh(["sysctl", "-qw", f"net.ipv6.conf.{vm.interface}.disable_ipv6=1"], netns=hv.netns)
+        sh(["ip", "link", "set", vm.interface, "up"], netns=hv.netns)
         sh(["ip", "link", "set", "eth0", "address", vm.mac, "mtu", str(vm.mtu)], netns=vm.netns)
+        sh(["sysctl", "-qw", "net.ipv6.conf.eth0.router_solicitations=0"], netns=vm.netns)
         sh(["ethtool", "-K", "eth0", "tx", "off"], netns=vm.netns)
         sh(["ip", "link", "set", "eth0", "up"], netns=vm.netns)
         for ip in vm.ips:
@@ -210,7 +231,7 @@ class Testbed:
 
     def capture(self, netns: str, interface: str, bpf: str = "") -> Capture:
         path = self.workdir / f"{self.prefix}-{netns}-{interface}-{len(self.procs)}.pcap"
-        cmd = ["ip", "netns", "exec", netns, "tcpdump", "-i", interface, "-U", "-n", "-w", str(path), *shlex.split(bpf)]
+        cmd = ["ip", "netns", "exec", netns, "tcpdump", "-i", interface, "--immediate-mode", "-U", "-n", "-w", str(path), *shlex.split(bpf)]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.procs.append(proc)
         # tcpdump says "listening on" once its socket is open; wait for it so nothing is missed.

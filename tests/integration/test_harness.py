@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import subprocess
 
-from ryu_overlay import ovs
+from ryu_overlay import hypervisor as ovs
 
 
-def test_hand_written_tunnel_carries_ipv4_ipv6_and_tcp(testbed):
-    bed = testbed(2)
+def test_hand_written_tunnel_carries_ipv4_ipv6_and_tcp(make_bed):
+    bed = make_bed(2)
     bed.add_vm("v1", "hv1", "tap1", "02:aa:00:00:00:01", ["10.1.0.1", "fd00:1::1"])
     bed.add_vm("v2", "hv2", "tap2", "02:aa:00:00:00:02", ["10.1.0.2", "fd00:1::2"])
     for hv, vm, peer in (("hv1", "tap1", "hv2"), ("hv2", "tap2", "hv1")):
@@ -36,7 +36,7 @@ def test_hand_written_tunnel_carries_ipv4_ipv6_and_tcp(testbed):
 
 
 def test_teardown_leaves_nothing_behind(tmp_path):
-    from testbed import Testbed
+    from netns_testbed import Testbed
     bed = Testbed(tmp_path).build(2)
     bed.add_vm("v1", "hv1", "tap1", "02:aa:00:00:00:01", ["10.1.0.1"])
     pids = [p for hv in bed.hvs.values() for p in hv.ovs.pids()]

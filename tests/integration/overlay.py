@@ -1,0 +1,94 @@
+"""A deployed overlay for integration tests: the real controller process, real OVS, real VMs."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from controller_proc import ControllerProcess
+from netns_testbed import Testbed
+
+# name -> network, mac, ips, hypervisor, interface. Tenants acme (blue) and globex (red) reuse
+# the same MAC and IP addresses; hv3 hosts blue only.
+PORTS: dict[str, tuple[str, str, list[str], str, str]] = {
+    "a1": ("blue", "02:aa:00:00:00:01", ["10.1.0.1", "fd00:1::1"], "hv1", "tapA1"),
+    "a2": ("blue", "02:aa:00:00:00:02", ["10.1.0.2", "fd00:1::2"], "hv2", "tapA2"),
+    "a3": ("blue", "02:aa:00:00:00:03", ["10.1.0.3", "fd00:1::3"], "hv3", "tapA3"),
+    "r1": ("red", "02:aa:00:00:00:01", ["10.1.0.1", "fd00:1::1"], "hv1", "tapR1"),
+    "r2": ("red", "02:aa:00:00:00:02", ["10.1.0.2", "fd00:1::2"], "hv2", "tapR2"),
+}
+NETWORKS = {"blue": 5001, "red": 5002}
+
+
+def put(ctl: ControllerProcess, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    status, out = ctl.api("PUT", path, body)
+    assert status in (200, 201), (path, status, out)
+    return out
+
+
+@dataclass
+class Overlay:
+    ctl: ControllerProcess
+    bed: Testbed
+
+    def wait_in_sync(self, timeout: float = 20.0) -> None:
+        """Until every hypervisor is connected and confirmed all changes, and every VM port is in a flow."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status, body = self.ctl.api("GET", "/v1/hypervisors")
+            ready = status == 200 and all(h["in_sync"] for h in body["hypervisors"])
+            if ready:
+                ready = all(self._port_flowed(vm.hv, vm.interface) for vm in self.bed.vms.values()
+                            if self._declared_at(vm.name, vm.hv))
+            if ready:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not in sync after {timeout}s: {body}\n{self.ctl.log_tail()}")
+            time.sleep(0.05)
+
+    def _declared_at(self, port: str, hv: str) -> bool:
+        status, body = self.ctl.api("GET", f"/v1/ports/{port}")
+        return status == 200 and body["hypervisor"] == hv
+
+    def _port_flowed(self, hv: str, interface: str) -> bool:
+        try:
+            ofport = self.bed.ofport(hv, interface)
+        except RuntimeError:
+            return False
+        return any(f"in_port={ofport}," in line for line in self.bed.dump_flows(hv))
+
+    def send_frame(self, vm: str, scapy_expr: str) -> None:
+        """Send one frame from ``vm``'s eth0, given as a scapy expression (``Ether()/ARP(...)``)."""
+        code = ("import logging; logging.getLogger('scapy').setLevel(logging.ERROR)\n"
+                "from scapy.all import *\n"
+                f"sendp({scapy_expr}, iface='eth0', verbose=False)")
+        out = self.bed.vm_exec(vm, [sys.executable, "-c", code], timeout=30)
+        assert out.returncode == 0, out.stderr
+
+    def flows(self, hv: str) -> dict[str, float]:
+        """cookie -> duration of every flow on ``hv``'s br-int."""
+        out = {}
+        for line in self.bed.dump_flows(hv):
+            fields = dict(part.split("=", 1) for part in line.replace(",", " ").split() if "=" in part)
+            out[fields["cookie"]] = float(fields["duration"].rstrip("s"))
+        return out
+
+
+def deploy(ctl: ControllerProcess, bed: Testbed, ports: dict[str, tuple[str, str, list[str], str, str]] = PORTS,
+           declare_location: bool = True) -> Overlay:
+    for name, hv in bed.hvs.items():
+        put(ctl, f"/v1/hypervisors/{name}", {"dpid": hv.dpid, "tunnel_ip": hv.tunnel_ip})
+    for name, vni in NETWORKS.items():
+        put(ctl, f"/v1/networks/{name}", {"vni": vni, "tenant": "acme" if name == "blue" else "globex",
+                                          "subnets": ["10.1.0.0/24", "fd00:1::/64"]})
+    for name, (net, mac, ips, hv, iface) in ports.items():
+        body: dict[str, Any] = {"network": net, "mac": mac, "ips": ips}
+        if declare_location:
+            body.update(hypervisor=hv, interface=iface)
+        put(ctl, f"/v1/ports/{name}", body)
+        bed.add_vm(name, hv, iface, mac, ips)
+    overlay = Overlay(ctl, bed)
+    overlay.wait_in_sync()
+    return overlay
