@@ -121,6 +121,7 @@ class Controller:
         if old is not None:
             port = self._carry_over(old, port)
         self.topo.check_port(port)
+        self._moves.pop(name, None)  # the operator placed it: mobility counting starts again
         return old is None, port, self._save_port(old, port)
 
     def delete_port(self, name: str) -> Batches:
@@ -140,7 +141,6 @@ class Controller:
         if new.hypervisor is None and old.location_source == "learned" and (old.network, old.mac) == (new.network, new.mac):
             new = new.with_location(old.hypervisor, old.interface, "learned")
         moved = old.located and new.located and (old.hypervisor, old.interface) != (new.hypervisor, new.interface)
-        self._moves.pop(old.name, None)
         return replace(new, mobility_seq=old.mobility_seq + int(moved), frozen=False)
 
     def _save_port(self, old: Port | None, port: Port) -> Batches:

@@ -16,7 +16,7 @@ import shlex
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -68,11 +68,16 @@ def netns_prefix(netns: str | None) -> list[str]:
 
 @dataclass
 class OvsInstance:
-    """A private Open vSwitch (database and switch daemon) in ``netns``, with files under ``base``."""
+    """A private Open vSwitch (database and switch daemon) in ``netns``, with files under ``base``.
+
+    The daemons run as child processes rather than with ``--detach``, so that stopping them
+    also reaps them: a detached daemon belongs to PID 1, which need not reap it, and a zombie
+    still answers ``kill -0``.
+    """
 
     base: Path
     netns: str | None = None
-    started: bool = False
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
     def db_sock(self) -> Path:
@@ -89,27 +94,33 @@ class OvsInstance:
             raise RuntimeError(f"{shlex.join(full)} failed ({proc.returncode}): {proc.stderr.strip()}")
         return proc.stdout
 
+    def _spawn(self, daemon: str, *args: str) -> None:
+        cmd = netns_prefix(self.netns) + [daemon, *args, f"--pidfile={self.base}/{daemon}.pid",
+                                          f"--unixctl={self.base}/{daemon}.ctl", f"--log-file={self.base}/{daemon}.log"]
+        self.procs.append(subprocess.Popen(cmd, env=self._env(), stdin=subprocess.DEVNULL,
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    def _until(self, ready: Callable[[], object], what: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                ready()
+                return
+            except RuntimeError:
+                if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs):
+                    raise RuntimeError(f"{what} in {self.netns} not ready:\n{self.log_tail()}") from None
+                time.sleep(0.02)
+
     def start(self, timeout: float = 15.0) -> OvsInstance:
         self.base.mkdir(parents=True, exist_ok=True)
         db = self.base / "conf.db"
         if not db.exists():
             self.run(["ovsdb-tool", "create", str(db), SCHEMA])
-        self.started = True
-        self.run(["ovsdb-server", str(db), f"--remote=punix:{self.db_sock}", f"--pidfile={self.base}/ovsdb-server.pid",
-                  f"--unixctl={self.base}/ovsdb-server.ctl", f"--log-file={self.base}/ovsdb-server.log", "--detach"])
-        self.vsctl("--no-wait", "init")
-        self.run(["ovs-vswitchd", f"unix:{self.db_sock}", f"--pidfile={self.base}/ovs-vswitchd.pid",
-                  f"--unixctl={self.base}/ovs-vswitchd.ctl", f"--log-file={self.base}/ovs-vswitchd.log", "--detach"])
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.appctl("version")
-                self.vsctl("show")
-                return self
-            except RuntimeError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"ovs-vswitchd in {self.netns} not ready:\n{self.log_tail()}") from None
-                time.sleep(0.05)
+        self._spawn("ovsdb-server", str(db), f"--remote=punix:{self.db_sock}")
+        self._until(lambda: self.vsctl("--no-wait", "init"), "ovsdb-server", timeout)
+        self._spawn("ovs-vswitchd", f"unix:{self.db_sock}")
+        self._until(lambda: self.appctl("version"), "ovs-vswitchd", timeout)
+        return self
 
     def vsctl(self, *args: str) -> str:
         return self.run(["ovs-vsctl", f"--db=unix:{self.db_sock}", "--timeout=10", *args])
@@ -123,49 +134,29 @@ class OvsInstance:
         return self.run(["ovs-appctl", "-t", f"{self.base}/ovs-vswitchd.ctl", *args])
 
     def pids(self) -> list[int]:
-        out = []
-        for name in ("ovs-vswitchd", "ovsdb-server"):
-            try:
-                out.append(int((self.base / f"{name}.pid").read_text().strip()))
-            except (OSError, ValueError):
-                pass
-        return out
+        return [p.pid for p in self.procs if p.poll() is None]
 
-    def stop(self) -> None:
-        """Stop both daemons by the pids they wrote; the database file stays for a restart."""
-        for pid in self.pids():
-            _kill(pid)
-        self.started = False
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop both daemons (switch first); the database file stays for a restart."""
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(sig)
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        self.procs.clear()
 
     def kill(self) -> None:
         """SIGKILL both daemons (a crash); ``start`` brings them back on the same database."""
-        for pid in self.pids():
-            _kill(pid, signal.SIGKILL)
-        self.started = False
+        self.stop(signal.SIGKILL)
 
     def log_tail(self, lines: int = 20) -> str:
         try:
             return "\n".join((self.base / "ovs-vswitchd.log").read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
-
-
-def _kill(pid: int, sig: int = signal.SIGTERM, timeout: float = 5.0) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.02)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def main(argv: list[str]) -> int:
