@@ -163,7 +163,7 @@ def _body(body: Any, allowed: set[str], required: set[str]) -> Mapping[str, Any]
 def parse_name(value: Any, what: str = "name") -> str:
     if not isinstance(value, str) or not value:
         raise BadRequest(f"{what} must be a non-empty string")
-    if len(value) > MAX_NAME or not _NAME_RE.match(value) or not value.isascii():
+    if len(value) > MAX_NAME or not _NAME_RE.fullmatch(value) or not value.isascii():
         raise BadRequest(
             f"{what} {value!r} is not valid: up to {MAX_NAME} ASCII letters, digits, '_', '.', ':' or '-'"
         )
@@ -171,7 +171,7 @@ def parse_name(value: Any, what: str = "name") -> str:
 
 
 def parse_interface(value: Any, what: str = "interface") -> str:
-    if not isinstance(value, str) or not _IFNAME_RE.match(value) or not value.isascii():
+    if not isinstance(value, str) or not _IFNAME_RE.fullmatch(value) or not value.isascii():
         raise BadRequest(f"{what} must be an interface name of 1 to 15 characters from [A-Za-z0-9_.:-]")
     return value
 
@@ -181,7 +181,7 @@ def parse_dpid(value: Any) -> int:
         raise BadRequest("dpid must be 16 hex digits or an integer")
     if isinstance(value, int):
         dpid = value
-    elif isinstance(value, str) and _HEX_DPID_RE.match(value):
+    elif isinstance(value, str) and _HEX_DPID_RE.fullmatch(value):
         dpid = int(value, 16)
     else:
         raise BadRequest("dpid must be 16 hex digits or an integer")
@@ -191,7 +191,7 @@ def parse_dpid(value: Any) -> int:
 
 
 def parse_mac(value: Any) -> str:
-    if not isinstance(value, str) or not _MAC_RE.match(value.lower()):
+    if not isinstance(value, str) or not _MAC_RE.fullmatch(value.lower()):
         raise BadRequest("mac must look like 02:aa:00:00:00:01")
     mac = value.lower()
     if int(mac[:2], 16) & 1:
@@ -208,6 +208,8 @@ def _unicast_ip(value: Any, what: str) -> IPAddress:
         ip = ipaddress.ip_address(value)
     except ValueError:
         raise BadRequest(f"{what} {value!r} is not an IP address") from None
+    if getattr(ip, "scope_id", None) is not None:
+        raise BadRequest(f"{what} {value!r} must not have a scope id")
     if ip.is_multicast or ip.is_unspecified or ip.is_loopback or ip == ipaddress.IPv4Address("255.255.255.255"):
         raise BadRequest(f"{what} {value} is not a unicast host address")
     return ip
@@ -253,6 +255,8 @@ def parse_network(name: str, body: Any) -> Network:
             subnet = ipaddress.ip_network(raw, strict=True)
         except ValueError as exc:
             raise BadRequest(f"subnet {raw!r} is not valid: {exc}") from None
+        if getattr(subnet.network_address, "scope_id", None) is not None:
+            raise BadRequest(f"subnet {raw!r} must not have a scope id")
         if any(subnet.overlaps(other) for other in subnets):
             raise BadRequest(f"subnet {subnet} overlaps another subnet of the network")
         subnets.append(subnet)

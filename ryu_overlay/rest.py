@@ -62,7 +62,7 @@ class RestApp:
         except HTTPError as exc:
             return _json(exc.status, {"error": str(exc)})
         except Exception:  # a bug must still answer JSON, and be logged with its trace
-            LOG.exception("internal error on %s %s", req.method, req.path)
+            LOG.exception("internal error on %s %s", req.method, req.environ.get("PATH_INFO"))
             return _json(500, {"error": "internal error"})
 
     def _authorize(self, req: Request) -> None:
@@ -73,9 +73,9 @@ class RestApp:
             raise HTTPError(401, "missing or wrong bearer token")
 
     def _route(self, req: Request) -> Response:
-        path = req.path_info
+        path = _path(req)
         for pattern, kind in _ROUTES:
-            m = pattern.match(path)
+            m = pattern.fullmatch(path)
             if m:
                 return getattr(self, "_" + kind)(req, *m.groups())
         raise HTTPError(404, f"no such resource: {path}")
@@ -118,6 +118,13 @@ class RestApp:
         return _json(200, openapi_document())
 
 
+def _path(req: Request) -> str:
+    try:
+        return req.path_info
+    except UnicodeDecodeError:
+        return req.environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8", "replace")
+
+
 def _allow(req: Request, *methods: str) -> None:
     if req.method not in methods:
         raise HTTPError(405, f"method {req.method} is not allowed here; use {', '.join(methods)}")
@@ -133,3 +140,5 @@ def _body(req: Request) -> Any:
         return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise HTTPError(400, f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise HTTPError(400, "body is not valid JSON: nested too deeply") from None

@@ -77,10 +77,11 @@ class SqliteStore:
                         (change.obj.name, json.dumps(change.obj.to_json(), sort_keys=True)))
                 else:
                     self._db.execute(f"DELETE FROM {KINDS[change.kind]} WHERE name = ?", (change.name,))
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
 
     def close(self) -> None:
         self._db.close()
