@@ -31,6 +31,7 @@ OFPP_TABLE = 0xFFFFFFF9
 MOVE_WINDOW = 180.0  # seconds; EVPN's default MAC mobility window (RFC 7432 section 15.1)
 MOVE_LIMIT = 5  # moves allowed within the window before the port is frozen
 RESYNC_HOLDDOWN = 10.0  # seconds between resynchronisations forced by switch errors
+EARLY_FRAMES = 64  # per switch: frames kept from ports the controller has not heard of yet
 E = TypeVar("E")
 STAT_COUNTERS = (
     "flow_mods", "group_mods", "switch_connects", "switch_errors", "packet_in", "packet_in_ignored",
@@ -55,6 +56,7 @@ class SwitchState:
     meters: dict[int, Meter | None] = field(default_factory=dict)
     awaiting: set[str] = field(default_factory=lambda: set(SYNC_REPLIES))
     barriers: set[int] = field(default_factory=set)
+    early_frames: dict[int, bytes] = field(default_factory=dict)
 
     def interface(self, ofport: int) -> str | None:
         for name, number in self.ofports.items():
@@ -217,7 +219,11 @@ class Controller:
         else:
             port = self.topo.port_at(hv.name, name)
             vnis = set() if port is None else {self.topo.networks[port.network].vni}
-        return self._refresh({hv.name}, vnis)
+        batches = self._refresh({hv.name}, vnis)
+        early = None if ofport is None else sw.early_frames.pop(ofport, None)
+        if early is not None:
+            self._merge(batches, self.packet_in(dpid, ofport, early))  # type: ignore[arg-type]
+        return batches
 
     # --- packet-in: the mapping's eyes ------------------------------------------------------
 
@@ -227,6 +233,11 @@ class Controller:
         hv = self.topo.hypervisor_by_dpid(dpid)
         sw = self.switches.get(dpid)
         interface = None if sw is None else sw.interface(in_port)
+        if sw is not None and interface is None and len(sw.early_frames) < EARLY_FRAMES:
+            # A frame from a port whose port-status has not arrived yet (a VM resumed the moment
+            # its interface appeared): keep its latest frame and handle it when the port is known.
+            sw.early_frames[in_port] = data
+            return {}
         if hv is None or sw is None or interface is None or interface == hv.tunnel_port:
             self.stats["packet_in_ignored"] += 1
             return {}

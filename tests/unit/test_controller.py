@@ -279,3 +279,15 @@ def test_switch_errors_resync_at_most_once_per_holddown():
     clock.now += 10
     assert c.switch_error(1, "type=5 code=1") != []
     assert c.stats["switch_errors"] == 3
+
+
+def test_a_frame_from_a_port_announced_later_is_handled_when_the_port_appears():
+    c = build()
+    for hv in HYPERVISORS:
+        connect(c, hv)
+    declare_unlocated(c)
+    assert c.packet_in(4, 9, garp("02:bb:00:00:00:01", "10.1.0.50")) == {}
+    assert c.topo.ports["m1"].hypervisor is None
+    batches = c.port_status(4, "tapM1", 9)
+    assert c.topo.ports["m1"].interface == "tapM1" and set(batches) == {1, 2, 3, 4}
+    assert c.switches[4].early_frames == {}
