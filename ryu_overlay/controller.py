@@ -305,6 +305,10 @@ class Controller:
         ip = frame.src_ip
         if ip is not None and not ip.is_unspecified and not ip.is_link_local:
             candidates = [p for p in candidates if ip in p.ips]
+        if len(candidates) > 1:
+            # Tenants may reuse a MAC and address; the interface name (as a tap named after its
+            # port) is then what tells which port moved here.
+            candidates = [p for p in candidates if p.interface == interface]
         if len(candidates) != 1:
             self.stats["dropped_unknown_source"] += 1
             LOG.info("no single port owns %s (%s) seen on %s/%s", frame.eth_src, ip, hv, interface)

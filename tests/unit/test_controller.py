@@ -291,3 +291,16 @@ def test_a_frame_from_a_port_announced_later_is_handled_when_the_port_appears():
     batches = c.port_status(4, "tapM1", 9)
     assert c.topo.ports["m1"].interface == "tapM1" and set(batches) == {1, 2, 3, 4}
     assert c.switches[4].early_frames == {}
+
+
+def test_a_mac_and_address_reused_by_two_tenants_is_told_apart_by_the_interface_name():
+    c = build()
+    for hv in HYPERVISORS:
+        connect(c, hv)
+    # a2 (acme) and r2 (globex) share 02:aa:00:00:00:02 and 10.1.0.2; a2's tap reappears on hv3
+    c.port_status(3, "tapA2", 9)
+    c.packet_in(3, 9, garp("02:aa:00:00:00:02", "10.1.0.2"))
+    assert (c.topo.ports["a2"].hypervisor, c.topo.ports["r2"].hypervisor) == ("hv3", "hv2")
+    c.port_status(4, "tapX", 9)  # an interface that names neither: ambiguous, so nothing moves
+    assert c.packet_in(4, 9, garp("02:aa:00:00:00:02", "10.1.0.2")) == {}
+    assert c.stats["dropped_unknown_source"] == 1
