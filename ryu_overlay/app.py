@@ -15,7 +15,8 @@ import eventlet.wsgi
 
 from .compat import framework_module, ofproto as ofp, parser
 from .controller import Batches, Controller
-from .ofmsg import decode_group, decode_meter, wire
+from .ofmsg import decode_group, decode_meter, family_counter_request, wire
+from .pipeline import Family
 from .rest import RestApp
 from .store import SqliteStore
 
@@ -25,6 +26,7 @@ handler = framework_module("controller.handler")
 hub = framework_module("lib.hub")
 cfg = framework_module("cfg")
 
+COUNTER_POLL = 5.0  # seconds between reads of the in-switch ARP responders' counters
 MAIN, CONFIG, DEAD = handler.MAIN_DISPATCHER, handler.CONFIG_DISPATCHER, handler.DEAD_DISPATCHER
 set_ev_cls = handler.set_ev_cls
 
@@ -65,7 +67,13 @@ class OverlayApp(app_manager.RyuApp):  # type: ignore[misc,name-defined]
         sock = eventlet.listen(self.rest_address)
         self.logger.info("REST API on http://%s:%d/v1/", *sock.getsockname()[:2])
         self.threads.append(hub.spawn(eventlet.wsgi.server, sock, self.rest, log_output=False))
+        self.threads.append(hub.spawn(self._poll_counters))
         return thread
+
+    def _poll_counters(self) -> None:
+        while True:
+            hub.sleep(COUNTER_POLL)
+            self.send({dpid: [family_counter_request(Family.ARP_RESPONDER)] for dpid in self.datapaths})
 
     def send(self, batches: Batches) -> None:
         for dpid, msgs in batches.items():
@@ -93,6 +101,10 @@ class OverlayApp(app_manager.RyuApp):  # type: ignore[misc,name-defined]
         if dpid is not None and self.datapaths.get(dpid) is dp:
             del self.datapaths[dpid]
             self.controller.switch_disconnected(dpid)
+
+    @set_ev_cls(ofp_event.EventOFPAggregateStatsReply, MAIN)
+    def _aggregate(self, ev: Any) -> None:
+        self.controller.responder_hits(ev.msg.datapath.id, ev.msg.body.packet_count)
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN)
     def _barrier_reply(self, ev: Any) -> None:

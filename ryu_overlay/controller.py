@@ -79,6 +79,7 @@ class Controller:
         self.stats: Counter[str] = Counter()
         self._moves: dict[str, deque[float]] = {}
         self._last_resync: dict[int, float] = {}
+        self._responder_hits: dict[int, int] = {}
 
     # --- placement API ----------------------------------------------------------------------
 
@@ -163,6 +164,7 @@ class Controller:
 
     def switch_disconnected(self, dpid: int) -> None:
         self.switches.pop(dpid, None)
+        self._responder_hits.pop(dpid, None)
 
     def ports_reply(self, dpid: int, ports: dict[str, int], more: bool) -> Batches:
         sw = self.switches.get(dpid)
@@ -430,6 +432,10 @@ class Controller:
         if sw is not None:
             sw.barriers.discard(xid)
 
+    def responder_hits(self, dpid: int, packets: int) -> None:
+        """The packet count of a switch's in-switch ARP responders, polled by the app."""
+        self._responder_hits[dpid] = packets
+
     def in_sync(self, hv: Hypervisor) -> bool:
         """Connected, reconciled, and every batch sent to it confirmed by its barrier reply."""
         sw = self.switches.get(hv.dpid)
@@ -447,6 +453,7 @@ class Controller:
             "ports": len(self.topo.ports),
             "ports_located": sum(p.located for p in self.topo.ports.values()),
             "flows_installed": sum(len(f) for sw in self.switches.values() for f in sw.flows.values()),
+            "arp_answered_in_switch": sum(self._responder_hits.get(d, 0) for d in self.switches),
         }
 
 

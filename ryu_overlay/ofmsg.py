@@ -199,6 +199,12 @@ def wire(msg: Any, datapath: Any) -> bytes:
     return bytes(msg.buf)
 
 
+def family_counter_request(family: int) -> Any:
+    """Ask for the summed packet counters of every flow of one family (the cookie's top byte)."""
+    return parser.OFPAggregateStatsRequest(None, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
+                                           family << 56, 0xFF << 56, parser.OFPMatch())
+
+
 def barrier() -> Any:
     return parser.OFPBarrierRequest(None)
 

@@ -43,6 +43,10 @@ def test_first_ping_succeeds_with_no_arp_or_ns_crossing_a_tunnel(ctl, make_bed):
     assert inner_broadcasts(tunnelled) == []
     stats = ctl.api("GET", "/v1/stats")[1]
     assert stats["nd_answered"] >= 1  # a1's solicitation for fd00:1::3 was answered by the controller
+    deadline = time.monotonic() + 12  # the app reads the responders' counters every 5 s
+    while ctl.api("GET", "/v1/stats")[1]["arp_answered_in_switch"] < 2:
+        assert time.monotonic() < deadline, "the in-switch ARP answers were never counted"
+        time.sleep(0.2)
 
 
 def test_port_declared_without_location_is_learned_from_its_first_garp(ctl, make_bed):

@@ -164,6 +164,10 @@ def test_controller_answers_arp_for_a_known_address_with_a_correct_reply():
     outs = packet_outs(c.packet_in(1, 1, bytes(request)), 1)
     assert len(outs) == 1 and outs[0].in_port == ofp.OFPP_CONTROLLER
     assert [a.port for a in outs[0].actions] == [1]
+    expected = bytes(Ether(src="02:aa:00:00:00:03", dst="02:aa:00:00:00:01")
+                     / ARP(op=2, hwsrc="02:aa:00:00:00:03", psrc="10.1.0.3", hwdst="02:aa:00:00:00:01",
+                           pdst="10.1.0.1"))
+    assert outs[0].data == expected + bytes(60 - len(expected))  # padded to the Ethernet minimum
     reply = Ether(outs[0].data)
     assert (reply.src, reply.dst) == ("02:aa:00:00:00:03", "02:aa:00:00:00:01")
     assert (reply[ARP].op, reply[ARP].hwsrc, reply[ARP].psrc, reply[ARP].hwdst, reply[ARP].pdst) == (
