@@ -85,3 +85,17 @@ def test_controller_restart_keeps_traffic_flowing_and_flows_untouched(ctl, make_
         assert stats["flow_mods"] == 0 and stats["group_mods"] == 0
     finally:
         restarted.stop()
+
+
+def test_a_restarted_open_vswitch_is_reprogrammed_on_reconnect(ctl, make_bed):
+    overlay = deploy(ctl, make_bed(2, ctl.ofp_port), ports={k: v for k, v in PORTS.items() if v[3] != "hv3"})
+    bed = overlay.bed
+    before = set(overlay.flows("hv2"))
+    hv2 = bed.hvs["hv2"]
+    hv2.ovs.kill()  # both daemons die; the bridge stays in the database, its flows are gone
+    hv2.ovs.start()
+    bed.hv_exec("hv2", ["ip", "addr", "replace", f"{hv2.tunnel_ip}/24", "dev", "br-phy"])
+    bed.hv_exec("hv2", ["ip", "link", "set", "br-phy", "up"])
+    overlay.wait_in_sync()
+    assert set(overlay.flows("hv2")) == before
+    assert bed.ping("a1", "10.1.0.2", count=3) and bed.ping("r2", "fd00:1::1", count=3)

@@ -308,3 +308,14 @@ def test_a_mac_and_address_reused_by_two_tenants_is_told_apart_by_the_interface_
     c.port_status(4, "tapX", 9)  # an interface that names neither: ambiguous, so nothing moves
     assert c.packet_in(4, 9, garp("02:aa:00:00:00:02", "10.1.0.2")) == {}
     assert c.stats["dropped_unknown_source"] == 1
+
+
+def test_a_flapping_switch_leaves_no_state_behind():
+    c = build()
+    for _ in range(200):
+        connect(c, "hv1")
+        c.barrier_sent(1, 7)
+        c.responder_hits(1, 3)
+        c.switch_disconnected(1)
+    assert c.switches == {} and c._responder_hits == {}
+    assert c.stats_json()["hypervisors_connected"] == 0
