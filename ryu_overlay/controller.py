@@ -221,7 +221,7 @@ class Controller:
         else:
             port = self.topo.port_at(hv.name, name)
             vnis = set() if port is None else {self.topo.networks[port.network].vni}
-        batches = self._refresh({hv.name}, vnis)
+        batches = self._refresh({hv.name}, {0} | vnis)  # partition 0 holds each port's meter
         early = None if ofport is None else sw.early_frames.pop(ofport, None)
         if early is not None:
             self._merge(batches, self.packet_in(dpid, ofport, early))  # type: ignore[arg-type]

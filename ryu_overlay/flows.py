@@ -15,7 +15,7 @@ from typing import Any, Mapping, Union
 
 from .model import Hypervisor, Network, Port, link_local
 from .pipeline import (ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6, FROM_TUNNEL, IP_PROTO_ICMPV6,
-                       MULTICAST_BIT, NETWORK_MASK, PACKET_IN_BURST, PACKET_IN_METER, PACKET_IN_RATE,
+                       MULTICAST_BIT, NETWORK_MASK, PACKET_IN_BURST, PACKET_IN_RATE, UNKNOWN_PORT_METER,
                        TABLES_BY_NAME, VNI_MASK, Family, GroupRole, cookie, group_id)
 from .topology import Topology
 
@@ -135,13 +135,15 @@ def base_partition(view: SwitchView) -> Partition:
     """Flows that belong to no network: what each table does with frames no network claims.
 
     A frame from a VM interface that no flow of ``ingress`` classifies goes to the controller
-    through the packet-in meter: that is how the controller learns where a port is.
+    through that interface's packet-in meter: that is how the controller learns where a port is.
     """
     m = Family.TABLE_MISS
-    to_controller = (Output(OFPP_CONTROLLER),)
+    vm_ports = sorted(no for no in view.ofports.values() if no != view.tunnel_ofport)
+    up = (Output(OFPP_CONTROLLER),)
     flows = [
-        flow("ingress", 0, m, {}),
-        flow("ingress", 1, Family.LEARN, {}, actions=to_controller, meter=PACKET_IN_METER),
+        # A port the controller has not heard of yet (its port-status is on the way) shares one meter.
+        flow("ingress", 0, Family.LEARN, {}, actions=up, meter=UNKNOWN_PORT_METER),
+        *(flow("ingress", 1, Family.LEARN, {"in_port": no}, actions=up, meter=no) for no in vm_ports),
         *([flow("ingress", 2, m, {"in_port": view.tunnel_ofport})] if view.tunnel_ofport is not None else []),
         flow("port_security", 0, m, {}),
         *(flow("port_security", 5, m, {"eth_type": t}) for t in (ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6)),
@@ -155,7 +157,9 @@ def base_partition(view: SwitchView) -> Partition:
         flow("l2_lookup", 0, m, {}, goto="flood"),
         flow("flood", 0, m, {}),
     ]
-    return _partition(flows, meters=(Meter(PACKET_IN_METER, PACKET_IN_RATE, PACKET_IN_BURST),))
+    meters = (*(Meter(no, PACKET_IN_RATE, PACKET_IN_BURST) for no in vm_ports),
+              Meter(UNKNOWN_PORT_METER, PACKET_IN_RATE, PACKET_IN_BURST))
+    return _partition(flows, meters=meters)
 
 
 def tunnel_bucket(vni: int, remote: Hypervisor, tunnel_ofport: int) -> tuple[Action, ...]:
@@ -188,6 +192,9 @@ def local_port_flows(port: Port, ofport: int, vni: int) -> tuple[Flow, ...]:
                           {"in_port": ofport, **ICMPV6, "icmpv6_type": ND_NA, "ipv6_nd_target": ip6}, vni,
                           goto="arp_nd"))
     flows.append(allow({**ICMPV6, "ipv6_src": "::"}))
+    flows.append(flow("arp_nd", 100, Family.ND_PROXY,
+                      {"in_port": ofport, **ICMPV6, "icmpv6_type": ND_NS, "eth_dst": MULTICAST_BIT}, vni,
+                      actions=(Output(OFPP_CONTROLLER),), meter=ofport))
     return tuple(flows)
 
 
@@ -233,9 +240,6 @@ def network_flows(net: Network) -> tuple[Flow, ...]:
     """Flows every hypervisor hosting ``net`` has, whatever its ports."""
     vni = net.vni
     flows = [
-        flow("arp_nd", 100, Family.ND_PROXY,
-             {"metadata": (vni, VNI_MASK), **ICMPV6, "icmpv6_type": ND_NS, "eth_dst": MULTICAST_BIT},
-             vni, actions=(Output(OFPP_CONTROLLER),), meter=PACKET_IN_METER),
         flow("flood", 100, Family.FLOOD, {"metadata": (vni, NETWORK_MASK)}, vni,
              actions=(ToGroup(group_id(GroupRole.FLOOD, vni)),)),
         flow("flood", 100, Family.FLOOD, {"metadata": (vni | FROM_TUNNEL, NETWORK_MASK)}, vni,

@@ -14,7 +14,8 @@ Layouts shared by all tables:
   alone, and ``ovs-ofctl dump-flows br-int cookie=0x00001389_00000000/0x00ffffff00000000``
   lists everything of VNI 5001.
 * **group ids**: bits 0-23 the VNI, bits 24-31 the group's role (``GroupRole``).
-* **meter** ``PACKET_IN_METER`` limits everything a switch sends to the controller.
+* **meter** N limits what port N may send to the controller (``PACKET_IN_RATE``), so one VM
+  flooding ARP or ND cannot starve another's answers.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ TABLES: tuple[Table, ...] = (
            "Neighbor Solicitations for known addresses to the controller, before either could be "
            "flooded. Gratuitous ARP replies, unsolicited NAs and solicitations for unknown IPv6 "
            "addresses stop here.",
-           "metadata eth_type eth_dst arp_op arp_tpa ip_proto icmpv6_type ipv6_nd_target", "l2_lookup"),
+           "in_port metadata eth_type eth_dst arp_op arp_tpa ip_proto icmpv6_type ipv6_nd_target", "l2_lookup"),
     _table("l2_lookup",
            "Forward by (network, destination MAC): to the local VM port, or into the tunnel to "
            "the hypervisor hosting the MAC. Broadcast, multicast and unknown unicast go to flood.",
@@ -99,8 +100,8 @@ class GroupRole(enum.IntEnum):
     FLOOD_LOCAL = 1  # local ports only, for frames that came from a tunnel
 
 
-PACKET_IN_METER = 1
-PACKET_IN_RATE = 100  # packet-ins per second per hypervisor
+PACKET_IN_RATE = 100  # packet-ins per second per VM interface
+UNKNOWN_PORT_METER = 0xFFFF  # above any OVS port number: frames from ports not yet announced
 PACKET_IN_BURST = 50
 
 

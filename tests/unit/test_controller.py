@@ -128,7 +128,10 @@ def test_port_without_location_is_learned_from_its_first_garp():
     for hv in HYPERVISORS:
         connect(c, hv)
     declare_unlocated(c)
-    assert c.port_status(4, "tapM1", 9) == {}  # an interface no port names changes no flow
+    appeared = c.port_status(4, "tapM1", 9)[4]  # an interface no port names: its meter and learning flow
+    assert [m.meter_id for m in appeared if isinstance(m, parser.OFPMeterMod)] == [9]
+    assert [(m.flow.family, m.flow.match) for m in appeared if isinstance(m, parser.OFPFlowMod)] == [
+        (Family.LEARN, (("in_port", 9),))]
     batches = c.packet_in(4, 9, garp("02:bb:00:00:00:01", "10.1.0.50"))
     port = c.topo.ports["m1"]
     assert (port.hypervisor, port.interface, port.location_source) == ("hv4", "tapM1", "learned")

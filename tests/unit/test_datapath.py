@@ -184,10 +184,25 @@ def test_multicast_neighbor_solicitation_goes_to_the_controller_metered(net):
     assert r.outputs == () and len(r.packet_ins) == 1 and r.meters == (1,)
 
 
-def test_frames_from_an_unbound_interface_go_to_the_controller_metered(net):
-    r = net.switches["hv4"].process({"in_port": 9, "eth_src": "02:bb:00:00:00:01", "eth_dst": BCAST,
-                                     "eth_type": 0x0806, "arp_op": 1})
-    assert r.outputs == () and len(r.packet_ins) == 1 and r.meters == (1,)
+def test_frames_from_an_unbound_interface_go_to_the_controller_through_its_own_meter(net):
+    net.apply(net.controller.port_status(4, "tapNew", 9))
+    frame = {"in_port": 9, "eth_src": "02:bb:00:00:00:01", "eth_dst": BCAST, "eth_type": 0x0806, "arp_op": 1}
+    r = net.switches["hv4"].process(frame)
+    assert r.outputs == () and len(r.packet_ins) == 1 and r.meters == (9,)
+    unknown = net.switches["hv4"].process({**frame, "in_port": 10})  # a port not announced yet: shared meter
+    assert len(unknown.packet_ins) == 1 and unknown.meters == (0xFFFF,)
+    assert net.switches["hv4"].process({**frame, "in_port": TUNNEL_OFPORT}).dropped
+
+
+def test_each_vm_port_has_its_own_packet_in_meter(net):
+    def ns(src: str) -> dict:
+        _, mac, ips, _, _, no = PORTS[src]
+        return {"in_port": no, "eth_src": mac, "eth_dst": "33:33:ff:00:00:03", "eth_type": 0x86DD,
+                "ipv6_src": ips[1], "ip_proto": 58, "icmpv6_type": 135, "ipv6_nd_target": "fd00:1::3"}
+
+    assert net.switches["hv1"].process(ns("a1")).meters == (port_no("a1"),)
+    assert net.switches["hv1"].process(ns("a2")).meters == (port_no("a2"),)
+    assert set(net.switches["hv1"].meters) == {port_no(p) for p in ("a1", "a2", "r1")} | {0xFFFF}
 
 
 def test_moving_a_port_by_rest_redirects_unicast_to_the_new_host(net):
