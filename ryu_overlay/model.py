@@ -17,8 +17,7 @@ IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 LocationSource = Literal["declared", "learned"]
 
 VNI_MIN, VNI_MAX = 1, (1 << 24) - 1
-MTU_MIN, MTU_MAX = 576, 9000
-IPV6_MTU_MIN = 1280
+MTU_MIN, MTU_MAX = 1280, 9000  # 1280: every network may carry IPv6 (RFC 8200)
 MAX_NAME = 64
 UNKNOWN_ARP_MODES = ("replicate", "drop")
 
@@ -223,8 +222,7 @@ def parse_tunnel_ip(value: Any) -> ipaddress.IPv4Address:
 
 
 def parse_hypervisor(name: str, body: Any) -> Hypervisor:
-    body = _body(body, {"name", "dpid", "tunnel_ip", "tunnel_port"}, {"dpid", "tunnel_ip"})
-    _same_name(name, body)
+    body = _body(body, {"dpid", "tunnel_ip", "tunnel_port"}, {"dpid", "tunnel_ip"})
     return Hypervisor(
         name=parse_name(name),
         dpid=parse_dpid(body["dpid"]),
@@ -242,8 +240,7 @@ def _int(value: Any, what: str, lo: int, hi: int) -> int:
 
 
 def parse_network(name: str, body: Any) -> Network:
-    body = _body(body, {"name", "vni", "tenant", "subnets", "mtu", "unknown_arp"}, {"vni", "tenant"})
-    _same_name(name, body)
+    body = _body(body, {"vni", "tenant", "subnets", "mtu", "unknown_arp"}, {"vni", "tenant"})
     subnets_raw = body.get("subnets", [])
     if not isinstance(subnets_raw, list):
         raise BadRequest("subnets must be a list of CIDR strings")
@@ -263,8 +260,6 @@ def parse_network(name: str, body: Any) -> Network:
     mtu = body.get("mtu")
     if mtu is not None:
         mtu = _int(mtu, "mtu", MTU_MIN, MTU_MAX)
-        if mtu < IPV6_MTU_MIN and any(s.version == 6 for s in subnets):
-            raise BadRequest(f"mtu must be at least {IPV6_MTU_MIN} on a network with IPv6 subnets")
     unknown_arp = body.get("unknown_arp", "replicate")
     if unknown_arp not in UNKNOWN_ARP_MODES:
         raise BadRequest(f"unknown_arp must be one of {', '.join(UNKNOWN_ARP_MODES)}")
@@ -280,8 +275,7 @@ def parse_network(name: str, body: Any) -> Network:
 
 def parse_port(name: str, body: Any) -> Port:
     """Parse a port declaration. Subnet membership is checked against the network elsewhere."""
-    body = _body(body, {"name", "network", "mac", "ips", "hypervisor", "interface"}, {"network", "mac"})
-    _same_name(name, body)
+    body = _body(body, {"network", "mac", "ips", "hypervisor", "interface"}, {"network", "mac"})
     ips_raw = body.get("ips", [])
     if not isinstance(ips_raw, list):
         raise BadRequest("ips must be a list of IP address strings")
@@ -301,11 +295,6 @@ def parse_port(name: str, body: Any) -> Port:
         interface=None if interface is None else parse_interface(interface),
         location_source=None if hypervisor is None else "declared",
     )
-
-
-def _same_name(name: str, body: Mapping[str, Any]) -> None:
-    if "name" in body and body["name"] != name:
-        raise BadRequest("the name in the body differs from the name in the path")
 
 
 # --- persistence form --------------------------------------------------------------------------

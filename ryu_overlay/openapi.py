@@ -14,7 +14,8 @@ from .model import MAX_NAME, MTU_MAX, MTU_MIN, UNKNOWN_ARP_MODES, VNI_MAX, VNI_M
 NAME = {"type": "string", "minLength": 1, "maxLength": MAX_NAME, "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"}
 IFNAME = {"type": "string", "minLength": 1, "maxLength": 15, "pattern": r"^[A-Za-z0-9_.:-]{1,15}$"}
 MAC = {"type": "string", "pattern": r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$", "example": "02:aa:00:00:00:01"}
-IP = {"type": "string", "example": "10.1.0.1"}
+IP = {"anyOf": [{"type": "string", "format": "ipv4"}, {"type": "string", "format": "ipv6"}],
+      "example": "10.1.0.1", "description": "a unicast address, inside one of the network's subnets"}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -42,7 +43,8 @@ def _errors(*codes: int) -> dict[str, Any]:
 
 def _collection_paths(kind: str, item: str, put_codes: tuple[int, ...], delete_codes: tuple[int, ...],
                       example: dict[str, Any]) -> dict[str, Any]:
-    name_param = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+    any_name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+    new_name = {**any_name, "schema": NAME, "description": "the object's name (it is not repeated in the body)"}
     return {
         f"/v1/{kind}": {
             "get": {"summary": f"List {kind}", "operationId": f"list_{kind}",
@@ -51,10 +53,11 @@ def _collection_paths(kind: str, item: str, put_codes: tuple[int, ...], delete_c
                         "properties": {kind: {"type": "array", "items": _ref(item)}}}), **_errors()}},
         },
         f"/v1/{kind}/{{name}}": {
-            "parameters": [name_param],
+            "parameters": [any_name],
             "get": {"summary": f"Show one of {kind}", "operationId": f"get_{item.lower()}",
                     "responses": {"200": _answer("found", _ref(item)), **_errors(404)}},
             "put": {"summary": f"Create or replace one of {kind}", "operationId": f"put_{item.lower()}",
+                    "parameters": [new_name],
                     "requestBody": {"required": True, "content": {"application/json": {
                         "schema": _ref(item + "Input"), "example": example}}},
                     "responses": {"200": _answer("updated", _ref(item)), "201": _answer("created", _ref(item)),
@@ -72,7 +75,6 @@ def openapi_document() -> dict[str, Any]:
         "HypervisorInput": {
             "type": "object", "required": ["dpid", "tunnel_ip"], "additionalProperties": False,
             "properties": {
-                "name": NAME,
                 "dpid": {"oneOf": [{"type": "string", "pattern": r"^(0x)?[0-9a-fA-F]{1,16}$"},
                                    {"type": "integer", "minimum": 1, "maximum": 2**64 - 1}],
                          "description": "OpenFlow datapath id: hex digits or an integer"},
@@ -92,7 +94,6 @@ def openapi_document() -> dict[str, Any]:
         "NetworkInput": {
             "type": "object", "required": ["vni", "tenant"], "additionalProperties": False,
             "properties": {
-                "name": NAME,
                 "vni": {"type": "integer", "minimum": VNI_MIN, "maximum": VNI_MAX},
                 "tenant": NAME,
                 "subnets": {"type": "array", "items": {"type": "string", "example": "10.1.0.0/24"}},
@@ -109,12 +110,16 @@ def openapi_document() -> dict[str, Any]:
         "PortInput": {
             "type": "object", "required": ["network", "mac"], "additionalProperties": False,
             "properties": {
-                "name": NAME, "network": NAME, "mac": MAC,
+                "network": NAME, "mac": MAC,
                 "ips": {"type": "array", "items": IP, "uniqueItems": True},
                 "hypervisor": {**NAME, "nullable": True, "description": "with interface: the declared location"},
                 "interface": {**IFNAME, "nullable": True,
                               "description": "the VM's interface name on the hypervisor's bridge"},
-            }},
+            },
+            # the location is both fields or neither
+            "oneOf": [{"required": ["hypervisor", "interface"],
+                       "properties": {"hypervisor": NAME, "interface": IFNAME}},
+                      {"properties": {"hypervisor": {"enum": [None]}, "interface": {"enum": [None]}}}]},
         "Port": {
             "type": "object",
             "required": ["name", "network", "mac", "ips", "hypervisor", "interface", "location_source",

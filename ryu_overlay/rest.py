@@ -33,9 +33,10 @@ _ROUTES: list[tuple[re.Pattern[str], str]] = [
 
 
 class HTTPError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.headers = headers or {}
 
 
 def _json(status: int, body: Any) -> Response:
@@ -60,7 +61,9 @@ class RestApp:
         except OverlayError as exc:
             return _json(exc.status, {"error": str(exc)})
         except HTTPError as exc:
-            return _json(exc.status, {"error": str(exc)})
+            resp = _json(exc.status, {"error": str(exc)})
+            resp.headers.update(exc.headers)
+            return resp
         except Exception:  # a bug must still answer JSON, and be logged with its trace
             LOG.exception("internal error on %s %s", req.method, req.environ.get("PATH_INFO"))
             return _json(500, {"error": "internal error"})
@@ -127,7 +130,8 @@ def _path(req: Request) -> str:
 
 def _allow(req: Request, *methods: str) -> None:
     if req.method not in methods:
-        raise HTTPError(405, f"method {req.method} is not allowed here; use {', '.join(methods)}")
+        raise HTTPError(405, f"method {req.method} is not allowed here; use {', '.join(methods)}",
+                        {"Allow": ", ".join(methods)})
 
 
 def _body(req: Request) -> Any:
