@@ -13,14 +13,13 @@ from typing import Any, Iterable
 import eventlet
 import eventlet.wsgi
 
-from .compat import framework_module, ofproto as ofp, parser
+from .compat import app_base, framework_module, ofproto as ofp, parser
 from .controller import Batches, Controller
 from .ofmsg import decode_group, decode_meter, family_counter_request, wire
 from .pipeline import Family
 from .rest import RestApp
 from .store import SqliteStore
 
-app_manager = framework_module("base.app_manager")
 ofp_event = framework_module("controller.ofp_event")
 handler = framework_module("controller.handler")
 hub = framework_module("lib.hub")
@@ -51,7 +50,7 @@ def _more(ev: Any) -> bool:
     return bool(ev.msg.flags & ofp.OFPMPF_REPLY_MORE)
 
 
-class OverlayApp(app_manager.RyuApp):  # type: ignore[misc,name-defined]
+class OverlayApp(app_base()):  # type: ignore[misc]
     OFP_VERSIONS = [ofp.OFP_VERSION]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

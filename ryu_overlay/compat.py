@@ -41,6 +41,12 @@ def framework_module(name: str) -> ModuleType:
     return importlib.import_module(f"{FRAMEWORK}.{name}")
 
 
+def app_base() -> type:
+    """The base class of applications: ``RyuApp`` in Ryu, ``OSKenApp`` in os-ken."""
+    app_manager = framework_module("base.app_manager")
+    return getattr(app_manager, "RyuApp", None) or app_manager.OSKenApp
+
+
 ofproto = framework_module("ofproto.ofproto_v1_3")
 parser = framework_module("ofproto.ofproto_v1_3_parser")
 nicira_ext = framework_module("ofproto.nicira_ext")

@@ -27,12 +27,13 @@ class ControllerProcess:
     """``ryu-overlay`` on a free OpenFlow port (all addresses) and a free REST port (loopback)."""
 
     def __init__(self, db: Path, log: Path, ofp_port: int | None = None, rest_port: int | None = None,
-                 extra_args: tuple[str, ...] = ()) -> None:
+                 extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
         self.db = db
         self.log = log
         self.ofp_port = ofp_port or free_port("0.0.0.0")
         self.rest_port = rest_port or free_port()
         self.extra_args = extra_args
+        self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -44,7 +45,8 @@ class ControllerProcess:
                 "--rest-host", "127.0.0.1", "--rest-port", str(self.rest_port), "--db", str(self.db),
                 *self.extra_args]
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=None if self.env is None else {**os.environ, **self.env})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
