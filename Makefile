@@ -37,8 +37,11 @@ test: install
 unit: venv
 	$(PY) -m pytest -q tests/unit
 
+# The tour (mininet/demo.py), then the default Mininet experiment set, which writes its plots to results/.
 demo: install
 	$(PY) mininet/demo.py
+	$(PY) mininet/experiments.py all --out results/
+	@echo "plots and CSVs: $(CURDIR)/results/ (explained in docs/experiments.md)"
 
 clean:
 	rm -rf $(VENV) *.egg-info results

@@ -1,0 +1,409 @@
+"""Experiments on the Mininet overlay (mininet/topo.py): one command each, each writes a CSV and a PNG.
+
+    python mininet/experiments.py connectivity|flooding|migration|throughput|all \\
+        --pods 2 --hv-per-pod 2 --tenants 2 --vms 2 --out results/
+
+Every experiment builds its own topology (with the real ``ryu-overlay`` controller) and removes
+everything it started at the end, also after a failure or Ctrl-C. See docs/experiments.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import topo as topo_mod
+from topo import OverlayNet, Spec, sigterm_as_interrupt
+
+VXLAN_LIMIT = (1450 - 40) / (1500 - 40)  # TCP payload per full-size packet, overlay vs underlay
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def print_table(header: list[str], rows: list[list[Any]]) -> None:
+    cells = [header] + [[f"{c:.3f}" if isinstance(c, float) else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    for i, r in enumerate(cells):
+        print("  ".join(c.rjust(w) for c, w in zip(r, widths)))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def _read_pcap(path: Path) -> list:
+    import logging
+    logging.getLogger("scapy").setLevel(logging.ERROR)
+    import scapy.layers.inet6
+    import scapy.layers.vxlan  # noqa: F401
+    from scapy.utils import rdpcap
+    return list(rdpcap(str(path))) if path.exists() and path.stat().st_size > 24 else []
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+# --- connectivity -------------------------------------------------------------------------------------
+
+def connectivity(on: OverlayNet, out: Path) -> dict[str, Any]:
+    """Every VM pings every other VM's address (IPv4 and IPv6), each ping with its own payload pattern.
+
+    Tenants reuse addresses, so a reply says little: a cell is "reachable" when the destination
+    VM itself received that ping's echo request (tcpdump on its eth0) and the source got a reply.
+    """
+    vms = list(on.vminfo)
+    caps = {v: (out / f"conn-{v}.pcap") for v in vms}
+    procs = {v: on.capture(on.vm(v), "eth0", "-Q in icmp or icmp6", caps[v]) for v in vms}
+    fams = {4: 0, 6: 1}
+    pattern = lambda si, di, fam: f"abcd{si:04x}{di:04x}{fam:02x}ef"
+    runners = []
+    for si, src in enumerate(vms):
+        lines = []
+        for di, dst in enumerate(vms):
+            if si == di:
+                continue
+            for fam, k in fams.items():
+                addr = on.vminfo[dst].ips[k]
+                lines.append(f"ping -c 1 -W 1 -p {pattern(si, di, fam)} {addr} >/dev/null 2>&1; echo {di} {fam} $?")
+        runners.append((si, on.vm(src).spawn("sh", "-c", "\n".join(lines), stdout=subprocess.PIPE, text=True)))
+    replied: dict[tuple[int, int, int], bool] = {}
+    for si, proc in runners:
+        stdout, _ = proc.communicate(timeout=600)
+        for di, fam, rc in (ln.split() for ln in stdout.strip().splitlines()):
+            replied[(si, int(di), int(fam))] = rc == "0"
+    time.sleep(0.3)
+    for p in procs.values():
+        _stop(p)
+    seen: set[tuple[int, int, int]] = set()
+    for di, dst in enumerate(vms):
+        for pkt in _read_pcap(caps[dst]):
+            m = re.search(rb"\xab\xcd(..)(..)(.)\xef", bytes(pkt), re.DOTALL)
+            if m:
+                si, dj, fam = int.from_bytes(m[1], "big"), int.from_bytes(m[2], "big"), m[3][0]
+                if dj == di:
+                    seen.add((si, di, fam))
+    rows, errors = [], []
+    matrix = {fam: [[-1] * len(vms) for _ in vms] for fam in fams}
+    for si, src in enumerate(vms):
+        for di, dst in enumerate(vms):
+            if si == di:
+                continue
+            for fam in fams:
+                ok = (si, di, fam) in seen and replied.get((si, di, fam), False)
+                expected = on.vminfo[src].tenant == on.vminfo[dst].tenant
+                matrix[fam][si][di] = int(ok)
+                rows.append([src, dst, f"IPv{fam}", on.vminfo[dst].ips[fams[fam]], int(expected), int(ok)])
+                if ok != expected:
+                    errors.append((src, dst, fam))
+    write_csv(out / "connectivity.csv", ["src", "dst", "family", "address", "expected", "reachable"], rows)
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(4 + 0.9 * len(vms), 2.5 + 0.45 * len(vms)))
+    from matplotlib.colors import ListedColormap
+    cmap = ListedColormap(["#dddddd", "#d62728", "#2ca02c"])
+    for ax, fam in zip(axes, fams):
+        ax.imshow(matrix[fam], cmap=cmap, vmin=-1, vmax=1)
+        ax.set_xticks(range(len(vms)), vms, rotation=90)
+        ax.set_yticks(range(len(vms)), vms)
+        ax.set_title(f"IPv{fam}: green reachable, red blocked")
+        ax.set_xlabel("destination VM")
+        ax.set_ylabel("source VM")
+    fig.suptitle(f"Ping matrix, {len(vms)} VMs in {on.spec.tenants} tenants (same addresses in every tenant)")
+    fig.tight_layout()
+    fig.savefig(out / "connectivity.png", dpi=110)
+    plt.close(fig)
+    same = [r for r in rows if r[4] == 1]
+    cross = [r for r in rows if r[4] == 0]
+    summary = {"pairs": len(rows), "same_tenant_reachable": sum(r[5] for r in same), "same_tenant": len(same),
+               "cross_tenant_reachable": sum(r[5] for r in cross), "cross_tenant": len(cross), "errors": errors}
+    print_table(["family", "same-tenant reachable", "cross-tenant reachable"],
+                [[f"IPv{fam}", f"{sum(r[5] for r in same if r[2] == f'IPv{fam}')}/{sum(1 for r in same if r[2] == f'IPv{fam}')}",
+                  f"{sum(r[5] for r in cross if r[2] == f'IPv{fam}')}/{sum(1 for r in cross if r[2] == f'IPv{fam}')}"]
+                 for fam in fams])
+    return summary
+
+
+# --- flooding -------------------------------------------------------------------------------------------
+
+def _resolve_all(on: OverlayNet, out: Path, label: str) -> tuple[dict[str, int], dict[str, int], int, int]:
+    """Flush every VM's neighbour cache, then each VM pings each same-tenant neighbour once (IPv4 and
+    IPv6) while tcpdump counts VXLAN packets on every hypervisor's underlay link (at its leaf)."""
+    on.flush_neighbours()
+    time.sleep(0.2)
+    paths = {hv: out / f"flood-{label}-{hv}.pcap" for hv in on.hvinfo}
+    caps = {hv: on.capture(on.leaf_of(hv), hv, "udp port 4789", paths[hv]) for hv in on.hvinfo}
+    runners = []
+    for name, v in on.vminfo.items():
+        peers = [p for p in on.vminfo.values() if p.tenant == v.tenant and p.name != name]
+        script = "\n".join(f"ping -c 1 -W 2 {ip} >/dev/null 2>&1; echo $?" for p in peers for ip in p.ips)
+        if script:
+            runners.append(on.vm(name).spawn("sh", "-c", script, stdout=subprocess.PIPE, text=True))
+    ok = total = 0
+    for proc in runners:
+        stdout, _ = proc.communicate(timeout=600)
+        codes = stdout.split()
+        total += len(codes)
+        ok += codes.count("0")
+    time.sleep(0.5)
+    for p in caps.values():
+        _stop(p)
+    from scapy.layers.vxlan import VXLAN
+    counts, bcast = {}, {}
+    for hv, path in paths.items():
+        pkts = [p for p in _read_pcap(path) if VXLAN in p]
+        counts[hv] = len(pkts)
+        bcast[hv] = sum(1 for p in pkts if bytes(p[VXLAN].payload)[:1] and bytes(p[VXLAN].payload)[0] & 1)
+    return counts, bcast, ok, total
+
+
+def program_flood_baseline(on: OverlayNet) -> None:
+    """Take br-int away from the controller and flood every frame to every other hypervisor by hand.
+
+    Per hypervisor and tenant: a group of type ALL with one bucket per other hypervisor (set
+    tun_dst, output to the tunnel: head-end replication to all) plus the tenant's local taps;
+    frames from the tunnel with the tenant's VNI go to all its local taps. No learning.
+    """
+    for name in on.hvinfo:
+        hv = on.hv(name)
+        hv.ovs.vsctl("del-controller", "br-int")
+        hv.ovs.ofctl("del-flows")
+        hv.ovs.ofctl("del-groups")
+        tun = on.ofport(name, topo_mod.TUNNEL_PORT)
+        others = [o.tunnel_ip for o in on.hvinfo.values() if o.name != name]
+        for t in range(1, on.spec.tenants + 1):
+            vni = topo_mod.VNI_BASE + t
+            taps = [on.ofport(name, v.tap) for v in on.vminfo.values() if v.hv == name and v.tenant == t]
+            buckets = [f"bucket=set_field:{ip}->tun_dst,output:{tun}" for ip in others]
+            buckets += [f"bucket=output:{p}" for p in taps]
+            hv.ovs.ofctl("add-group", f"group_id={vni},type=all," + ",".join(buckets))
+            for p in taps:
+                hv.ovs.ofctl("add-flow", f"priority=100,in_port={p},actions=set_field:{vni}->tun_id,group:{vni}")
+            local = ",".join(f"output:{p}" for p in taps) or "drop"
+            hv.ovs.ofctl("add-flow", f"priority=100,in_port={tun},tun_id={vni},actions={local}")
+
+
+def flooding(on: OverlayNet, out: Path) -> dict[str, Any]:
+    ctl_counts, ctl_b, ctl_ok, total = _resolve_all(on, out, "controller")
+    program_flood_baseline(on)
+    base_counts, base_b, base_ok, _ = _resolve_all(on, out, "baseline")
+    hvs = list(on.hvinfo)
+    rows = [[hv, ctl_counts[hv], ctl_b[hv], base_counts[hv], base_b[hv]] for hv in hvs]
+    rows.append(["total", sum(ctl_counts.values()), sum(ctl_b.values()), sum(base_counts.values()),
+                 sum(base_b.values())])
+    header = ["hypervisor", "controller_vxlan_pkts", "controller_bcast_inner", "baseline_vxlan_pkts",
+              "baseline_bcast_inner"]
+    write_csv(out / "flooding.csv", header, rows)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(2 + 1.1 * len(hvs), 3.8))
+    xs = range(len(hvs))
+    ax.bar([x - 0.2 for x in xs], [ctl_counts[h] for h in hvs], 0.4, label="ryu-overlay (ARP/ND answered in switch)")
+    ax.bar([x + 0.2 for x in xs], [base_counts[h] for h in hvs], 0.4, label="flood to every hypervisor (baseline)")
+    ax.set_xticks(list(xs), hvs)
+    ax.set_ylabel("VXLAN packets on the hypervisor's underlay link")
+    ax.set_title(f"Every VM resolves and pings every same-tenant neighbour once (IPv4+IPv6, {total} pings)",
+                 fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "flooding.png", dpi=110)
+    plt.close(fig)
+    print_table(header, rows)
+    print(f"pings answered: controller {ctl_ok}/{total}, baseline {base_ok}/{total}")
+    return {"controller": ctl_counts, "baseline": base_counts, "controller_ok": ctl_ok, "baseline_ok": base_ok,
+            "pings": total}
+
+
+# --- migration ------------------------------------------------------------------------------------------
+
+def _replies(output: str) -> list[tuple[float, int]]:
+    """(timestamp, icmp_seq) of every reply in ``ping -D`` output."""
+    return [(float(t), int(q)) for t, q in re.findall(r"^\[(\d+\.\d+)\].*icmp_seq=(\d+)", output, re.MULTILINE)]
+
+
+def migration(on: OverlayNet, out: Path, moves: int = 4, interval: float = 0.01) -> dict[str, Any]:
+    """Move VMs to a hypervisor in another pod while a same-tenant VM pings them every 10 ms.
+
+    The loss window of a move is the time between the last reply before the move and the first
+    reply after it (``ping -D`` timestamps), so it includes the move itself (delete the tap,
+    recreate the veth in the VM's namespace, configure it, plug it, one GARP).
+    """
+    if on.spec.pods < 2 or on.spec.vms < 2:
+        raise SystemExit("migration needs --pods >= 2 and --vms >= 2")
+    movers = [v for v in on.vminfo.values() if v.name.endswith("v1")]
+    rows = []
+    for k in range(moves):
+        vm = movers[k % len(movers)]
+        peer = next(p for p in on.vminfo.values() if p.tenant == vm.tenant and p.name != vm.name)
+        old = vm.hv
+        pod = on.hvinfo[old].pod % on.spec.pods + 1
+        target = [h for h in on.hvinfo.values() if h.pod == pod][k // len(movers) % on.spec.hv_per_pod].name
+        pinger = on.vm(peer.name).spawn("ping", "-D", "-n", "-i", interval, "-W", "1", vm.ips[0],
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        on.move_vm(vm.name, target)
+        t_move = time.monotonic() - t0
+        time.sleep(2.0)
+        _stop(pinger)
+        text = pinger.stdout.read()
+        replies = sorted(set(_replies(text)), key=lambda r: r[1])
+        sent = re.search(r"(\d+) packets transmitted", text)
+        n_sent = int(sent[1]) if sent else (replies[-1][1] if replies else 0)
+        gaps = [(b[0] - a[0], b[1] - a[1] - 1) for a, b in itertools.pairwise(replies)]
+        window, lost = max(gaps) if gaps else (float("nan"), n_sent)
+        tail_lost = max(0, n_sent - (replies[-1][1] if replies else 0))
+        rows.append([k + 1, vm.name, old, target, peer.name, n_sent, len(replies), lost, round(window * 1000, 1),
+                     round(t_move * 1000, 1), tail_lost])
+    header = ["move", "vm", "from", "to", "pinger", "sent", "received", "lost_in_window", "loss_window_ms",
+              "move_cmds_ms", "lost_at_end"]
+    write_csv(out / "migration.csv", header, rows)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(2 + 0.8 * len(rows), 3.6))
+    ax.bar([f"{r[0]}: {r[1]}\n{r[2]}→{r[3]}" for r in rows], [r[8] for r in rows], color="#1f77b4")
+    ax.set_ylabel(f"loss window (ms), ping every {interval * 1000:.0f} ms")
+    ax.set_title("Live migration between pods: interface moved, one GARP", fontsize=9)
+    ax.tick_params(axis="x", labelsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "migration.png", dpi=110)
+    plt.close(fig)
+    print_table(header, rows)
+    _, port = on.ctl.api("GET", f"/v1/ports/{movers[0].name}")
+    return {"windows_ms": [r[8] for r in rows], "port_after": port}
+
+
+# --- throughput -----------------------------------------------------------------------------------------
+
+def _iperf(on: OverlayNet, server, client, addr: str, seconds: int) -> float:
+    srv = server.spawn("iperf3", "-s", "-1", "-B", addr, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(50):
+            if client.run("iperf3", "-c", addr, "-t", "0.1", "-n", "1", check=False).returncode == 0 or srv.poll() is not None:
+                break
+            time.sleep(0.1)
+        # the probe above consumed the one-off server; start the measured one
+        if srv.poll() is None:
+            srv.kill()
+        srv.wait(5)
+        srv = server.spawn("iperf3", "-s", "-1", "-B", addr, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.3)
+        res = client.run("iperf3", "-c", addr, "-t", seconds, "-J", timeout=seconds + 30, check=False)
+        data = json.loads(res.stdout or "{}")
+        if "error" in data or "end" not in data:
+            raise RuntimeError(f"iperf3 {client.name} -> {addr}: {data.get('error', res.stderr)}")
+        return data["end"]["sum_received"]["bits_per_second"] / 1e6
+    finally:
+        if srv.poll() is None:
+            srv.kill()
+        srv.wait(5)
+
+
+def throughput(on: OverlayNet, out: Path, seconds: int = 5, repeats: int = 3) -> dict[str, Any]:
+    pair = next(((a, b) for a in on.vminfo.values() for b in on.vminfo.values()
+                 if a.tenant == b.tenant and on.hvinfo[a.hv].pod != on.hvinfo[b.hv].pod), None)
+    if pair is None:
+        raise SystemExit("throughput needs two VMs of one tenant in different pods")
+    a, b = pair
+    ha, hb = on.hvinfo[a.hv], on.hvinfo[b.hv]
+    rows = []
+    for r in range(1, repeats + 1):
+        over = _iperf(on, on.vm(b.name), on.vm(a.name), b.ips[0], seconds)
+        under = _iperf(on, on.hv(hb.name), on.hv(ha.name), hb.tunnel_ip, seconds)
+        rows.append([r, f"{a.name}->{b.name}", f"{ha.name}->{hb.name}", round(over, 1), round(under, 1),
+                     round(over / under, 3), round(VXLAN_LIMIT, 3)])
+    mean = lambda i: sum(r[i] for r in rows) / len(rows)
+    rows.append(["mean", rows[0][1], rows[0][2], round(mean(3), 1), round(mean(4), 1), round(mean(3) / mean(4), 3),
+                 round(VXLAN_LIMIT, 3)])
+    header = ["run", "overlay_pair", "underlay_pair", "overlay_mbps", "underlay_mbps", "ratio", "vxlan_limit"]
+    write_csv(out / "throughput.csv", header, rows)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    runs = rows[:-1]
+    xs = range(len(runs))
+    ax.bar([x - 0.2 for x in xs], [r[3] for r in runs], 0.4, label=f"overlay {a.name}→{b.name}")
+    ax.bar([x + 0.2 for x in xs], [r[4] for r in runs], 0.4, label=f"underlay {ha.name}→{hb.name}")
+    ax.set_xticks(list(xs), [f"run {r[0]}\nratio {r[5]:.2f}" for r in runs])
+    ax.set_ylabel("iperf3 TCP Mbit/s")
+    ax.set_title(f"Overlay/underlay {mean(3) / mean(4):.2f} (50-byte VXLAN limit {VXLAN_LIMIT:.3f}), "
+                 f"{seconds} s runs", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "throughput.png", dpi=110)
+    plt.close(fig)
+    print_table(header, rows)
+    return {"overlay_mbps": mean(3), "underlay_mbps": mean(4), "ratio": mean(3) / mean(4)}
+
+
+EXPERIMENTS: dict[str, Callable[..., dict[str, Any]]] = {
+    "connectivity": connectivity, "throughput": throughput, "migration": migration, "flooding": flooding}
+
+
+def run(name: str, spec: Spec, out: Path, **kw: Any) -> dict[str, Any]:
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    with OverlayNet(spec, out / "work") as on:
+        built = time.monotonic() - t0
+        print(f"== {name}: {spec.pods} pods x {spec.hv_per_pod} hypervisors, {spec.tenants} tenants x {spec.vms} VMs "
+              f"(built in {built:.1f}s)")
+        result = EXPERIMENTS[name](on, out, **kw)
+    result["seconds"] = round(time.monotonic() - t0, 1)
+    result["build_seconds"] = round(built, 1)
+    print(f"== {name} done in {result['seconds']}s; {out / (name + '.csv')}, {out / (name + '.png')}\n")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("experiment", choices=[*EXPERIMENTS, "all"])
+    ap.add_argument("--pods", type=int, default=2)
+    ap.add_argument("--hv-per-pod", type=int, default=2)
+    ap.add_argument("--tenants", type=int, default=2)
+    ap.add_argument("--vms", type=int, default=2, help="VMs per tenant")
+    ap.add_argument("--spines", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=Path("results"))
+    ap.add_argument("--moves", type=int, default=4, help="migration: number of moves")
+    ap.add_argument("--seconds", type=int, default=5, help="throughput: iperf3 duration")
+    ap.add_argument("--repeats", type=int, default=3, help="throughput: runs")
+    args = ap.parse_args(argv)
+    sigterm_as_interrupt()
+    spec = Spec(args.pods, args.hv_per_pod, args.tenants, args.vms, args.spines, args.seed)
+    names = list(EXPERIMENTS) if args.experiment == "all" else [args.experiment]
+    results = {}
+    for name in names:
+        kw = {"moves": args.moves} if name == "migration" else \
+             {"seconds": args.seconds, "repeats": args.repeats} if name == "throughput" else {}
+        results[name] = run(name, spec, args.out, **kw)
+    (args.out / "summary.json").write_text(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

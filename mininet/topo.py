@@ -1,0 +1,525 @@
+"""A routed VXLAN overlay in Mininet: hypervisors with their own Open vSwitch, VMs, leaf/spine routers.
+
+Built with Mininet's Python API (``Topo`` + ``Mininet(topo=..., controller=None)``, no Mininet
+switches: hosts and links only). See docs/experiments.md.
+
+* **Pods.** Pod ``p`` is the subnet 198.18.<p>.0/24: its hypervisors ``p<p>h<i>`` hold
+  198.18.<p>.<i> (on ``br-phy``), its leaf router ``leaf<p>`` bridges its downlinks and routes
+  from 198.18.<p>.254.
+* **Spines.** One or two spine routers ``spine<s>``; leaf ``p`` reaches spine ``s`` over the /30
+  198.18.<200+s>.<4p>; leaves spread the other pods over the spines (ECMP with two), so every
+  tunnel between pods crosses three IP hops.
+* **Hypervisors** are Mininet hosts whose ``config()`` starts their own ``ovsdb-server`` and
+  ``ovs-vswitchd`` (``ryu_overlay.hypervisor.OvsInstance``) in their namespace, which is given a
+  name with ``ip netns attach``. ``br-phy`` holds the underlay link ``eth0``; ``br-int`` holds
+  ``vxlan0`` and the VM taps, with the controller reached over a management link ``mgmt`` to
+  the root namespace (198.19.<k>.0/24, /30 per hypervisor).
+* **VMs** ``t<t>v<v>`` are Mininet hosts linked to their hypervisor (``eth0`` there, ``tapt<t>v<v>``
+  on the hypervisor). Every tenant reuses the same MACs and addresses: VM ``v`` is
+  02:00:00:00:00:<v>, 10.0.0.<v>/24 and fd00::<v>/64.
+
+Every name that leaves a namespace (netns names, root-side links) carries a per-run prefix, so
+concurrent runs never collide. ``OverlayNet.close()`` stops what it started by process id and
+deletes what it created by name, also after a failure or Ctrl-C; it never cleans up by name
+patterns across the machine (no ``mn -c``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import json
+import os
+import random
+import resource
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(1, str(ROOT / "tests"))
+
+from mininet.net import Mininet
+from mininet.node import Host, Node
+
+from mininet.topo import Topo
+from ryu_overlay.hypervisor import (
+    OvsInstance,
+    prepare_hypervisor_commands,
+    prepare_underlay_commands,
+)
+
+TUNNEL_PORT = "vxlan0"
+VNI_BASE = 5000
+VM_MTU = 1450
+
+
+def sh(cmd: Sequence[str], check: bool = True, netns: str | None = None,
+       timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    full = (["ip", "netns", "exec", netns] if netns else []) + [str(c) for c in cmd]
+    proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout, check=False)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{shlex.join(full)} failed ({proc.returncode}): {proc.stderr.strip()} {proc.stdout.strip()}")
+    return proc
+
+
+# --- nodes ---------------------------------------------------------------------------------------
+
+class NsHost(Host):
+    """A Mininet host whose namespace also has a name (``ip netns attach``), removed in terminate()."""
+
+    def __init__(self, name: str, nsname: str, **params: Any) -> None:
+        self.nsname = nsname
+        self.procs: list[subprocess.Popen] = []
+        super().__init__(name, **params)
+        sh(["ip", "netns", "attach", nsname, str(self.pid)])
+
+    def run(self, *cmd: Any, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return sh(cmd, check=check, netns=self.nsname, timeout=timeout)
+
+    def spawn(self, *cmd: Any, **kw: Any) -> subprocess.Popen:
+        proc = subprocess.Popen(["ip", "netns", "exec", self.nsname, *map(str, cmd)], **kw)
+        self.procs.append(proc)
+        return proc
+
+    def no_ipv6(self) -> None:
+        for scope in ("all", "default"):
+            self.run("sysctl", "-qw", f"net.ipv6.conf.{scope}.disable_ipv6=1")
+
+    def stop_procs(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        self.procs.clear()
+
+    def terminate(self) -> None:
+        self.stop_procs()
+        sh(["ip", "netns", "delete", self.nsname], check=False)
+        super().terminate()
+
+
+class Router(NsHost):
+    """IPv4 forwarding; ``bridge``: a Linux bridge ``br0`` over these downlinks with ``bridge_ip``."""
+
+    def config(self, addrs: dict[str, str] | None = None, routes: Sequence[Sequence[str]] = (),
+               bridge: Sequence[str] = (), bridge_ip: str | None = None, **params: Any) -> Any:
+        r = super().config(**params)
+        self.no_ipv6()
+        self.run("sysctl", "-qw", "net.ipv4.ip_forward=1")
+        for key in ("all", "default"):
+            self.run("sysctl", "-qw", f"net.ipv4.conf.{key}.rp_filter=0")
+        if bridge:
+            self.run("ip", "link", "add", "br0", "type", "bridge")
+            for intf in bridge:
+                self.run("ip", "link", "set", intf, "master", "br0")
+                self.run("ip", "link", "set", intf, "up")
+            self.run("ip", "addr", "add", bridge_ip, "dev", "br0")
+            self.run("ip", "link", "set", "br0", "up")
+        for intf, addr in (addrs or {}).items():
+            self.run("ip", "addr", "add", addr, "dev", intf)
+            self.run("ip", "link", "set", intf, "up")
+        for route in routes:
+            self.run("ip", "route", "add", *route)
+        return r
+
+
+class Hypervisor(NsHost):
+    """Its own OVS (userspace datapath) with br-phy on the underlay and br-int for the VMs."""
+
+    ovs: OvsInstance | None = None
+
+    def config(self, tunnel_ip: str = "", prefixlen: int = 24, gateway: str = "", mgmt_ip: str = "",
+               controller: str | None = None, dpid: int = 1, ovs_base: str = "", **params: Any) -> Any:
+        r = super().config(**params)
+        self.tunnel_ip = tunnel_ip
+        self.dpid = dpid
+        self.no_ipv6()
+        self.run("ip", "addr", "add", mgmt_ip, "dev", "mgmt")
+        self.run("ip", "link", "set", "mgmt", "up")
+        self.run("ip", "link", "set", "eth0", "up")
+        self.ovs = OvsInstance(Path(ovs_base), self.nsname)
+        self.ovs.start()
+        for cmd in prepare_underlay_commands("br-phy", "eth0"):
+            self.ovs.vsctl(*cmd)
+        # eth0 is a br-phy port: its kernel side must not answer ARP for the tunnel address too.
+        self.run("ip", "link", "set", "eth0", "arp", "off")
+        self.run("ip", "addr", "add", f"{tunnel_ip}/{prefixlen}", "dev", "br-phy")
+        self.run("ip", "link", "set", "br-phy", "up")
+        self.run("ip", "route", "add", "198.18.0.0/15", "via", gateway, "dev", "br-phy")
+        for cmd in prepare_hypervisor_commands("br-int", TUNNEL_PORT, tunnel_ip, [controller] if controller else [],
+                                               "netdev", dpid):
+            self.ovs.vsctl(*cmd)
+        for intf in self.intfNames():
+            if intf.startswith("tap"):
+                self.plug(intf)
+        return r
+
+    def plug(self, tap: str) -> None:
+        """A VM's tap: a switch port only (no IPv6, so its kernel sends nothing), added to br-int."""
+        self.run("sysctl", "-qw", f"net.ipv6.conf.{tap}.disable_ipv6=1", check=False)
+        self.run("ip", "link", "set", tap, "up")
+        assert self.ovs is not None
+        self.ovs.vsctl("--may-exist", "add-port", "br-int", tap)
+
+    def unplug(self, tap: str) -> None:
+        assert self.ovs is not None
+        self.ovs.vsctl("--if-exists", "del-port", "br-int", tap)
+
+    def terminate(self) -> None:
+        self.stop_procs()
+        if self.ovs is not None:
+            self.ovs.stop()
+        super().terminate()
+
+
+class VM(NsHost):
+    """A tenant VM: eth0 with a fixed MAC, MTU 1450, TX checksum offload off, IPv4 and IPv6."""
+
+    def config(self, vm_mac: str = "", vm_ips: Sequence[str] = (), **params: Any) -> Any:
+        r = super().config(**params)
+        self.vm_mac, self.vm_ips = vm_mac, tuple(vm_ips)
+        self.setup_eth0()
+        return r
+
+    def setup_eth0(self) -> None:
+        self.run("ip", "link", "set", "eth0", "down")
+        self.run("ip", "link", "set", "eth0", "address", self.vm_mac, "mtu", VM_MTU)
+        self.run("sysctl", "-qw", "net.ipv6.conf.eth0.router_solicitations=0")
+        self.run("ethtool", "-K", "eth0", "tx", "off")
+        self.run("ip", "link", "set", "eth0", "up")
+        for ip in self.vm_ips:
+            if ":" in ip:
+                self.run("ip", "-6", "addr", "add", f"{ip}/64", "dev", "eth0", "nodad")
+            else:
+                self.run("ip", "addr", "add", f"{ip}/24", "dev", "eth0")
+
+
+# --- topology -------------------------------------------------------------------------------------
+
+@dataclass
+class Spec:
+    pods: int = 2
+    hv_per_pod: int = 2
+    tenants: int = 2
+    vms: int = 2           # per tenant
+    spines: int = 2
+    seed: int = 1
+
+    def __post_init__(self) -> None:
+        assert 1 <= self.pods <= 60 and 1 <= self.hv_per_pod <= 200 and self.pods * self.hv_per_pod <= 62
+        assert 1 <= self.spines <= 2 and 1 <= self.tenants <= 200 and 1 <= self.vms <= 250
+
+
+@dataclass
+class HvInfo:
+    name: str
+    pod: int
+    index: int          # 1.. over the whole fabric: dpid, management /30
+    tunnel_ip: str
+    mgmt_root_ip: str
+    mgmt_ip: str
+    root_intf: str
+
+
+@dataclass
+class VmInfo:
+    name: str
+    tenant: int
+    vni: int
+    mac: str
+    ips: tuple[str, str]
+    hv: str
+    tap: str
+
+
+class OverlayTopo(Topo):
+    """The routed fabric, hypervisors, VMs and management links, as a Mininet ``Topo``."""
+
+    def build(self, spec: Spec, prefix: str, mgmt_octet: int, ofp_port: int | None, workdir: Path) -> None:
+        self.spec, self.prefix = spec, prefix
+        self.hvinfo: dict[str, HvInfo] = {}
+        self.vminfo: dict[str, VmInfo] = {}
+        ns = lambda n: f"{prefix}-{n}"
+        self.root = f"{prefix}root"
+        self.addHost(self.root, cls=Node, inNamespace=False, ip=None)
+        spines = [f"spine{s}" for s in range(1, spec.spines + 1)]
+        for s, spine in enumerate(spines, 1):
+            routes = [[f"198.18.{q}.0/24", "via", f"198.18.{200 + s}.{4 * q + 1}"] for q in range(1, spec.pods + 1)]
+            addrs = {f"p{q}": f"198.18.{200 + s}.{4 * q + 2}/30" for q in range(1, spec.pods + 1)}
+            self.addHost(spine, cls=Router, nsname=ns(spine), ip=None, addrs=addrs, routes=routes)
+        index = 0
+        for p in range(1, spec.pods + 1):
+            leaf = f"leaf{p}"
+            hvs = [f"p{p}h{i}" for i in range(1, spec.hv_per_pod + 1)]
+            routes = []
+            for q in range(1, spec.pods + 1):
+                if q != p:
+                    hops = [["nexthop", "via", f"198.18.{200 + s}.{4 * p + 2}"] for s in range(1, spec.spines + 1)]
+                    routes.append([f"198.18.{q}.0/24", *itertools.chain.from_iterable(hops)] if len(hops) > 1
+                                  else [f"198.18.{q}.0/24", *hops[0][1:]])
+            addrs = {f"s{s}": f"198.18.{200 + s}.{4 * p + 1}/30" for s in range(1, spec.spines + 1)}
+            self.addHost(leaf, cls=Router, nsname=ns(leaf), ip=None, addrs=addrs, routes=routes,
+                         bridge=hvs, bridge_ip=f"198.18.{p}.254/24")
+            for s, spine in enumerate(spines, 1):
+                self.addLink(leaf, spine, intfName1=f"s{s}", intfName2=f"p{p}")
+            for i, hv in enumerate(hvs, 1):
+                index += 1
+                info = HvInfo(hv, p, index, f"198.18.{p}.{i}", f"198.19.{mgmt_octet}.{4 * index + 1}",
+                              f"198.19.{mgmt_octet}.{4 * index + 2}", f"{prefix}m{index}")
+                self.hvinfo[hv] = info
+                ctl = None if ofp_port is None else f"tcp:{info.mgmt_root_ip}:{ofp_port}"
+                self.addHost(hv, cls=Hypervisor, nsname=ns(hv), ip=None, tunnel_ip=info.tunnel_ip,
+                             gateway=f"198.18.{p}.254", mgmt_ip=f"{info.mgmt_ip}/30", controller=ctl, dpid=index,
+                             ovs_base=str(workdir / prefix / hv))
+                self.addLink(hv, leaf, intfName1="eth0", intfName2=hv)
+                self.addLink(hv, self.root, intfName1="mgmt", intfName2=info.root_intf)
+        # VMs: consecutive VMs of a tenant go to hypervisors of different pods, from a seeded offset.
+        rng = random.Random(spec.seed)
+        by_pod = [[h for h in self.hvinfo.values() if h.pod == p] for p in range(1, spec.pods + 1)]
+        interleaved = [by_pod[p][i].name for i in range(spec.hv_per_pod) for p in range(spec.pods)]
+        for t in range(1, spec.tenants + 1):
+            offset = rng.randrange(len(interleaved))
+            for v in range(1, spec.vms + 1):
+                name = f"t{t}v{v}"
+                vm = VmInfo(name, t, VNI_BASE + t, f"02:00:00:00:00:{v:02x}", (f"10.0.0.{v}", f"fd00::{v:x}"),
+                            interleaved[(offset + v - 1) % len(interleaved)], f"tap{name}")
+                self.vminfo[name] = vm
+                self.addHost(name, cls=VM, nsname=ns(name), ip=None, vm_mac=vm.mac, vm_ips=vm.ips)
+                self.addLink(name, vm.hv, intfName1="eth0", intfName2=vm.tap)
+
+
+# --- the running overlay ----------------------------------------------------------------------------
+
+def _free_mgmt_octet() -> int:
+    used = sh(["ip", "-4", "-br", "addr"]).stdout
+    for _ in range(200):
+        k = random.randrange(1, 255)
+        if f"198.19.{k}." not in used:
+            return k
+    raise RuntimeError("no free 198.19.x.0/24 for management links")
+
+
+@dataclass
+class OverlayNet:
+    """The topology in Mininet, optionally with the real ``ryu-overlay`` controller and its declarations."""
+
+    spec: Spec
+    workdir: Path
+    with_controller: bool = True
+    prefix: str = field(default_factory=lambda: f"mo{random.randrange(0x10000):04x}")
+    net: Any = None
+    ctl: Any = None
+    topo: OverlayTopo | None = None
+    procs: list[subprocess.Popen] = field(default_factory=list)
+
+    def start(self) -> OverlayNet:
+        self.workdir = self.workdir.resolve()  # the OVS daemons get absolute socket paths
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        atexit.register(self.close)
+        try:
+            if self.with_controller:
+                from controller_proc import ControllerProcess
+                self.ctl = ControllerProcess(self.workdir / f"{self.prefix}.db", self.workdir / f"{self.prefix}-controller.log")
+                self.ctl.start()
+            self.topo = OverlayTopo(spec=self.spec, prefix=self.prefix, mgmt_octet=_free_mgmt_octet(),
+                                    ofp_port=self.ctl.ofp_port if self.ctl else None, workdir=self.workdir)
+            # Mininet.init() would raise machine-wide sysctls and limits (fixLimits); only raise ours.
+            Mininet.inited = True
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
+            self.net = Mininet(topo=None, build=False, controller=None, autoSetMacs=False, cleanup=False)
+            self.net.topo = self.topo
+            self.net.build()
+            for h in self.hvinfo.values():  # the root namespace's end of each management link
+                sh(["ip", "addr", "add", f"{h.mgmt_root_ip}/30", "dev", h.root_intf])
+                sh(["ip", "link", "set", h.root_intf, "up"])
+            self.warm_underlay()
+            if self.ctl is not None:
+                self.declare()
+                self.wait_in_sync()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    # accessors
+    def hv(self, name: str) -> Hypervisor:
+        return self.net[name]
+
+    def vm(self, name: str) -> VM:
+        return self.net[name]
+
+    @property
+    def hvinfo(self) -> dict[str, HvInfo]:
+        return self.topo.hvinfo
+
+    @property
+    def vminfo(self) -> dict[str, VmInfo]:
+        return self.topo.vminfo
+
+    def warm_underlay(self) -> None:
+        """One ping between every pair of hypervisors: OVS drops the packet that resolves a VTEP's next hop."""
+        procs = []
+        for a in self.hvinfo:
+            targets = " ".join(h.tunnel_ip for h in self.hvinfo.values() if h.name != a)
+            procs.append(subprocess.Popen(["ip", "netns", "exec", self.hv(a).nsname, "sh", "-c",
+                                           (f"for t in {targets}; do ping -c 1 -W 1 $t >/dev/null || "
+                                           f"ping -c 1 -W 2 $t >/dev/null; done")]))
+        for p in procs:
+            p.wait(120)
+
+    def declare(self) -> None:
+        for name, h in self.hvinfo.items():
+            self.put(f"/v1/hypervisors/{name}", {"dpid": h.index, "tunnel_ip": h.tunnel_ip})
+        for t in range(1, self.spec.tenants + 1):
+            self.put(f"/v1/networks/tenant{t}", {"vni": VNI_BASE + t, "tenant": f"tenant{t}",
+                                                 "subnets": ["10.0.0.0/24", "fd00::/64"], "mtu": VM_MTU})
+        for name, v in self.vminfo.items():
+            self.put(f"/v1/ports/{name}", {"network": f"tenant{v.tenant}", "mac": v.mac, "ips": list(v.ips),
+                                           "hypervisor": v.hv, "interface": v.tap})
+
+    def put(self, path: str, body: dict) -> Any:
+        status, out = self.ctl.api("PUT", path, body)
+        if status not in (200, 201):
+            raise RuntimeError(f"PUT {path} {json.dumps(body)}: {status} {out}")
+        return out
+
+    def ofport(self, hv: str, intf: str) -> int:
+        return int(self.hv(hv).ovs.vsctl("get", "interface", intf, "ofport").strip())
+
+    def dump_flows(self, hv: str) -> list[str]:
+        return [ln.strip() for ln in self.hv(hv).ovs.ofctl("dump-flows").splitlines() if "cookie=" in ln]
+
+    def wait_in_sync(self, timeout: float = 30.0) -> None:
+        """Every hypervisor connected and in sync, and every VM tap matched by a flow on its hypervisor."""
+        deadline = time.monotonic() + timeout
+        body: Any = None
+        while True:
+            status, body = self.ctl.api("GET", "/v1/hypervisors")
+            ready = status == 200 and len(body["hypervisors"]) == len(self.hvinfo) and \
+                all(h["in_sync"] and h.get("connected") for h in body["hypervisors"])
+            if ready:
+                try:
+                    flows = {hv: "\n".join(self.dump_flows(hv)) for hv in self.hvinfo}
+                    ready = all(f"in_port={self.ofport(v.hv, v.tap)}," in flows[v.hv] for v in self.vminfo.values())
+                except RuntimeError:
+                    ready = False
+            if ready:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"overlay not in sync after {timeout}s: {body}\n{self.ctl.log_tail()}")
+            time.sleep(0.1)
+
+    # --- using ---
+    def ping(self, vm: str, dst: str, count: int = 1, wait: float = 1.0) -> bool:
+        return self.vm(vm).run("ping", "-c", count, "-W", wait, "-i", "0.2", dst, check=False).returncode == 0
+
+    def flush_neighbours(self) -> None:
+        for name in self.vminfo:
+            self.vm(name).run("ip", "neigh", "flush", "all")
+            self.vm(name).run("ip", "-6", "neigh", "flush", "all")
+
+    def capture(self, host: NsHost, intf: str, bpf: str, path: Path) -> subprocess.Popen:
+        """tcpdump (immediate mode) on ``intf`` of ``host``; returns once it listens."""
+        proc = host.spawn("tcpdump", "-i", intf, "--immediate-mode", "-U", "-n", "-w", path, *shlex.split(bpf),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 5
+        line = b""
+        while time.monotonic() < deadline and b"listening on" not in line:
+            line = proc.stderr.readline()
+            if not line and proc.poll() is not None:
+                raise RuntimeError(f"tcpdump on {host.name}/{intf} exited")
+        return proc
+
+    def leaf_of(self, hv: str) -> NsHost:
+        return self.net[f"leaf{self.hvinfo[hv].pod}"]
+
+    def move_vm(self, vm: str, new_hv: str, garp: bool = True) -> None:
+        """Live-migrate ``vm``: its tap leaves the old br-int, a new veth to ``new_hv`` appears in the
+        same VM namespace (same MAC and addresses), then the VM sends one gratuitous ARP."""
+        info = self.vminfo[vm]
+        old, new, host = self.hv(info.hv), self.hv(new_hv), self.vm(vm)
+        old.unplug(info.tap)
+        for link in [lk for lk in self.net.links if host in (lk.intf1.node, lk.intf2.node)]:
+            self.net.delLink(link)
+        self.net.addLink(host, new, intfName1="eth0", intfName2=info.tap)
+        host.setup_eth0()
+        new.plug(info.tap)
+        info.hv = new_hv
+        if garp:
+            self.garp(vm)
+
+    def garp(self, vm: str) -> None:
+        """One gratuitous ARP from ``vm`` (Habets' arping, as Debian's ``arping`` package; scapy without it)."""
+        info = self.vminfo[vm]
+        if shutil.which("arping"):
+            # not waited for: arping -U waits for replies that never come; reaped at close
+            self.vm(vm).spawn("arping", "-q", "-U", "-c", "1", "-w", "1", "-i", "eth0", "-S", info.ips[0], info.ips[0],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            return
+        code = ("import logging; logging.getLogger('scapy').setLevel(logging.ERROR)\n"
+                "from scapy.all import Ether, ARP, sendp\n"
+                f"sendp(Ether(src='{info.mac}', dst='ff:ff:ff:ff:ff:ff')/ARP(op=1, hwsrc='{info.mac}', "
+                f"psrc='{info.ips[0]}', pdst='{info.ips[0]}', hwdst='00:00:00:00:00:00'), iface='eth0', verbose=False)")
+        self.vm(vm).run(sys.executable, "-c", code, timeout=30)
+
+    # --- tearing down ---
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+        self.procs.clear()
+        if self.net is not None:
+            hosts = list(self.net.hosts)
+            for h in hosts:  # OVS and tracked processes first, so nothing holds the links
+                if isinstance(h, NsHost):
+                    h.stop_procs()
+                if isinstance(h, Hypervisor) and h.ovs is not None:
+                    h.ovs.stop()
+            try:
+                self.net.stop()
+            except Exception as exc:  # noqa: BLE001  (keep cleaning by name below)
+                print(f"mininet stop: {exc}", file=sys.stderr)
+            for h in hosts:
+                if isinstance(h, NsHost):
+                    sh(["ip", "netns", "delete", h.nsname], check=False)
+            self.net = None
+        if self.topo is not None:
+            for h in self.topo.hvinfo.values():
+                if os.path.exists(f"/sys/class/net/{h.root_intf}"):
+                    sh(["ip", "link", "del", h.root_intf], check=False)
+            # namespaces attached before a failure half-way through the build
+            for name in self.topo.hosts():
+                if os.path.exists(f"/run/netns/{self.prefix}-{name}"):
+                    sh(["ip", "netns", "delete", f"{self.prefix}-{name}"], check=False)
+        if self.ctl is not None:
+            self.ctl.stop()
+            self.ctl = None
+        atexit.unregister(self.close)
+
+    def __enter__(self) -> OverlayNet:  # noqa: PYI034
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def sigterm_as_interrupt() -> None:
+    """SIGTERM/SIGHUP unwind like Ctrl-C, so ``finally`` blocks clean up."""
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGHUP, handler)

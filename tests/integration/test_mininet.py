@@ -1,0 +1,52 @@
+"""The Mininet experiments (mininet/experiments.py) on a small routed topology: 2 pods of 2
+hypervisors behind leaf routers and spines, 2 tenants reusing the same addresses, the real
+controller. Everything the topology starts is removed afterwards (checked by name and pid)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+MININET_DIR = Path(__file__).resolve().parents[2] / "mininet"
+sys.path.insert(0, str(MININET_DIR))
+
+import experiments
+from topo import OverlayNet, Spec
+
+SPEC = Spec(pods=2, hv_per_pod=2, tenants=2, vms=2, spines=2, seed=1)
+
+
+def _namespaces() -> set[str]:
+    return set(subprocess.run(["ip", "netns", "list"], check=False, capture_output=True, text=True).stdout.split())
+
+
+def test_connectivity_matrix_and_flooding_below_the_flood_to_all_baseline(tmp_path: Path, requirements: None):
+    before = _namespaces()
+    on = OverlayNet(SPEC, tmp_path / "work")
+    on.start()
+    try:
+        prefix = on.prefix
+        ovs_pids = [pid for hv in on.hvinfo for pid in on.hv(hv).ovs.pids()]
+        assert len(ovs_pids) == 2 * 4
+        # every tunnel between pods crosses the routed fabric
+        hops = on.hv("p1h1").run("ip", "route", "get", on.hvinfo["p2h1"].tunnel_ip).stdout
+        assert "via 198.18.1.254" in hops
+
+        conn = experiments.connectivity(on, tmp_path)
+        assert conn["errors"] == []
+        assert conn["same_tenant_reachable"] == conn["same_tenant"] == 8   # 2 tenants x 2 ordered pairs x 2 families
+        assert conn["cross_tenant_reachable"] == 0 and conn["cross_tenant"] == 16
+        assert (tmp_path / "connectivity.csv").exists() and (tmp_path / "connectivity.png").stat().st_size > 0
+
+        flood = experiments.flooding(on, tmp_path)
+        assert flood["controller_ok"] == flood["baseline_ok"] == flood["pings"] == 8
+        assert sum(flood["controller"].values()) < sum(flood["baseline"].values())
+        assert all(flood["controller"][hv] <= flood["baseline"][hv] for hv in flood["controller"])
+        assert (tmp_path / "flooding.png").stat().st_size > 0
+    finally:
+        on.close()
+    assert not [ns for ns in _namespaces() - before if ns.startswith(prefix)]
+    assert not [link for link in os.listdir("/sys/class/net") if link.startswith(prefix)]
+    assert not [pid for pid in ovs_pids if os.path.exists(f"/proc/{pid}")]
