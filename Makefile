@@ -6,7 +6,7 @@ APT_PACKAGES := python3 python3-venv python3-dev gcc openvswitch-switch mininet 
                 iputils-ping ethtool tcpdump arping ndisc6 iproute2 procps
 PYTEST_ARGS ?=
 
-.PHONY: install apt venv test unit demo clean
+.PHONY: install apt venv test unit demo bench clean
 
 install: apt venv
 
@@ -42,6 +42,17 @@ demo: install
 	$(PY) mininet/demo.py
 	$(PY) mininet/experiments.py all --out results/
 	@echo "plots and CSVs: $(CURDIR)/results/ (explained in docs/experiments.md)"
+
+# Benchmarks; each rewrites its block of docs/performance.md. The last two need root (real OVS).
+bench: install
+	$(PIP) install -q py-spy
+	$(PY) bench/cold_start.py --hypervisors 100 --ports-per-hv 10 --ports-per-network 10 --seed 1 --doc
+	$(PY) bench/cold_start.py --hypervisors 1000 --ports-per-hv 10 --ports-per-network 10 --seed 1 --profile --doc
+	$(PY) bench/cold_start.py --hypervisors 3000 --ports-per-hv 10 --ports-per-network 10 --seed 1 --profile --doc
+	$(PY) bench/churn.py --hypervisors 1000 --ops 300 --window 1 --seed 1 --doc
+	$(PY) bench/arp_proxy.py --hypervisors 1000 --requests 20000 --window 16 --seed 1 --profile --doc
+	$(PY) bench/migration.py --moves 20 --doc
+	$(PY) bench/placement.py --ports 30 --doc
 
 clean:
 	rm -rf $(VENV) *.egg-info results

@@ -7,6 +7,7 @@ also serves the REST API from an eventlet WSGI server in the same process.
 
 from __future__ import annotations
 
+import gc
 import os
 from typing import Any, Iterable
 
@@ -60,6 +61,12 @@ class OverlayApp(app_base()):  # type: ignore[misc]
         token = _option("rest-token", None) or os.environ.get("RYU_OVERLAY_REST_TOKEN") or None
         self.rest = RestApp(self.controller, self.send, token)
         self.rest_address = (_option("rest-host", "127.0.0.1"), _option("rest-port", 8080))
+        # The controller holds millions of long-lived objects (flows, encoded messages); full
+        # garbage collections over them stalled it for up to 0.8 s (docs/performance.md). What
+        # was loaded is frozen out of collection, and collections run less often.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 50, 100)
 
     def start(self) -> Any:
         thread = super().start()

@@ -1,0 +1,241 @@
+"""ARP proxy: PACKET_IN ARP requests answered by the controller with a PACKET_OUT ARP reply.
+
+    .venv/bin/python bench/arp_proxy.py --hypervisors 1000 --requests 20000 --window 64 --seed 1
+
+After a cold start, raises ARP requests from bound VM ports for addresses of the same network
+(which the controller answers from its mapping), at most ``--window`` outstanding, first from
+one switch and then spread over all switches. Latency is from writing the PACKET_IN until the
+PACKET_OUT with the matching ARP reply has been read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (
+    Profiler,
+    inclusive,
+    print_table,
+    profile_markdown,
+    provenance,
+    start_connected,
+    table,
+    update_doc,
+    verdict,
+    workdir,
+)
+
+from ryu_overlay.loadgen import (
+    FakeSwitch,
+    Fleet,
+    Placement,
+    make_placement,
+    percentile,
+    quiet_gc,
+)
+
+RATE_TARGET = 10_000
+P99_TARGET_MS = 5.0
+PROFILE_NEEDLES = ("Datapath._recv_loop", "RyuApp._event_loop", "Datapath._send_loop", "Controller.packet_in",
+                   "parse_frame", "arp_reply", "packet_out (ryu_overlay", "OverlayApp.send", "OFPPacketIn.parser",
+                   "OFPPacketOut", "send_event_to_observers", "Datapath.send (", "sendall", "recv (")
+
+
+@dataclass(frozen=True)
+class Asker:
+    switch: FakeSwitch
+    in_port: int
+    mac: str
+    ip: str
+    target_ip: str
+
+
+@dataclass(frozen=True)
+class Phase:
+    switches: int
+    sent: int
+    answered: int
+    lost: int
+    seconds: float
+    latencies_ms: tuple[float, ...]
+
+    @property
+    def rate(self) -> float:
+        return self.answered / self.seconds if self.seconds else 0.0
+
+
+def askers(placement: Placement, fleet: Fleet, hypervisors: set[str]) -> list[Asker]:
+    topo = placement.topology()
+    by_name = {hv.name: hv for hv in placement.hypervisors}
+    out = []
+    for port in placement.ports:
+        if port.hypervisor not in hypervisors or port.interface is None or not port.ips:
+            continue
+        others = [p for p in topo.ports_of(port.network) if p.name != port.name and p.ips]
+        if not others:
+            continue
+        sw = fleet.by_dpid[by_name[port.hypervisor].dpid]
+        for other in others:
+            out.append(Asker(sw, sw.ports[port.interface], port.mac, str(port.ips[0]), str(other.ips[0])))
+    return out
+
+
+async def phase(pool: list[Asker], requests: int, window: int, duration: float, timeout: float,
+                rng: random.Random) -> Phase:
+    loop = asyncio.get_running_loop()
+    gate = asyncio.Semaphore(window)
+    latencies: list[float] = []
+    lost = 0
+    pending: set[asyncio.Future[float]] = set()
+
+    def finished(fut: asyncio.Future[float]) -> None:
+        nonlocal lost
+        pending.discard(fut)
+        gate.release()
+        if fut.cancelled():
+            lost += 1
+        else:
+            latencies.append(fut.result() * 1000)
+
+    t0 = time.monotonic()
+    deadline = t0 + duration
+    sent = 0
+    while sent < requests and time.monotonic() < deadline:
+        await gate.acquire()
+        a = pool[rng.randrange(len(pool))]
+        fut = a.switch.arp_request(a.in_port, a.mac, a.ip, a.target_ip)
+        sent += 1
+        pending.add(fut)
+        fut.add_done_callback(finished)
+        loop.call_later(timeout, fut.cancel)
+    drain_until = time.monotonic() + timeout + 1
+    while pending and time.monotonic() < drain_until:
+        await asyncio.sleep(0.005)
+    for fut in list(pending):
+        fut.cancel()
+    seconds = time.monotonic() - t0
+    return Phase(len({id(a.switch) for a in pool}), sent, len(latencies), lost, seconds, tuple(latencies))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--hypervisors", type=int, default=100, help="switches connected (the 'many' phase uses all)")
+    ap.add_argument("--ports-per-hv", type=int, default=10)
+    ap.add_argument("--ports-per-network", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--requests", type=int, default=20000, help="ARP requests per phase (at most)")
+    ap.add_argument("--warmup", type=int, default=500, help="unmeasured requests before each phase")
+    ap.add_argument("--window", type=int, default=64, help="requests outstanding at once")
+    ap.add_argument("--repeat", type=int, default=3, help="measure each phase this many times (median rate shown)")
+    ap.add_argument("--duration", type=float, default=60.0, help="stop sending after this many seconds per phase")
+    ap.add_argument("--request-timeout", type=float, default=5.0, help="a request unanswered by then is lost")
+    ap.add_argument("--concurrency", type=int, default=32, help="switches connecting at once")
+    ap.add_argument("--timeout", type=float, default=900.0)
+    ap.add_argument("--profile", action="store_true", help="py-spy the controller during the many-switch phase")
+    ap.add_argument("--profile-out", type=Path, help="keep py-spy's raw (collapsed) stacks in this file")
+    ap.add_argument("--doc", action="store_true", help="write the result into docs/performance.md")
+    return ap.parse_args(argv)
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    placement = make_placement(args.hypervisors, args.ports_per_hv, args.ports_per_network, args.seed)
+    rng = random.Random(args.seed)
+    result: dict[str, Any] = {"phases": []}
+    with workdir("arp") as tmpname:
+        tmp = Path(tmpname)
+        ctl, fleet = await start_connected(placement, tmp, args.concurrency, args.timeout)
+        profiler = None
+        try:
+            single = askers(placement, fleet, {placement.hypervisors[0].name})
+            many = askers(placement, fleet, {hv.name for hv in placement.hypervisors})
+            for pool in (single, many) if args.hypervisors > 1 else (single,):
+                if args.warmup:
+                    await phase(pool, args.warmup, args.window, args.duration, args.request_timeout, rng)
+                raw_profile = args.profile_out or tmp / "profile.txt"
+                runs = []
+                for attempt in range(max(1, args.repeat)):
+                    if args.profile and pool is many and attempt == 0 and Profiler.available():
+                        profiler = Profiler(ctl.pid, raw_profile).start()
+                    with quiet_gc():
+                        cpu0, own0 = ctl.cpu_seconds(), time.process_time()
+                        measured = await phase(pool, args.requests, args.window, args.duration,
+                                               args.request_timeout, rng)
+                        runs.append((measured, ctl.cpu_seconds() - cpu0, time.process_time() - own0))
+                    if profiler is not None:
+                        result["profile"] = profiler.stop()
+                        result["profile_extra"] = inclusive(raw_profile.read_text() if raw_profile.exists() else "",
+                                                            PROFILE_NEEDLES)
+                        profiler = None
+                result["phases"].append(runs)
+            rest = ctl.rest()
+            try:
+                result["stats"] = rest.ok("GET", "/v1/stats")
+            finally:
+                rest.close()
+            result["errors"] = fleet.totals()["errors_sent"]
+        finally:
+            if profiler is not None:
+                profiler.stop()
+            fleet.close()
+            ctl.stop()
+    return result
+
+
+def report(args: argparse.Namespace, r: dict[str, Any]) -> list[str]:
+    rows = []
+    for runs in r["phases"]:
+        ordered = sorted(runs, key=lambda run: run[0].rate)
+        median, cpu, own = ordered[len(ordered) // 2]
+        latencies = [x for run in runs for x in run[0].latencies_ms]
+        p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+        spread = f" ({ordered[0][0].rate:,.0f}-{ordered[-1][0].rate:,.0f})" if len(runs) > 1 else ""
+        answered = sum(run[0].answered for run in runs)
+        sent = sum(run[0].sent for run in runs)
+        lost = sum(run[0].lost for run in runs)
+        rows.append((f"{median.switches:,}", f"{answered:,} / {sent:,}", lost, f"{median.rate:,.0f}{spread}",
+                     f"{p50:.2f}", f"{p99:.2f}", f"{max(latencies, default=float('nan')):.2f}",
+                     f"{100 * cpu / median.seconds:.0f} % / {100 * own / median.seconds:.0f} %",
+                     f"{verdict(median.rate >= RATE_TARGET)} / {verdict(p99 < P99_TARGET_MS)}"))
+    headers = ("switches sending", "answered / sent", "lost", "answers/s median (range)", "p50 ms", "p99 ms",
+               "max ms", "CPU controller / load generator",
+               f"target >= {RATE_TARGET:,}/s / p99 < {P99_TARGET_MS:g} ms")
+    title = f"ARP proxy, {args.hypervisors} hypervisors connected, window {args.window}, {args.repeat} runs per phase"
+    print_table(title, headers, rows)
+    return [f"### {args.hypervisors:,} hypervisors connected, window {args.window}", "", *provenance(), "",
+            f"{args.repeat} runs of {args.requests:,} requests per phase; latency percentiles over all runs.", "",
+            *table(headers, rows), "",
+            (f"Controller counters afterwards: arp_answered_controller {r['stats']['arp_answered_controller']:,}, "
+             f"packet_in {r['stats']['packet_in']:,}, packet_in_ignored {r['stats']['packet_in_ignored']:,}; "
+             f"errors from switches {r['errors']}.")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.profile and not Profiler.available():
+        print("py-spy is not installed (.venv/bin/pip install py-spy): --profile is ignored", file=sys.stderr)
+    result = asyncio.run(run(args))
+    lines = report(args, result)
+    profile = result.get("profile")
+    if profile is not None:
+        plines = profile_markdown(profile, result.get("profile_extra"))
+        print("\n".join(plines))
+        if args.doc:
+            update_doc("hotspots", f"arp_proxy-{args.hypervisors}",
+                       [f"### During the ARP proxy run, {args.hypervisors:,} switches sending", "", *provenance(),
+                        "", *plines])
+    if args.doc:
+        update_doc("arp_proxy", f"hv{args.hypervisors:06d}-w{args.window:03d}", lines)
+    return 0 if all(run[0].answered for runs in result["phases"] for run in runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
