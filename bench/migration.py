@@ -16,15 +16,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "integration"), str(ROOT)]
 
-from controller_proc import ControllerProcess
-from netns_testbed import Testbed
-from overlay import PORTS, deploy, put
+from overlay import PORTS, put, running
 
 from bench.common import print_table, provenance, table, update_doc
 
@@ -71,32 +68,23 @@ def main() -> int:
     ap.add_argument("--doc", action="store_true", help="write the result into docs/performance.md")
     args = ap.parse_args()
     results: list[float] = []
-    with tempfile.TemporaryDirectory(prefix="ro-migration-") as tmp_name:
-        tmp = Path(tmp_name)
-        ctl = ControllerProcess(tmp / "overlay.db", tmp / "controller.log")
-        ctl.start()
-        bed = Testbed(tmp, ctl.ofp_port)
-        try:
-            bed.build(3)
-            overlay = deploy(ctl, bed, ports={k: v for k, v in PORTS.items() if k in ("a1", "a2")})
-            net, mac, ips, _, iface = PORTS["a2"]
-            where = "hv2"
-            for _ in range(args.moves):
-                # Re-declare the port where it is: an operator's PUT resets mobility counting, so
-                # the benchmark is not stopped by the freeze after five moves in 180 s.
-                put(ctl, "/v1/ports/a2", {"network": net, "mac": mac, "ips": ips, "hypervisor": where,
-                                           "interface": iface})
-                overlay.wait_in_sync()
-                where = "hv3" if where == "hv2" else "hv2"
-                bed.move_vm("a2", where)
-                out = bed.vm_exec("a2", [sys.executable, "-c", TIMER, mac, ips[0], "10.1.0.1"], timeout=30)
-                if out.returncode != 0:
-                    raise RuntimeError(f"no answer after the move to {where}: {out.stdout}{out.stderr}\n"
-                                       f"{ctl.log_tail()}")
-                results.append(float(out.stdout))
-        finally:
-            bed.close()
-            ctl.stop()
+    with running(3, {k: v for k, v in PORTS.items() if k in ("a1", "a2")}) as overlay:
+        ctl, bed = overlay.ctl, overlay.bed
+        net, mac, ips, _, iface = PORTS["a2"]
+        where = "hv2"
+        for _ in range(args.moves):
+            # Re-declare the port where it is: an operator's PUT resets mobility counting, so
+            # the benchmark is not stopped by the freeze after five moves in 180 s.
+            put(ctl, "/v1/ports/a2", {"network": net, "mac": mac, "ips": ips, "hypervisor": where,
+                                       "interface": iface})
+            overlay.wait_in_sync()
+            where = "hv3" if where == "hv2" else "hv2"
+            bed.move_vm("a2", where)
+            out = bed.vm_exec("a2", [sys.executable, "-c", TIMER, mac, ips[0], "10.1.0.1"], timeout=30)
+            if out.returncode != 0:
+                raise RuntimeError(f"no answer after the move to {where}: {out.stdout}{out.stderr}\n"
+                                   f"{ctl.log_tail()}")
+            results.append(float(out.stdout))
     results.sort()
     rows = [("moves", len(results)), ("min", f"{results[0]:.1f} ms"),
             ("p50", f"{statistics.median(results):.1f} ms"),

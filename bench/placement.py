@@ -16,16 +16,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "integration"), str(ROOT)]
 
-from controller_proc import ControllerProcess
-from netns_testbed import Testbed
-from overlay import PORTS, deploy
+from overlay import PORTS, running
 
 from bench.common import RestClient, print_table, provenance, table, update_doc
 
@@ -46,39 +43,29 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=50)
     ap.add_argument("--doc", action="store_true", help="write the result into docs/performance.md")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="ro-placement-") as tmp_name:
-        tmp = Path(tmp_name)
-        ctl = ControllerProcess(tmp / "overlay.db", tmp / "controller.log")
-        ctl.start()
-        bed = Testbed(tmp, ctl.ofp_port)
-        try:
-            bed.build(3)
-            deploy(ctl, bed, ports={k: v for k, v in PORTS.items() if k in ("a1", "a2", "a3")})
-            for i in range(args.ports + args.batch):  # the interfaces exist before the ports are declared
-                bed.hvs[f"hv{i % 3 + 1}"].ovs.vsctl("add-port", "br-int", f"p{i}", "--", "set", "interface",
-                                                     f"p{i}", "type=internal")
-            rest = RestClient(ctl.rest_port)
-            wait_in_sync(rest)
+    with running(3, {k: v for k, v in PORTS.items() if k in ("a1", "a2", "a3")}) as overlay:
+        bed = overlay.bed
+        for i in range(args.ports + args.batch):  # the interfaces exist before the ports are declared
+            bed.hvs[f"hv{i % 3 + 1}"].ovs.vsctl("add-port", "br-int", f"p{i}", "--", "set", "interface",
+                                                 f"p{i}", "type=internal")
+        rest = RestClient(overlay.ctl.rest_port)
+        wait_in_sync(rest)
 
-            def body(i: int) -> dict:
-                return {"network": "blue", "mac": f"02:bb:00:00:{i // 256:02x}:{i % 256:02x}",
-                        "ips": [f"10.1.0.{100 + i}"],
-                        "hypervisor": f"hv{i % 3 + 1}", "interface": f"p{i}"}
+        def body(i: int) -> dict:
+            return {"network": "blue", "mac": f"02:bb:00:00:{i // 256:02x}:{i % 256:02x}",
+                    "ips": [f"10.1.0.{100 + i}"], "hypervisor": f"hv{i % 3 + 1}", "interface": f"p{i}"}
 
-            singles = []
-            for i in range(args.ports):
-                t0 = time.perf_counter()
-                rest.ok("PUT", f"/v1/ports/p{i}", body(i))
-                wait_in_sync(rest)
-                singles.append((time.perf_counter() - t0) * 1000)
+        singles = []
+        for i in range(args.ports):
             t0 = time.perf_counter()
-            for i in range(args.ports, args.ports + args.batch):
-                rest.ok("PUT", f"/v1/ports/p{i}", body(i))
+            rest.ok("PUT", f"/v1/ports/p{i}", body(i))
             wait_in_sync(rest)
-            batch = time.perf_counter() - t0
-        finally:
-            bed.close()
-            ctl.stop()
+            singles.append((time.perf_counter() - t0) * 1000)
+        t0 = time.perf_counter()
+        for i in range(args.ports, args.ports + args.batch):
+            rest.ok("PUT", f"/v1/ports/p{i}", body(i))
+        wait_in_sync(rest)
+        batch = time.perf_counter() - t0
     singles.sort()
     rows = [("single port: p50", f"{statistics.median(singles):.1f} ms", "< 10 ms (OVN here: 31-36 ms)"),
             ("single port: p90", f"{singles[int(0.9 * (len(singles) - 1))]:.1f} ms", ""),

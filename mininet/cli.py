@@ -21,12 +21,7 @@ from topo import OverlayNet, Spec, sigterm_as_interrupt
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pods", type=int, default=2)
-    ap.add_argument("--hv-per-pod", type=int, default=2)
-    ap.add_argument("--tenants", type=int, default=2)
-    ap.add_argument("--vms", type=int, default=2, help="VMs per tenant")
-    ap.add_argument("--spines", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=1)
+    Spec.add_arguments(ap)
     ap.add_argument("--workdir", type=Path, default=Path("results/cli"))
     ap.add_argument("--no-cli", action="store_true", help="build, print the summary, tear down (a smoke test)")
     args = ap.parse_args(argv)
@@ -36,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 
     setLogLevel("info")
     sigterm_as_interrupt()
-    spec = Spec(args.pods, args.hv_per_pod, args.tenants, args.vms, args.spines, args.seed)
+    spec = Spec.from_arguments(args)
     with OverlayNet(spec, args.workdir) as on:
         print(f"\ncontroller REST: {on.ctl.url}/v1/ (log {on.ctl.log})")
         for name, h in on.hvinfo.items():

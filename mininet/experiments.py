@@ -382,19 +382,14 @@ def run(name: str, spec: Spec, out: Path, **kw: Any) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("experiment", choices=[*EXPERIMENTS, "all"])
-    ap.add_argument("--pods", type=int, default=2)
-    ap.add_argument("--hv-per-pod", type=int, default=2)
-    ap.add_argument("--tenants", type=int, default=2)
-    ap.add_argument("--vms", type=int, default=2, help="VMs per tenant")
-    ap.add_argument("--spines", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=1)
+    Spec.add_arguments(ap)
     ap.add_argument("--out", type=Path, default=Path("results"))
     ap.add_argument("--moves", type=int, default=4, help="migration: number of moves")
     ap.add_argument("--seconds", type=int, default=5, help="throughput: iperf3 duration")
     ap.add_argument("--repeats", type=int, default=3, help="throughput: runs")
     args = ap.parse_args(argv)
     sigterm_as_interrupt()
-    spec = Spec(args.pods, args.hv_per_pod, args.tenants, args.vms, args.spines, args.seed)
+    spec = Spec.from_arguments(args)
     names = list(EXPERIMENTS) if args.experiment == "all" else [args.experiment]
     results = {}
     for name in names:

@@ -26,6 +26,7 @@ patterns across the machine (no ``mn -c``).
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import itertools
 import json
@@ -51,6 +52,7 @@ from mininet.net import Mininet
 from mininet.node import Host, Node
 
 from mininet.topo import Topo
+from netns_testbed import free_mgmt_octet, sh
 from ryu_overlay.hypervisor import (
     OvsInstance,
     prepare_hypervisor_commands,
@@ -60,15 +62,6 @@ from ryu_overlay.hypervisor import (
 TUNNEL_PORT = "vxlan0"
 VNI_BASE = 5000
 VM_MTU = 1450
-
-
-def sh(cmd: Sequence[str], check: bool = True, netns: str | None = None,
-       timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    full = (["ip", "netns", "exec", netns] if netns else []) + [str(c) for c in cmd]
-    proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout, check=False)
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"{shlex.join(full)} failed ({proc.returncode}): {proc.stderr.strip()} {proc.stdout.strip()}")
-    return proc
 
 
 # --- nodes ---------------------------------------------------------------------------------------
@@ -221,6 +214,19 @@ class Spec:
         assert 1 <= self.pods <= 60 and 1 <= self.hv_per_pod <= 200 and self.pods * self.hv_per_pod <= 62
         assert 1 <= self.spines <= 2 and 1 <= self.tenants <= 200 and 1 <= self.vms <= 250
 
+    @staticmethod
+    def add_arguments(ap: argparse.ArgumentParser) -> None:
+        ap.add_argument("--pods", type=int, default=2)
+        ap.add_argument("--hv-per-pod", type=int, default=2)
+        ap.add_argument("--tenants", type=int, default=2)
+        ap.add_argument("--vms", type=int, default=2, help="VMs per tenant")
+        ap.add_argument("--spines", type=int, default=2)
+        ap.add_argument("--seed", type=int, default=1)
+
+    @classmethod
+    def from_arguments(cls, args: argparse.Namespace) -> Spec:
+        return cls(args.pods, args.hv_per_pod, args.tenants, args.vms, args.spines, args.seed)
+
 
 @dataclass
 class HvInfo:
@@ -302,15 +308,6 @@ class OverlayTopo(Topo):
 
 # --- the running overlay ----------------------------------------------------------------------------
 
-def _free_mgmt_octet() -> int:
-    used = sh(["ip", "-4", "-br", "addr"]).stdout
-    for _ in range(200):
-        k = random.randrange(1, 255)
-        if f"198.19.{k}." not in used:
-            return k
-    raise RuntimeError("no free 198.19.x.0/24 for management links")
-
-
 @dataclass
 class OverlayNet:
     """The topology in Mininet, optionally with the real ``ryu-overlay`` controller and its declarations."""
@@ -333,7 +330,7 @@ class OverlayNet:
                 from controller_proc import ControllerProcess
                 self.ctl = ControllerProcess(self.workdir / f"{self.prefix}.db", self.workdir / f"{self.prefix}-controller.log")
                 self.ctl.start()
-            self.topo = OverlayTopo(spec=self.spec, prefix=self.prefix, mgmt_octet=_free_mgmt_octet(),
+            self.topo = OverlayTopo(spec=self.spec, prefix=self.prefix, mgmt_octet=free_mgmt_octet(),
                                     ofp_port=self.ctl.ofp_port if self.ctl else None, workdir=self.workdir)
             # Mininet.init() would raise machine-wide sysctls and limits (fixLimits); only raise ours.
             Mininet.inited = True

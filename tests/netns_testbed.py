@@ -32,11 +32,21 @@ TUNNEL_PORT = "vxlan0"
 
 
 def sh(cmd: Sequence[str], check: bool = True, netns: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    full = (["ip", "netns", "exec", netns] if netns else []) + list(cmd)
+    full = (["ip", "netns", "exec", netns] if netns else []) + [str(c) for c in cmd]
     proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        raise RuntimeError(f"{shlex.join(full)} failed ({proc.returncode}): {proc.stderr.strip()}{proc.stdout.strip()}")
+        raise RuntimeError(f"{shlex.join(full)} failed ({proc.returncode}): {proc.stderr.strip()} {proc.stdout.strip()}")
     return proc
+
+
+def free_mgmt_octet() -> int:
+    """A k for which 198.19.<k>.0/24 has no address in the root namespace (management links)."""
+    used = sh(["ip", "-4", "-br", "addr"]).stdout
+    for _ in range(200):
+        k = random.randrange(1, 255)
+        if f"198.19.{k}." not in used:
+            return k
+    raise RuntimeError("no free 198.19.x.0/24 for management links")
 
 
 @dataclass
@@ -93,19 +103,11 @@ class Testbed:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.mgmt_net = self._free_mgmt_octet()
+        self.mgmt_net = free_mgmt_octet()
         self.fabric = f"{self.prefix}fab"
         atexit.register(self.close)
 
     # --- building -----------------------------------------------------------------------------
-
-    def _free_mgmt_octet(self) -> int:
-        used = sh(["ip", "-4", "-br", "addr"]).stdout
-        for _ in range(100):
-            k = random.randrange(1, 255)
-            if f"198.19.{k}." not in used:
-                return k
-        raise RuntimeError("no free 198.19.x.0/24 for management links")
 
     def _netns(self, name: str, ipv6: bool = True) -> str:
         sh(["ip", "netns", "add", name])

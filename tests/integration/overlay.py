@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator
 
 from controller_proc import ControllerProcess
 from netns_testbed import Testbed
@@ -92,3 +95,19 @@ def deploy(ctl: ControllerProcess, bed: Testbed, ports: dict[str, tuple[str, str
     overlay = Overlay(ctl, bed)
     overlay.wait_in_sync()
     return overlay
+
+
+@contextmanager
+def running(hypervisors: int, ports: dict[str, tuple[str, str, list[str], str, str]] = PORTS) -> Iterator[Overlay]:
+    """A controller process and a namespace testbed with ``ports`` deployed; all stopped at the end."""
+    with tempfile.TemporaryDirectory(prefix="ryu-overlay-") as tmp_name:
+        tmp = Path(tmp_name)
+        ctl = ControllerProcess(tmp / "overlay.db", tmp / "controller.log")
+        ctl.start()
+        bed = Testbed(tmp, ctl.ofp_port)
+        try:
+            bed.build(hypervisors)
+            yield deploy(ctl, bed, ports)
+        finally:
+            bed.close()
+            ctl.stop()
