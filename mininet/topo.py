@@ -52,7 +52,7 @@ from mininet.net import Mininet
 from mininet.node import Host, Node
 
 from mininet.topo import Topo
-from netns_testbed import free_mgmt_octet, sh
+from netns_testbed import free_mgmt_octet, sh, wait_listening
 from ryu_overlay.hypervisor import (
     OvsInstance,
     prepare_hypervisor_commands,
@@ -432,12 +432,7 @@ class OverlayNet:
         """tcpdump (immediate mode) on ``intf`` of ``host``; returns once it listens."""
         proc = host.spawn("tcpdump", "-i", intf, "--immediate-mode", "-U", "-n", "-w", path, *shlex.split(bpf),
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 5
-        line = b""
-        while time.monotonic() < deadline and b"listening on" not in line:
-            line = proc.stderr.readline()
-            if not line and proc.poll() is not None:
-                raise RuntimeError(f"tcpdump on {host.name}/{intf} exited")
+        wait_listening(proc, f"{host.name}/{intf}")
         return proc
 
     def leaf_of(self, hv: str) -> NsHost:

@@ -39,6 +39,17 @@ def sh(cmd: Sequence[str], check: bool = True, netns: str | None = None, timeout
     return proc
 
 
+def wait_listening(tcpdump: subprocess.Popen[bytes], where: str, timeout: float = 5.0) -> None:
+    """Return once tcpdump says "listening on" (its socket is open), so that nothing is missed."""
+    assert tcpdump.stderr is not None
+    deadline = time.monotonic() + timeout
+    line = b""
+    while time.monotonic() < deadline and b"listening on" not in line:
+        line = tcpdump.stderr.readline()
+        if not line and tcpdump.poll() is not None:
+            raise RuntimeError(f"tcpdump on {where} exited")
+
+
 def free_mgmt_octet() -> int:
     """A k for which 198.19.<k>.0/24 has no address in the root namespace (management links)."""
     used = sh(["ip", "-4", "-br", "addr"]).stdout
@@ -236,14 +247,7 @@ class Testbed:
         cmd = ["ip", "netns", "exec", netns, "tcpdump", "-i", interface, "--immediate-mode", "-U", "-n", "-w", str(path), *shlex.split(bpf)]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.procs.append(proc)
-        # tcpdump says "listening on" once its socket is open; wait for it so nothing is missed.
-        assert proc.stderr is not None
-        deadline = time.monotonic() + 5
-        line = b""
-        while time.monotonic() < deadline and b"listening on" not in line:
-            line = proc.stderr.readline()
-            if not line and proc.poll() is not None:
-                raise RuntimeError(f"tcpdump in {netns} exited")
+        wait_listening(proc, f"{netns}/{interface}")
         return Capture(proc, path)
 
     def underlay_capture(self, hv: str) -> Capture:
