@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import ipaddress
+import struct
 from dataclasses import dataclass
 
 from .compat import framework_module
@@ -57,9 +58,22 @@ def _multicast_mac(mac: str) -> bool:
     return bool(int(mac[:2], 16) & 1)
 
 
+_ARP_IPV4 = struct.Struct("!HHBBH6s4s6s4s")  # htype, ptype, hlen, plen, op, sha, spa, tha, tpa
+
+
+def _mac(raw: bytes) -> str:
+    return raw.hex(":")
+
+
 def parse_frame(data: bytes) -> Frame:
     if len(data) < 14:
         raise MalformedFrame(f"frame of {len(data)} bytes is shorter than an Ethernet header")
+    if data[12:14] == b"\x08\x06" and len(data) >= 42:
+        # ARP is the controller's hot path (the proxy): read it directly, not through Ryu's library.
+        htype, ptype, hlen, plen, op, _, spa, _, tpa = _ARP_IPV4.unpack_from(data, 14)
+        if (htype, ptype, hlen, plen) == (1, 0x0800, 6, 4):
+            return Frame(_mac(data[6:12]), _mac(data[0:6]), 0x0806, ipaddress.IPv4Address(spa), op,
+                         ipaddress.IPv4Address(tpa))
     try:
         pkt = _pkt.Packet(data)
     except Exception as exc:  # Ryu's parsers raise assorted errors on garbage
@@ -101,13 +115,12 @@ def _ip(text: str) -> IPAddress:
 
 
 def arp_reply(requester_mac: str, requester_ip: str, target_mac: str, target_ip: str) -> bytes:
-    """The reply "``target_ip`` is at ``target_mac``", addressed to the requester."""
-    pkt = _pkt.Packet()
-    pkt.add_protocol(_eth.ethernet(dst=requester_mac, src=target_mac, ethertype=_ether.ETH_TYPE_ARP))
-    pkt.add_protocol(_arp.arp(opcode=ARP_REPLY, src_mac=target_mac, src_ip=target_ip,
-                              dst_mac=requester_mac, dst_ip=requester_ip))
-    pkt.serialize()
-    return bytes(pkt.data)
+    """The reply "``target_ip`` is at ``target_mac``", addressed to the requester, padded to 60 bytes."""
+    them, me = bytes.fromhex(requester_mac.replace(":", "")), bytes.fromhex(target_mac.replace(":", ""))
+    frame = them + me + b"\x08\x06" + _ARP_IPV4.pack(1, 0x0800, 6, 4, ARP_REPLY, me,
+                                                     ipaddress.IPv4Address(target_ip).packed, them,
+                                                     ipaddress.IPv4Address(requester_ip).packed)
+    return frame + bytes(60 - len(frame))
 
 
 def neighbor_advert(target_mac: str, target_ip: str, dst_mac: str, dst_ip: str, solicited: bool) -> bytes:
