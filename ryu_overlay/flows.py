@@ -162,6 +162,7 @@ def base_partition(view: SwitchView) -> Partition:
     return _partition(flows, meters=meters)
 
 
+@lru_cache(maxsize=1 << 17)
 def tunnel_bucket(vni: int, remote: Hypervisor, tunnel_ofport: int) -> tuple[Action, ...]:
     return (SetField("tunnel_id", vni), SetField("tun_ipv4_dst", str(remote.tunnel_ip)), Output(tunnel_ofport))
 
