@@ -114,8 +114,8 @@ def _action_bytes(action: Action) -> bytes:
     return bytes(buf)
 
 
-@lru_cache(maxsize=ENCODE_CACHE)
 def _flow_body(f: Flow) -> bytes:
+    """Encoded once per ``FlowAdd``: the cached message keeps its serialised bytes."""
     fields = sorted((_oxm(name, value) for name, value in f.match), key=lambda kv: kv[0])
     oxms = b"".join(tlv for _, tlv in fields)
     match_len = 4 + len(oxms)
