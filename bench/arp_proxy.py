@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
     Profiler,
+    add_placement_arguments,
     inclusive,
     print_table,
     profile_markdown,
@@ -128,10 +129,7 @@ async def phase(pool: list[Asker], requests: int, window: int, duration: float, 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--hypervisors", type=int, default=100, help="switches connected (the 'many' phase uses all)")
-    ap.add_argument("--ports-per-hv", type=int, default=10)
-    ap.add_argument("--ports-per-network", type=int, default=10)
-    ap.add_argument("--seed", type=int, default=1)
+    add_placement_arguments(ap, "switches connected (the 'many' phase uses all)")
     ap.add_argument("--requests", type=int, default=20000, help="ARP requests per phase (at most)")
     ap.add_argument("--warmup", type=int, default=500, help="unmeasured requests before each phase")
     ap.add_argument("--window", type=int, default=64, help="requests outstanding at once")

@@ -24,6 +24,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
+    add_placement_arguments,
     RestClient,
     print_table,
     provenance,
@@ -151,10 +152,7 @@ class Churn:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--hypervisors", type=int, default=100)
-    ap.add_argument("--ports-per-hv", type=int, default=10)
-    ap.add_argument("--ports-per-network", type=int, default=10)
-    ap.add_argument("--seed", type=int, default=1)
+    add_placement_arguments(ap)
     ap.add_argument("--ops", type=int, default=300, help="operations to run (at most)")
     ap.add_argument("--duration", type=float, default=120.0, help="stop issuing operations after this many seconds")
     ap.add_argument("--window", type=int, default=1, help="operations in flight at once (REST clients)")

@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
+    add_placement_arguments,
     HOST,
     Controller,
     Profiler,
@@ -52,10 +53,7 @@ PROFILE_NEEDLES = ("Datapath._recv_loop", "RyuApp._event_loop", "Datapath._send_
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--hypervisors", type=int, default=100)
-    ap.add_argument("--ports-per-hv", type=int, default=10)
-    ap.add_argument("--ports-per-network", type=int, default=10)
-    ap.add_argument("--seed", type=int, default=1)
+    add_placement_arguments(ap)
     ap.add_argument("--create", choices=("bulk", "rest"), default="bulk",
                     help="bulk: write the store before the controller starts; rest: PUT every object")
     ap.add_argument("--rest-sample", type=int, default=1000,

@@ -163,6 +163,14 @@ class Controller:
         self.stop()
 
 
+def add_placement_arguments(ap: Any, hypervisors_help: str | None = None) -> None:
+    """The options every fake-switch benchmark shares: the size and shape of the placement."""
+    ap.add_argument("--hypervisors", type=int, default=100, help=hypervisors_help)
+    ap.add_argument("--ports-per-hv", type=int, default=10)
+    ap.add_argument("--ports-per-network", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=1)
+
+
 def workdir(prefix: str) -> tempfile.TemporaryDirectory[str]:
     return tempfile.TemporaryDirectory(prefix=f"ryu-overlay-{prefix}-")
 
@@ -360,7 +368,6 @@ SECTION_TITLES = {
     "arp_proxy": "## ARP proxy (packet-in to packet-out)",
     "real_ovs": "## Real Open vSwitch",
     "hotspots": "## Controller hot spots (py-spy)",
-    "real_ovs": "## On real Open vSwitch",
 }
 SECTION_INTRO = {
     "cold_start": ("The controller starts knowing the whole placement; then every fake switch connects (in "

@@ -52,7 +52,7 @@ from mininet.net import Mininet
 from mininet.node import Host, Node
 
 from mininet.topo import Topo
-from netns_testbed import free_mgmt_octet, sh, wait_listening
+from netns_testbed import free_mgmt_octet, kill_all, sh, wait_listening
 from ryu_overlay.hypervisor import (
     OvsInstance,
     prepare_hypervisor_commands,
@@ -469,11 +469,7 @@ class OverlayNet:
 
     # --- tearing down ---
     def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
-        self.procs.clear()
+        kill_all(self.procs)
         if self.net is not None:
             hosts = list(self.net.hosts)
             for h in hosts:  # OVS and tracked processes first, so nothing holds the links

@@ -50,6 +50,15 @@ def wait_listening(tcpdump: subprocess.Popen[bytes], where: str, timeout: float 
             raise RuntimeError(f"tcpdump on {where} exited")
 
 
+def kill_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Kill and reap every child process still running, by pid, and forget them."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    procs.clear()
+
+
 def free_mgmt_octet() -> int:
     """A k for which 198.19.<k>.0/24 has no address in the root namespace (management links)."""
     used = sh(["ip", "-4", "-br", "addr"]).stdout
@@ -257,11 +266,7 @@ class Testbed:
     # --- tearing down -------------------------------------------------------------------------
 
     def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
-        self.procs.clear()
+        kill_all(self.procs)
         for hv in self.hvs.values():
             hv.ovs.stop()
         for ns in reversed(self.namespaces):
