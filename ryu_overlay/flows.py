@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
-from typing import Any, Mapping, Union
+from functools import cached_property, wraps
+from typing import Any, Callable, Mapping, TypeVar, Union
 
 from .model import Hypervisor, Network, Port, link_local
 from .pipeline import (ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6, FROM_TUNNEL, IP_PROTO_ICMPV6,
@@ -162,15 +162,40 @@ def base_partition(view: SwitchView) -> Partition:
     return _partition(flows, meters=meters)
 
 
-@lru_cache(maxsize=1 << 17)
-def tunnel_bucket(vni: int, remote: Hypervisor, tunnel_ofport: int) -> tuple[Action, ...]:
+R = TypeVar("R")
+
+
+def memoised_on_owner(builder: Callable[..., R]) -> Callable[..., R]:
+    """Memoise a pure builder in its first argument: a port, network or hypervisor of the topology.
+
+    The results are kept in that object's own ``__dict__`` (as ``functools.cached_property``
+    keeps its values), keyed by the other arguments. Every hypervisor that needs a flow of a
+    port or network therefore gets the same object, encoded once (see ``ofmsg._flow_body``),
+    and the results are freed with the object when the topology replaces or deletes it: the
+    memory held follows the current placement, not the history of changes.
+    """
+    slot = f"_memo_{builder.__name__}"
+
+    @wraps(builder)
+    def memoised(owner: Any, *args: Any) -> R:
+        memo = owner.__dict__.get(slot)
+        if memo is None:
+            memo = owner.__dict__[slot] = {}
+        try:
+            return memo[args]
+        except KeyError:
+            value = memo[args] = builder(owner, *args)
+            return value
+
+    return memoised
+
+
+@memoised_on_owner
+def tunnel_bucket(remote: Hypervisor, vni: int, tunnel_ofport: int) -> tuple[Action, ...]:
     return (SetField("tunnel_id", vni), SetField("tun_ipv4_dst", str(remote.tunnel_ip)), Output(tunnel_ofport))
 
 
-CACHE = 1 << 17  # builders are pure and memoised: hypervisors of one network share most flows
-
-
-@lru_cache(maxsize=CACHE)
+@memoised_on_owner
 def local_port_flows(port: Port, ofport: int, vni: int) -> tuple[Flow, ...]:
     """Classification, port security and delivery of a VM port on its own hypervisor."""
     fam = Family.PORT_SECURITY
@@ -204,7 +229,7 @@ def own_ipv6(port: Port) -> list[str]:
     return sorted({str(ip) for ip in (*port.ipv6(), link_local(port.mac))})
 
 
-@lru_cache(maxsize=CACHE)
+@memoised_on_owner
 def arp_responders(port: Port, vni: int) -> tuple[Flow, ...]:
     """Answer "who has <ip>" for each IPv4 of ``port`` inside the switch, back out of the asking port."""
     return tuple(flow(
@@ -222,21 +247,21 @@ def arp_responders(port: Port, vni: int) -> tuple[Flow, ...]:
         )) for ip in port.ipv4())
 
 
-@lru_cache(maxsize=CACHE)
+@memoised_on_owner
 def remote_port_flow(port: Port, host: Hypervisor, tunnel_ofport: int, vni: int) -> Flow:
     """Unicast to a MAC on another hypervisor: into the tunnel, towards that hypervisor."""
     return flow("l2_lookup", 100, Family.L2_REMOTE, {"metadata": (vni, NETWORK_MASK), "eth_dst": port.mac}, vni,
-                actions=tunnel_bucket(vni, host, tunnel_ofport))
+                actions=tunnel_bucket(host, vni, tunnel_ofport))
 
 
-@lru_cache(maxsize=CACHE)
+@memoised_on_owner
 def tunnel_in_flow(peer: Hypervisor, tunnel_ofport: int, vni: int) -> Flow:
     return flow("ingress", 100, Family.TUNNEL_IN,
                 {"in_port": tunnel_ofport, "tun_ipv4_src": str(peer.tunnel_ip), "tunnel_id": vni}, vni,
                 metadata=(vni | FROM_TUNNEL, NETWORK_MASK), goto="l2_lookup")
 
 
-@lru_cache(maxsize=CACHE)
+@memoised_on_owner
 def network_flows(net: Network) -> tuple[Flow, ...]:
     """Flows every hypervisor hosting ``net`` has, whatever its ports."""
     vni = net.vni
@@ -277,7 +302,7 @@ def network_partition(topo: Topology, view: SwitchView, net: Network) -> Partiti
                 flows.append(remote_port_flow(port, topo.hypervisors[port.hypervisor], tun, vni))
         for peer in peers:
             flows.append(tunnel_in_flow(peer, tun, vni))
-            buckets.append(tunnel_bucket(vni, peer, tun))
+            buckets.append(tunnel_bucket(peer, vni, tun))
     groups = (Group(group_id(GroupRole.FLOOD, vni), tuple(buckets)),
               Group(group_id(GroupRole.FLOOD_LOCAL, vni), tuple((Output(o),) for _, o in local)))
     return _partition(flows, groups)

@@ -7,16 +7,18 @@ removed only after its successor is in place (make before break).
 
 from __future__ import annotations
 
+import socket
 import struct
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import Any
 
-from .compat import ofproto as ofp, parser
+from .compat import framework_module, ofproto as ofp, parser
 from .flows import Action, Flow, Group, Meter, Move, Output, SetField, ToGroup
 from .pipeline import TABLE_IDS
 
 ALL_COOKIE_BITS = 0xFFFFFFFFFFFFFFFF
+type_desc = framework_module("lib.type_desc")
 
 
 def encode_action(action: Action) -> Any:
@@ -46,24 +48,32 @@ class FlowAdd(parser.OFPFlowMod):  # type: ignore[misc,name-defined]
     """An OFPFC_ADD flow-mod for one ``Flow`` that serialises without Ryu's match machinery.
 
     Building an ``OFPMatch`` costs Ryu about 100 µs, which would cap a cold start near 10k
-    flows/s. This message encodes each distinct match field and action once (through Ryu,
-    so the bytes are Ryu's) and then only concatenates. ``match`` and ``instructions`` are
-    still real Ryu objects, built on first read, for the simulator and the tests; a unit
-    test checks the bytes equal those of the plain Ryu message.
+    flows/s. This message packs the match fields and actions with ``struct`` (TLV headers
+    taken from Ryu once per field name), encodes each ``Flow`` once, and only prefixes the
+    header per switch. ``match`` and ``instructions`` are still real Ryu objects, built on
+    first read, for the simulator and the tests; unit tests check the bytes equal those of
+    the plain Ryu message for every flow and group of the test scenario.
     """
 
-    def __init__(self, f: Flow) -> None:
-        parser.MsgBase.__init__(self, None)
+    version, msg_type, command = ofp.OFP_VERSION, ofp.OFPT_FLOW_MOD, ofp.OFPFC_ADD
+    cookie_mask = idle_timeout = hard_timeout = out_port = out_group = flags = 0
+    buffer_id = ofp.OFP_NO_BUFFER
+    datapath = msg_len = xid = buf = None
+
+    def __init__(self, f: Flow) -> None:  # one per flow sent to a switch: nothing more than needed
         self.flow = f
-        self.cookie = f.cookie
-        self.cookie_mask = 0
-        self.table_id = TABLE_IDS[f.table]
-        self.command = ofp.OFPFC_ADD
-        self.idle_timeout = self.hard_timeout = 0
-        self.priority = f.priority
-        self.buffer_id = ofp.OFP_NO_BUFFER
-        self.out_port = self.out_group = 0
-        self.flags = 0
+
+    @property
+    def cookie(self) -> int:
+        return self.flow.cookie
+
+    @property
+    def table_id(self) -> int:
+        return TABLE_IDS[self.flow.table]
+
+    @property
+    def priority(self) -> int:
+        return self.flow.priority
 
     @cached_property
     def match(self) -> Any:
@@ -94,28 +104,73 @@ def _ryu_instructions(f: Flow) -> list[Any]:
     return instructions
 
 
-ENCODE_CACHE = 1 << 20  # distinct match fields / flows kept encoded: a 3,000-hypervisor fleet has ~300k flows
-
-
-@lru_cache(maxsize=ENCODE_CACHE)
-def _oxm(name: str, value: Any) -> tuple[int, bytes]:
-    """One match field as (Ryu's sort key, its OXM TLV bytes)."""
-    match = parser.OFPMatch(**{name: value})
+@lru_cache(maxsize=None)  # one entry per field name (and masked or not) that the pipeline uses
+def _oxm_layout(name: str, masked: bool) -> tuple[int, bytes, Any]:
+    """Ryu's sort key for a match field, its TLV header (Ryu's bytes), and its value type."""
+    num, kind = ofp.oxm_get_field_info_by_name(name)
+    size = kind.size
     buf = bytearray()
-    match.serialize(buf, 0)
-    num = ofp.oxm_from_user(name, value)[0]
-    return (num[0] if isinstance(num, tuple) else num), bytes(buf[4:match.length])
+    length = ofp.oxm_serialize(num, bytes(size), bytes(size) if masked else None, buf, 0)
+    key = ofp.oxm_from_user_header(name)
+    return (key[0] if isinstance(key, tuple) else key), bytes(buf[:length - size * (1 + masked)]), kind
 
 
-@lru_cache(maxsize=1 << 16)
+def _field_bytes(kind: Any, value: Any) -> bytes:
+    if isinstance(value, int):
+        return value.to_bytes(kind.size, "big")
+    if kind is type_desc.MacAddr:
+        raw = bytes.fromhex(value.replace(":", ""))
+    elif kind is type_desc.IPv4Addr:
+        raw = socket.inet_pton(socket.AF_INET, value)
+    elif kind is type_desc.IPv6Addr:
+        raw = socket.inet_pton(socket.AF_INET6, value)
+    else:
+        raw = kind.from_user(value)
+    if len(raw) != kind.size:
+        raise ValueError(f"{value!r} is not a {kind.__name__}")
+    return raw
+
+
+def _oxm(name: str, value: Any) -> tuple[int, bytes]:
+    """One match field as (Ryu's sort key, its OXM TLV bytes), without building an ``OFPMatch``."""
+    masked = isinstance(value, tuple)
+    key, header, kind = _oxm_layout(name, masked)
+    if masked:
+        return key, header + _field_bytes(kind, value[0]) + _field_bytes(kind, value[1])
+    return key, header + _field_bytes(kind, value)
+
+
+@lru_cache(maxsize=1 << 12)  # the hot ones: outputs, tunnel buckets, reg moves; a miss costs a few µs
 def _action_bytes(action: Action) -> bytes:
+    if isinstance(action, Output):
+        return struct.pack(ofp.OFP_ACTION_OUTPUT_PACK_STR, ofp.OFPAT_OUTPUT, ofp.OFP_ACTION_OUTPUT_SIZE,
+                           action.port, ofp.OFPCML_NO_BUFFER)
+    if isinstance(action, ToGroup):
+        return struct.pack(ofp.OFP_ACTION_GROUP_PACK_STR, ofp.OFPAT_GROUP, ofp.OFP_ACTION_GROUP_SIZE,
+                           action.group_id)
+    if isinstance(action, SetField):
+        tlv = _oxm(action.field, action.value)[1]
+        length = 4 + len(tlv) + (-(4 + len(tlv)) % 8)
+        return struct.pack("!HH", ofp.OFPAT_SET_FIELD, length) + tlv + bytes(length - 4 - len(tlv))
     buf = bytearray()
     encode_action(action).serialize(buf, 0)
     return bytes(buf)
 
 
 def _flow_body(f: Flow) -> bytes:
-    """Encoded once per ``FlowAdd``: the cached message keeps its serialised bytes."""
+    """The flow-mod after its header, encoded once and kept on the ``Flow`` object itself.
+
+    It is stored the way ``functools.cached_property`` stores values, so it is shared by every
+    switch whose desired state holds that same object (the builders in ``flows`` hand the same
+    object to every hypervisor) and freed with it: no cache outlives the placement.
+    """
+    body = f.__dict__.get("_ofp13_body")
+    if body is None:
+        body = f.__dict__["_ofp13_body"] = _encode_flow(f)
+    return body
+
+
+def _encode_flow(f: Flow) -> bytes:
     fields = sorted((_oxm(name, value) for name, value in f.match), key=lambda kv: kv[0])
     oxms = b"".join(tlv for _, tlv in fields)
     match_len = 4 + len(oxms)
@@ -138,9 +193,7 @@ def _flow_body(f: Flow) -> bytes:
     return head + match + instructions
 
 
-@lru_cache(maxsize=ENCODE_CACHE)
 def flow_add(f: Flow) -> FlowAdd:
-    """The ADD message for ``f``, shared by every switch that needs the same flow (read-only)."""
     return FlowAdd(f)
 
 
@@ -151,11 +204,37 @@ def flow_delete(cookie: int) -> Any:
         command=ofp.OFPFC_DELETE, out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY, match=parser.OFPMatch())
 
 
-@lru_cache(maxsize=1 << 16)
-def group_mod(group: Group, command: int) -> Any:
-    """Shared by every switch that needs the same group (read-only, serialised once)."""
-    buckets = [parser.OFPBucket(actions=[encode_action(a) for a in bucket]) for bucket in group.buckets]
-    return parser.OFPGroupMod(None, command, ofp.OFPGT_ALL, group.group_id, buckets)
+class GroupMod(parser.OFPGroupMod):  # type: ignore[misc,name-defined]
+    """An all-buckets group-mod that serialises by concatenation, as ``FlowAdd`` does.
+
+    ``buckets`` is still the list of Ryu objects, built on first read, for the simulator.
+    """
+
+    version, msg_type, type = ofp.OFP_VERSION, ofp.OFPT_GROUP_MOD, ofp.OFPGT_ALL
+    datapath = msg_len = xid = buf = None
+
+    def __init__(self, group: Group, command: int) -> None:
+        self.group = group
+        self.command = command
+        self.group_id = group.group_id
+
+    @cached_property
+    def buckets(self) -> list[Any]:
+        return [parser.OFPBucket(actions=[encode_action(a) for a in bucket]) for bucket in self.group.buckets]
+
+    def serialize(self) -> None:
+        body = struct.pack(ofp.OFP_GROUP_MOD_PACK_STR, self.command, self.type, self.group_id)
+        for bucket in self.group.buckets:
+            actions = b"".join(_action_bytes(a) for a in bucket)
+            body += struct.pack(ofp.OFP_BUCKET_PACK_STR, ofp.OFP_BUCKET_SIZE + len(actions), 0, ofp.OFPP_ANY,
+                                ofp.OFPG_ANY) + actions
+        self.msg_len = ofp.OFP_HEADER_SIZE + len(body)
+        self.buf = bytearray(struct.pack(ofp.OFP_HEADER_PACK_STR, ofp.OFP_VERSION, ofp.OFPT_GROUP_MOD,
+                                         self.msg_len, self.xid or 0)) + body
+
+
+def group_mod(group: Group, command: int) -> GroupMod:
+    return GroupMod(group, command)
 
 
 def group_delete(gid: int) -> Any:
@@ -195,7 +274,7 @@ def packet_out(in_port: int, data: bytes, actions: list[Action]) -> Any:
 
 
 def wire(msg: Any, datapath: Any) -> bytes:
-    """The bytes of ``msg``. A shared (cached) message is serialised only the first time."""
+    """The bytes of ``msg``, serialised (and given an xid) only the first time it is sent."""
     if msg.buf is None:
         msg.datapath = datapath
         if msg.xid is None:

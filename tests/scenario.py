@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from ryu_overlay.compat import parser
 from ryu_overlay.controller import Batches, Controller
 from ryu_overlay.store import SqliteStore
 
@@ -55,3 +56,8 @@ def connect(c: Controller, hv: str, ports: dict[str, int] | None = None, cookies
         for k, v in step.items():
             out.setdefault(k, []).extend(v)
     return out.get(dpid, [])
+
+
+def kind(msg: Any) -> str:
+    """The Ryu message class a message is, or derives from (``FlowAdd`` is an ``OFPFlowMod``)."""
+    return next(k.__name__ for k in type(msg).__mro__ if k.__module__ == parser.__name__)

@@ -10,7 +10,7 @@ from scapy.layers.l2 import ARP, Ether
 
 from ryu_overlay.compat import ofproto as ofp, parser
 from ryu_overlay.pipeline import Family, GroupRole, cookie_family, cookie_vni, group_id
-from scenario import HYPERVISORS, build, connect, ofports
+from scenario import HYPERVISORS, build, connect, kind, ofports
 
 BCAST = "ff:ff:ff:ff:ff:ff"
 
@@ -31,7 +31,7 @@ def installed_state(msgs: list[Any]) -> tuple[list[int], list[tuple[int, Any]], 
 def test_first_connect_installs_meters_and_groups_before_flows_with_barriers():
     c = build()
     msgs = connect(c, "hv1")
-    kinds = ["OFPFlowMod" if isinstance(m, parser.OFPFlowMod) else type(m).__name__ for m in msgs]
+    kinds = [kind(m) for m in msgs]
     first_flow = kinds.index("OFPFlowMod")
     assert "OFPMeterMod" in kinds[:first_flow] and "OFPGroupMod" in kinds[:first_flow]
     assert kinds[first_flow - 1] == "OFPBarrierRequest" and kinds[-1] == "OFPBarrierRequest"
@@ -62,7 +62,7 @@ def test_group_with_other_buckets_is_modified_in_place_not_recreated():
     flood = group_id(GroupRole.FLOOD, 5001)
     tampered = [(gid, None if gid == flood else g) for gid, g in groups]
     msgs = connect(c, "hv1", cookies=cookies, groups=tampered, meters=meters)
-    assert [(type(m).__name__, getattr(m, "command", None)) for m in msgs] == [
+    assert [(kind(m), getattr(m, "command", None)) for m in msgs] == [
         ("OFPGroupMod", ofp.OFPGC_MODIFY), ("OFPBarrierRequest", None)]
 
 
@@ -279,7 +279,7 @@ def test_switch_errors_resync_at_most_once_per_holddown():
     c = build(clock=clock)
     connect(c, "hv1")
     first = c.switch_error(1, "type=5 code=1")
-    assert [type(m).__name__ for m in first] == [
+    assert [kind(m) for m in first] == [
         "OFPPortDescStatsRequest", "OFPFlowStatsRequest", "OFPGroupDescStatsRequest", "OFPMeterConfigStatsRequest"]
     clock.now += 1
     assert c.switch_error(1, "type=5 code=1") == []

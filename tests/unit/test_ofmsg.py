@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ryu_overlay.compat import ofproto as ofp, parser
-from ryu_overlay.ofmsg import FlowAdd, _ryu_instructions
+from ryu_overlay.ofmsg import FlowAdd, GroupMod, _ryu_instructions
 from ryu_overlay.pipeline import TABLE_IDS
 from scenario import HYPERVISORS, build, connect
 
@@ -41,3 +41,24 @@ def test_lazy_match_and_instructions_are_ryus_objects():
     assert isinstance(msg.match, parser.OFPMatch)
     assert dict(msg.match.items()) == dict(msg.flow.match)
     assert [type(i).__name__ for i in msg.instructions] == ["OFPInstructionWriteMetadata", "OFPInstructionGotoTable"]
+
+
+def test_every_group_of_the_scenario_encodes_to_ryus_bytes():
+    c = build()
+    groups = [m for hv in HYPERVISORS for m in connect(c, hv) if isinstance(m, GroupMod)]
+    assert len(groups) >= 4 and any(len(g.group.buckets) > 1 for g in groups)
+    for ours in groups:
+        theirs = parser.OFPGroupMod(FakeDatapath(), ours.command, ofp.OFPGT_ALL, ours.group_id, ours.buckets)
+        for msg in (ours, theirs):
+            msg.xid = 7
+            msg.serialize()
+        assert bytes(ours.buf) == bytes(theirs.buf), ours.group
+
+
+def test_a_flow_is_encoded_once_and_kept_with_it():
+    c = build()
+    f = next(m.flow for m in connect(c, "hv1") if isinstance(m, FlowAdd))
+    first, second = FlowAdd(f), FlowAdd(f)
+    for msg in (first, second):
+        msg.serialize()
+    assert first.buf == second.buf and f.__dict__["_ofp13_body"] in bytes(first.buf)
