@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
-from functools import cached_property, wraps
-from typing import Any, Callable, Mapping, TypeVar, Union
+from functools import wraps
+from typing import Any, Callable, Iterable, Mapping, TypeVar, Union
 
 from .model import Hypervisor, Network, Port, link_local
 from .pipeline import (ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6, FROM_TUNNEL, IP_PROTO_ICMPV6,
@@ -25,15 +25,24 @@ ND_NS, ND_NA = 135, 136
 BROADCAST = "ff:ff:ff:ff:ff:ff"
 
 
+# The actions spell out the repr that dataclasses would generate: a flow's cookie hashes it,
+# and the generated one (behind a recursion guard) cost a quarter of building a flow.
+
 @dataclass(frozen=True)
 class Output:
     port: int
+
+    def __repr__(self) -> str:
+        return f"Output(port={self.port!r})"
 
 
 @dataclass(frozen=True)
 class SetField:
     field: str
     value: Any
+
+    def __repr__(self) -> str:
+        return f"SetField(field={self.field!r}, value={self.value!r})"
 
 
 @dataclass(frozen=True)
@@ -44,10 +53,16 @@ class Move:
     dst: str
     n_bits: int
 
+    def __repr__(self) -> str:
+        return f"Move(src={self.src!r}, dst={self.dst!r}, n_bits={self.n_bits!r})"
+
 
 @dataclass(frozen=True)
 class ToGroup:
     group_id: int
+
+    def __repr__(self) -> str:
+        return f"ToGroup(group_id={self.group_id!r})"
 
 
 Action = Union[Output, SetField, Move, ToGroup]
@@ -67,20 +82,18 @@ class Flow:
     metadata: tuple[int, int] | None = None
     goto: str | None = None
     meter: int | None = None
+    cookie: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         table = TABLES_BY_NAME[self.table]
-        extra = {name for name, _ in self.match} - table.match_fields
-        if extra:
+        if not table.match_fields.issuperset(name for name, _ in self.match):
+            extra = {name for name, _ in self.match} - table.match_fields
             raise ValueError(f"table {self.table} does not match on {sorted(extra)}")
         if self.goto is not None and self.goto not in table.next_tables:
             raise ValueError(f"table {self.table} may not go to {self.goto}")
-
-    @cached_property
-    def cookie(self) -> int:
         content = repr((self.table, self.priority, self.match, self.actions, self.metadata, self.goto,
                         self.meter))
-        return cookie(self.family, self.vni, zlib.crc32(content.encode()))
+        object.__setattr__(self, "cookie", cookie(self.family, self.vni, zlib.crc32(content.encode())))
 
 
 @dataclass(frozen=True)
@@ -123,9 +136,15 @@ def flow(table: str, priority: int, family: Family, match: Mapping[str, Any], vn
     return Flow(table, priority, family, tuple(sorted(match.items())), vni, actions, metadata, goto, meter)
 
 
-def _partition(flows: list[Flow], groups: tuple[Group, ...] = (), meters: tuple[Meter, ...] = ()) -> Partition:
-    return Partition({f.cookie: f for f in flows}, {g.group_id: g for g in groups},
-                     {m.meter_id: m for m in meters})
+Flows = Mapping[int, Flow]  # by cookie
+
+
+def by_cookie(flows: Iterable[Flow]) -> dict[int, Flow]:
+    return {f.cookie: f for f in flows}
+
+
+def _partition(flows: dict[int, Flow], groups: tuple[Group, ...] = (), meters: tuple[Meter, ...] = ()) -> Partition:
+    return Partition(flows, {g.group_id: g for g in groups}, {m.meter_id: m for m in meters})
 
 
 ICMPV6 = {"eth_type": ETH_TYPE_IPV6, "ip_proto": IP_PROTO_ICMPV6}
@@ -159,7 +178,7 @@ def base_partition(view: SwitchView) -> Partition:
     ]
     meters = (*(Meter(no, PACKET_IN_RATE, PACKET_IN_BURST) for no in vm_ports),
               Meter(UNKNOWN_PORT_METER, PACKET_IN_RATE, PACKET_IN_BURST))
-    return _partition(flows, meters=meters)
+    return _partition(by_cookie(flows), meters=meters)
 
 
 R = TypeVar("R")
@@ -196,7 +215,7 @@ def tunnel_bucket(remote: Hypervisor, vni: int, tunnel_ofport: int) -> tuple[Act
 
 
 @memoised_on_owner
-def local_port_flows(port: Port, ofport: int, vni: int) -> tuple[Flow, ...]:
+def local_port_flows(port: Port, ofport: int, vni: int) -> Flows:
     """Classification, port security and delivery of a VM port on its own hypervisor."""
     fam = Family.PORT_SECURITY
 
@@ -221,7 +240,7 @@ def local_port_flows(port: Port, ofport: int, vni: int) -> tuple[Flow, ...]:
     flows.append(flow("arp_nd", 100, Family.ND_PROXY,
                       {"in_port": ofport, **ICMPV6, "icmpv6_type": ND_NS, "eth_dst": MULTICAST_BIT}, vni,
                       actions=(Output(OFPP_CONTROLLER),), meter=ofport))
-    return tuple(flows)
+    return by_cookie(flows)
 
 
 def own_ipv6(port: Port) -> list[str]:
@@ -230,9 +249,9 @@ def own_ipv6(port: Port) -> list[str]:
 
 
 @memoised_on_owner
-def arp_responders(port: Port, vni: int) -> tuple[Flow, ...]:
+def arp_responders(port: Port, vni: int) -> Flows:
     """Answer "who has <ip>" for each IPv4 of ``port`` inside the switch, back out of the asking port."""
-    return tuple(flow(
+    return by_cookie(flow(
         "arp_nd", 100, Family.ARP_RESPONDER,
         {"metadata": (vni, VNI_MASK), "eth_type": ETH_TYPE_ARP, "arp_op": 1, "arp_tpa": str(ip)}, vni,
         actions=(
@@ -262,7 +281,7 @@ def tunnel_in_flow(peer: Hypervisor, tunnel_ofport: int, vni: int) -> Flow:
 
 
 @memoised_on_owner
-def network_flows(net: Network) -> tuple[Flow, ...]:
+def network_flows(net: Network) -> Flows:
     """Flows every hypervisor hosting ``net`` has, whatever its ports."""
     vni = net.vni
     flows = [
@@ -274,35 +293,72 @@ def network_flows(net: Network) -> tuple[Flow, ...]:
     if net.unknown_arp == "drop":
         flows.append(flow("arp_nd", 10, Family.ARP_RESPONDER,
                           {"metadata": (vni, VNI_MASK), "eth_type": ETH_TYPE_ARP, "arp_op": 1}, vni))
-    return tuple(flows)
+    return by_cookie(flows)
+
+
+@dataclass(frozen=True)
+class NetworkCommon:
+    """What every host of a network (with a given tunnel port number) has in common.
+
+    ``flows`` are the network's own flows, every member's ARP responders, every located
+    member's remote flow and every host's tunnel-in flow; ``own`` names, per hypervisor, the
+    cookies among them it must leave out (the remote flows of its own ports, the tunnel-in
+    flow from itself); ``peers`` are the flood buckets towards each host, by name. Computed
+    once per network and change instead of once per host.
+    """
+
+    flows: dict[int, Flow]
+    own: dict[str, list[int]]
+    peers: tuple[tuple[str, tuple[Action, ...]], ...]
+
+
+def network_common(topo: Topology, net: Network, tunnel_ofport: int | None) -> NetworkCommon:
+    memo = topo.derived(net.name)
+    common = memo.get(tunnel_ofport)
+    if common is None:
+        common = memo[tunnel_ofport] = _network_common(topo, net, tunnel_ofport)
+    return common
+
+
+def _network_common(topo: Topology, net: Network, tun: int | None) -> NetworkCommon:
+    vni = net.vni
+    members = topo.ports_of(net.name)
+    flows = dict(network_flows(net))  # the memoised mappings are shared: merged, never changed
+    for port in members:
+        flows.update(arp_responders(port, vni))
+    own: dict[str, list[int]] = {}
+    peers: list[tuple[str, tuple[Action, ...]]] = []
+    if tun is not None:
+        for port in members:
+            if port.hypervisor is not None:
+                f = remote_port_flow(port, topo.hypervisors[port.hypervisor], tun, vni)
+                flows[f.cookie] = f
+                own.setdefault(port.hypervisor, []).append(f.cookie)
+        for name in sorted(topo.hosts(net.name)):
+            peer = topo.hypervisors[name]
+            f = tunnel_in_flow(peer, tun, vni)
+            flows[f.cookie] = f
+            own.setdefault(name, []).append(f.cookie)
+            peers.append((name, tunnel_bucket(peer, vni, tun)))
+    return NetworkCommon(flows, own, tuple(peers))
 
 
 def network_partition(topo: Topology, view: SwitchView, net: Network) -> Partition:
     """Every flow and group ``view``'s hypervisor needs for ``net``; empty if it hosts none of it."""
-    me = view.hypervisor
-    vni = net.vni
-    members = topo.ports_of(net.name)
-    if not any(p.hypervisor == me.name for p in members):
+    me = view.hypervisor.name
+    mine = [p for p in topo.ports_on(me) if p.network == net.name]
+    if not mine:
         return Partition()
-    tun = view.tunnel_ofport
-    local = sorted(((p, view.ofports[p.interface]) for p in members
-                    if p.hypervisor == me.name and p.interface is not None and p.interface in view.ofports),
-                   key=lambda x: x[1])
-    flows: list[Flow] = list(network_flows(net))
+    vni = net.vni
+    common = network_common(topo, net, view.tunnel_ofport)
+    flows = dict(common.flows)
+    for c in common.own.get(me, ()):
+        del flows[c]
+    local = sorted(((p, view.ofports[p.interface]) for p in mine
+                    if p.interface is not None and p.interface in view.ofports), key=lambda x: x[1])
     for port, ofport in local:
-        flows.extend(local_port_flows(port, ofport, vni))
-    for port in members:
-        flows.extend(arp_responders(port, vni))
-
-    buckets: list[tuple[Action, ...]] = [(Output(ofport),) for _, ofport in local]
-    if tun is not None:
-        peers = sorted((topo.hypervisors[h] for h in topo.hosts(net.name) if h != me.name), key=lambda h: h.name)
-        for port in members:
-            if port.hypervisor is not None and port.hypervisor != me.name:
-                flows.append(remote_port_flow(port, topo.hypervisors[port.hypervisor], tun, vni))
-        for peer in peers:
-            flows.append(tunnel_in_flow(peer, tun, vni))
-            buckets.append(tunnel_bucket(peer, vni, tun))
+        flows.update(local_port_flows(port, ofport, vni))
+    buckets = [(Output(ofport),) for _, ofport in local] + [b for name, b in common.peers if name != me]
     groups = (Group(group_id(GroupRole.FLOOD, vni), tuple(buckets)),
               Group(group_id(GroupRole.FLOOD_LOCAL, vni), tuple((Output(o),) for _, o in local)))
     return _partition(flows, groups)

@@ -58,10 +58,22 @@ class FlowAdd(parser.OFPFlowMod):  # type: ignore[misc,name-defined]
     version, msg_type, command = ofp.OFP_VERSION, ofp.OFPT_FLOW_MOD, ofp.OFPFC_ADD
     cookie_mask = idle_timeout = hard_timeout = out_port = out_group = flags = 0
     buffer_id = ofp.OFP_NO_BUFFER
-    datapath = msg_len = xid = buf = None
+    datapath = None
+    # Every flow-add carries xid 0, so that its bytes are the same for every switch and encoded
+    # once per flow. An error from the switch still names the flow: it quotes the start of the
+    # refused message, cookie included.
+    xid = 0
 
     def __init__(self, f: Flow) -> None:  # one per flow sent to a switch: nothing more than needed
         self.flow = f
+
+    @property
+    def buf(self) -> bytes:
+        return _flow_message(self.flow)
+
+    @property
+    def msg_len(self) -> int:
+        return len(self.buf)
 
     @property
     def cookie(self) -> int:
@@ -84,10 +96,7 @@ class FlowAdd(parser.OFPFlowMod):  # type: ignore[misc,name-defined]
         return _ryu_instructions(self.flow)
 
     def serialize(self) -> None:
-        body = _flow_body(self.flow)
-        self.msg_len = ofp.OFP_HEADER_SIZE + len(body)
-        self.buf = bytearray(struct.pack(ofp.OFP_HEADER_PACK_STR, ofp.OFP_VERSION, ofp.OFPT_FLOW_MOD,
-                                         self.msg_len, self.xid or 0)) + body
+        """Nothing to do: ``buf`` is the flow's own encoding."""
 
 
 def _ryu_instructions(f: Flow) -> list[Any]:
@@ -157,17 +166,17 @@ def _action_bytes(action: Action) -> bytes:
     return bytes(buf)
 
 
-def _flow_body(f: Flow) -> bytes:
-    """The flow-mod after its header, encoded once and kept on the ``Flow`` object itself.
+def _flow_message(f: Flow) -> bytes:
+    """The whole flow-mod (xid 0), encoded once and kept on the ``Flow`` object itself.
 
     It is stored the way ``functools.cached_property`` stores values, so it is shared by every
     switch whose desired state holds that same object (the builders in ``flows`` hand the same
     object to every hypervisor) and freed with it: no cache outlives the placement.
     """
-    body = f.__dict__.get("_ofp13_body")
-    if body is None:
-        body = f.__dict__["_ofp13_body"] = _encode_flow(f)
-    return body
+    msg = f.__dict__.get("_ofp13_flow_add")
+    if msg is None:
+        msg = f.__dict__["_ofp13_flow_add"] = _encode_flow(f)
+    return msg
 
 
 def _encode_flow(f: Flow) -> bytes:
@@ -188,9 +197,11 @@ def _encode_flow(f: Flow) -> bytes:
     if f.goto is not None:
         instructions += struct.pack(ofp.OFP_INSTRUCTION_GOTO_TABLE_PACK_STR, ofp.OFPIT_GOTO_TABLE, 8,
                                     TABLE_IDS[f.goto])
-    head = struct.pack("!" + ofp._OFP_FLOW_MOD_PACK_STR0, f.cookie, 0, TABLE_IDS[f.table], ofp.OFPFC_ADD, 0, 0,
-                       f.priority, ofp.OFP_NO_BUFFER, 0, 0, 0)
-    return head + match + instructions
+    body = struct.pack("!" + ofp._OFP_FLOW_MOD_PACK_STR0, f.cookie, 0, TABLE_IDS[f.table], ofp.OFPFC_ADD, 0, 0,
+                       f.priority, ofp.OFP_NO_BUFFER, 0, 0, 0) + match + instructions
+    header = struct.pack(ofp.OFP_HEADER_PACK_STR, ofp.OFP_VERSION, ofp.OFPT_FLOW_MOD,
+                         ofp.OFP_HEADER_SIZE + len(body), 0)
+    return header + body
 
 
 def flow_add(f: Flow) -> FlowAdd:

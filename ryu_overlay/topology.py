@@ -39,6 +39,7 @@ class Topology:
         self._port_by_mac: dict[tuple[str, str], str] = {}
         self._port_by_ip: dict[tuple[str, IPAddress], str] = {}
         self._port_by_interface: dict[tuple[str, str], str] = {}
+        self._derived: dict[str, dict[Any, Any]] = {}
 
     # --- queries ------------------------------------------------------------------------------
 
@@ -82,6 +83,18 @@ class Topology:
     def port_at(self, hypervisor: str, interface: str) -> Port | None:
         name = self._port_by_interface.get((hypervisor, interface))
         return None if name is None else self.ports[name]
+
+    def derived(self, network: str) -> dict[Any, Any]:
+        """A place for values computed from ``network``'s current state, emptied by every change to it.
+
+        A change to the network, to one of its ports, or to a hypervisor hosting one of its
+        ports empties it; the flow builders keep there what all hosts of the network share.
+        """
+        return self._derived.setdefault(network, {})
+
+    def _changed(self, *networks: str) -> None:
+        for name in networks:
+            self._derived.pop(name, None)
 
     def node_link(self) -> dict[str, Any]:
         return nx.node_link_data(self.graph, edges="links")
@@ -165,6 +178,7 @@ class Topology:
         if old is not None:
             del self._hv_by_dpid[old.dpid]
             del self._hv_by_ip[str(old.tunnel_ip)]
+            self._changed(*self.networks_on(hv.name))
         self.hypervisors[hv.name] = hv
         self._hv_by_dpid[hv.dpid] = hv.name
         self._hv_by_ip[str(hv.tunnel_ip)] = hv.name
@@ -182,6 +196,7 @@ class Topology:
         old = self.networks.get(net.name)
         if old is not None:
             del self._net_by_vni[old.vni]
+        self._changed(net.name)
         self.networks[net.name] = net
         self._net_by_vni[net.vni] = net.name
         self.graph.add_node(_net(net.name), kind="network", **net.to_json())
@@ -190,6 +205,7 @@ class Topology:
     def delete_network(self, name: str) -> Network:
         net = self.networks.pop(name)
         del self._net_by_vni[net.vni]
+        self._changed(name)
         self.graph.remove_node(_net(name))
         return net
 
@@ -197,6 +213,8 @@ class Topology:
         old = self.ports.get(port.name)
         if old is not None:
             self._unindex(old)
+            self._changed(old.network)
+        self._changed(port.network)
         self.ports[port.name] = port
         node = _port(port.name)
         self.graph.add_node(node, kind="port", **port.to_json())
@@ -213,6 +231,7 @@ class Topology:
     def delete_port(self, name: str) -> Port:
         port = self.ports.pop(name)
         self._unindex(port)
+        self._changed(port.network)
         self.graph.remove_node(_port(name))
         return port
 

@@ -1,0 +1,77 @@
+"""The flow builders' shared results (per network, per port) never go stale.
+
+After any sequence of placement changes, what the live controller computes for every
+hypervisor equals what a fresh topology, loaded from copies of its objects, computes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from hypothesis import given, settings, strategies as st
+
+from ryu_overlay.flows import SwitchView, desired_partition
+from ryu_overlay.topology import Topology
+from scenario import HYPERVISORS, NETWORKS, PORTS, build
+
+INTERFACES = [f"tap{i}" for i in range(6)]
+VIEW_PORTS = {**{name: no for no, name in enumerate(INTERFACES, start=1)}, "vxlan0": 100}
+HV = st.sampled_from(sorted(HYPERVISORS))
+PORT = st.sampled_from(sorted(PORTS))
+
+move = st.tuples(st.just("move"), PORT, HV, st.sampled_from(INTERFACES))
+unlocate = st.tuples(st.just("unlocate"), PORT)
+delete = st.tuples(st.just("delete"), PORT)
+readdress = st.tuples(st.just("tunnel_ip"), HV, st.integers(10, 250))
+arp_mode = st.tuples(st.just("unknown_arp"), st.sampled_from(sorted(NETWORKS)), st.sampled_from(["drop", "replicate"]))
+
+
+def apply(c, op) -> None:
+    kind, name, *rest = op
+    if kind == "tunnel_ip":
+        dpid = HYPERVISORS[name][0]
+        ip = f"198.18.1.{rest[0]}"
+        if ip not in {str(h.tunnel_ip) for h in c.topo.hypervisors.values()}:
+            c.put_hypervisor(name, {"dpid": dpid, "tunnel_ip": ip})
+        return
+    if kind == "unknown_arp":
+        vni, tenant = NETWORKS[name]
+        c.put_network(name, {"vni": vni, "tenant": tenant, "subnets": ["10.1.0.0/24", "fd00:1::/64"],
+                             "unknown_arp": rest[0]})
+        return
+    net, mac, ips, _, _, _ = PORTS[name]
+    body = {"network": net, "mac": mac, "ips": ips}
+    if kind == "delete":
+        if name in c.topo.ports:
+            c.delete_port(name)
+        return
+    if kind == "move":
+        hv, iface = rest
+        other = c.topo.port_at(hv, iface)
+        if other is not None and other.name != name:
+            return
+        body |= {"hypervisor": hv, "interface": iface}
+    c.put_port(name, body)
+
+
+def partitions(topo: Topology) -> dict:
+    out = {}
+    for hv in topo.hypervisors.values():
+        view = SwitchView(hv, VIEW_PORTS)
+        for net in topo.networks.values():
+            out[(hv.name, net.vni)] = desired_partition(topo, view, net.vni)
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(move, unlocate, delete, readdress, arp_mode), min_size=1, max_size=12))
+def test_memoised_partitions_equal_a_fresh_computation(ops):
+    c = build()
+    partitions(c.topo)  # fill the memos before the changes
+    for op in ops:
+        apply(c, op)
+        live = partitions(c.topo)
+        fresh = Topology()
+        fresh.load(*([replace(o) for o in objs.values()]  # copies: no memo of the live objects either
+                     for objs in (c.topo.hypervisors, c.topo.networks, c.topo.ports)))
+        assert live == partitions(fresh), op
