@@ -43,7 +43,7 @@ demo: install
 	$(PY) mininet/experiments.py all --out results/
 	@echo "plots and CSVs: $(CURDIR)/results/ (explained in docs/experiments.md)"
 
-# Benchmarks; each rewrites its block of docs/performance.md. The last two need root (real OVS).
+# Benchmarks; each rewrites its block of docs/performance.md. The last three need root (real OVS).
 bench: install
 	$(PIP) install -q py-spy
 	$(PY) bench/cold_start.py --hypervisors 100 --ports-per-hv 10 --ports-per-network 10 --seed 1 --doc
@@ -53,6 +53,7 @@ bench: install
 	$(PY) bench/arp_proxy.py --hypervisors 1000 --requests 20000 --window 16 --seed 1 --profile --doc
 	$(PY) bench/migration.py --moves 20 --doc
 	$(PY) bench/placement.py --ports 30 --doc
+	$(PY) bench/datapath.py --rounds 3 --seconds 5 --doc
 
 clean:
 	rm -rf $(VENV) *.egg-info results

@@ -143,6 +143,9 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             result["memory"] = ctl.memory_kib()
             totals = fleet.totals()
             flows = [sw.flow_count for sw in fleet.switches]
+            known = {hv.dpid: sum(len(topo.ports_of(n)) for n in topo.networks_on(hv.name))
+                     for hv in placement.hypervisors}
+            per_port = [sw.flow_count / known[sw.dpid] for sw in fleet.switches if known[sw.dpid]]
             first_barrier = min(sw.connected_at or report.started_at for sw in fleet.switches)
             result.update(
                 hypervisors=args.hypervisors, ports=len(placement.ports), networks=len(placement.networks),
@@ -151,6 +154,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 flow_mods=totals["flow_adds"] + totals["flow_deletes"] + totals["flow_modifies"],
                 group_mods=totals["group_mods"], meter_mods=totals["meter_mods"], errors=totals["errors_sent"],
                 flows_min=min(flows), flows_mean=statistics.fmean(flows), flows_max=max(flows), flows_total=sum(flows),
+                flows_per_port=statistics.fmean(per_port),
                 controller_flows_installed=stats["flows_installed"], controller_flow_mods=stats["flow_mods"],
                 connected=stats["hypervisors_connected"], switch_errors=stats["switch_errors"])
         finally:
@@ -180,6 +184,8 @@ def report(args: argparse.Namespace, r: dict[str, object]) -> list[str]:
         ("group-mods / meter-mods", f"{r['group_mods']:,} / {r['meter_mods']:,}", ""),
         ("flows per hypervisor min / mean / max",
          f"{r['flows_min']} / {float(r['flows_mean']):.0f} / {r['flows_max']}", ""),  # type: ignore[arg-type]
+        ("flows per hypervisor, per port of the networks it hosts (mean)", f"{float(r['flows_per_port']):.2f}",  # type: ignore[arg-type]
+         f"< 7 (OVN): {verdict(float(r['flows_per_port']) < 7)}"),  # type: ignore[arg-type]
         ("flows held by switches / controller's flows_installed",
          f"{r['flows_total']:,} / {r['controller_flows_installed']:,}", ""),
         ("switches connected per /v1/stats; errors from switches", f"{r['connected']}; {r['errors']}", ""),

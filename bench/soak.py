@@ -4,8 +4,9 @@
 
 A fleet of fake switches (``ryu_overlay.loadgen``) holds its flows; one thread creates and
 deletes ports through REST as fast as the controller answers (keeping about 200 of them, so
-the state does not grow), while the switches send ARP
-requests for known addresses in 10-second phases. Every 10 s the controller's RSS is sampled.
+the state does not grow; each with an address and a location, so its flows are installed on
+and removed from every hypervisor of its network), while the switches send ARP requests for
+known addresses in 10-second phases. Every 10 s the controller's RSS is sampled.
 At the end the ports the API lists must be exactly the ones the clients were told exist (every
 2xx answer), and no request may have failed.
 """
@@ -32,8 +33,8 @@ from ryu_overlay.loadgen import make_placement
 STEADY_PORTS = 200  # the writer keeps about this many extra ports, so memory should stay flat
 
 
-def writer(port: int, networks: list[str], stop: threading.Event, told: dict[str, dict[str, Any]],
-           failures: Counter[int], seed: int) -> int:
+def writer(port: int, networks: list[str], hypervisors: list[str], stop: threading.Event,
+           told: dict[str, dict[str, Any]], failures: Counter[int], seed: int) -> int:
     rest = RestClient(port)
     rng = random.Random(seed)
     ops = 0
@@ -49,8 +50,14 @@ def writer(port: int, networks: list[str], stop: threading.Event, told: dict[str
                     failures[status] += 1
                 continue
             name = f"soak{ops}"
-            body = {"network": rng.choice(networks), "mac": f"02:5a:{ops >> 16 & 255:02x}:{ops >> 8 & 255:02x}:"
-                                                            f"{ops & 255:02x}:01", "ips": []}
+            ip = f"10.0.{128 + (ops >> 8) % 128}.{ops % 256}"  # above the placement's own addresses
+            network = rng.choice(networks)
+            if ops % 256 in (0, 255) or (network, ip) in {(b["network"], b["ips"][0]) for b in told.values()}:
+                continue
+            # Located on a random hypervisor: its flows (remote, ARP responder, tunnel-in) come and go
+            # on every hypervisor of the network.
+            body = {"network": network, "mac": f"02:5a:{ops >> 16 & 255:02x}:{ops >> 8 & 255:02x}:{ops & 255:02x}:01",
+                    "ips": [ip], "hypervisor": rng.choice(hypervisors), "interface": name}
             status, _ = rest.call("PUT", f"/v1/ports/{name}", body)
             if status in (200, 201):
                 told[name] = body
@@ -72,7 +79,8 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             stop = threading.Event()
             result: dict[str, Any] = {}
             thread = threading.Thread(target=lambda: result.update(
-                ops=writer(ctl.rest_port, [n.name for n in placement.networks], stop, told, failures, args.seed)))
+                ops=writer(ctl.rest_port, [n.name for n in placement.networks],
+                           [h.name for h in placement.hypervisors], stop, told, failures, args.seed)))
             rng = random.Random(args.seed)
             rss: list[tuple[float, int]] = [(0.0, ctl.memory_kib()["VmRSS"])]
             answered = lost = 0
@@ -109,11 +117,13 @@ def main() -> int:
     args = ap.parse_args()
     r = asyncio.run(soak(args))
     first, last = r["rss"][1][1] if len(r["rss"]) > 1 else r["rss"][0][1], r["rss"][-1][1]
+    half = next(kib for t, kib in r["rss"] if t >= r["seconds"] / 2)
     peak = max(kib for _, kib in r["rss"])
     rows = [("duration", f"{r['seconds']:.0f} s"),
             ("REST writes (PUT/DELETE), failed", f"{r['ops']:,} ({r['ops'] / r['seconds']:.0f}/s), {r['failures'] or 0}"),
             ("ARP packet-ins answered / lost", f"{r['answered']:,} ({r['answered'] / r['seconds']:.0f}/s) / {r['lost']}"),
-            ("controller RSS after 10 s / at the end / peak", f"{first // 1024} / {last // 1024} / {peak // 1024} MiB"),
+            ("controller RSS after 10 s / half-way / at the end / peak",
+             f"{first // 1024} / {half // 1024} / {last // 1024} / {peak // 1024} MiB"),
             ("ports listed == ports the clients were told exist", f"{r['consistent']} ({r['ports_at_end']} ports)")]
     print_table(f"soak, {args.hypervisors} hypervisors", ["", "value"], rows)
     if args.doc:

@@ -1,4 +1,5 @@
-"""Fixtures for driving ``RestApp`` in-process, with every response checked against the OpenAPI document."""
+"""Fixtures for driving ``RestApp`` in-process, with every response checked against the OpenAPI document,
+and for running the real controller process with a fleet of fake switches."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import jsonschema
 import pytest
 from webob import Request, Response
 
+from controller_proc import ControllerProcess
 from ryu_overlay.controller import Batches, Controller
+from ryu_overlay.loadgen import Placement, make_placement
 from ryu_overlay.openapi import openapi_document
 from ryu_overlay.rest import RestApp
 from ryu_overlay.store import SqliteStore
@@ -184,3 +187,23 @@ class OpenApi:
 @pytest.fixture
 def openapi() -> type[OpenApi]:
     return OpenApi
+
+
+@pytest.fixture
+def placement() -> Placement:
+    """A small fleet for tests that run the real controller process with fake switches."""
+    return make_placement(3, ports_per_hv=4, ports_per_network=3, seed=7)
+
+
+@pytest.fixture
+def controller(tmp_path: Path, placement: Placement) -> Iterator[ControllerProcess]:
+    """The real ``ryu-overlay`` process on free loopback ports, holding ``placement``; stopped at the end."""
+    proc = ControllerProcess(tmp_path / "overlay.db", tmp_path / "controller.log")
+    proc.start()
+    try:
+        for kind, name, body in placement.rest_objects():
+            status, answer = proc.api("PUT", f"/v1/{kind}/{name}", body)
+            assert status == 201, (kind, name, answer)
+        yield proc
+    finally:
+        proc.stop()

@@ -45,24 +45,6 @@ def run(coro: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(asyncio.wait_for(coro(), 4 * DEADLINE))
 
 
-@pytest.fixture
-def placement() -> Placement:
-    return make_placement(3, ports_per_hv=4, ports_per_network=3, seed=7)
-
-
-@pytest.fixture
-def controller(tmp_path: Path, placement: Placement) -> Iterator[ControllerProcess]:
-    proc = ControllerProcess(tmp_path / "overlay.db", tmp_path / "controller.log")
-    proc.start()
-    try:
-        for kind, name, body in placement.rest_objects():
-            status, answer = proc.api("PUT", f"/v1/{kind}/{name}", body)
-            assert status == 201, (kind, name, answer)
-        yield proc
-    finally:
-        proc.stop()
-
-
 async def connected_fleet(controller: ControllerProcess, placement: Placement) -> Fleet:
     fleet = Fleet(placement.specs(), record=True)
     await fleet.connect(HOST, controller.ofp_port, concurrency=2, timeout=DEADLINE)
