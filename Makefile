@@ -43,17 +43,24 @@ demo: install
 	$(PY) mininet/experiments.py all --out results/
 	@echo "plots and CSVs: $(CURDIR)/results/ (explained in docs/experiments.md)"
 
-# Benchmarks; each rewrites its block of docs/performance.md. The last three need root (real OVS).
+# Benchmarks; each rewrites its block of docs/performance.md (the soak: docs/reliability.md).
+# migration, placement and datapath need root (real OVS). About 25 minutes in all.
 bench: install
 	$(PIP) install -q py-spy
 	$(PY) bench/cold_start.py --hypervisors 100 --ports-per-hv 10 --ports-per-network 10 --seed 1 --doc
 	$(PY) bench/cold_start.py --hypervisors 1000 --ports-per-hv 10 --ports-per-network 10 --seed 1 --profile --doc
+	$(PY) bench/cold_start.py --hypervisors 1000 --ports-per-hv 10 --ports-per-network 10 --seed 1 --create rest --doc
 	$(PY) bench/cold_start.py --hypervisors 3000 --ports-per-hv 10 --ports-per-network 10 --seed 1 --profile --doc
+	$(PY) bench/churn.py --hypervisors 100 --ops 300 --window 1 --seed 1 --doc
 	$(PY) bench/churn.py --hypervisors 1000 --ops 300 --window 1 --seed 1 --doc
+	$(PY) bench/churn.py --hypervisors 1000 --ops 300 --window 8 --seed 1 --doc
+	$(PY) bench/arp_proxy.py --hypervisors 100 --requests 20000 --window 16 --seed 1 --doc
 	$(PY) bench/arp_proxy.py --hypervisors 1000 --requests 20000 --window 16 --seed 1 --profile --doc
+	$(PY) bench/arp_proxy.py --hypervisors 1000 --requests 20000 --window 64 --seed 1 --doc
 	$(PY) bench/migration.py --moves 20 --doc
 	$(PY) bench/placement.py --ports 30 --doc
-	$(PY) bench/datapath.py --rounds 3 --seconds 5 --doc
+	$(PY) bench/datapath.py --rounds 7 --seconds 5 --doc
+	$(PY) bench/soak.py --hypervisors 100 --seconds 300 --doc
 
 clean:
 	rm -rf $(VENV) *.egg-info results

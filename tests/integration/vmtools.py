@@ -85,9 +85,9 @@ for _ in range(rounds):
 print(" ".join(out))
 """
 
-ETH_ARP, ETH_IPV6 = 0x0806, 0x86DD
-ARP_OP_LOW_BYTE, ICMPV6_TYPE = 21, 54  # offsets in an untagged frame
-ARP_REPLY, ND_NA = 2, 136
+ETH_IPV4, ETH_ARP, ETH_IPV6 = 0x0800, 0x0806, 0x86DD
+ARP_OP_LOW_BYTE, IP_PROTO, ICMPV6_TYPE = 21, 23, 54  # offsets in an untagged frame
+ARP_REPLY, UDP_PROTO, ND_NA = 2, 17, 136
 
 
 def _python(bed: Testbed, vm: str, script: str, *args: object, timeout: float = 60) -> str:
@@ -108,7 +108,7 @@ def probe(bed: Testbed, vm: str, frame: bytes, ethertype: int, offset: int, valu
     return [None if r == "lost" else float(r) for r in out.split()]
 
 
-class Counter:
+class FrameCounter:
     """Counts the frames arriving at a VM (to its MAC, with an EtherType and a byte at an offset)."""
 
     def __init__(self, bed: Testbed, vm: str, ethertype: int, offset: int, value: int, seconds: float) -> None:
