@@ -49,10 +49,10 @@ class FlowAdd(parser.OFPFlowMod):  # type: ignore[misc,name-defined]
 
     Building an ``OFPMatch`` costs Ryu about 100 µs, which would cap a cold start near 10k
     flows/s. This message packs the match fields and actions with ``struct`` (TLV headers
-    taken from Ryu once per field name), encodes each ``Flow`` once, and only prefixes the
-    header per switch. ``match`` and ``instructions`` are still real Ryu objects, built on
-    first read, for the simulator and the tests; unit tests check the bytes equal those of
-    the plain Ryu message for every flow and group of the test scenario.
+    taken from Ryu once per field name) and encodes each ``Flow`` once: every switch that
+    needs the flow is sent the same bytes. ``match`` and ``instructions`` are still real Ryu
+    objects, built on first read, for the simulator and the tests; unit tests check the bytes
+    equal those of the plain Ryu message for every flow and group of the test scenario.
     """
 
     version, msg_type, command = ofp.OFP_VERSION, ofp.OFPT_FLOW_MOD, ofp.OFPFC_ADD
@@ -204,10 +204,6 @@ def _encode_flow(f: Flow) -> bytes:
     return header + body
 
 
-def flow_add(f: Flow) -> FlowAdd:
-    return FlowAdd(f)
-
-
 def flow_delete(cookie: int) -> Any:
     """Delete exactly the flow(s) carrying ``cookie``, in every table."""
     return parser.OFPFlowMod(
@@ -242,10 +238,6 @@ class GroupMod(parser.OFPGroupMod):  # type: ignore[misc,name-defined]
         self.msg_len = ofp.OFP_HEADER_SIZE + len(body)
         self.buf = bytearray(struct.pack(ofp.OFP_HEADER_PACK_STR, ofp.OFP_VERSION, ofp.OFPT_GROUP_MOD,
                                          self.msg_len, self.xid or 0)) + body
-
-
-def group_mod(group: Group, command: int) -> GroupMod:
-    return GroupMod(group, command)
 
 
 def group_delete(gid: int) -> Any:
@@ -331,9 +323,9 @@ class Changes:
         """The messages in an order that never exposes a half-applied state (see module doc)."""
         first = [meter_mod(m, ofp.OFPMC_ADD) for m in self.meter_adds]
         first += [meter_mod(m, ofp.OFPMC_MODIFY) for m in self.meter_mods]
-        first += [group_mod(g, ofp.OFPGC_ADD) for g in self.group_adds]
-        first += [group_mod(g, ofp.OFPGC_MODIFY) for g in self.group_mods]
-        adds = [flow_add(f) for f in self.flow_adds]
+        first += [GroupMod(g, ofp.OFPGC_ADD) for g in self.group_adds]
+        first += [GroupMod(g, ofp.OFPGC_MODIFY) for g in self.group_mods]
+        adds = [FlowAdd(f) for f in self.flow_adds]
         removals = [flow_delete(c) for c in self.flow_deletes]
         removals += [group_delete(g) for g in self.group_deletes]
         removals += [meter_delete(m) for m in self.meter_deletes]
