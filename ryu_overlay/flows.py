@@ -189,7 +189,7 @@ def memoised_on_owner(builder: Callable[..., R]) -> Callable[..., R]:
 
     The results are kept in that object's own ``__dict__`` (as ``functools.cached_property``
     keeps its values), keyed by the other arguments. Every hypervisor that needs a flow of a
-    port or network therefore gets the same object, encoded once (see ``ofmsg._flow_body``),
+    port or network therefore gets the same object, encoded once (see ``ofmsg._flow_message``),
     and the results are freed with the object when the topology replaces or deletes it: the
     memory held follows the current placement, not the history of changes.
     """
