@@ -132,6 +132,18 @@ def in_switch(overlay: Overlay, seconds: float) -> tuple[tuple[int, int, float],
     return arp, forwarded, packet_ins
 
 
+def arp_answer_path(overlay: Overlay) -> str:
+    """How hv1's Open vSwitch executes the ARP responder (``ofproto/trace``): in the datapath, or
+    in its userspace slow path and why."""
+    bed, a1 = overlay.bed, overlay.bed.vms["a1"]
+    flow = (f"in_port={bed.ofport('hv1', a1.interface)},arp,arp_op=1,dl_src={a1.mac},dl_dst=ff:ff:ff:ff:ff:ff,"
+            f"arp_spa={a1.ips[0]},arp_tpa=10.1.0.2,arp_sha={a1.mac}")
+    lines = bed.hvs["hv1"].ovs.appctl("ofproto/trace", "br-int", flow).splitlines()
+    if not any("slow path" in line for line in lines):
+        return "datapath"
+    return "userspace slow path: " + "; ".join(line.strip().lstrip("- ") for line in lines if line.startswith("  - "))
+
+
 def nd_under_flood(overlay: Overlay, seconds: float, rounds: int) -> tuple[list[float | None], list[float | None], int]:
     """Round trips of r1's solicitations (answered by the controller) without, then during, a
     solicitation flood from a1 on the same hypervisor; and how many frames a1 sent."""
@@ -192,6 +204,7 @@ def main() -> int:
                 finally:
                     one_rule_pipeline(overlay, False)
         arp, forwarded, packet_ins = in_switch(overlay, args.seconds)
+        arp_path = arp_answer_path(overlay)
         quiet, loud, flooded = nd_under_flood(overlay, args.seconds, rounds=100)
     ratio = statistics.median(ours) / statistics.median(baseline)
     rows = [
@@ -207,6 +220,7 @@ def main() -> int:
         ("UDP frames of the same size a1 -> b1 (same hypervisor): sent -> delivered", _rate(forwarded, args.seconds),
          "plain forwarding on the same switch, for comparison"),
         ("controller packet-ins during the ARP run", f"{packet_ins}", "0 = answered in the switch"),
+        ("where hv1's Open vSwitch executes the ARP answer (ofproto/trace)", arp_path, ""),
         ("r1's solicitations answered by the controller, quiet", _ms(quiet), ""),
         ("the same while a1 (same hypervisor) floods solicitations", _ms(loud),
          f"a1 sent {flooded:,} in {args.seconds} s; its meter passes {PACKET_IN_RATE}/s"),
