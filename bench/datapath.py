@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -65,8 +66,21 @@ def datapath_counters(overlay: Overlay, clear: bool = False) -> Counter[str]:
     return total
 
 
-def iperf(overlay: Overlay, seconds: int, counters: Counter[str]) -> float:
-    """TCP throughput a1 -> a2 in Gbit/s; adds the datapaths' classification counters to ``counters``."""
+def stream_flows(overlay: Overlay) -> frozenset[str]:
+    """The datapath flows (match and actions, without statistics) that carried more than 10,000
+    packets on either hypervisor: those of the TCP stream just measured."""
+    out = set()
+    for name, hv in overlay.bed.hvs.items():
+        for line in hv.ovs.appctl("dpctl/dump-flows").splitlines():
+            packets = re.search(r", packets:(\d+), bytes:\d+, used:[^,]+(, flags:[^,]+)?", line)
+            if packets and int(packets.group(1)) > 10_000:
+                out.add(f"{name}: {line.replace(packets.group(0), '')}")
+    return frozenset(out)
+
+
+def iperf(overlay: Overlay, seconds: int, counters: Counter[str], flows: set[frozenset[str]]) -> float:
+    """TCP throughput a1 -> a2 in Gbit/s; adds the datapaths' classification counters to ``counters``
+    and the datapath flows that carried the stream to ``flows``."""
     bed = overlay.bed
     datapath_counters(overlay, clear=True)
     server = subprocess.Popen(["ip", "netns", "exec", bed.vms["a2"].netns, "iperf3", "-s", "-B", "10.1.0.2"],
@@ -81,6 +95,7 @@ def iperf(overlay: Overlay, seconds: int, counters: Counter[str]) -> float:
         if out.returncode != 0:
             raise RuntimeError(f"iperf3 failed: {out.stdout[-500:]} {out.stderr[-500:]}")
         counters.update(datapath_counters(overlay))
+        flows.add(stream_flows(overlay))
         return json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
     finally:
         kill_all([server])
@@ -190,17 +205,19 @@ def main() -> int:
     baseline: list[float] = []
     ours_dp: Counter[str] = Counter()
     baseline_dp: Counter[str] = Counter()
+    ours_flows: set[frozenset[str]] = set()
+    baseline_flows: set[frozenset[str]] = set()
     ports = {k: v for k, v in PORTS.items() if k in ("a1", "a2", "r1", "r2")}
     ports["b1"] = ("blue", "02:aa:00:00:00:0b", ["10.1.0.11"], "hv1", "tapB1")  # a1's neighbour on hv1
     with running(2, ports) as overlay:
         for i in range(args.rounds):  # ABBA order: neither pipeline always runs first
             for baseline_turn in ((False, True) if i % 2 == 0 else (True, False)):
                 if not baseline_turn:
-                    ours.append(iperf(overlay, args.seconds, ours_dp))
+                    ours.append(iperf(overlay, args.seconds, ours_dp, ours_flows))
                     continue
                 one_rule_pipeline(overlay, True)
                 try:
-                    baseline.append(iperf(overlay, args.seconds, baseline_dp))
+                    baseline.append(iperf(overlay, args.seconds, baseline_dp, baseline_flows))
                 finally:
                     one_rule_pipeline(overlay, False)
         arp, forwarded, packet_ins = in_switch(overlay, args.seconds)
@@ -215,6 +232,10 @@ def main() -> int:
         ("packets classified by the exact-match cache / by megaflow / upcalls, controller's pipeline",
          _classified(ours_dp), "both bridges, all runs"),
         ("the same, one-rule pipeline", _classified(baseline_dp), ""),
+        ("datapath flows that carried the stream (match and actions)",
+         "identical in every run of both pipelines" if len(ours_flows | baseline_flows) == 1 else
+         f"{len(ours_flows | baseline_flows)} different sets over the runs",
+         f"{len(next(iter(ours_flows)))} flows on the two hypervisors"),
         ("pipeline throughput / one-rule throughput", f"{ratio:.1%}", f">= 95 %: {'met' if ratio >= 0.95 else '**missed**'}"),
         ("ARP requests for a2 from a1 -> replies from hv1's responder", _rate(arp, args.seconds), ""),
         ("UDP frames of the same size a1 -> b1 (same hypervisor): sent -> delivered", _rate(forwarded, args.seconds),
