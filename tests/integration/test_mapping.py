@@ -49,12 +49,14 @@ def test_first_ping_succeeds_with_no_arp_or_ns_crossing_a_tunnel(ctl, make_bed):
         time.sleep(0.2)
 
 
-def test_port_declared_without_location_is_learned_from_its_first_garp(ctl, make_bed):
+def test_port_declared_without_location_is_learned_from_its_first_frames(ctl, make_bed):
+    """The VM sends a GARP; its kernel may already have announced its IPv6 addresses (DAD, MLD),
+    which teach the controller the location just as well: either way it is learned once."""
     overlay = deploy(ctl, make_bed(3, ctl.ofp_port), ports={k: v for k, v in PORTS.items() if k in ("a1", "a2")})
     bed = overlay.bed
     put(ctl, "/v1/ports/l5", {"network": "blue", "mac": "02:aa:00:00:00:05", "ips": ["10.1.0.5", "fd00:1::5"]})
-    bed.add_vm("l5", "hv3", "tapL5", "02:aa:00:00:00:05", ["10.1.0.5", "fd00:1::5"])
     assert ctl.api("GET", "/v1/ports/l5")[1]["hypervisor"] is None
+    bed.add_vm("l5", "hv3", "tapL5", "02:aa:00:00:00:05", ["10.1.0.5", "fd00:1::5"])
     overlay.send_frame("l5", GARP.format(mac="02:aa:00:00:00:05", ip="10.1.0.5"))
     overlay.wait_in_sync()
     port = ctl.api("GET", "/v1/ports/l5")[1]
