@@ -104,10 +104,10 @@ def iperf(overlay: Overlay, seconds: int, counters: Counter[str], flows: set[fro
 def one_rule_pipeline(overlay: Overlay, on: bool) -> None:
     """Swap each bridge's pipeline for a hand-written tunnel of one rule per direction, or back.
 
-    On: the bridges are disconnected from the controller (``fail_mode=secure`` keeps them as
-    they are), emptied, and given the two rules, so nothing of the overlay's pipeline shapes
-    the datapath flows. Off: the rules go, the controller is set again, and it reinstalls
-    everything on reconnect (the baseline's cookie belongs to no partition it wants).
+    On: the bridges lose their controller (Open vSwitch flushes a bridge's flows when its
+    controller is removed), are emptied and get the two rules, so nothing of the overlay's
+    pipeline shapes the datapath flows. Off: the rules go, the controller is set again, and it
+    reinstalls everything on reconnect (the baseline's cookie belongs to no partition it wants).
     """
     bed = overlay.bed
     vms = {"hv1": ("a1", "198.18.0.2"), "hv2": ("a2", "198.18.0.1")}
