@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent / "tests")]
 
 from common import (
     Profiler,
@@ -34,6 +34,8 @@ from common import (
     verdict,
     workdir,
 )
+
+from scenario import connect
 
 from ryu_overlay.compat import ofproto, parser
 from ryu_overlay.controller import Controller
@@ -206,10 +208,7 @@ def own_cost_us(placement: Placement, db: Path, requests: int = 20_000) -> float
     placement.seed_store(str(db))
     c = Controller(SqliteStore(str(db)))
     hv = placement.hypervisors[0]
-    c.switch_connected(hv.dpid)
-    c.ports_reply(hv.dpid, dict(placement.ofports[hv.name]), False)
-    for reply in (c.flows_reply, c.groups_reply, c.meters_reply):
-        reply(hv.dpid, [], False)
+    connect(c, hv.name, ports=dict(placement.ofports[hv.name]))
     port = next(p for p in placement.ports if p.hypervisor == hv.name and p.ips)
     other = next(p for p in placement.ports if p.network == port.network and p.name != port.name and p.ips)
     frame = arp_frame(1, port.mac, str(port.ips[0]), str(other.ips[0]))

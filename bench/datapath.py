@@ -44,6 +44,7 @@ from vmtools import (ARP_OP_LOW_BYTE, ARP_REPLY, ETH_ARP, ETH_IPV4, ETH_IPV6, IC
                      UDP_PROTO, FrameCounter, flood, probe, solicitation)
 
 from bench.common import print_table, provenance, table, update_doc
+from ryu_overlay.loadgen import percentile
 from ryu_overlay.pipeline import PACKET_IN_RATE
 
 BASELINE_COOKIE = "0xbe0000000000bead"
@@ -188,11 +189,11 @@ def _rate(result: tuple[int, int, float], seconds: float) -> str:
 
 
 def _ms(samples: list[float | None]) -> str:
-    got = sorted(x for x in samples if x is not None)
+    got = [x for x in samples if x is not None]
     if not got:
         return "all lost"
-    p99 = got[min(len(got) - 1, int(0.99 * len(got)))]
-    return f"p50 {statistics.median(got):.2f} ms, p99 {p99:.2f} ms, {len(samples) - len(got)} lost of {len(samples)}"
+    return (f"p50 {percentile(got, 50):.2f} ms, p99 {percentile(got, 99):.2f} ms, "
+            f"{len(samples) - len(got)} lost of {len(samples)}")
 
 
 def main() -> int:
