@@ -19,37 +19,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent / "tests")]
-
 from common import (
     Profiler,
     add_placement_arguments,
     inclusive,
-    print_table,
     profile_markdown,
     provenance,
     start_connected,
-    table,
     update_doc,
     verdict,
     workdir,
 )
 
-from scenario import connect
-
 from ryu_overlay.compat import ofproto, parser
 from ryu_overlay.controller import Controller
-from ryu_overlay.loadgen import (
+from ryu_overlay.testing.loadgen import (
     FakeSwitch,
     Fleet,
     Placement,
     arp_frame,
     make_placement,
-    percentile,
     quiet_gc,
 )
 from ryu_overlay.ofmsg import wire
 from ryu_overlay.store import SqliteStore
+from ryu_overlay.testing.report import percentile, print_table, table
+from ryu_overlay.testing.scenario import connect
 
 RATE_TARGET = 10_000
 P99_TARGET_MS = 5.0
@@ -240,7 +235,7 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> list[str]:
                "max ms", "CPU controller / load generator",
                f"target >= {RATE_TARGET:,}/s / p99 < {P99_TARGET_MS:g} ms")
     title = f"ARP proxy, {args.hypervisors} hypervisors connected, window {args.window}, {args.repeat} runs per phase"
-    print_table(title, headers, rows)
+    print_table(headers, rows, title)
     return [f"### {args.hypervisors:,} hypervisors connected, window {args.window}", "", *provenance(), "",
             f"{args.repeat} runs of {args.requests:,} requests per phase; latency percentiles over all runs.", "",
             *table(headers, rows), "",

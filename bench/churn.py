@@ -21,29 +21,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from common import (
     add_placement_arguments,
-    RestClient,
-    print_table,
     provenance,
     start_connected,
-    table,
     update_doc,
     workdir,
 )
 
-from ryu_overlay.loadgen import (
+from ryu_overlay.testing.loadgen import (
     Fleet,
     Placement,
     expected_state,
     holding,
     mac_of,
     make_placement,
-    percentile,
     quiet_gc,
 )
+from ryu_overlay.testing.controller_proc import RestClient
+from ryu_overlay.testing.report import percentile, print_table, table
 from ryu_overlay.model import parse_port
 from ryu_overlay.topology import Topology
 
@@ -226,7 +222,7 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> list[str]:
     title = (f"churn, {args.hypervisors} hypervisors / {r['ports']} ports, window {args.window}: "
              f"{rate:.1f} operations/s, {r['flow_mods']} flow-mods, {r['errors']} switch errors "
              f"{r['error_kinds']}, {len(r['failures'])} failed operations, {r['disconnects']} disconnections")
-    print_table(title, headers, rows)
+    print_table(headers, rows, title)
     return [f"### {args.hypervisors:,} hypervisors, window {args.window}", "", *provenance(), "",
             (f"{len(ops)} operations in {r['elapsed']:.1f} s: **{rate:.1f} operations/s** (at most {args.window} "
              f"in flight), {r['flow_mods']:,} flow-mods, {r['errors']} errors from switches, {len(r['failures'])} "

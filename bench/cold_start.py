@@ -17,25 +17,20 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from common import (
-    add_placement_arguments,
-    HOST,
-    Controller,
     Profiler,
+    add_placement_arguments,
+    controller,
     create_via_rest,
     inclusive,
-    print_table,
     profile_markdown,
     provenance,
-    table,
     update_doc,
     verdict,
     workdir,
 )
 
-from ryu_overlay.loadgen import (
+from ryu_overlay.testing.loadgen import (
     Expected,
     Fleet,
     Placement,
@@ -43,6 +38,8 @@ from ryu_overlay.loadgen import (
     make_placement,
     quiet_gc,
 )
+from ryu_overlay.testing.controller_proc import HOST
+from ryu_overlay.testing.report import print_table, table
 
 TARGETS = {1000: 5.0, 3000: 15.0}
 FLOW_MOD_TARGET = 50_000
@@ -83,7 +80,7 @@ def rest_sample(placement: Placement, count: int, tmp: Path) -> dict[str, tuple[
                for i in range(extra)]
     objects += [(k, n, b) for k, n, b in placement.rest_objects() if
                 (k == "networks" and n in sample_nets) or (k == "ports" and b["network"] in sample_nets)]
-    with Controller(tmp, db=db) as ctl:
+    with controller(tmp, db=db) as ctl:
         rest = ctl.rest()
         try:
             return create_via_rest(rest, objects)
@@ -108,7 +105,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             if args.rest_sample:
                 (tmp / "sample").mkdir()
                 result["rest"] = rest_sample(placement, args.rest_sample, tmp / "sample")
-        ctl = Controller(tmp).start(timeout=args.timeout)
+        ctl = controller(tmp).start(timeout=args.timeout)
         result["controller_start"] = ctl.started_in
         profiler = None
         fleet = Fleet(placement.specs())
@@ -205,7 +202,7 @@ def report(args: argparse.Namespace, r: dict[str, object]) -> list[str]:
             full += counts[kind] * seconds / count
         label = "REST creation of the whole placement" + (" (extrapolated)" if args.create == "bulk" else "")
         rows.append((label, f"{full:.1f} s", ""))
-    print_table(f"cold start, {n} hypervisors", ("measure", "value", "target"), rows)
+    print_table(("measure", "value", "target"), rows, f"cold start, {n} hypervisors")
     lines = [f"### {n:,} hypervisors, {r['ports']:,} ports", "", *provenance(), "",
              *table(("measure", "value", "target"), rows)]
     return lines

@@ -1,18 +1,15 @@
-"""What the benchmarks share: the controller process, a keep-alive REST client, the machine
-description, py-spy profiles, tables, and the writer of docs/performance.md."""
+"""What the benchmarks share beyond ``ryu_overlay.testing``: the controller set up for a benchmark,
+the machine description, py-spy profiles, and the writer of docs/performance.md."""
 
 from __future__ import annotations
 
 import datetime
-import http.client
-import json
 import os
 import platform
 import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,146 +18,24 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
+
+from ryu_overlay.testing.controller_proc import HOST, ControllerProcess, RestClient
+from ryu_overlay.testing.loadgen import Fleet, expected_state, quiet_gc
+from ryu_overlay.testing.report import print_table, table
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "performance.md"
-LAUNCHER = Path(sys.executable).parent / "ryu-overlay"
 PY_SPY = Path(sys.executable).parent / "py-spy"
-HOST = "127.0.0.1"
-
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-class RestClient:
-    """One keep-alive HTTP/1.1 connection to the REST API (loopback only)."""
-
-    def __init__(self, port: int, timeout: float = 60.0) -> None:
-        self.port = port
-        self.timeout = timeout
-        self.conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
-
-    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        data = None if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": "application/json"} if data is not None else {}
-        for attempt in (1, 2):
-            try:
-                self.conn.request(method, path, body=data, headers=headers)
-                resp = self.conn.getresponse()
-                raw = resp.read()
-                return resp.status, json.loads(raw) if raw else None
-            except (http.client.HTTPException, ConnectionError):
-                self.conn.close()
-                self.conn = http.client.HTTPConnection(HOST, self.port, timeout=self.timeout)
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
-
-    def ok(self, method: str, path: str, body: Any = None) -> Any:
-        status, answer = self.call(method, path, body)
-        if status >= 300:
-            raise RuntimeError(f"{method} {path} answered {status}: {answer}")
-        return answer
-
-    def close(self) -> None:
-        self.conn.close()
-
-
-NO_GC_LAUNCHER = ("import gc, sys; gc.disable(); sys.argv[0] = 'ryu-overlay'; "
-                  "from ryu_overlay.cli import main; sys.exit(main())")
 GC_ENV = "BENCH_CONTROLLER_GC"
 
 
-class Controller:
-    """The real ``ryu-overlay`` launcher on loopback ports, with its database in ``workdir``."""
 
-    def __init__(self, workdir: Path, db: Path | None = None, extra_args: Sequence[str] = (),
-                 gc: bool = True) -> None:
-        self.workdir = workdir
-        self.gc = gc and os.environ.get(GC_ENV, "on") != "off"
-        self.db = db or workdir / "overlay.db"
-        self.log = workdir / "controller.log"
-        self.ofp_port = free_port()
-        self.rest_port = free_port()
-        self.extra_args = tuple(extra_args)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.started_in = 0.0
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def start(self, timeout: float = 120.0) -> Controller:
-        launcher = [str(LAUNCHER)] if self.gc else [sys.executable, "-c", NO_GC_LAUNCHER]
-        args = [*launcher, "--ofp-listen-host", HOST, "--ofp-tcp-listen-port", str(self.ofp_port),
-                "--rest-host", HOST, "--rest-port", str(self.rest_port), "--db", str(self.db), *self.extra_args]
-        t0 = time.monotonic()
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = t0 + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"ryu-overlay exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                with socket.create_connection((HOST, self.rest_port), timeout=1):
-                    pass
-                with socket.create_connection((HOST, self.ofp_port), timeout=1):
-                    pass
-                self.started_in = time.monotonic() - t0
-                return self
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"ryu-overlay did not listen within {timeout}s:\n{self.log_tail()}")
-
-    def rest(self) -> RestClient:
-        return RestClient(self.rest_port)
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(15)
-        self.proc = None
-
-    def memory_kib(self) -> dict[str, int]:
-        """VmRSS and VmHWM (peak RSS) of the controller process, in KiB."""
-        out = {}
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(value.split()[0])
-        return out
-
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+def controller(workdir: Path, db: Path | None = None, **kwargs: Any) -> ControllerProcess:
+    """The controller process with its database and log in ``workdir``, OpenFlow on loopback;
+    ``BENCH_CONTROLLER_GC=off`` runs it without Python's garbage collector (a diagnostic)."""
+    return ControllerProcess(db or workdir / "overlay.db", workdir / "controller.log", ofp_host=HOST,
+                             gc=os.environ.get(GC_ENV, "on") != "off", **kwargs)
 
 
 def add_placement_arguments(ap: Any, hypervisors_help: str | None = None) -> None:
@@ -330,29 +205,13 @@ def command_line() -> str:
     return " ".join([".venv/bin/python", script_text, *map(shlex.quote, sys.argv[1:])])
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
-    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return out
-
-
-def print_table(title: str, headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    rows = [list(map(str, r)) for r in rows]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    print(f"\n{title}")
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
-    print("  ".join("-" * w for w in widths))
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
-
-
 def verdict(ok: bool) -> str:
     return "met" if ok else "**missed**"
 
 
 DOC_HEAD = """# Performance
 
-Measured with fake switches (`ryu_overlay/loadgen.py`): asyncio connections that speak
+Measured with fake switches (`ryu_overlay/testing/loadgen.py`): asyncio connections that speak
 OpenFlow 1.3 to the real `ryu-overlay` process over loopback, apply what it sends to tables of
 their own, and answer barriers once everything before them is applied. Each figure below comes
 with the machine, the date and the exact command that produced it; the benchmark scripts in
@@ -386,7 +245,7 @@ SECTION_INTRO = {
                   "answers/s with p99 < 5 ms. The fake switches do not apply the packet-in meters (100/s per "
                   "VM interface) that a real bridge would."),
     "real_ovs": ("Figures on real Open vSwitch 3.1 (userspace datapath), one `ovsdb-server`/`ovs-vswitchd` per "
-                 "hypervisor in its own network namespace, VMs as namespaces (`tests/netns_testbed.py`)."),
+                 "hypervisor in its own network namespace, VMs as namespaces (`ryu_overlay/testing/netns_testbed.py`)."),
     "hotspots": "Where the controller process spends its CPU during the benchmarks, for whoever optimises it.",
 }
 
@@ -435,7 +294,7 @@ def code_version() -> str:
             return ""
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
     dirty = [line[3:] for line in git("status", "--porcelain", "--", "ryu_overlay").splitlines()
-             if not line[3:].endswith("loadgen.py")]
+             if not line[3:].startswith("ryu_overlay/testing/")]
     return f"commit {commit}" + (f" with uncommitted changes to {', '.join(dirty)}" if dirty else "")
 
 
@@ -445,6 +304,15 @@ def provenance() -> list[str]:
             f"Command: `{command_line()}`"
             + (f" with {GC_ENV}=off (controller's garbage collector disabled, a diagnostic)"
                if os.environ.get(GC_ENV) == "off" else "")]
+
+
+def publish(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]], doc: bool, section: str, key: str,
+            heading: str, text: str) -> None:
+    """Print the table; with ``doc``, also write it, its provenance and ``text`` into block ``key`` of
+    ``section`` in docs/performance.md."""
+    print_table(headers, rows, title)
+    if doc:
+        update_doc(section, key, [heading, "", *provenance(), "", text, "", *table(headers, rows)])
 
 
 def create_via_rest(rest: RestClient, objects: Iterable[tuple[str, str, dict[str, Any]]]) -> dict[str, tuple[int, float]]:
@@ -457,14 +325,14 @@ def create_via_rest(rest: RestClient, objects: Iterable[tuple[str, str, dict[str
     return {k: (len(v), sum(v)) for k, v in spent.items()}
 
 
-async def start_connected(placement: Any, tmp: Path, concurrency: int = 32, timeout: float = 900.0) -> tuple[Controller, Any]:
+async def start_connected(placement: Any, tmp: Path, concurrency: int = 32,
+                          timeout: float = 900.0) -> tuple[ControllerProcess, Any]:
     """Seed the store in bulk, start the controller, connect a fleet and wait until every switch
     holds its expected flows. The caller stops both (``fleet.close()``, ``ctl.stop()``)."""
-    from ryu_overlay.loadgen import Fleet, expected_state, quiet_gc
     topo = placement.topology()
     expected = {hv.dpid: expected_state(topo, hv, placement.ofports[hv.name]) for hv in placement.hypervisors}
     placement.seed_store(str(tmp / "overlay.db"))
-    ctl = Controller(tmp).start(timeout=timeout)
+    ctl = controller(tmp).start(timeout=timeout)
     fleet = Fleet(placement.specs())
     try:
         with quiet_gc():

@@ -24,28 +24,22 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import statistics
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "integration"), str(ROOT)]
-
+from common import publish
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import ARP, Ether
 
-from netns_testbed import TUNNEL_PORT, kill_all
-from overlay import PORTS, Overlay, running
-from vmtools import (ARP_OP_LOW_BYTE, ARP_REPLY, ETH_ARP, ETH_IPV4, ETH_IPV6, ICMPV6_TYPE, IP_PROTO, ND_NA,
-                     UDP_PROTO, FrameCounter, flood, probe, solicitation)
-
-from bench.common import print_table, provenance, table, update_doc
-from ryu_overlay.loadgen import percentile
 from ryu_overlay.pipeline import PACKET_IN_RATE
+from ryu_overlay.testing.netns_testbed import TUNNEL_PORT, kill_all
+from ryu_overlay.testing.overlay import PORTS, Overlay, running
+from ryu_overlay.testing.report import percentile
+from ryu_overlay.testing.vmtools import (ARP_OP_LOW_BYTE, ARP_REPLY, ETH_ARP, ETH_IPV4, ETH_IPV6, ICMPV6_TYPE,
+                                         IP_PROTO, ND_NA, UDP_PROTO, FrameCounter, flood, probe, solicitation)
 
 BASELINE_COOKIE = "0xbe0000000000bead"
 
@@ -224,12 +218,12 @@ def main() -> int:
         arp, forwarded, packet_ins = in_switch(overlay, args.seconds)
         arp_path = arp_answer_path(overlay)
         quiet, loud, flooded = nd_under_flood(overlay, args.seconds, rounds=100)
-    ratio = statistics.median(ours) / statistics.median(baseline)
+    ratio = percentile(ours, 50) / percentile(baseline, 50)
     rows = [
-        ("TCP a1 -> a2 through the controller's pipeline (median)", f"{statistics.median(ours):.2f} Gbit/s",
+        ("TCP a1 -> a2 through the controller's pipeline (median)", f"{percentile(ours, 50):.2f} Gbit/s",
          ", ".join(f"{x:.2f}" for x in ours)),
         ("TCP a1 -> a2 through one hand-written rule per direction (median)",
-         f"{statistics.median(baseline):.2f} Gbit/s", ", ".join(f"{x:.2f}" for x in baseline)),
+         f"{percentile(baseline, 50):.2f} Gbit/s", ", ".join(f"{x:.2f}" for x in baseline)),
         ("packets classified by the exact-match cache / by megaflow / upcalls, controller's pipeline",
          _classified(ours_dp), "both bridges, all runs"),
         ("the same, one-rule pipeline", _classified(baseline_dp), ""),
@@ -247,10 +241,8 @@ def main() -> int:
         ("the same while a1 (same hypervisor) floods solicitations", _ms(loud),
          f"a1 sent {flooded:,} in {args.seconds} s; its meter passes {PACKET_IN_RATE}/s"),
     ]
-    print_table("real OVS data path (2 hypervisors, userspace datapath)", ["", "measured", "detail / target"], rows)
-    if args.doc:
-        update_doc("real_ovs", "datapath", [
-            "### Data path: pipeline cost and in-switch ARP answers", "", *provenance(), "",
+    publish("real OVS data path (2 hypervisors, userspace datapath)", ["", "measured", "detail / target"], rows,
+            args.doc, "real_ovs", "datapath", "### Data path: pipeline cost and in-switch ARP answers",
             "Two hypervisors with their own OVS (userspace datapath) in namespaces, VM a1 on hv1 and a2 "
             "on hv2 in one network. Throughput: iperf3 TCP a1 -> a2 through the controller's pipeline and "
             "through a hand-written pipeline of one rule per direction on each bridge (the bridges "
@@ -259,8 +251,7 @@ def main() -> int:
             "requests for a2's address from one raw socket as fast as Python can; a second process in a1 "
             "counts the replies; then the same with UDP frames of the same size to b1 (same hypervisor), "
             "counted in b1. ND: 100 solicitations from r1 (another tenant, same hypervisor), 20 ms "
-            "apart, timed to the controller's answer, without and then during a solicitation flood from a1.", "",
-            *table(["", "measured", "detail / target"], rows)])
+            "apart, timed to the controller's answer, without and then during a solicitation flood from a1.")
     return 0 if ratio > 0 else 1
 
 

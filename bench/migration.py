@@ -14,16 +14,12 @@ hypervisor of the network.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "integration"), str(ROOT)]
+from common import publish
 
-from overlay import PORTS, put, running
-
-from bench.common import print_table, provenance, table, update_doc
+from ryu_overlay.testing.overlay import PORTS, put, running
+from ryu_overlay.testing.report import percentile
 
 # Runs inside the moved VM's namespace; prints milliseconds from the GARP to the first echo reply.
 TIMER = r"""
@@ -85,21 +81,17 @@ def main() -> int:
                 raise RuntimeError(f"no answer after the move to {where}: {out.stdout}{out.stderr}\n"
                                    f"{ctl.log_tail()}")
             results.append(float(out.stdout))
-    results.sort()
-    rows = [("moves", len(results)), ("min", f"{results[0]:.1f} ms"),
-            ("p50", f"{statistics.median(results):.1f} ms"),
-            ("p90", f"{results[int(0.9 * (len(results) - 1))]:.1f} ms"), ("max", f"{results[-1]:.1f} ms")]
-    print_table("GARP -> first answered ping after a move (location learned from the GARP)", ["", "value"], rows)
-    if args.doc:
-        update_doc("real_ovs", "migration", [
-            "### VM move: GARP to first answered ping", "", *provenance(), "",
+    rows = [("moves", len(results)), ("min", f"{min(results):.1f} ms"),
+            ("p50", f"{percentile(results, 50):.1f} ms"),
+            ("p90", f"{percentile(results, 90):.1f} ms"), ("max", f"{max(results):.1f} ms")]
+    publish("GARP -> first answered ping after a move (location learned from the GARP)", ["", "value"], rows,
+            args.doc, "real_ovs", "migration", "### VM move: GARP to first answered ping",
             "Three hypervisors with their own OVS (userspace datapath) in namespaces; the moved VM's "
             "interface is re-created on the other hypervisor, then the VM sends one GARP and pings a "
             "VM on the third hypervisor every millisecond. The location is learned from the GARP "
             "(packet-in, mapping, store write, flows on every hypervisor of the network). Target: "
             "OVN resumes traffic within 0-20 ms of the GARP on this kind of testbed, with the new "
-            "location known in advance.", "",
-            *table(["", "value"], rows)])
+            "location known in advance.")
     return 0
 
 

@@ -23,12 +23,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from arp_proxy import askers, phase
-from common import RestClient, print_table, provenance, start_connected, table, workdir
+from common import provenance, start_connected, workdir
 
-from ryu_overlay.loadgen import make_placement
+from ryu_overlay.testing.controller_proc import RestClient
+from ryu_overlay.testing.loadgen import make_placement
+from ryu_overlay.testing.report import print_table, table
 
 STEADY_PORTS = 200  # the writer keeps about this many extra ports, so memory should stay flat
 
@@ -125,7 +125,7 @@ def main() -> int:
             ("controller RSS after 10 s / half-way / at the end / peak",
              f"{first // 1024} / {half // 1024} / {last // 1024} / {peak // 1024} MiB"),
             ("ports listed == ports the clients were told exist", f"{r['consistent']} ({r['ports_at_end']} ports)")]
-    print_table(f"soak, {args.hypervisors} hypervisors", ["", "value"], rows)
+    print_table(["", "value"], rows, f"soak, {args.hypervisors} hypervisors")
     if args.doc:
         doc = Path(__file__).resolve().parent.parent / "docs" / "reliability.md"
         text = doc.read_text()

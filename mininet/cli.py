@@ -1,4 +1,4 @@
-"""Start the default overlay topology (mininet/topo.py) with the real controller and open Mininet's CLI.
+"""Start the default overlay topology (ryu_overlay/testing/mininet_topo.py) with the real controller and open Mininet's CLI.
 
     python mininet/cli.py [--pods 2 --hv-per-pod 2 --tenants 2 --vms 2 --spines 2 --seed 1] [--workdir results/cli]
 
@@ -14,9 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from topo import OverlayNet, Spec, sigterm_as_interrupt
+from ryu_overlay.testing.mininet_topo import OverlayNet, Spec, sigterm_as_interrupt
 
 
 def main(argv: list[str] | None = None) -> int:

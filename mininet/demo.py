@@ -19,12 +19,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "integration")]
-
-from controller_proc import LAUNCHER, ControllerProcess  # noqa: E402
-from netns_testbed import Testbed  # noqa: E402
-from overlay import PORTS, deploy  # noqa: E402
+from ryu_overlay.testing.controller_proc import LAUNCHER, ControllerProcess
+from ryu_overlay.testing.netns_testbed import Testbed
+from ryu_overlay.testing.overlay import PORTS, deploy
 
 GARP = ("Ether(src='02:aa:00:00:00:02', dst='ff:ff:ff:ff:ff:ff')/"
         "ARP(op=1, hwsrc='02:aa:00:00:00:02', psrc='10.1.0.2', hwdst='00:00:00:00:00:00', pdst='10.1.0.2')")

@@ -1,4 +1,4 @@
-"""Experiments on the Mininet overlay (mininet/topo.py): one command each, each writes a CSV and a PNG.
+"""Experiments on the Mininet overlay (ryu_overlay/testing/mininet_topo.py): one command each, each writes a CSV and a PNG.
 
     python mininet/experiments.py connectivity|flooding|migration|throughput|all \\
         --pods 2 --hv-per-pod 2 --tenants 2 --vms 2 --out results/
@@ -22,10 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import topo as topo_mod
-from topo import OverlayNet, Spec, sigterm_as_interrupt
+from ryu_overlay.testing import mininet_topo as topo_mod
+from ryu_overlay.testing.mininet_topo import OverlayNet, Spec, sigterm_as_interrupt
+from ryu_overlay.testing.report import print_table
 
 VXLAN_LIMIT = (1450 - 40) / (1500 - 40)  # TCP payload per full-size packet, overlay vs underlay
 
@@ -42,15 +41,6 @@ def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
         w = csv.writer(f)
         w.writerow(header)
         w.writerows(rows)
-
-
-def print_table(header: list[str], rows: list[list[Any]]) -> None:
-    cells = [header] + [[f"{c:.3f}" if isinstance(c, float) else str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    for i, r in enumerate(cells):
-        print("  ".join(c.rjust(w) for c, w in zip(r, widths)))
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
 
 
 def _read_pcap(path: Path) -> list:

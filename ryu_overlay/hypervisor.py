@@ -1,5 +1,5 @@
-"""Open vSwitch on a hypervisor: prepare its bridges (``ryu-overlay setup-hypervisor``), and run a
-private ``ovsdb-server``/``ovs-vswitchd`` pair inside a network namespace for tests and experiments.
+"""Open vSwitch on a hypervisor: prepare its bridges (``ryu-overlay setup-hypervisor``). The private
+``ovsdb-server``/``ovs-vswitchd`` pairs of the tests run from ``ryu_overlay.testing.netns_testbed``.
 
 Where Open vSwitch has no kernel datapath (as on this project's test machines), bridges use the
 userspace datapath (``datapath_type=netdev``). Userspace tunnelling then needs the hypervisor's
@@ -11,17 +11,9 @@ hypervisor needs its own daemons in its own namespace.
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
-import signal
 import subprocess
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, Sequence
-
-SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
-Runner = Callable[[Sequence[str]], str]
+from typing import Sequence
 
 
 def prepare_hypervisor_commands(bridge: str, tunnel_port: str, tunnel_ip: str, controllers: Sequence[str],
@@ -60,103 +52,6 @@ def _run(cmd: Sequence[str]) -> str:
     if proc.returncode != 0:
         raise RuntimeError(f"{shlex.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}")
     return proc.stdout
-
-
-def netns_prefix(netns: str | None) -> list[str]:
-    return [] if netns is None else ["ip", "netns", "exec", netns]
-
-
-@dataclass
-class OvsInstance:
-    """A private Open vSwitch (database and switch daemon) in ``netns``, with files under ``base``.
-
-    The daemons run as child processes rather than with ``--detach``, so that stopping them
-    also reaps them: a detached daemon belongs to PID 1, which need not reap it, and a zombie
-    still answers ``kill -0``.
-    """
-
-    base: Path
-    netns: str | None = None
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    @property
-    def db_sock(self) -> Path:
-        return self.base / "db.sock"
-
-    def _env(self) -> dict[str, str]:
-        return {**os.environ, "OVS_RUNDIR": str(self.base), "OVS_DBDIR": str(self.base),
-                "OVS_LOGDIR": str(self.base)}
-
-    def run(self, cmd: Sequence[str]) -> str:
-        full = netns_prefix(self.netns) + list(cmd)
-        proc = subprocess.run(full, capture_output=True, text=True, env=self._env())
-        if proc.returncode != 0:
-            raise RuntimeError(f"{shlex.join(full)} failed ({proc.returncode}): {proc.stderr.strip()}")
-        return proc.stdout
-
-    def _spawn(self, daemon: str, *args: str) -> None:
-        cmd = netns_prefix(self.netns) + [daemon, *args, f"--pidfile={self.base}/{daemon}.pid",
-                                          f"--unixctl={self.base}/{daemon}.ctl", f"--log-file={self.base}/{daemon}.log"]
-        self.procs.append(subprocess.Popen(cmd, env=self._env(), stdin=subprocess.DEVNULL,
-                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-
-    def _until(self, ready: Callable[[], object], what: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                ready()
-                return
-            except RuntimeError:
-                if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs):
-                    raise RuntimeError(f"{what} in {self.netns} not ready:\n{self.log_tail()}") from None
-                time.sleep(0.02)
-
-    def start(self, timeout: float = 15.0) -> OvsInstance:
-        self.base.mkdir(parents=True, exist_ok=True)
-        db = self.base / "conf.db"
-        if not db.exists():
-            self.run(["ovsdb-tool", "create", str(db), SCHEMA])
-        self._spawn("ovsdb-server", str(db), f"--remote=punix:{self.db_sock}")
-        self._until(lambda: self.vsctl("--no-wait", "init"), "ovsdb-server", timeout)
-        self._spawn("ovs-vswitchd", f"unix:{self.db_sock}")
-        self._until(lambda: self.appctl("version"), "ovs-vswitchd", timeout)
-        return self
-
-    def vsctl(self, *args: str) -> str:
-        return self.run(["ovs-vsctl", f"--db=unix:{self.db_sock}", "--timeout=10", *args])
-
-    def ofctl(self, *args: str, bridge: str = "br-int") -> str:
-        """``ovs-ofctl -O OpenFlow13 <command> <this bridge> <args...>``."""
-        command, *rest = args
-        return self.run(["ovs-ofctl", "-O", "OpenFlow13", command, f"unix:{self.base}/{bridge}.mgmt", *rest])
-
-    def appctl(self, *args: str) -> str:
-        return self.run(["ovs-appctl", "-t", f"{self.base}/ovs-vswitchd.ctl", *args])
-
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.procs if p.poll() is None]
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        """Stop both daemons (switch first); the database file stays for a restart."""
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(sig)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        self.procs.clear()
-
-    def kill(self) -> None:
-        """SIGKILL both daemons (a crash); ``start`` brings them back on the same database."""
-        self.stop(signal.SIGKILL)
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join((self.base / "ovs-vswitchd.log").read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
 
 
 def main(argv: list[str]) -> int:

@@ -1,19 +1,15 @@
-"""Shared test set-up: the modules in tests/ (scenario, netns_testbed, controller_proc) are importable,
-and the integration fixtures. Integration tests need root and Open vSwitch; they fail (never skip)
+"""Shared test set-up: the integration fixtures (the support modules are in ``ryu_overlay.testing``). Integration tests need root and Open vSwitch; they fail (never skip)
 without them, because CI installs both (`make install`)."""
 
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from controller_proc import ControllerProcess  # noqa: E402
-from netns_testbed import Testbed  # noqa: E402
+from ryu_overlay.testing.controller_proc import ControllerProcess
+from ryu_overlay.testing.netns_testbed import Testbed
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

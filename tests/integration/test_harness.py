@@ -36,7 +36,7 @@ def test_hand_written_tunnel_carries_ipv4_ipv6_and_tcp(make_bed):
 
 
 def test_teardown_leaves_nothing_behind(tmp_path):
-    from netns_testbed import Testbed
+    from ryu_overlay.testing.netns_testbed import Testbed
     bed = Testbed(tmp_path).build(2)
     bed.add_vm("v1", "hv1", "tap1", "02:aa:00:00:00:01", ["10.1.0.1"])
     pids = [p for hv in bed.hvs.values() for p in hv.ovs.pids()]

@@ -8,7 +8,7 @@ from scapy.layers.inet6 import ICMPv6ND_NS
 from scapy.layers.l2 import ARP, Ether
 from scapy.layers.vxlan import VXLAN
 
-from overlay import PORTS, deploy, put
+from ryu_overlay.testing.overlay import PORTS, deploy, put
 
 GARP = ("Ether(src='{mac}', dst='ff:ff:ff:ff:ff:ff')/"
         "ARP(op=1, hwsrc='{mac}', psrc='{ip}', hwdst='00:00:00:00:00:00', pdst='{ip}')")

@@ -4,16 +4,18 @@ controller. Everything the topology starts is removed afterwards (checked by nam
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
-import sys
 from pathlib import Path
 
-MININET_DIR = Path(__file__).resolve().parents[2] / "mininet"
-sys.path.insert(0, str(MININET_DIR))
+from ryu_overlay.testing.mininet_topo import OverlayNet, Spec
 
-import experiments
-from topo import OverlayNet, Spec
+# mininet/experiments.py is a script, not a module of a package: loaded from its file.
+_spec = importlib.util.spec_from_file_location("experiments", Path(__file__).resolve().parents[2] / "mininet" / "experiments.py")
+assert _spec is not None and _spec.loader is not None
+experiments = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(experiments)
 
 SPEC = Spec(pods=2, hv_per_pod=2, tenants=2, vms=2, spines=2, seed=1)
 

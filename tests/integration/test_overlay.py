@@ -9,8 +9,8 @@ import time
 from scapy.layers.l2 import ARP
 from scapy.layers.vxlan import VXLAN
 
-from controller_proc import ControllerProcess
-from overlay import NETWORKS, PORTS, deploy
+from ryu_overlay.testing.controller_proc import ControllerProcess
+from ryu_overlay.testing.overlay import NETWORKS, PORTS, deploy
 
 
 def test_real_controller_serves_rest_and_programs_connected_bridges(ctl, make_bed):

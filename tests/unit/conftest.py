@@ -14,9 +14,9 @@ import jsonschema
 import pytest
 from webob import Request, Response
 
-from controller_proc import ControllerProcess
+from ryu_overlay.testing.controller_proc import ControllerProcess
 from ryu_overlay.controller import Batches, Controller
-from ryu_overlay.loadgen import Placement, make_placement
+from ryu_overlay.testing.loadgen import Placement, make_placement
 from ryu_overlay.openapi import openapi_document
 from ryu_overlay.rest import RestApp
 from ryu_overlay.store import SqliteStore

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from controller_proc import LAUNCHER, ControllerProcess
+from ryu_overlay.testing.controller_proc import LAUNCHER, ControllerProcess
 
 OS_KEN = {"RYU_OVERLAY_FRAMEWORK": "os_ken"}
 

@@ -10,7 +10,7 @@ from scapy.layers.l2 import ARP, Ether
 
 from ryu_overlay.compat import ofproto as ofp, parser
 from ryu_overlay.pipeline import Family, GroupRole, cookie_family, cookie_vni, group_id
-from scenario import HYPERVISORS, build, connect, kind, ofports
+from ryu_overlay.testing.scenario import HYPERVISORS, build, connect, kind, ofports
 
 BCAST = "ff:ff:ff:ff:ff:ff"
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings, strategies as st
 
 from ryu_overlay.flows import SwitchView, desired_partition
 from ryu_overlay.topology import Topology
-from scenario import HYPERVISORS, NETWORKS, PORTS, build
+from ryu_overlay.testing.scenario import HYPERVISORS, NETWORKS, PORTS, build
 
 INTERFACES = [f"tap{i}" for i in range(6)]
 VIEW_PORTS = {**{name: no for no, name in enumerate(INTERFACES, start=1)}, "vxlan0": 100}

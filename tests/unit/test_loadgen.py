@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from controller_proc import ControllerProcess
+from ryu_overlay.testing.controller_proc import ControllerProcess
 from scapy.layers.l2 import ARP, Ether
 
 from ryu_overlay import ofmsg
 from ryu_overlay.compat import ofproto as ofp
 from ryu_overlay.compat import ofproto_parser_base, parser
-from ryu_overlay.loadgen import (
+from ryu_overlay.testing.loadgen import (
     FakeSwitch,
     Fleet,
     Placement,
@@ -197,7 +197,7 @@ def serialized(msg: Any, xid: int = 9) -> bytes:
 
 
 def test_flow_stats_echo_every_flow_and_split_with_reply_more():
-    from scenario import build, connect
+    from ryu_overlay.testing.scenario import build, connect
     c = build()
     flows = [m.flow for m in connect(c, "hv1") if isinstance(m, ofmsg.FlowAdd)]
     sw = FakeSwitch(SwitchSpec(1, (("vxlan0", 100),)))
@@ -225,7 +225,7 @@ def test_flow_stats_echo_every_flow_and_split_with_reply_more():
 
 
 def test_delete_by_cookie_and_strict_delete_remove_only_their_flows():
-    from scenario import build, connect
+    from ryu_overlay.testing.scenario import build, connect
     c = build()
     flows = [m.flow for m in connect(c, "hv1") if isinstance(m, ofmsg.FlowAdd)]
     sw = FakeSwitch(SwitchSpec(1, ()))
@@ -246,7 +246,7 @@ def test_delete_by_cookie_and_strict_delete_remove_only_their_flows():
 
 
 def test_aggregate_stats_count_the_flows_of_the_requested_cookie_family():
-    from scenario import build, connect
+    from ryu_overlay.testing.scenario import build, connect
 
     from ryu_overlay.pipeline import Family, cookie_family
     c = build()

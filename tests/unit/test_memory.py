@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 
 from ryu_overlay.flows import Flow
-from scenario import HYPERVISORS, build, connect
+from ryu_overlay.testing.scenario import HYPERVISORS, build, connect
 
 
 def live_flows() -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ryu_overlay.compat import ofproto as ofp, parser
 from ryu_overlay.ofmsg import FlowAdd, GroupMod, _ryu_instructions
 from ryu_overlay.pipeline import TABLE_IDS
-from scenario import HYPERVISORS, build, connect
+from ryu_overlay.testing.scenario import HYPERVISORS, build, connect
 
 
 class FakeDatapath:

@@ -16,7 +16,7 @@ import time
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ryu_overlay.compat import ofproto as ofp
-from ryu_overlay.loadgen import Fleet, expected_state
+from ryu_overlay.testing.loadgen import Fleet, expected_state
 from test_loadgen import DEADLINE, HOST
 
 IMPOSTOR_DPID = 0xBAD0_0000_0000_0001  # not a hypervisor of the placement

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6ND_NS, IPv6
 from scapy.layers.l2 import ARP, Ether
 
-from scenario import HYPERVISORS, build, connect
+from ryu_overlay.testing.scenario import HYPERVISORS, build, connect
 
 MACS = st.sampled_from(["02:aa:00:00:00:01", "02:aa:00:00:00:03", "02:bb:00:00:00:01", "ff:ff:ff:ff:ff:ff",
                         "33:33:ff:00:00:03", "00:00:00:00:00:00"])

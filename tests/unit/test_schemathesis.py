@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from controller_proc import ControllerProcess
+from ryu_overlay.testing.controller_proc import ControllerProcess
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 

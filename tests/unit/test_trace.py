@@ -6,7 +6,7 @@ import pytest
 
 from ryu_overlay.compat import ofproto as ofp, parser
 from ryu_overlay.trace import SimError, SimSwitch, main, parse_packet_spec
-from scenario import build
+from ryu_overlay.testing.scenario import build
 
 
 def add(table, priority, match, instructions=(), cookie=0):

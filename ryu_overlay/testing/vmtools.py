@@ -14,7 +14,7 @@ import sys
 from scapy.layers.inet6 import IPv6, ICMPv6ND_NS, ICMPv6NDOptSrcLLAddr
 from scapy.layers.l2 import Ether
 
-from netns_testbed import Testbed, kill_all
+from .netns_testbed import Testbed, kill_all
 
 # Sends one frame as fast as one raw socket can for N seconds; prints how many it sent.
 FLOOD = r"""

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import sys
 import tempfile
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from controller_proc import ControllerProcess
-from netns_testbed import Testbed
+from .controller_proc import ControllerProcess
+from .netns_testbed import Testbed
 
 # name -> network, mac, ips, hypervisor, interface. Tenants acme (blue) and globex (red) reuse
 # the same MAC and IP addresses; hv3 hosts blue only.
@@ -38,18 +37,8 @@ class Overlay:
 
     def wait_in_sync(self, timeout: float = 20.0) -> None:
         """Until every hypervisor is connected and confirmed all changes, and every VM port is in a flow."""
-        deadline = time.monotonic() + timeout
-        while True:
-            status, body = self.ctl.api("GET", "/v1/hypervisors")
-            ready = status == 200 and all(h["in_sync"] for h in body["hypervisors"])
-            if ready:
-                ready = all(self._port_flowed(vm.hv, vm.interface) for vm in self.bed.vms.values()
-                            if self._declared_at(vm.name, vm.hv))
-            if ready:
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"not in sync after {timeout}s: {body}\n{self.ctl.log_tail()}")
-            time.sleep(0.05)
+        self.ctl.wait_in_sync(also=lambda: all(self._port_flowed(vm.hv, vm.interface) for vm in self.bed.vms.values()
+                                               if self._declared_at(vm.name, vm.hv)), timeout=timeout)
 
     def _declared_at(self, port: str, hv: str) -> bool:
         status, body = self.ctl.api("GET", f"/v1/ports/{port}")

@@ -31,9 +31,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .compat import ofproto as ofp
-from .flows import SwitchView, desired_partition, hosted_vnis
-from .model import (
+from ..compat import ofproto as ofp
+from ..flows import SwitchView, desired_partition, hosted_vnis
+from ..model import (
     Hypervisor,
     Network,
     Port,
@@ -41,8 +41,8 @@ from .model import (
     parse_network,
     parse_port,
 )
-from .pipeline import cookie_vni, group_vni
-from .topology import Topology
+from ..pipeline import cookie_vni, group_vni
+from ..topology import Topology
 
 VERSION = 4
 HEADER = struct.Struct("!BBHI")
@@ -749,7 +749,7 @@ class Placement:
 
     def seed_store(self, path: str) -> None:
         """Write every object into a fresh SQLite store in one transaction (the bulk path)."""
-        from .store import Put, SqliteStore
+        from ..store import Put, SqliteStore
         store = SqliteStore(path)
         try:
             objects: list[Hypervisor | Network | Port] = [*self.hypervisors, *self.networks, *self.ports]
@@ -833,11 +833,3 @@ def quiet_gc() -> Iterator[None]:
             gc.enable()
         gc.unfreeze()
 
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0..100) by nearest rank; NaN for no values."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), -(-len(ordered) * q // 100)))
-    return ordered[int(rank) - 1]

@@ -1,5 +1,6 @@
 """A routed VXLAN overlay in Mininet: hypervisors with their own Open vSwitch, VMs, leaf/spine routers.
 
+Used by mininet/demo.py, cli.py and experiments.py, and by the Mininet integration test.
 Built with Mininet's Python API (``Topo`` + ``Mininet(topo=..., controller=None)``, no Mininet
 switches: hosts and links only). See docs/experiments.md.
 
@@ -10,7 +11,7 @@ switches: hosts and links only). See docs/experiments.md.
   198.18.<200+s>.<4p>; leaves spread the other pods over the spines (ECMP with two), so every
   tunnel between pods crosses three IP hops.
 * **Hypervisors** are Mininet hosts whose ``config()`` starts their own ``ovsdb-server`` and
-  ``ovs-vswitchd`` (``ryu_overlay.hypervisor.OvsInstance``) in their namespace, which is given a
+  ``ovs-vswitchd`` (``ryu_overlay.testing.netns_testbed.OvsInstance``) in their namespace, which is given a
   name with ``ip netns attach``. ``br-phy`` holds the underlay link ``eth0``; ``br-int`` holds
   ``vxlan0`` and the VM taps, with the controller reached over a management link ``mgmt`` to
   the root namespace (198.19.<k>.0/24, /30 per hypervisor).
@@ -29,7 +30,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import itertools
-import json
 import os
 import random
 import resource
@@ -38,26 +38,20 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(1, str(ROOT / "tests"))
-
 from mininet.net import Mininet
 from mininet.node import Host, Node
 
 from mininet.topo import Topo
-from netns_testbed import free_mgmt_octet, kill_all, sh, wait_listening
-from ryu_overlay.hypervisor import (
-    OvsInstance,
-    prepare_hypervisor_commands,
-    prepare_underlay_commands,
-)
+
+from ..hypervisor import prepare_hypervisor_commands, prepare_underlay_commands
+from .controller_proc import ControllerProcess
+from .netns_testbed import OvsInstance, free_mgmt_octet, kill_all, sh, wait_listening
+from .overlay import put
 
 TUNNEL_PORT = "vxlan0"
 VNI_BASE = 5000
@@ -327,7 +321,6 @@ class OverlayNet:
         atexit.register(self.close)
         try:
             if self.with_controller:
-                from controller_proc import ControllerProcess
                 self.ctl = ControllerProcess(self.workdir / f"{self.prefix}.db", self.workdir / f"{self.prefix}-controller.log")
                 self.ctl.start()
             self.topo = OverlayTopo(spec=self.spec, prefix=self.prefix, mgmt_octet=free_mgmt_octet(),
@@ -388,10 +381,7 @@ class OverlayNet:
                                            "hypervisor": v.hv, "interface": v.tap})
 
     def put(self, path: str, body: dict) -> Any:
-        status, out = self.ctl.api("PUT", path, body)
-        if status not in (200, 201):
-            raise RuntimeError(f"PUT {path} {json.dumps(body)}: {status} {out}")
-        return out
+        return put(self.ctl, path, body)
 
     def ofport(self, hv: str, intf: str) -> int:
         return int(self.hv(hv).ovs.vsctl("get", "interface", intf, "ofport").strip())
@@ -401,23 +391,13 @@ class OverlayNet:
 
     def wait_in_sync(self, timeout: float = 30.0) -> None:
         """Every hypervisor connected and in sync, and every VM tap matched by a flow on its hypervisor."""
-        deadline = time.monotonic() + timeout
-        body: Any = None
-        while True:
-            status, body = self.ctl.api("GET", "/v1/hypervisors")
-            ready = status == 200 and len(body["hypervisors"]) == len(self.hvinfo) and \
-                all(h["in_sync"] and h.get("connected") for h in body["hypervisors"])
-            if ready:
-                try:
-                    flows = {hv: "\n".join(self.dump_flows(hv)) for hv in self.hvinfo}
-                    ready = all(f"in_port={self.ofport(v.hv, v.tap)}," in flows[v.hv] for v in self.vminfo.values())
-                except RuntimeError:
-                    ready = False
-            if ready:
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"overlay not in sync after {timeout}s: {body}\n{self.ctl.log_tail()}")
-            time.sleep(0.1)
+        def taps_flowed() -> bool:
+            try:
+                flows = {hv: "\n".join(self.dump_flows(hv)) for hv in self.hvinfo}
+                return all(f"in_port={self.ofport(v.hv, v.tap)}," in flows[v.hv] for v in self.vminfo.values())
+            except RuntimeError:
+                return False
+        self.ctl.wait_in_sync(len(self.hvinfo), taps_flowed, timeout)
 
     # --- using ---
     def ping(self, vm: str, dst: str, count: int = 1, wait: float = 1.0) -> bool:
