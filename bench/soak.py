@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/soak.py --hypervisors 100 --seconds 300 --doc
 
-A fleet of fake switches (``ryu_overlay.loadgen``) holds its flows; one thread creates and
+A fleet of fake switches (``ryu_overlay.testing.loadgen``) holds its flows; one thread creates and
 deletes ports through REST as fast as the controller answers (keeping about 200 of them, so
 the state does not grow; each with an address and a location, so its flows are installed on
 and removed from every hypervisor of its network), while the switches send ARP requests for
