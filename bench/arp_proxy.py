@@ -138,11 +138,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--repeat", type=int, default=3, help="measure each phase this many times (median rate shown)")
     ap.add_argument("--duration", type=float, default=60.0, help="stop sending after this many seconds per phase")
     ap.add_argument("--request-timeout", type=float, default=5.0, help="a request unanswered by then is lost")
-    ap.add_argument("--concurrency", type=int, default=32, help="switches connecting at once")
-    ap.add_argument("--timeout", type=float, default=900.0)
     ap.add_argument("--profile", action="store_true", help="py-spy the controller during the many-switch phase")
     ap.add_argument("--profile-out", type=Path, help="keep py-spy's raw (collapsed) stacks in this file")
-    ap.add_argument("--doc", action="store_true", help="write the result into docs/performance.md")
     return ap.parse_args(argv)
 
 

@@ -152,9 +152,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--ops", type=int, default=300, help="operations to run (at most)")
     ap.add_argument("--duration", type=float, default=120.0, help="stop issuing operations after this many seconds")
     ap.add_argument("--window", type=int, default=1, help="operations in flight at once (REST clients)")
-    ap.add_argument("--concurrency", type=int, default=32, help="switches connecting at once")
-    ap.add_argument("--timeout", type=float, default=900.0)
-    ap.add_argument("--doc", action="store_true", help="write the result into docs/performance.md")
     return ap.parse_args(argv)
 
 

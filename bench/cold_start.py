@@ -56,11 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--rest-sample", type=int, default=1000,
                     help="with --create bulk, also time REST creation of this many ports (with their networks "
                          "and a tenth as many extra hypervisors) on a throwaway controller; 0 skips it")
-    ap.add_argument("--concurrency", type=int, default=32, help="switches connecting at once (Ryu's backlog is 50)")
-    ap.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
     ap.add_argument("--profile", action="store_true", help="py-spy the controller during the cold start")
     ap.add_argument("--profile-out", type=Path, help="keep py-spy's raw (collapsed) stacks in this file")
-    ap.add_argument("--doc", action="store_true", help="write the result into docs/performance.md")
     return ap.parse_args(argv)
 
 

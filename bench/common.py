@@ -39,11 +39,15 @@ def controller(workdir: Path, db: Path | None = None, **kwargs: Any) -> Controll
 
 
 def add_placement_arguments(ap: Any, hypervisors_help: str | None = None) -> None:
-    """The options every fake-switch benchmark shares: the size and shape of the placement."""
+    """The options every fake-switch benchmark shares: the size and shape of the placement, how the
+    switches connect, and whether to write the result into docs/performance.md."""
     ap.add_argument("--hypervisors", type=int, default=100, help=hypervisors_help)
     ap.add_argument("--ports-per-hv", type=int, default=10)
     ap.add_argument("--ports-per-network", type=int, default=10)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--concurrency", type=int, default=32, help="switches connecting at once (Ryu's backlog is 50)")
+    ap.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
+    ap.add_argument("--doc", action="store_true", help="write the result into docs/performance.md")
 
 
 def workdir(prefix: str) -> tempfile.TemporaryDirectory[str]:
