@@ -394,7 +394,12 @@ class Controller:
         for vni in vnis:
             want = desired_partition(self.topo, view, vni)
             have = sw.flows.get(vni, {})
-            ch.flow_adds += [f for c, f in want.flows.items() if c not in have]
+            for c, f in want.flows.items():
+                old = have.get(c, f)
+                if c not in have:
+                    ch.flow_adds.append(f)
+                elif old is not f and old is not None and old != f:
+                    ch.flow_replaces.append(f)  # another flow under a cookie we gave before
             ch.flow_deletes += [c for c in have if c not in want.flows]
             _set_or_drop(sw.flows, vni, dict(want.flows))
             groups = sw.groups.get(vni, {})
@@ -403,7 +408,7 @@ class Controller:
             if vni == 0:
                 _entities(want.meters, sw.meters, ch.meter_adds, ch.meter_mods, ch.meter_deletes)
                 sw.meters = dict(want.meters)
-        self.stats["flow_mods"] += len(ch.flow_adds) + len(ch.flow_deletes)
+        self.stats["flow_mods"] += len(ch.flow_adds) + len(ch.flow_deletes) + 2 * len(ch.flow_replaces)
         self.stats["group_mods"] += len(ch.group_adds) + len(ch.group_mods) + len(ch.group_deletes)
         return ch.batch()
 

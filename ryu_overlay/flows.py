@@ -8,8 +8,10 @@ into OpenFlow messages.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import wraps
 from typing import Any, Callable, Iterable, Mapping, TypeVar, Union
 
@@ -23,6 +25,7 @@ OFPP_IN_PORT = 0xFFFFFFF8
 OFPP_CONTROLLER = 0xFFFFFFFD
 ND_NS, ND_NA = 135, 136
 BROADCAST = "ff:ff:ff:ff:ff:ff"
+LOG = logging.getLogger("ryu_overlay")
 
 
 # The actions spell out the repr that dataclasses would generate: a flow's cookie hashes it,
@@ -82,6 +85,7 @@ class Flow:
     metadata: tuple[int, int] | None = None
     goto: str | None = None
     meter: int | None = None
+    salt: int = 0
     cookie: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -91,9 +95,24 @@ class Flow:
             raise ValueError(f"table {self.table} does not match on {sorted(extra)}")
         if self.goto is not None and self.goto not in table.next_tables:
             raise ValueError(f"table {self.table} may not go to {self.goto}")
-        content = repr((self.table, self.priority, self.match, self.actions, self.metadata, self.goto,
-                        self.meter))
-        object.__setattr__(self, "cookie", cookie(self.family, self.vni, zlib.crc32(content.encode())))
+        object.__setattr__(self, "cookie", cookie(self.family, self.vni, fingerprint(self.content(), self.salt)))
+
+    def content(self) -> str:
+        """What the fingerprint hashes: everything the switch sees of the flow but its cookie."""
+        return repr((self.table, self.priority, self.match, self.actions, self.metadata, self.goto, self.meter))
+
+
+def fingerprint(content: str, salt: int = 0) -> int:
+    """The low 32 bits of a flow's cookie.
+
+    Unsalted, the CRC32 of its content, as cookies have always been. A salted fingerprint
+    (see ``resolve_clashes``) uses BLAKE2b instead: CRC is linear, so two inputs of one length
+    whose CRCs collide still collide with any salt prepended or appended.
+    """
+    if not salt:
+        return zlib.crc32(content.encode())
+    digest = hashlib.blake2b(content.encode(), digest_size=4, salt=salt.to_bytes(16, "big"))
+    return int.from_bytes(digest.digest(), "big")
 
 
 @dataclass(frozen=True)
@@ -136,11 +155,77 @@ def flow(table: str, priority: int, family: Family, match: Mapping[str, Any], vn
     return Flow(table, priority, family, tuple(sorted(match.items())), vni, actions, metadata, goto, meter)
 
 
-Flows = Mapping[int, Flow]  # by cookie
+Flows = Mapping[int, Flow]  # by cookie; no two flows share one
+Clashes = dict[int, set[Flow]]  # a cookie claimed by two or more distinct flows -> those flows
 
 
 def by_cookie(flows: Iterable[Flow]) -> dict[int, Flow]:
-    return {f.cookie: f for f in flows}
+    """One builder's flows by cookie; flows that would share one get their own (``resolve_clashes``)."""
+    into: dict[int, Flow] = {}
+    clashes: Clashes = {}
+    gather(into, clashes, flows)
+    return resolve_clashes(into, clashes) if clashes else into
+
+
+def gather(into: dict[int, Flow], clashes: Clashes, flows: Flows | Iterable[Flow]) -> None:
+    """Add flows to a partition being built, setting aside distinct flows that share a cookie.
+
+    Every place that merges flows into one partition goes through here, so that a collision of
+    fingerprints can never drop a flow silently. ``into`` keeps the flows whose cookie is theirs
+    alone; a cookie that two distinct flows claim moves, with all its claimants, to ``clashes``
+    until ``resolve_clashes``. The usual case, disjoint cookies, is one ``dict.update``.
+    """
+    if isinstance(flows, Mapping):
+        if not clashes and into.keys().isdisjoint(flows.keys()):
+            into.update(flows)
+            return
+        flows = flows.values()
+    for f in flows:
+        c = f.cookie
+        group = clashes.get(c)
+        if group is not None:
+            group.add(f)
+            continue
+        have = into.setdefault(c, f)
+        if have is not f and have != f:
+            del into[c]
+            clashes[c] = {have, f}
+
+
+def discard(into: dict[int, Flow], clashes: Clashes, f: Flow) -> None:
+    """Take a gathered flow out again (it may have been claiming a cookie with others)."""
+    group = clashes.get(f.cookie)
+    if group is None:
+        del into[f.cookie]
+    else:
+        group.discard(f)
+
+
+def resolve_clashes(into: dict[int, Flow], clashes: Clashes) -> dict[int, Flow]:
+    """Give every clashing flow a cookie of its own; the result depends only on the flows.
+
+    A cookie that two or more distinct flows claim goes to none of them: taken in the order of
+    their content, each gets a copy of itself with the first salt (1, 2, ...) whose fingerprint
+    no other flow of the partition holds or claims. Neither keeps the plain cookie, so a cookie
+    on a switch never changes meaning while the claimants come and go: when one goes, the
+    other's salted flow is replaced by its plain one (added, then the salted one deleted), and
+    deleting by cookie removes exactly one flow. The same flows always get the same cookies,
+    so a restarted controller still finds nothing to send. A claim left alone (the others were
+    ``discard``-ed) gets its plain cookie back.
+    """
+    for c in sorted(clashes):
+        if len(clashes[c]) == 1:
+            into[c] = next(iter(clashes[c]))
+    for c in sorted(clashes):
+        if len(clashes[c]) < 2:
+            continue
+        LOG.debug("flows share cookie %#018x; each gets a salted one: %s", c, clashes[c])
+        for f in sorted(clashes[c], key=lambda f: (f.content(), f.salt)):
+            salt = f.salt + 1
+            while (s := salted(f, salt)).cookie in into or s.cookie in clashes:
+                salt += 1
+            into[s.cookie] = s
+    return into
 
 
 def _partition(flows: dict[int, Flow], groups: tuple[Group, ...] = (), meters: tuple[Meter, ...] = ()) -> Partition:
@@ -207,6 +292,12 @@ def memoised_on_owner(builder: Callable[..., R]) -> Callable[..., R]:
             return value
 
     return memoised
+
+
+@memoised_on_owner
+def salted(f: Flow, salt: int) -> Flow:
+    """``f`` under another cookie: one object per salt, so that it is encoded once, like ``f``."""
+    return replace(f, salt=salt)
 
 
 @memoised_on_owner
@@ -301,14 +392,16 @@ class NetworkCommon:
     """What every host of a network (with a given tunnel port number) has in common.
 
     ``flows`` are the network's own flows, every member's ARP responders, every located
-    member's remote flow and every host's tunnel-in flow; ``own`` names, per hypervisor, the
-    cookies among them it must leave out (the remote flows of its own ports, the tunnel-in
-    flow from itself); ``peers`` are the flood buckets towards each host, by name. Computed
-    once per network and change instead of once per host.
+    member's remote flow and every host's tunnel-in flow, gathered (``gather``) but not yet
+    resolved: ``clashes`` holds those that claim a shared cookie. ``own`` names, per
+    hypervisor, the flows among them it must leave out (the remote flows of its own ports, the
+    tunnel-in flow from itself); ``peers`` are the flood buckets towards each host, by name.
+    Computed once per network and change instead of once per host.
     """
 
     flows: dict[int, Flow]
-    own: dict[str, list[int]]
+    clashes: Clashes
+    own: dict[str, list[Flow]]
     peers: tuple[tuple[str, tuple[Action, ...]], ...]
 
 
@@ -324,23 +417,24 @@ def _network_common(topo: Topology, net: Network, tun: int | None) -> NetworkCom
     vni = net.vni
     members = topo.ports_of(net.name)
     flows = dict(network_flows(net))  # the memoised mappings are shared: merged, never changed
+    clashes: Clashes = {}
     for port in members:
-        flows.update(arp_responders(port, vni))
-    own: dict[str, list[int]] = {}
+        gather(flows, clashes, arp_responders(port, vni))
+    own: dict[str, list[Flow]] = {}
     peers: list[tuple[str, tuple[Action, ...]]] = []
     if tun is not None:
         for port in members:
             if port.hypervisor is not None:
                 f = remote_port_flow(port, topo.hypervisors[port.hypervisor], tun, vni)
-                flows[f.cookie] = f
-                own.setdefault(port.hypervisor, []).append(f.cookie)
+                gather(flows, clashes, (f,))
+                own.setdefault(port.hypervisor, []).append(f)
         for name in sorted(topo.hosts(net.name)):
             peer = topo.hypervisors[name]
             f = tunnel_in_flow(peer, tun, vni)
-            flows[f.cookie] = f
-            own.setdefault(name, []).append(f.cookie)
+            gather(flows, clashes, (f,))
+            own.setdefault(name, []).append(f)
             peers.append((name, tunnel_bucket(peer, vni, tun)))
-    return NetworkCommon(flows, own, tuple(peers))
+    return NetworkCommon(flows, clashes, own, tuple(peers))
 
 
 def network_partition(topo: Topology, view: SwitchView, net: Network) -> Partition:
@@ -352,16 +446,17 @@ def network_partition(topo: Topology, view: SwitchView, net: Network) -> Partiti
     vni = net.vni
     common = network_common(topo, net, view.tunnel_ofport)
     flows = dict(common.flows)
-    for c in common.own.get(me, ()):
-        del flows[c]
+    clashes = {c: set(group) for c, group in common.clashes.items()}
+    for f in common.own.get(me, ()):
+        discard(flows, clashes, f)
     local = sorted(((p, view.ofports[p.interface]) for p in mine
                     if p.interface is not None and p.interface in view.ofports), key=lambda x: x[1])
     for port, ofport in local:
-        flows.update(local_port_flows(port, ofport, vni))
+        gather(flows, clashes, local_port_flows(port, ofport, vni))
     buckets = [(Output(ofport),) for _, ofport in local] + [b for name, b in common.peers if name != me]
     groups = (Group(group_id(GroupRole.FLOOD, vni), tuple(buckets)),
               Group(group_id(GroupRole.FLOOD_LOCAL, vni), tuple((Output(o),) for _, o in local)))
-    return _partition(flows, groups)
+    return _partition(resolve_clashes(flows, clashes) if clashes else flows, groups)
 
 
 def desired_partition(topo: Topology, view: SwitchView, vni: int) -> Partition:

@@ -9,9 +9,10 @@ Layouts shared by all tables:
 * **metadata** carries the packet's network: bits 0-23 the VNI, bit 24 set when the frame
   arrived from a tunnel (split horizon: such frames are only delivered locally).
 * **cookie**: bits 56-63 the flow family (``Family``), bits 32-55 the VNI the flow belongs to
-  (0 for flows of no network), bits 0-31 a fingerprint of the flow's content. The cookie
-  therefore names one exact flow: the controller deletes and resynchronises flows by cookie
-  alone, and ``ovs-ofctl dump-flows br-int cookie=0x00001389_00000000/0x00ffffff00000000``
+  (0 for flows of no network), bits 0-31 a fingerprint of the flow's content. Where two
+  distinct flows of one partition would share a cookie, each gets a salted fingerprint instead
+  (``flows.resolve_clashes``). The cookie therefore names one exact flow of a switch: the
+  controller deletes and resynchronises flows by cookie alone, and ``ovs-ofctl dump-flows br-int cookie=0x00001389_00000000/0x00ffffff00000000``
   lists everything of VNI 5001.
 * **group ids**: bits 0-23 the VNI, bits 24-31 the group's role (``GroupRole``).
 * **meter** N limits what port N may send to the controller (``PACKET_IN_RATE``), so one VM
