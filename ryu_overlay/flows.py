@@ -382,7 +382,7 @@ def network_flows(net: Network) -> Flows:
              actions=(ToGroup(group_id(GroupRole.FLOOD_LOCAL, vni)),)),
     ]
     if net.unknown_arp == "drop":
-        flows.append(flow("arp_nd", 10, Family.ARP_RESPONDER,
+        flows.append(flow("arp_nd", 10, Family.UNKNOWN_ARP_DROP,
                           {"metadata": (vni, VNI_MASK), "eth_type": ETH_TYPE_ARP, "arp_op": 1}, vni))
     return by_cookie(flows)
 

@@ -94,6 +94,7 @@ class Family(enum.IntEnum):
     FLOOD = 8
     LEARN = 9
     ND_PROXY = 10
+    UNKNOWN_ARP_DROP = 11  # not ARP_RESPONDER: the app counts that family's hits as answers
 
 
 class GroupRole(enum.IntEnum):
