@@ -16,15 +16,12 @@ from functools import wraps
 from typing import Any, Callable, Iterable, Mapping, TypeVar, Union
 
 from .model import Hypervisor, Network, Port, link_local
-from .pipeline import (ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6, FROM_TUNNEL, IP_PROTO_ICMPV6,
-                       MULTICAST_BIT, NETWORK_MASK, PACKET_IN_BURST, PACKET_IN_RATE, UNKNOWN_PORT_METER,
-                       TABLES_BY_NAME, VNI_MASK, Family, GroupRole, cookie, group_id)
+from .pipeline import (ARP_REPLY, ARP_REQUEST, BROADCAST, ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6, FROM_TUNNEL,
+                       IP_PROTO_ICMPV6, MULTICAST_BIT, ND_NA, ND_NS, NETWORK_MASK, OFPP_CONTROLLER, OFPP_IN_PORT,
+                       PACKET_IN_BURST, PACKET_IN_RATE, TABLES_BY_NAME, UNKNOWN_PORT_METER, VNI_MASK, Family,
+                       GroupRole, Priority as P, cookie, group_id)
 from .topology import Topology
 
-OFPP_IN_PORT = 0xFFFFFFF8
-OFPP_CONTROLLER = 0xFFFFFFFD
-ND_NS, ND_NA = 135, 136
-BROADCAST = "ff:ff:ff:ff:ff:ff"
 LOG = logging.getLogger("ryu_overlay")
 
 
@@ -246,20 +243,20 @@ def base_partition(view: SwitchView) -> Partition:
     up = (Output(OFPP_CONTROLLER),)
     flows = [
         # A port the controller has not heard of yet (its port-status is on the way) shares one meter.
-        flow("ingress", 0, Family.LEARN, {}, actions=up, meter=UNKNOWN_PORT_METER),
-        *(flow("ingress", 1, Family.LEARN, {"in_port": no}, actions=up, meter=no) for no in vm_ports),
-        *([flow("ingress", 2, m, {"in_port": view.tunnel_ofport})] if view.tunnel_ofport is not None else []),
-        flow("port_security", 0, m, {}),
-        *(flow("port_security", 5, m, {"eth_type": t}) for t in (ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6)),
-        flow("port_security", 1, m, {}, goto="arp_nd"),
-        flow("port_security", 15, m, {**ICMPV6, "icmpv6_type": ND_NA}),
-        flow("arp_nd", 0, m, {}, goto="l2_lookup"),
-        flow("arp_nd", 40, m, {**ICMPV6, "icmpv6_type": ND_NA, "eth_dst": MULTICAST_BIT}),
-        flow("arp_nd", 40, m, {"eth_type": ETH_TYPE_ARP, "arp_op": 2, "eth_dst": BROADCAST}),
-        flow("l2_lookup", 10, m, {"eth_dst": MULTICAST_BIT}, goto="flood"),
-        flow("l2_lookup", 5, m, {"metadata": (FROM_TUNNEL, FROM_TUNNEL)}),
-        flow("l2_lookup", 0, m, {}, goto="flood"),
-        flow("flood", 0, m, {}),
+        flow("ingress", P.MISS, Family.LEARN, {}, actions=up, meter=UNKNOWN_PORT_METER),
+        *(flow("ingress", P.LEARN_PORT, Family.LEARN, {"in_port": no}, actions=up, meter=no) for no in vm_ports),
+        *([flow("ingress", P.TUNNEL_DROP, m, {"in_port": view.tunnel_ofport})] if view.tunnel_ofport is not None else []),
+        flow("port_security", P.MISS, m, {}),
+        *(flow("port_security", P.SPOOFED, m, {"eth_type": t}) for t in (ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6)),
+        flow("port_security", P.OTHER_ETHERTYPE, m, {}, goto="arp_nd"),
+        flow("port_security", P.FOREIGN_NA, m, {**ICMPV6, "icmpv6_type": ND_NA}),
+        flow("arp_nd", P.MISS, m, {}, goto="l2_lookup"),
+        flow("arp_nd", P.UNSOLICITED_DROP, m, {**ICMPV6, "icmpv6_type": ND_NA, "eth_dst": MULTICAST_BIT}),
+        flow("arp_nd", P.UNSOLICITED_DROP, m, {"eth_type": ETH_TYPE_ARP, "arp_op": ARP_REPLY, "eth_dst": BROADCAST}),
+        flow("l2_lookup", P.MULTICAST, m, {"eth_dst": MULTICAST_BIT}, goto="flood"),
+        flow("l2_lookup", P.TUNNEL_UNKNOWN_DROP, m, {"metadata": (FROM_TUNNEL, FROM_TUNNEL)}),
+        flow("l2_lookup", P.MISS, m, {}, goto="flood"),
+        flow("flood", P.MISS, m, {}),
     ]
     meters = (*(Meter(no, PACKET_IN_RATE, PACKET_IN_BURST) for no in vm_ports),
               Meter(UNKNOWN_PORT_METER, PACKET_IN_RATE, PACKET_IN_BURST))
@@ -311,12 +308,12 @@ def local_port_flows(port: Port, ofport: int, vni: int) -> Flows:
     fam = Family.PORT_SECURITY
 
     def allow(match: dict[str, Any]) -> Flow:
-        return flow("port_security", 10, fam, {"in_port": ofport, **match}, vni, goto="arp_nd")
+        return flow("port_security", P.OWN_ADDRESS, fam, {"in_port": ofport, **match}, vni, goto="arp_nd")
 
     flows = [
-        flow("ingress", 100, Family.PORT_IN, {"in_port": ofport, "eth_src": port.mac}, vni,
+        flow("ingress", P.CLASSIFY, Family.PORT_IN, {"in_port": ofport, "eth_src": port.mac}, vni,
              metadata=(vni, NETWORK_MASK), goto="port_security"),
-        flow("l2_lookup", 100, Family.L2_LOCAL, {"metadata": (vni, VNI_MASK), "eth_dst": port.mac}, vni,
+        flow("l2_lookup", P.EXACT, Family.L2_LOCAL, {"metadata": (vni, VNI_MASK), "eth_dst": port.mac}, vni,
              actions=(Output(ofport),)),
     ]
     for ip in port.ipv4():
@@ -324,11 +321,11 @@ def local_port_flows(port: Port, ofport: int, vni: int) -> Flows:
         flows.append(allow({"eth_type": ETH_TYPE_IPV4, "ipv4_src": str(ip)}))
     for ip6 in own_ipv6(port):
         flows.append(allow({"eth_type": ETH_TYPE_IPV6, "ipv6_src": ip6}))
-        flows.append(flow("port_security", 20, fam,
+        flows.append(flow("port_security", P.OWN_NA, fam,
                           {"in_port": ofport, **ICMPV6, "icmpv6_type": ND_NA, "ipv6_nd_target": ip6}, vni,
                           goto="arp_nd"))
     flows.append(allow({**ICMPV6, "ipv6_src": "::"}))
-    flows.append(flow("arp_nd", 100, Family.ND_PROXY,
+    flows.append(flow("arp_nd", P.ANSWER, Family.ND_PROXY,
                       {"in_port": ofport, **ICMPV6, "icmpv6_type": ND_NS, "eth_dst": MULTICAST_BIT}, vni,
                       actions=(Output(OFPP_CONTROLLER),), meter=ofport))
     return by_cookie(flows)
@@ -343,12 +340,12 @@ def own_ipv6(port: Port) -> list[str]:
 def arp_responders(port: Port, vni: int) -> Flows:
     """Answer "who has <ip>" for each IPv4 of ``port`` inside the switch, back out of the asking port."""
     return by_cookie(flow(
-        "arp_nd", 100, Family.ARP_RESPONDER,
-        {"metadata": (vni, VNI_MASK), "eth_type": ETH_TYPE_ARP, "arp_op": 1, "arp_tpa": str(ip)}, vni,
+        "arp_nd", P.ANSWER, Family.ARP_RESPONDER,
+        {"metadata": (vni, VNI_MASK), "eth_type": ETH_TYPE_ARP, "arp_op": ARP_REQUEST, "arp_tpa": str(ip)}, vni,
         actions=(
             Move("eth_src", "eth_dst", 48),
             SetField("eth_src", port.mac),
-            SetField("arp_op", 2),
+            SetField("arp_op", ARP_REPLY),
             Move("arp_sha", "arp_tha", 48),
             Move("arp_spa", "arp_tpa", 32),
             SetField("arp_sha", port.mac),
@@ -360,13 +357,13 @@ def arp_responders(port: Port, vni: int) -> Flows:
 @memoised_on_owner
 def remote_port_flow(port: Port, host: Hypervisor, tunnel_ofport: int, vni: int) -> Flow:
     """Unicast to a MAC on another hypervisor: into the tunnel, towards that hypervisor."""
-    return flow("l2_lookup", 100, Family.L2_REMOTE, {"metadata": (vni, NETWORK_MASK), "eth_dst": port.mac}, vni,
+    return flow("l2_lookup", P.EXACT, Family.L2_REMOTE, {"metadata": (vni, NETWORK_MASK), "eth_dst": port.mac}, vni,
                 actions=tunnel_bucket(host, vni, tunnel_ofport))
 
 
 @memoised_on_owner
 def tunnel_in_flow(peer: Hypervisor, tunnel_ofport: int, vni: int) -> Flow:
-    return flow("ingress", 100, Family.TUNNEL_IN,
+    return flow("ingress", P.CLASSIFY, Family.TUNNEL_IN,
                 {"in_port": tunnel_ofport, "tun_ipv4_src": str(peer.tunnel_ip), "tunnel_id": vni}, vni,
                 metadata=(vni | FROM_TUNNEL, NETWORK_MASK), goto="l2_lookup")
 
@@ -376,14 +373,14 @@ def network_flows(net: Network) -> Flows:
     """Flows every hypervisor hosting ``net`` has, whatever its ports."""
     vni = net.vni
     flows = [
-        flow("flood", 100, Family.FLOOD, {"metadata": (vni, NETWORK_MASK)}, vni,
+        flow("flood", P.FLOOD, Family.FLOOD, {"metadata": (vni, NETWORK_MASK)}, vni,
              actions=(ToGroup(group_id(GroupRole.FLOOD, vni)),)),
-        flow("flood", 100, Family.FLOOD, {"metadata": (vni | FROM_TUNNEL, NETWORK_MASK)}, vni,
+        flow("flood", P.FLOOD, Family.FLOOD, {"metadata": (vni | FROM_TUNNEL, NETWORK_MASK)}, vni,
              actions=(ToGroup(group_id(GroupRole.FLOOD_LOCAL, vni)),)),
     ]
     if net.unknown_arp == "drop":
-        flows.append(flow("arp_nd", 10, Family.UNKNOWN_ARP_DROP,
-                          {"metadata": (vni, VNI_MASK), "eth_type": ETH_TYPE_ARP, "arp_op": 1}, vni))
+        flows.append(flow("arp_nd", P.UNKNOWN_ARP_DROP, Family.UNKNOWN_ARP_DROP,
+                          {"metadata": (vni, VNI_MASK), "eth_type": ETH_TYPE_ARP, "arp_op": ARP_REQUEST}, vni))
     return by_cookie(flows)
 
 
