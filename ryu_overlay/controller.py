@@ -16,18 +16,17 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from . import ofmsg
-from .flows import OFPP_CONTROLLER, Flow, Group, Meter, Output, SwitchView, desired_partition, hosted_vnis
+from .flows import Flow, Group, Meter, Output, SwitchView, desired_partition, hosted_vnis
 from .model import Hypervisor, Network, Port, link_local, parse_hypervisor, parse_network, parse_port
 from .packets import (ALL_NODES, ALL_NODES_MAC, ARP_REQUEST, ND_NS, Frame, MalformedFrame, arp_reply,
                       neighbor_advert, parse_frame)
-from .pipeline import cookie_vni, group_vni
+from .pipeline import ETH_TYPE_RARP, OFPP_CONTROLLER, OFPP_TABLE, cookie_vni, group_vni
 from .store import Delete, Put, Store
 from .topology import Topology
 
 Batches = dict[int, list[Any]]
 LOG = logging.getLogger("ryu_overlay")
 SYNC_REPLIES = frozenset({"ports", "flows", "groups", "meters"})
-OFPP_TABLE = 0xFFFFFFF9
 MOVE_WINDOW = 180.0  # seconds; EVPN's default MAC mobility window (RFC 7432 section 15.1)
 MOVE_LIMIT = 5  # moves allowed within the window before the port is frozen
 RESYNC_HOLDDOWN = 10.0  # seconds between resynchronisations forced by switch errors
@@ -260,7 +259,7 @@ class Controller:
         if not (port.hypervisor == hv.name and port.interface == interface):
             return batches
         answer = self._answer(dpid, in_port, port, frame)
-        consumed = frame.gratuitous or frame.unsolicited_na or frame.eth_type == 0x8035
+        consumed = frame.gratuitous or frame.unsolicited_na or frame.eth_type == ETH_TYPE_RARP
         if not answer and not consumed:
             # Now that the port is bound, let the frame take the pipeline it would have taken.
             answer = {dpid: [ofmsg.packet_out(in_port, data, [Output(OFPP_TABLE)])]}
@@ -394,7 +393,12 @@ class Controller:
         for vni in vnis:
             want = desired_partition(self.topo, view, vni)
             have = sw.flows.get(vni, {})
-            ch.flow_adds += [f for c, f in want.flows.items() if c not in have]
+            for c, f in want.flows.items():
+                old = have.get(c, f)
+                if c not in have:
+                    ch.flow_adds.append(f)
+                elif old is not f and old is not None and old != f:
+                    ch.flow_replaces.append(f)  # another flow under a cookie we gave before
             ch.flow_deletes += [c for c in have if c not in want.flows]
             _set_or_drop(sw.flows, vni, dict(want.flows))
             groups = sw.groups.get(vni, {})
@@ -403,7 +407,7 @@ class Controller:
             if vni == 0:
                 _entities(want.meters, sw.meters, ch.meter_adds, ch.meter_mods, ch.meter_deletes)
                 sw.meters = dict(want.meters)
-        self.stats["flow_mods"] += len(ch.flow_adds) + len(ch.flow_deletes)
+        self.stats["flow_mods"] += len(ch.flow_adds) + len(ch.flow_deletes) + 2 * len(ch.flow_replaces)
         self.stats["group_mods"] += len(ch.group_adds) + len(ch.group_mods) + len(ch.group_deletes)
         return ch.batch()
 

@@ -8,21 +8,21 @@ into OpenFlow messages.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import wraps
 from typing import Any, Callable, Iterable, Mapping, TypeVar, Union
 
 from .model import Hypervisor, Network, Port, link_local
-from .pipeline import (ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6, FROM_TUNNEL, IP_PROTO_ICMPV6,
-                       MULTICAST_BIT, NETWORK_MASK, PACKET_IN_BURST, PACKET_IN_RATE, UNKNOWN_PORT_METER,
-                       TABLES_BY_NAME, VNI_MASK, Family, GroupRole, cookie, group_id)
+from .pipeline import (ARP_REPLY, ARP_REQUEST, BROADCAST, ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6, FROM_TUNNEL,
+                       IP_PROTO_ICMPV6, MULTICAST_BIT, ND_NA, ND_NS, NETWORK_MASK, OFPP_CONTROLLER, OFPP_IN_PORT,
+                       PACKET_IN_BURST, PACKET_IN_RATE, TABLES_BY_NAME, UNKNOWN_PORT_METER, VNI_MASK, Family,
+                       GroupRole, Priority as P, cookie, group_id)
 from .topology import Topology
 
-OFPP_IN_PORT = 0xFFFFFFF8
-OFPP_CONTROLLER = 0xFFFFFFFD
-ND_NS, ND_NA = 135, 136
-BROADCAST = "ff:ff:ff:ff:ff:ff"
+LOG = logging.getLogger("ryu_overlay")
 
 
 # The actions spell out the repr that dataclasses would generate: a flow's cookie hashes it,
@@ -82,6 +82,7 @@ class Flow:
     metadata: tuple[int, int] | None = None
     goto: str | None = None
     meter: int | None = None
+    salt: int = 0
     cookie: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -91,9 +92,24 @@ class Flow:
             raise ValueError(f"table {self.table} does not match on {sorted(extra)}")
         if self.goto is not None and self.goto not in table.next_tables:
             raise ValueError(f"table {self.table} may not go to {self.goto}")
-        content = repr((self.table, self.priority, self.match, self.actions, self.metadata, self.goto,
-                        self.meter))
-        object.__setattr__(self, "cookie", cookie(self.family, self.vni, zlib.crc32(content.encode())))
+        object.__setattr__(self, "cookie", cookie(self.family, self.vni, fingerprint(self.content(), self.salt)))
+
+    def content(self) -> str:
+        """What the fingerprint hashes: everything the switch sees of the flow but its cookie."""
+        return repr((self.table, self.priority, self.match, self.actions, self.metadata, self.goto, self.meter))
+
+
+def fingerprint(content: str, salt: int = 0) -> int:
+    """The low 32 bits of a flow's cookie.
+
+    Unsalted, the CRC32 of its content, as cookies have always been. A salted fingerprint
+    (see ``resolve_clashes``) uses BLAKE2b instead: CRC is linear, so two inputs of one length
+    whose CRCs collide still collide with any salt prepended or appended.
+    """
+    if not salt:
+        return zlib.crc32(content.encode())
+    digest = hashlib.blake2b(content.encode(), digest_size=4, salt=salt.to_bytes(16, "big"))
+    return int.from_bytes(digest.digest(), "big")
 
 
 @dataclass(frozen=True)
@@ -136,11 +152,77 @@ def flow(table: str, priority: int, family: Family, match: Mapping[str, Any], vn
     return Flow(table, priority, family, tuple(sorted(match.items())), vni, actions, metadata, goto, meter)
 
 
-Flows = Mapping[int, Flow]  # by cookie
+Flows = Mapping[int, Flow]  # by cookie; no two flows share one
+Clashes = dict[int, set[Flow]]  # a cookie claimed by two or more distinct flows -> those flows
 
 
 def by_cookie(flows: Iterable[Flow]) -> dict[int, Flow]:
-    return {f.cookie: f for f in flows}
+    """One builder's flows by cookie; flows that would share one get their own (``resolve_clashes``)."""
+    into: dict[int, Flow] = {}
+    clashes: Clashes = {}
+    gather(into, clashes, flows)
+    return resolve_clashes(into, clashes) if clashes else into
+
+
+def gather(into: dict[int, Flow], clashes: Clashes, flows: Flows | Iterable[Flow]) -> None:
+    """Add flows to a partition being built, setting aside distinct flows that share a cookie.
+
+    Every place that merges flows into one partition goes through here, so that a collision of
+    fingerprints can never drop a flow silently. ``into`` keeps the flows whose cookie is theirs
+    alone; a cookie that two distinct flows claim moves, with all its claimants, to ``clashes``
+    until ``resolve_clashes``. The usual case, disjoint cookies, is one ``dict.update``.
+    """
+    if isinstance(flows, Mapping):
+        if not clashes and into.keys().isdisjoint(flows.keys()):
+            into.update(flows)
+            return
+        flows = flows.values()
+    for f in flows:
+        c = f.cookie
+        group = clashes.get(c)
+        if group is not None:
+            group.add(f)
+            continue
+        have = into.setdefault(c, f)
+        if have is not f and have != f:
+            del into[c]
+            clashes[c] = {have, f}
+
+
+def discard(into: dict[int, Flow], clashes: Clashes, f: Flow) -> None:
+    """Take a gathered flow out again (it may have been claiming a cookie with others)."""
+    group = clashes.get(f.cookie)
+    if group is None:
+        del into[f.cookie]
+    else:
+        group.discard(f)
+
+
+def resolve_clashes(into: dict[int, Flow], clashes: Clashes) -> dict[int, Flow]:
+    """Give every clashing flow a cookie of its own; the result depends only on the flows.
+
+    A cookie that two or more distinct flows claim goes to none of them: taken in the order of
+    their content, each gets a copy of itself with the first salt (1, 2, ...) whose fingerprint
+    no other flow of the partition holds or claims. Neither keeps the plain cookie, so a cookie
+    on a switch never changes meaning while the claimants come and go: when one goes, the
+    other's salted flow is replaced by its plain one (added, then the salted one deleted), and
+    deleting by cookie removes exactly one flow. The same flows always get the same cookies,
+    so a restarted controller still finds nothing to send. A claim left alone (the others were
+    ``discard``-ed) gets its plain cookie back.
+    """
+    for c in sorted(clashes):
+        if len(clashes[c]) == 1:
+            into[c] = next(iter(clashes[c]))
+    for c in sorted(clashes):
+        if len(clashes[c]) < 2:
+            continue
+        LOG.debug("flows share cookie %#018x; each gets a salted one: %s", c, clashes[c])
+        for f in sorted(clashes[c], key=lambda f: (f.content(), f.salt)):
+            salt = f.salt + 1
+            while (s := salted(f, salt)).cookie in into or s.cookie in clashes:
+                salt += 1
+            into[s.cookie] = s
+    return into
 
 
 def _partition(flows: dict[int, Flow], groups: tuple[Group, ...] = (), meters: tuple[Meter, ...] = ()) -> Partition:
@@ -161,20 +243,20 @@ def base_partition(view: SwitchView) -> Partition:
     up = (Output(OFPP_CONTROLLER),)
     flows = [
         # A port the controller has not heard of yet (its port-status is on the way) shares one meter.
-        flow("ingress", 0, Family.LEARN, {}, actions=up, meter=UNKNOWN_PORT_METER),
-        *(flow("ingress", 1, Family.LEARN, {"in_port": no}, actions=up, meter=no) for no in vm_ports),
-        *([flow("ingress", 2, m, {"in_port": view.tunnel_ofport})] if view.tunnel_ofport is not None else []),
-        flow("port_security", 0, m, {}),
-        *(flow("port_security", 5, m, {"eth_type": t}) for t in (ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6)),
-        flow("port_security", 1, m, {}, goto="arp_nd"),
-        flow("port_security", 15, m, {**ICMPV6, "icmpv6_type": ND_NA}),
-        flow("arp_nd", 0, m, {}, goto="l2_lookup"),
-        flow("arp_nd", 40, m, {**ICMPV6, "icmpv6_type": ND_NA, "eth_dst": MULTICAST_BIT}),
-        flow("arp_nd", 40, m, {"eth_type": ETH_TYPE_ARP, "arp_op": 2, "eth_dst": BROADCAST}),
-        flow("l2_lookup", 10, m, {"eth_dst": MULTICAST_BIT}, goto="flood"),
-        flow("l2_lookup", 5, m, {"metadata": (FROM_TUNNEL, FROM_TUNNEL)}),
-        flow("l2_lookup", 0, m, {}, goto="flood"),
-        flow("flood", 0, m, {}),
+        flow("ingress", P.MISS, Family.LEARN, {}, actions=up, meter=UNKNOWN_PORT_METER),
+        *(flow("ingress", P.LEARN_PORT, Family.LEARN, {"in_port": no}, actions=up, meter=no) for no in vm_ports),
+        *([flow("ingress", P.TUNNEL_DROP, m, {"in_port": view.tunnel_ofport})] if view.tunnel_ofport is not None else []),
+        flow("port_security", P.MISS, m, {}),
+        *(flow("port_security", P.SPOOFED, m, {"eth_type": t}) for t in (ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6)),
+        flow("port_security", P.OTHER_ETHERTYPE, m, {}, goto="arp_nd"),
+        flow("port_security", P.FOREIGN_NA, m, {**ICMPV6, "icmpv6_type": ND_NA}),
+        flow("arp_nd", P.MISS, m, {}, goto="l2_lookup"),
+        flow("arp_nd", P.UNSOLICITED_DROP, m, {**ICMPV6, "icmpv6_type": ND_NA, "eth_dst": MULTICAST_BIT}),
+        flow("arp_nd", P.UNSOLICITED_DROP, m, {"eth_type": ETH_TYPE_ARP, "arp_op": ARP_REPLY, "eth_dst": BROADCAST}),
+        flow("l2_lookup", P.MULTICAST, m, {"eth_dst": MULTICAST_BIT}, goto="flood"),
+        flow("l2_lookup", P.TUNNEL_UNKNOWN_DROP, m, {"metadata": (FROM_TUNNEL, FROM_TUNNEL)}),
+        flow("l2_lookup", P.MISS, m, {}, goto="flood"),
+        flow("flood", P.MISS, m, {}),
     ]
     meters = (*(Meter(no, PACKET_IN_RATE, PACKET_IN_BURST) for no in vm_ports),
               Meter(UNKNOWN_PORT_METER, PACKET_IN_RATE, PACKET_IN_BURST))
@@ -210,6 +292,12 @@ def memoised_on_owner(builder: Callable[..., R]) -> Callable[..., R]:
 
 
 @memoised_on_owner
+def salted(f: Flow, salt: int) -> Flow:
+    """``f`` under another cookie: one object per salt, so that it is encoded once, like ``f``."""
+    return replace(f, salt=salt)
+
+
+@memoised_on_owner
 def tunnel_bucket(remote: Hypervisor, vni: int, tunnel_ofport: int) -> tuple[Action, ...]:
     return (SetField("tunnel_id", vni), SetField("tun_ipv4_dst", str(remote.tunnel_ip)), Output(tunnel_ofport))
 
@@ -220,12 +308,12 @@ def local_port_flows(port: Port, ofport: int, vni: int) -> Flows:
     fam = Family.PORT_SECURITY
 
     def allow(match: dict[str, Any]) -> Flow:
-        return flow("port_security", 10, fam, {"in_port": ofport, **match}, vni, goto="arp_nd")
+        return flow("port_security", P.OWN_ADDRESS, fam, {"in_port": ofport, **match}, vni, goto="arp_nd")
 
     flows = [
-        flow("ingress", 100, Family.PORT_IN, {"in_port": ofport, "eth_src": port.mac}, vni,
+        flow("ingress", P.CLASSIFY, Family.PORT_IN, {"in_port": ofport, "eth_src": port.mac}, vni,
              metadata=(vni, NETWORK_MASK), goto="port_security"),
-        flow("l2_lookup", 100, Family.L2_LOCAL, {"metadata": (vni, VNI_MASK), "eth_dst": port.mac}, vni,
+        flow("l2_lookup", P.EXACT, Family.L2_LOCAL, {"metadata": (vni, VNI_MASK), "eth_dst": port.mac}, vni,
              actions=(Output(ofport),)),
     ]
     for ip in port.ipv4():
@@ -233,11 +321,11 @@ def local_port_flows(port: Port, ofport: int, vni: int) -> Flows:
         flows.append(allow({"eth_type": ETH_TYPE_IPV4, "ipv4_src": str(ip)}))
     for ip6 in own_ipv6(port):
         flows.append(allow({"eth_type": ETH_TYPE_IPV6, "ipv6_src": ip6}))
-        flows.append(flow("port_security", 20, fam,
+        flows.append(flow("port_security", P.OWN_NA, fam,
                           {"in_port": ofport, **ICMPV6, "icmpv6_type": ND_NA, "ipv6_nd_target": ip6}, vni,
                           goto="arp_nd"))
     flows.append(allow({**ICMPV6, "ipv6_src": "::"}))
-    flows.append(flow("arp_nd", 100, Family.ND_PROXY,
+    flows.append(flow("arp_nd", P.ANSWER, Family.ND_PROXY,
                       {"in_port": ofport, **ICMPV6, "icmpv6_type": ND_NS, "eth_dst": MULTICAST_BIT}, vni,
                       actions=(Output(OFPP_CONTROLLER),), meter=ofport))
     return by_cookie(flows)
@@ -252,12 +340,12 @@ def own_ipv6(port: Port) -> list[str]:
 def arp_responders(port: Port, vni: int) -> Flows:
     """Answer "who has <ip>" for each IPv4 of ``port`` inside the switch, back out of the asking port."""
     return by_cookie(flow(
-        "arp_nd", 100, Family.ARP_RESPONDER,
-        {"metadata": (vni, VNI_MASK), "eth_type": ETH_TYPE_ARP, "arp_op": 1, "arp_tpa": str(ip)}, vni,
+        "arp_nd", P.ANSWER, Family.ARP_RESPONDER,
+        {"metadata": (vni, VNI_MASK), "eth_type": ETH_TYPE_ARP, "arp_op": ARP_REQUEST, "arp_tpa": str(ip)}, vni,
         actions=(
             Move("eth_src", "eth_dst", 48),
             SetField("eth_src", port.mac),
-            SetField("arp_op", 2),
+            SetField("arp_op", ARP_REPLY),
             Move("arp_sha", "arp_tha", 48),
             Move("arp_spa", "arp_tpa", 32),
             SetField("arp_sha", port.mac),
@@ -269,13 +357,13 @@ def arp_responders(port: Port, vni: int) -> Flows:
 @memoised_on_owner
 def remote_port_flow(port: Port, host: Hypervisor, tunnel_ofport: int, vni: int) -> Flow:
     """Unicast to a MAC on another hypervisor: into the tunnel, towards that hypervisor."""
-    return flow("l2_lookup", 100, Family.L2_REMOTE, {"metadata": (vni, NETWORK_MASK), "eth_dst": port.mac}, vni,
+    return flow("l2_lookup", P.EXACT, Family.L2_REMOTE, {"metadata": (vni, NETWORK_MASK), "eth_dst": port.mac}, vni,
                 actions=tunnel_bucket(host, vni, tunnel_ofport))
 
 
 @memoised_on_owner
 def tunnel_in_flow(peer: Hypervisor, tunnel_ofport: int, vni: int) -> Flow:
-    return flow("ingress", 100, Family.TUNNEL_IN,
+    return flow("ingress", P.CLASSIFY, Family.TUNNEL_IN,
                 {"in_port": tunnel_ofport, "tun_ipv4_src": str(peer.tunnel_ip), "tunnel_id": vni}, vni,
                 metadata=(vni | FROM_TUNNEL, NETWORK_MASK), goto="l2_lookup")
 
@@ -285,14 +373,14 @@ def network_flows(net: Network) -> Flows:
     """Flows every hypervisor hosting ``net`` has, whatever its ports."""
     vni = net.vni
     flows = [
-        flow("flood", 100, Family.FLOOD, {"metadata": (vni, NETWORK_MASK)}, vni,
+        flow("flood", P.FLOOD, Family.FLOOD, {"metadata": (vni, NETWORK_MASK)}, vni,
              actions=(ToGroup(group_id(GroupRole.FLOOD, vni)),)),
-        flow("flood", 100, Family.FLOOD, {"metadata": (vni | FROM_TUNNEL, NETWORK_MASK)}, vni,
+        flow("flood", P.FLOOD, Family.FLOOD, {"metadata": (vni | FROM_TUNNEL, NETWORK_MASK)}, vni,
              actions=(ToGroup(group_id(GroupRole.FLOOD_LOCAL, vni)),)),
     ]
     if net.unknown_arp == "drop":
-        flows.append(flow("arp_nd", 10, Family.ARP_RESPONDER,
-                          {"metadata": (vni, VNI_MASK), "eth_type": ETH_TYPE_ARP, "arp_op": 1}, vni))
+        flows.append(flow("arp_nd", P.UNKNOWN_ARP_DROP, Family.UNKNOWN_ARP_DROP,
+                          {"metadata": (vni, VNI_MASK), "eth_type": ETH_TYPE_ARP, "arp_op": ARP_REQUEST}, vni))
     return by_cookie(flows)
 
 
@@ -301,14 +389,16 @@ class NetworkCommon:
     """What every host of a network (with a given tunnel port number) has in common.
 
     ``flows`` are the network's own flows, every member's ARP responders, every located
-    member's remote flow and every host's tunnel-in flow; ``own`` names, per hypervisor, the
-    cookies among them it must leave out (the remote flows of its own ports, the tunnel-in
-    flow from itself); ``peers`` are the flood buckets towards each host, by name. Computed
-    once per network and change instead of once per host.
+    member's remote flow and every host's tunnel-in flow, gathered (``gather``) but not yet
+    resolved: ``clashes`` holds those that claim a shared cookie. ``own`` names, per
+    hypervisor, the flows among them it must leave out (the remote flows of its own ports, the
+    tunnel-in flow from itself); ``peers`` are the flood buckets towards each host, by name.
+    Computed once per network and change instead of once per host.
     """
 
     flows: dict[int, Flow]
-    own: dict[str, list[int]]
+    clashes: Clashes
+    own: dict[str, list[Flow]]
     peers: tuple[tuple[str, tuple[Action, ...]], ...]
 
 
@@ -324,23 +414,24 @@ def _network_common(topo: Topology, net: Network, tun: int | None) -> NetworkCom
     vni = net.vni
     members = topo.ports_of(net.name)
     flows = dict(network_flows(net))  # the memoised mappings are shared: merged, never changed
+    clashes: Clashes = {}
     for port in members:
-        flows.update(arp_responders(port, vni))
-    own: dict[str, list[int]] = {}
+        gather(flows, clashes, arp_responders(port, vni))
+    own: dict[str, list[Flow]] = {}
     peers: list[tuple[str, tuple[Action, ...]]] = []
     if tun is not None:
         for port in members:
             if port.hypervisor is not None:
                 f = remote_port_flow(port, topo.hypervisors[port.hypervisor], tun, vni)
-                flows[f.cookie] = f
-                own.setdefault(port.hypervisor, []).append(f.cookie)
+                gather(flows, clashes, (f,))
+                own.setdefault(port.hypervisor, []).append(f)
         for name in sorted(topo.hosts(net.name)):
             peer = topo.hypervisors[name]
             f = tunnel_in_flow(peer, tun, vni)
-            flows[f.cookie] = f
-            own.setdefault(name, []).append(f.cookie)
+            gather(flows, clashes, (f,))
+            own.setdefault(name, []).append(f)
             peers.append((name, tunnel_bucket(peer, vni, tun)))
-    return NetworkCommon(flows, own, tuple(peers))
+    return NetworkCommon(flows, clashes, own, tuple(peers))
 
 
 def network_partition(topo: Topology, view: SwitchView, net: Network) -> Partition:
@@ -352,16 +443,17 @@ def network_partition(topo: Topology, view: SwitchView, net: Network) -> Partiti
     vni = net.vni
     common = network_common(topo, net, view.tunnel_ofport)
     flows = dict(common.flows)
-    for c in common.own.get(me, ()):
-        del flows[c]
+    clashes = {c: set(group) for c, group in common.clashes.items()}
+    for f in common.own.get(me, ()):
+        discard(flows, clashes, f)
     local = sorted(((p, view.ofports[p.interface]) for p in mine
                     if p.interface is not None and p.interface in view.ofports), key=lambda x: x[1])
     for port, ofport in local:
-        flows.update(local_port_flows(port, ofport, vni))
+        gather(flows, clashes, local_port_flows(port, ofport, vni))
     buckets = [(Output(ofport),) for _, ofport in local] + [b for name, b in common.peers if name != me]
     groups = (Group(group_id(GroupRole.FLOOD, vni), tuple(buckets)),
               Group(group_id(GroupRole.FLOOD_LOCAL, vni), tuple((Output(o),) for _, o in local)))
-    return _partition(flows, groups)
+    return _partition(resolve_clashes(flows, clashes) if clashes else flows, groups)
 
 
 def desired_partition(topo: Topology, view: SwitchView, vni: int) -> Partition:

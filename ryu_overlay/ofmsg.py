@@ -2,7 +2,9 @@
 
 Also orders a change into one batch: groups first, then new flows, then deletions, with
 barriers between, so that a flow never points at a missing group and a replaced flow is
-removed only after its successor is in place (make before break).
+removed only after its successor is in place (make before break). Last come flows whose
+cookie the switch holds for another flow (a fingerprint collision over time, see
+``flows.resolve_clashes``): the old one must be deleted by that cookie before the new one is added.
 """
 
 from __future__ import annotations
@@ -312,6 +314,7 @@ class Changes:
 
     flow_adds: list[Flow] = field(default_factory=list)
     flow_deletes: list[int] = field(default_factory=list)
+    flow_replaces: list[Flow] = field(default_factory=list)  # cookie installed, but for another flow
     group_adds: list[Group] = field(default_factory=list)
     group_mods: list[Group] = field(default_factory=list)
     group_deletes: list[int] = field(default_factory=list)
@@ -327,10 +330,12 @@ class Changes:
         first += [GroupMod(g, ofp.OFPGC_MODIFY) for g in self.group_mods]
         adds = [FlowAdd(f) for f in self.flow_adds]
         removals = [flow_delete(c) for c in self.flow_deletes]
+        removals += [flow_delete(f.cookie) for f in self.flow_replaces]
         removals += [group_delete(g) for g in self.group_deletes]
         removals += [meter_delete(m) for m in self.meter_deletes]
+        replacements = [FlowAdd(f) for f in self.flow_replaces]
         msgs: list[Any] = []
-        for step in (first, adds, removals):
+        for step in (first, adds, removals, replacements):
             if step:
                 msgs += step + [barrier()]
         return msgs

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from .compat import framework_module
 from .model import IPAddress
+from .pipeline import ARP_REPLY, ARP_REQUEST, ETH_TYPE_RARP, ND_NA, ND_NS  # noqa: F401 (re-exported)
 
 _pkt = framework_module("lib.packet.packet")
 _eth = framework_module("lib.packet.ethernet")
@@ -21,11 +22,8 @@ _ipv6 = framework_module("lib.packet.ipv6")
 _icmpv6 = framework_module("lib.packet.icmpv6")
 _ether = framework_module("lib.packet.ether_types")
 
-ARP_REQUEST, ARP_REPLY = 1, 2
-ND_NS, ND_NA = 135, 136
 ALL_NODES_MAC = "33:33:00:00:00:01"
 ALL_NODES = "ff02::1"
-ETH_TYPE_RARP = 0x8035
 
 
 class MalformedFrame(ValueError):
@@ -71,8 +69,8 @@ def parse_frame(data: bytes) -> Frame:
     if data[12:14] == b"\x08\x06" and len(data) >= 42:
         # ARP is the controller's hot path (the proxy): read it directly, not through Ryu's library.
         htype, ptype, hlen, plen, op, _, spa, _, tpa = _ARP_IPV4.unpack_from(data, 14)
-        if (htype, ptype, hlen, plen) == (1, 0x0800, 6, 4):
-            return Frame(_mac(data[6:12]), _mac(data[0:6]), 0x0806, ipaddress.IPv4Address(spa), op,
+        if (htype, ptype, hlen, plen) == (1, _ether.ETH_TYPE_IP, 6, 4):
+            return Frame(_mac(data[6:12]), _mac(data[0:6]), _ether.ETH_TYPE_ARP, ipaddress.IPv4Address(spa), op,
                          ipaddress.IPv4Address(tpa))
     try:
         pkt = _pkt.Packet(data)
@@ -117,7 +115,7 @@ def _ip(text: str) -> IPAddress:
 def arp_reply(requester_mac: str, requester_ip: str, target_mac: str, target_ip: str) -> bytes:
     """The reply "``target_ip`` is at ``target_mac``", addressed to the requester, padded to 60 bytes."""
     them, me = bytes.fromhex(requester_mac.replace(":", "")), bytes.fromhex(target_mac.replace(":", ""))
-    frame = them + me + b"\x08\x06" + _ARP_IPV4.pack(1, 0x0800, 6, 4, ARP_REPLY, me,
+    frame = them + me + b"\x08\x06" + _ARP_IPV4.pack(1, _ether.ETH_TYPE_IP, 6, 4, ARP_REPLY, me,
                                                      ipaddress.IPv4Address(target_ip).packed, them,
                                                      ipaddress.IPv4Address(requester_ip).packed)
     return frame + bytes(60 - len(frame))

@@ -9,9 +9,10 @@ Layouts shared by all tables:
 * **metadata** carries the packet's network: bits 0-23 the VNI, bit 24 set when the frame
   arrived from a tunnel (split horizon: such frames are only delivered locally).
 * **cookie**: bits 56-63 the flow family (``Family``), bits 32-55 the VNI the flow belongs to
-  (0 for flows of no network), bits 0-31 a fingerprint of the flow's content. The cookie
-  therefore names one exact flow: the controller deletes and resynchronises flows by cookie
-  alone, and ``ovs-ofctl dump-flows br-int cookie=0x00001389_00000000/0x00ffffff00000000``
+  (0 for flows of no network), bits 0-31 a fingerprint of the flow's content. Where two
+  distinct flows of one partition would share a cookie, each gets a salted fingerprint instead
+  (``flows.resolve_clashes``). The cookie therefore names one exact flow of a switch: the
+  controller deletes and resynchronises flows by cookie alone, and ``ovs-ofctl dump-flows br-int cookie=0x00001389_00000000/0x00ffffff00000000``
   lists everything of VNI 5001.
 * **group ids**: bits 0-23 the VNI, bits 24-31 the group's role (``GroupRole``).
 * **meter** N limits what port N may send to the controller (``PACKET_IN_RATE``), so one VM
@@ -23,15 +24,62 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from .compat import framework_module, ofproto as _ofp
+
+_ether = framework_module("lib.packet.ether_types")
+_in_proto = framework_module("lib.packet.in_proto")
+_arp = framework_module("lib.packet.arp")
+_icmpv6 = framework_module("lib.packet.icmpv6")
+
 VNI_MASK = 0xFFFFFF
 FROM_TUNNEL = 1 << 24
 NETWORK_MASK = VNI_MASK | FROM_TUNNEL
 
-ETH_TYPE_ARP = 0x0806
-ETH_TYPE_IPV4 = 0x0800
-ETH_TYPE_IPV6 = 0x86DD
-IP_PROTO_ICMPV6 = 58
+# Protocol numbers and OpenFlow reserved ports, named once (Ryu's values where Ryu has them).
+ETH_TYPE_ARP: int = _ether.ETH_TYPE_ARP
+ETH_TYPE_IPV4: int = _ether.ETH_TYPE_IP
+ETH_TYPE_IPV6: int = _ether.ETH_TYPE_IPV6
+ETH_TYPE_RARP = 0x8035  # not in Ryu's ether_types
+IP_PROTO_ICMPV6: int = _in_proto.IPPROTO_ICMPV6
+ARP_REQUEST: int = _arp.ARP_REQUEST
+ARP_REPLY: int = _arp.ARP_REPLY
+ND_NS: int = _icmpv6.ND_NEIGHBOR_SOLICIT
+ND_NA: int = _icmpv6.ND_NEIGHBOR_ADVERT
+OFPP_IN_PORT: int = _ofp.OFPP_IN_PORT
+OFPP_TABLE: int = _ofp.OFPP_TABLE
+OFPP_CONTROLLER: int = _ofp.OFPP_CONTROLLER
+BROADCAST = "ff:ff:ff:ff:ff:ff"
 MULTICAST_BIT = ("01:00:00:00:00:00", "01:00:00:00:00:00")
+
+
+class Priority:
+    """Flow priorities by what the flow does; ``docs/pipeline.md`` lists each table's flows by them.
+
+    Plain ints, not an enum: a flow's fingerprint hashes the repr of its priority, and these
+    keep the cookies flows had before the priorities were named.
+    """
+
+    MISS = 0  # every table: what happens to a frame no other flow takes
+    # ingress
+    CLASSIFY = 100  # a bound VM port with its MAC, or a tunnel peer with a VNI it hosts
+    TUNNEL_DROP = 2  # other tunnel traffic
+    LEARN_PORT = 1  # other frames of a known VM interface: to the controller, metered
+    # port_security
+    OWN_NA = 20  # a Neighbor Advertisement for one of the port's own addresses
+    FOREIGN_NA = 15  # any other Neighbor Advertisement
+    OWN_ADDRESS = 10  # ARP, IPv4, IPv6 from one of the port's own addresses
+    SPOOFED = 5  # ARP, IPv4, IPv6 from any other address
+    OTHER_ETHERTYPE = 1  # e.g. RARP: on to arp_nd
+    # arp_nd
+    ANSWER = 100  # in-switch ARP responder; ND solicitations to the controller
+    UNSOLICITED_DROP = 40  # gratuitous ARP replies, unsolicited NAs
+    UNKNOWN_ARP_DROP = 10  # ARP requests no responder took, in networks that drop them
+    # l2_lookup
+    EXACT = 100  # a known destination MAC of the network
+    MULTICAST = 10  # broadcast and multicast: to flood
+    TUNNEL_UNKNOWN_DROP = 5  # unicast from a tunnel for a MAC not here
+    # flood
+    FLOOD = 100  # the network's flood group
 
 
 @dataclass(frozen=True)
@@ -93,6 +141,7 @@ class Family(enum.IntEnum):
     FLOOD = 8
     LEARN = 9
     ND_PROXY = 10
+    UNKNOWN_ARP_DROP = 11  # not ARP_RESPONDER: the app counts that family's hits as answers
 
 
 class GroupRole(enum.IntEnum):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from .compat import ofproto as ofp, parser
-from .pipeline import TABLE_NAMES
+from .pipeline import ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6, IP_PROTO_ICMPV6, ND_NA, ND_NS, TABLE_NAMES
 
 Packet = dict[str, Any]
 
@@ -28,14 +28,14 @@ MAC_FIELDS = {"eth_src", "eth_dst", "arp_sha", "arp_tha", "ipv6_nd_sll", "ipv6_n
 IPV4_FIELDS = {"arp_spa", "arp_tpa", "ipv4_src", "ipv4_dst", "tun_ipv4_src", "tun_ipv4_dst"}
 IPV6_FIELDS = {"ipv6_src", "ipv6_dst", "ipv6_nd_target"}
 PIPELINE_FIELDS = {"metadata", "tunnel_id", *(f"reg{i}" for i in range(8))}
-ETH_ARP, ETH_IPV4, ETH_IPV6 = 0x0806, 0x0800, 0x86DD
+ETH_ARP, ETH_IPV4, ETH_IPV6 = ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6
 PREREQUISITES: dict[str, Mapping[str, tuple[int, ...]]] = {
     **{f: {"eth_type": (ETH_ARP,)} for f in ("arp_op", "arp_spa", "arp_tpa", "arp_sha", "arp_tha")},
     **{f: {"eth_type": (ETH_IPV4,)} for f in ("ipv4_src", "ipv4_dst")},
     **{f: {"eth_type": (ETH_IPV6,)} for f in ("ipv6_src", "ipv6_dst")},
     "ip_proto": {"eth_type": (ETH_IPV4, ETH_IPV6)},
-    "icmpv6_type": {"eth_type": (ETH_IPV6,), "ip_proto": (58,)},
-    "ipv6_nd_target": {"eth_type": (ETH_IPV6,), "ip_proto": (58,), "icmpv6_type": (135, 136)},
+    "icmpv6_type": {"eth_type": (ETH_IPV6,), "ip_proto": (IP_PROTO_ICMPV6,)},
+    "ipv6_nd_target": {"eth_type": (ETH_IPV6,), "ip_proto": (IP_PROTO_ICMPV6,), "icmpv6_type": (ND_NS, ND_NA)},
 }
 MAX_HOPS = 8
 
