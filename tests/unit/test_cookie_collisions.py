@@ -15,7 +15,7 @@ from ryu_overlay import flows, ofmsg
 from ryu_overlay.flows import by_cookie, flow
 from ryu_overlay.pipeline import Family
 from ryu_overlay.trace import SimNet
-from scenario import HYPERVISORS, PORTS, build, connect, ofports
+from ryu_overlay.testing.scenario import HYPERVISORS, PORTS, build, connect, ofports
 
 BCAST = "ff:ff:ff:ff:ff:ff"
 REAL_FINGERPRINT = flows.fingerprint
