@@ -5,21 +5,19 @@
 installed ``ryu_overlay_shim.pth`` imports this module at interpreter start-up. It only puts a
 finder at the head of ``sys.meta_path`` that, the first time ``ryu.app.wsgi`` is about to be
 imported, supplies the sentinel; eventlet is not imported before then, and every other import
-costs one string comparison. ``ryu_overlay.compat`` calls ``supply_already_handled`` too, for
-a checkout run without the install (``PYTHONPATH``).
+costs one string comparison. The module imports nothing but ``sys`` (no ``typing``) to keep
+start-up cheap. ``ryu_overlay.compat`` installs the finder too, for a checkout run without
+the install (``PYTHONPATH``).
 """
 
-from __future__ import annotations
-
 import sys
-from typing import Any
 
 TRIGGER = "ryu.app.wsgi"
 
 
 def supply_already_handled() -> None:
     """Define ``eventlet.wsgi.ALREADY_HANDLED`` if this eventlet lacks it (what Ryu 4.34 expects)."""
-    import eventlet.wsgi
+    import eventlet.wsgi  # type: ignore[import-untyped]
 
     if not hasattr(eventlet.wsgi, "ALREADY_HANDLED"):
         eventlet.wsgi.ALREADY_HANDLED = object()
@@ -31,14 +29,13 @@ class RyuWsgiFinder:
     done = False
 
     @classmethod
-    def find_spec(cls, fullname: str, path: Any = None, target: Any = None) -> None:
+    def find_spec(cls, fullname: str, path: object = None, target: object = None) -> None:
         if fullname == TRIGGER and not cls.done:
             cls.done = True
-            try:
+            import contextlib
+
+            with contextlib.suppress(ImportError):  # no eventlet: Ryu's own import error is the one to show
                 supply_already_handled()
-            except ImportError:
-                pass  # no eventlet: Ryu's own import error is the one to show
-        return None
 
 
 def install() -> None:

@@ -40,12 +40,14 @@ class ControllerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.rest_port}"
 
-    def start(self, timeout: float = 20.0) -> ControllerProcess:
-        args = [str(LAUNCHER), "--ofp-listen-host", "0.0.0.0", "--ofp-tcp-listen-port", str(self.ofp_port),
+    def argv(self) -> list[str]:
+        return [str(LAUNCHER), "--ofp-listen-host", "0.0.0.0", "--ofp-tcp-listen-port", str(self.ofp_port),
                 "--rest-host", "127.0.0.1", "--rest-port", str(self.rest_port), "--db", str(self.db),
                 *self.extra_args]
+
+    def start(self, timeout: float = 20.0) -> ControllerProcess:
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          env=None if self.env is None else {**os.environ, **self.env})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
