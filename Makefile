@@ -20,15 +20,17 @@ apt:
 	fi
 
 # The venv sees the system site-packages so that Debian's mininet module is importable.
-# Ryu 4.34 builds only with setuptools<68 and without build isolation (see README).
+# Ryu 4.34 builds only with setuptools<68 and without build isolation; our setup.py installs
+# ryu_overlay_shim.pth, which lets plain ryu-manager import on this Python (see README).
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt setup.cfg pyproject.toml constraints-build.txt
+$(VENV)/.installed: requirements.txt setup.cfg setup.py pyproject.toml constraints-build.txt
 	test -x $(PY) || /usr/bin/python3 -m venv --system-site-packages $(VENV)
 	PIP_CONSTRAINT=constraints-build.txt $(PIP) install -q 'setuptools<68' wheel pbr
 	PIP_CONSTRAINT=constraints-build.txt $(PIP) install -q --no-build-isolation -r requirements.txt
 	PIP_CONSTRAINT=constraints-build.txt $(PIP) install -q --no-build-isolation --no-deps -e .
 	$(VENV)/bin/ryu-overlay --help >/dev/null
+	$(VENV)/bin/ryu-manager --version >/dev/null
 	touch $@
 
 test: install

@@ -38,13 +38,11 @@ CLI_OPTS = [
                help="bearer token every REST request must carry (default: $RYU_OVERLAY_REST_TOKEN, else none)"),
 ]
 
-
-def _option(name: str, default: Any) -> Any:
-    """Our option's value, or its default when Ryu was started without our CLI (plain ryu-manager)."""
-    try:
-        return getattr(cfg.CONF, name.replace("-", "_"))
-    except cfg.NoSuchOptError:
-        return default
+# The ryu-overlay launcher registers these as command-line options before Ryu parses its
+# arguments. Plain ryu-manager has parsed them before it imports us, so there they are
+# registered here as options of the configuration (--config-file, [DEFAULT] rest_port = ...)
+# and of the environment (OS_DEFAULT__REST_PORT=...); registering one twice is a no-op.
+cfg.CONF.register_opts(CLI_OPTS)
 
 
 def _more(ev: Any) -> bool:
@@ -56,11 +54,11 @@ class OverlayApp(app_base()):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.controller = Controller(SqliteStore(_option("db", "./ryu-overlay.db")))
+        self.controller = Controller(SqliteStore(cfg.CONF.db))
         self.datapaths: dict[int, Any] = {}
-        token = _option("rest-token", None) or os.environ.get("RYU_OVERLAY_REST_TOKEN") or None
+        token = cfg.CONF.rest_token or os.environ.get("RYU_OVERLAY_REST_TOKEN") or None
         self.rest = RestApp(self.controller, self.send, token)
-        self.rest_address = (_option("rest-host", "127.0.0.1"), _option("rest-port", 8080))
+        self.rest_address = (cfg.CONF.rest_host, cfg.CONF.rest_port)
         # The controller holds millions of long-lived objects (flows, encoded messages); full
         # garbage collections over them stalled it for up to 0.8 s (docs/performance.md). What
         # was loaded is frozen out of collection, and collections run less often.

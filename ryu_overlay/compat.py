@@ -2,8 +2,10 @@
 
 Ryu 4.34 is the last Ryu release. On Python >= 3.10 ``ryu.app.wsgi`` (imported by
 ``ryu.cmd.manager``) needs ``eventlet.wsgi.ALREADY_HANDLED``, which no eventlet that runs
-there still defines; we supply the sentinel before Ryu is imported. os-ken has the same API
-under another package name, so everything else in ryu_overlay imports from here.
+there still defines; ``ryu_overlay_shim`` supplies it. The install loads that module at
+interpreter start-up (so plain ``ryu-manager`` works); we load it here too, for a checkout
+run through ``PYTHONPATH``. os-ken has the same API under another package name, so
+everything else in ryu_overlay imports from here.
 
 Set ``RYU_OVERLAY_FRAMEWORK=os_ken`` (or ``ryu``) to force one of them.
 """
@@ -14,10 +16,9 @@ import importlib
 import os
 from types import ModuleType
 
-import eventlet.wsgi
+import ryu_overlay_shim
 
-if not hasattr(eventlet.wsgi, "ALREADY_HANDLED"):
-    eventlet.wsgi.ALREADY_HANDLED = object()
+ryu_overlay_shim.install()
 
 
 def _choose() -> str:

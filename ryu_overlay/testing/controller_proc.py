@@ -105,14 +105,17 @@ class ControllerProcess:
         assert self.proc is not None
         return self.proc.pid
 
+    def argv(self) -> list[str]:
+        """The command line; a subclass may start another command with the same wait and stop."""
+        launcher = [str(LAUNCHER)] if self.gc else [sys.executable, "-c", NO_GC_LAUNCHER]
+        return [*launcher, "--ofp-listen-host", self.ofp_host, "--ofp-tcp-listen-port", str(self.ofp_port),
+                "--rest-host", HOST, "--rest-port", str(self.rest_port), "--db", str(self.db), *self.extra_args]
+
     def start(self, timeout: float = 60.0) -> ControllerProcess:
         """Launch, and return once the REST API answers and the OpenFlow port accepts connections."""
-        launcher = [str(LAUNCHER)] if self.gc else [sys.executable, "-c", NO_GC_LAUNCHER]
-        args = [*launcher, "--ofp-listen-host", self.ofp_host, "--ofp-tcp-listen-port", str(self.ofp_port),
-                "--rest-host", HOST, "--rest-port", str(self.rest_port), "--db", str(self.db), *self.extra_args]
         t0 = time.monotonic()
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          env=None if self.env is None else {**os.environ, **self.env})
         deadline = t0 + timeout
         while time.monotonic() < deadline:
