@@ -136,7 +136,8 @@ def openapi_document() -> dict[str, Any]:
                                  "description": "the location's sequence number: one more each time the port "
                                                 "leaves a location (RFC 7432 section 15)"},
                 "frozen": {"type": "boolean", "description": "moved too often; held until an operator PUT"},
-                "recent_moves": {"type": "array", "description": "the moves of the last 180 s, oldest first",
+                "recent_moves": {"type": "array",
+                                 "description": "the moves in the 180 s up to the latest one, oldest first",
                                  "items": {"type": "object", "required": ["at", "hypervisor", "interface"],
                                            "properties": {"at": {"type": "number",
                                                                  "description": "Unix time of the move"},

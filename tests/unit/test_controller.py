@@ -9,9 +9,9 @@ from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6NDOptDstLLAddr, I
 from scapy.layers.l2 import ARP, Ether
 
 from ryu_overlay.compat import ofproto as ofp, parser
-from ryu_overlay.trace import SimNet
 from ryu_overlay.pipeline import Family, GroupRole, cookie_family, cookie_vni, group_id
 from ryu_overlay.testing.scenario import HYPERVISORS, build, connect, kind, ofports
+from ryu_overlay.trace import SimNet
 
 BCAST = "ff:ff:ff:ff:ff:ff"
 
