@@ -11,13 +11,14 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from . import ofmsg
 from .flows import Flow, Group, Meter, Output, SwitchView, desired_partition, hosted_vnis
-from .model import Hypervisor, Network, Port, link_local, parse_hypervisor, parse_network, parse_port
+from .model import (Conflict, Duplicate, Hypervisor, Move, Network, Port, link_local, parse_hypervisor,
+                    parse_network, parse_port)
 from .packets import (ALL_NODES, ALL_NODES_MAC, ARP_REQUEST, ND_NS, Frame, MalformedFrame, arp_reply,
                       neighbor_advert, parse_frame)
 from .pipeline import ETH_TYPE_RARP, OFPP_CONTROLLER, OFPP_TABLE, cookie_vni, group_vni
@@ -35,7 +36,8 @@ E = TypeVar("E")
 STAT_COUNTERS = (
     "flow_mods", "group_mods", "switch_connects", "switch_errors", "packet_in", "packet_in_ignored",
     "packet_in_malformed", "arp_answered_controller", "nd_answered", "nd_dad_defended", "learned", "moves",
-    "ports_frozen", "moves_refused_frozen", "dropped_unknown_source", "dropped_spoofed_source",
+    "ports_frozen", "moves_refused_frozen", "moves_refused_stale", "duplicates_detected", "moves_refused_duplicate",
+    "dropped_unknown_source", "dropped_spoofed_source",
 )
 
 
@@ -55,7 +57,7 @@ class SwitchState:
     meters: dict[int, Meter | None] = field(default_factory=dict)
     awaiting: set[str] = field(default_factory=lambda: set(SYNC_REPLIES))
     barriers: set[int] = field(default_factory=set)
-    early_frames: dict[int, bytes] = field(default_factory=dict)
+    early_frames: dict[int, tuple[bytes, dict[str, int]]] = field(default_factory=dict)
 
     def interface(self, ofport: int) -> str | None:
         for name, number in self.ofports.items():
@@ -69,14 +71,18 @@ class SwitchState:
 
 
 class Controller:
-    def __init__(self, store: Store, clock: Callable[[], float] = time.monotonic) -> None:
+    """``clock`` times resynchronisation hold-downs; ``wall_clock`` stamps the mobility history,
+    which is persisted and so must mean the same after a restart."""
+
+    def __init__(self, store: Store, clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.clock = clock
+        self.wall_clock = wall_clock
         self.topo = Topology()
         self.topo.load(*store.load())
         self.switches: dict[int, SwitchState] = {}
         self.stats: Counter[str] = Counter()
-        self._moves: dict[str, deque[float]] = {}
         self._last_resync: dict[int, float] = {}
         self._responder_hits: dict[int, int] = {}
 
@@ -121,9 +127,8 @@ class Controller:
         port = parse_port(name, body)
         old = self.topo.ports.get(name)
         if old is not None:
-            port = self._carry_over(old, port)
+            port = self._carry_over(old, port, body.get("mobility_seq"))
         self.topo.check_port(port)
-        self._moves.pop(name, None)  # the operator placed it: mobility counting starts again
         return old is None, port, self._save_port(old, port)
 
     def delete_port(self, name: str) -> Batches:
@@ -132,18 +137,24 @@ class Controller:
         hosts = self.topo.hosts(port.network)
         self.store.apply([Delete(Port, name)])
         self.topo.delete_port(name)
-        self._moves.pop(name, None)
         return self._refresh(hosts, {vni})
 
-    def _carry_over(self, old: Port, new: Port) -> Port:
-        """Keep what a re-declaration does not state: a learned location and the mobility count.
+    def _carry_over(self, old: Port, new: Port, claimed: int | None) -> Port:
+        """Keep what a re-declaration does not state: a learned location and the sequence number.
 
-        An operator's PUT also unfreezes a port that moved too often: it is the operator's call.
+        A declaration carrying a ``mobility_seq`` below the port's is based on a location the
+        port has left since: it is refused, as an older report never overrides a newer one
+        (RFC 7432 section 15.1). A higher one is adopted. Otherwise the operator's word stands:
+        the port is unfrozen, its duplicate cleared and its move history started again.
         """
+        if claimed is not None and claimed < old.mobility_seq:
+            raise Conflict(f"port {old.name} is at mobility_seq {old.mobility_seq}: a declaration based on "
+                           f"{claimed} is older; read the port again")
         if new.hypervisor is None and old.location_source == "learned" and (old.network, old.mac) == (new.network, new.mac):
             new = new.with_location(old.hypervisor, old.interface, "learned")
-        moved = old.located and new.located and (old.hypervisor, old.interface) != (new.hypervisor, new.interface)
-        return replace(new, mobility_seq=old.mobility_seq + int(moved), frozen=False)
+        left = old.located and (old.hypervisor, old.interface) != (new.hypervisor, new.interface)
+        seq = max(old.mobility_seq, claimed or 0) + int(left)
+        return replace(new, mobility_seq=seq, frozen=False, recent_moves=(), duplicate=None)
 
     def _save_port(self, old: Port | None, port: Port) -> Batches:
         affected_nets = {port.network} | ({old.network} if old else set())
@@ -223,13 +234,17 @@ class Controller:
         batches = self._refresh({hv.name}, {0} | vnis)  # partition 0 holds each port's meter
         early = None if ofport is None else sw.early_frames.pop(ofport, None)
         if early is not None:
-            self._merge(batches, self.packet_in(dpid, ofport, early))  # type: ignore[arg-type]
+            self._merge(batches, self.packet_in(dpid, ofport, *early))  # type: ignore[arg-type]
         return batches
 
     # --- packet-in: the mapping's eyes ------------------------------------------------------
 
-    def packet_in(self, dpid: int, in_port: int, data: bytes) -> Batches:
-        """A frame the pipeline sent up: answer ARP/ND from the mapping, learn or move a port."""
+    def packet_in(self, dpid: int, in_port: int, data: bytes, reports: Mapping[str, int] | None = None) -> Batches:
+        """A frame the pipeline sent up: answer ARP/ND from the mapping, learn or move a port.
+
+        ``reports`` gives, for a frame handled after it was observed, the sequence number its
+        location report carried then (``_reports``); a frame handled at once reports the current one.
+        """
         self.stats["packet_in"] += 1
         hv = self.topo.hypervisor_by_dpid(dpid)
         sw = self.switches.get(dpid)
@@ -237,7 +252,7 @@ class Controller:
         if sw is not None and interface is None and len(sw.early_frames) < EARLY_FRAMES:
             # A frame from a port whose port-status has not arrived yet (a VM resumed the moment
             # its interface appeared): keep its latest frame and handle it when the port is known.
-            sw.early_frames[in_port] = data
+            sw.early_frames[in_port] = (data, self._reports(data))
             return {}
         if hv is None or sw is None or interface is None or interface == hv.tunnel_port:
             self.stats["packet_in_ignored"] += 1
@@ -254,7 +269,8 @@ class Controller:
         port = self._claimant(hv.name, interface, bound, frame)
         if port is None:
             return {}
-        batches = self._relocate(port, hv.name, interface)
+        report = None if reports is None else reports.get(port.name, 0)
+        batches = self._relocate(port, hv.name, interface, report)
         port = self.topo.ports[port.name]
         if not (port.hypervisor == hv.name and port.interface == interface):
             return batches
@@ -316,31 +332,66 @@ class Controller:
             return None
         return candidates[0]
 
-    def _relocate(self, port: Port, hv: str, interface: str) -> Batches:
-        """Bind ``port`` where its traffic was seen, unless it moves too often (then freeze it)."""
+    def _reports(self, data: bytes) -> dict[str, int]:
+        """The sequence number a frame seen now reports for each port with its source MAC."""
+        mac = ":".join(f"{b:02x}" for b in data[6:12])
+        ports = (self.topo.locate(n.vni, mac) for n in self.topo.networks.values())
+        return {p.name: _next_seq(p) for p in ports if p is not None}
+
+    def _present(self, hv_name: str | None, interface: str | None) -> bool:
+        """The interface exists on its hypervisor's connected bridge."""
+        hv = None if hv_name is None else self.topo.hypervisors.get(hv_name)
+        sw = None if hv is None else self.switches.get(hv.dpid)
+        return sw is not None and interface in sw.ofports
+
+    def _relocate(self, port: Port, hv: str, interface: str, report: int | None) -> Batches:
+        """Bind ``port`` where its traffic was seen, as EVPN's MAC mobility does (RFC 7432 section 15).
+
+        A report older than the port's location is ignored. A port that moves too often is
+        frozen where it is. A port whose traffic comes back from a location it left within the
+        window while its current interface is still there is active in two places at once: it
+        is held where it is and the duplicate recorded. Both wait for an operator's PUT.
+        """
+        if port.hypervisor == hv and port.interface == interface:
+            return {}
+        if report is not None and report < _next_seq(port):
+            self.stats["moves_refused_stale"] += 1
+            LOG.info("ignored a stale report of port %s at %s/%s (seq %d, port at %d)", port.name, hv, interface,
+                     report, port.mobility_seq)
+            return {}
         if port.frozen:
             self.stats["moves_refused_frozen"] += 1
             return {}
-        if port.hypervisor == hv and port.interface == interface:
+        if port.duplicate is not None:
+            self.stats["moves_refused_duplicate"] += 1
             return {}
-        moved = port.located
-        if moved:
-            now = self.clock()
-            recent = self._moves.setdefault(port.name, deque())
-            while recent and now - recent[0] > MOVE_WINDOW:
-                recent.popleft()
-            if len(recent) >= MOVE_LIMIT:
-                self.stats["ports_frozen"] += 1
-                LOG.warning("port %s moved %d times in %ds; frozen at %s/%s", port.name, len(recent) + 1,
-                            MOVE_WINDOW, port.hypervisor, port.interface)
-                frozen = replace(port, frozen=True)
-                self.store.apply([Put(frozen)])
-                self.topo.put_port(frozen)
-                return {}
-            recent.append(now)
-        self.stats["moves" if moved else "learned"] += 1
-        new = replace(port.with_location(hv, interface, "learned"), mobility_seq=port.mobility_seq + int(moved))
+        if not port.located:
+            self.stats["learned"] += 1
+            return self._save_port(port, port.with_location(hv, interface, "learned"))
+        now = self.wall_clock()
+        recent = tuple(m for m in port.recent_moves if now - m.at <= MOVE_WINDOW)
+        if (hv, interface) in {(m.hypervisor, m.interface) for m in recent} and \
+                self._present(port.hypervisor, port.interface):
+            self.stats["duplicates_detected"] += 1
+            LOG.warning("port %s (%s) is active at %s/%s and at %s/%s at once; held at %s/%s", port.name, port.mac,
+                        port.hypervisor, port.interface, hv, interface, port.hypervisor, port.interface)
+            return self._hold(replace(port, recent_moves=recent, duplicate=Duplicate(hv, interface, now)))
+        if len(recent) >= MOVE_LIMIT:
+            self.stats["ports_frozen"] += 1
+            LOG.warning("port %s moved %d times in %ds; frozen at %s/%s", port.name, len(recent) + 1,
+                        MOVE_WINDOW, port.hypervisor, port.interface)
+            return self._hold(replace(port, recent_moves=recent, frozen=True))
+        self.stats["moves"] += 1
+        left = Move(now, port.hypervisor, port.interface)  # type: ignore[arg-type]
+        new = replace(port.with_location(hv, interface, "learned"), mobility_seq=port.mobility_seq + 1,
+                      recent_moves=recent + (left,))
         return self._save_port(port, new)
+
+    def _hold(self, port: Port) -> Batches:
+        """Record a port that stays where it is (frozen or duplicate); its flows do not change."""
+        self.store.apply([Put(port)])
+        self.topo.put_port(port)
+        return {}
 
     def switch_error(self, dpid: int, description: str) -> list[Any]:
         """The switch refused something: count it and resynchronise it from scratch.
@@ -456,9 +507,16 @@ class Controller:
             "networks": len(self.topo.networks),
             "ports": len(self.topo.ports),
             "ports_located": sum(p.located for p in self.topo.ports.values()),
+            "ports_duplicate": sum(p.duplicate is not None for p in self.topo.ports.values()),
             "flows_installed": sum(len(f) for sw in self.switches.values() for f in sw.flows.values()),
             "arp_answered_in_switch": sum(self._responder_hits.get(d, 0) for d in self.switches),
         }
+
+
+def _next_seq(port: Port) -> int:
+    """The sequence number a report must carry to change the port's location: a located port's
+    next location is one above its own; an unlocated port takes its first at its own."""
+    return port.mobility_seq + int(port.located)
 
 
 def _entities(want: Mapping[int, E], have: Mapping[int, E | None], adds: list[E], mods: list[E],

@@ -19,6 +19,7 @@ LocationSource = Literal["declared", "learned"]
 VNI_MIN, VNI_MAX = 1, (1 << 24) - 1
 MTU_MIN, MTU_MAX = 1280, 9000  # 1280: every network may carry IPv6 (RFC 8200)
 MAX_NAME = 64
+MOBILITY_SEQ_MAX = (1 << 32) - 1  # a 4-octet field in EVPN's MAC Mobility extended community
 UNKNOWN_ARP_MODES = ("replicate", "drop")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
@@ -86,12 +87,38 @@ class Network:
 
 
 @dataclass(frozen=True)
+class Move:
+    """A port leaving a location (``hypervisor``/``interface``) at wall-clock time ``at`` (Unix seconds)."""
+
+    at: float
+    hypervisor: str
+    interface: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"at": self.at, "hypervisor": self.hypervisor, "interface": self.interface}
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """The port's MAC seen active at another present location than its own, at ``detected_at``."""
+
+    hypervisor: str
+    interface: str
+    detected_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"hypervisor": self.hypervisor, "interface": self.interface, "detected_at": self.detected_at}
+
+
+@dataclass(frozen=True)
 class Port:
     """A VM interface (MAC and addresses) in a network, and where it currently is.
 
     ``hypervisor``/``interface`` are the location; ``location_source`` says whether an operator
-    declared it or the controller learned it from traffic. ``mobility_seq`` counts moves, as
-    EVPN's MAC Mobility sequence number does.
+    declared it or the controller learned it from traffic. ``mobility_seq`` is the location's
+    sequence number, as EVPN's MAC Mobility sequence number (RFC 7432 section 15): it goes up
+    by one each time the port leaves a location. ``recent_moves`` (the moves of the mobility
+    window), ``frozen`` and ``duplicate`` are kept with the port so they survive a restart.
     """
 
     name: str
@@ -103,6 +130,8 @@ class Port:
     location_source: LocationSource | None = None
     mobility_seq: int = 0
     frozen: bool = False
+    recent_moves: tuple[Move, ...] = ()
+    duplicate: Duplicate | None = None
 
     @property
     def located(self) -> bool:
@@ -125,6 +154,8 @@ class Port:
             "location_source": self.location_source,
             "mobility_seq": self.mobility_seq,
             "frozen": self.frozen,
+            "recent_moves": [m.to_json() for m in self.recent_moves],
+            "duplicate": None if self.duplicate is None else self.duplicate.to_json(),
         }
 
     def with_location(self, hypervisor: str | None, interface: str | None,
@@ -274,8 +305,13 @@ def parse_network(name: str, body: Any) -> Network:
 
 
 def parse_port(name: str, body: Any) -> Port:
-    """Parse a port declaration. Subnet membership is checked against the network elsewhere."""
-    body = _body(body, {"network", "mac", "ips", "hypervisor", "interface"}, {"network", "mac"})
+    """Parse a port declaration. Subnet membership is checked against the network elsewhere.
+
+    An optional ``mobility_seq`` is the sequence number the declaring client last read; the
+    controller refuses the declaration if the port has moved since (``Controller.put_port``).
+    """
+    body = _body(body, {"network", "mac", "ips", "hypervisor", "interface", "mobility_seq"}, {"network", "mac"})
+    seq = _int(body["mobility_seq"], "mobility_seq", 0, MOBILITY_SEQ_MAX) if "mobility_seq" in body else 0
     ips_raw = body.get("ips", [])
     if not isinstance(ips_raw, list):
         raise BadRequest("ips must be a list of IP address strings")
@@ -294,6 +330,7 @@ def parse_port(name: str, body: Any) -> Port:
         hypervisor=None if hypervisor is None else parse_name(hypervisor, "hypervisor"),
         interface=None if interface is None else parse_interface(interface),
         location_source=None if hypervisor is None else "declared",
+        mobility_seq=seq,
     )
 
 
@@ -315,4 +352,6 @@ def port_from_record(rec: Mapping[str, Any]) -> Port:
     return Port(rec["name"], rec["network"], rec["mac"],
                 tuple(ipaddress.ip_address(ip) for ip in rec["ips"]),
                 rec["hypervisor"], rec["interface"], rec["location_source"],
-                rec.get("mobility_seq", 0), rec.get("frozen", False))
+                rec.get("mobility_seq", 0), rec.get("frozen", False),
+                tuple(Move(m["at"], m["hypervisor"], m["interface"]) for m in rec.get("recent_moves", ())),
+                None if rec.get("duplicate") is None else Duplicate(**rec["duplicate"]))

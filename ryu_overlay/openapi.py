@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import __version__
-from .model import MAX_NAME, MTU_MAX, MTU_MIN, UNKNOWN_ARP_MODES, VNI_MAX, VNI_MIN
+from .model import MAX_NAME, MOBILITY_SEQ_MAX, MTU_MAX, MTU_MIN, UNKNOWN_ARP_MODES, VNI_MAX, VNI_MIN
 
 NAME = {"type": "string", "minLength": 1, "maxLength": MAX_NAME, "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"}
 IFNAME = {"type": "string", "minLength": 1, "maxLength": 15, "pattern": r"^[A-Za-z0-9_.:-]{1,15}$"}
@@ -115,6 +115,9 @@ def openapi_document() -> dict[str, Any]:
                 "hypervisor": {**NAME, "nullable": True, "description": "with interface: the declared location"},
                 "interface": {**IFNAME, "nullable": True,
                               "description": "the VM's interface name on the hypervisor's bridge"},
+                "mobility_seq": {"type": "integer", "minimum": 0, "maximum": MOBILITY_SEQ_MAX,
+                                 "description": "optional: the mobility_seq the client last read; the PUT is "
+                                                "refused (409) if the port has moved since"},
             },
             # the location is both fields or neither
             "oneOf": [{"required": ["hypervisor", "interface"],
@@ -123,14 +126,28 @@ def openapi_document() -> dict[str, Any]:
         "Port": {
             "type": "object",
             "required": ["name", "network", "mac", "ips", "hypervisor", "interface", "location_source",
-                         "mobility_seq", "frozen"],
+                         "mobility_seq", "frozen", "recent_moves", "duplicate"],
             "properties": {
                 "name": NAME, "network": NAME, "mac": {"type": "string"},
                 "ips": {"type": "array", "items": {"type": "string"}},
                 "hypervisor": nullable_name, "interface": {**IFNAME, "nullable": True},
                 "location_source": {"type": "string", "enum": ["declared", "learned"], "nullable": True},
-                "mobility_seq": {"type": "integer", "minimum": 0},
-                "frozen": {"type": "boolean"}}},
+                "mobility_seq": {"type": "integer", "minimum": 0,
+                                 "description": "the location's sequence number: one more each time the port "
+                                                "leaves a location (RFC 7432 section 15)"},
+                "frozen": {"type": "boolean", "description": "moved too often; held until an operator PUT"},
+                "recent_moves": {"type": "array",
+                                 "description": "the moves in the 180 s up to the latest one, oldest first",
+                                 "items": {"type": "object", "required": ["at", "hypervisor", "interface"],
+                                           "properties": {"at": {"type": "number",
+                                                                 "description": "Unix time of the move"},
+                                                          "hypervisor": NAME, "interface": IFNAME},
+                                           "description": "the location the port left"}},
+                "duplicate": {
+                    "type": "object", "nullable": True, "required": ["hypervisor", "interface", "detected_at"],
+                    "description": "the port's MAC was active at this other location while its own interface "
+                                   "was present; the port is held where it is until an operator PUT",
+                    "properties": {"hypervisor": NAME, "interface": IFNAME, "detected_at": {"type": "number"}}}}},
     }
     paths: dict[str, Any] = {}
     paths.update(_collection_paths("hypervisors", "Hypervisor", (400, 409, 413), (404, 409),

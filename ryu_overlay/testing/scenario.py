@@ -28,7 +28,7 @@ PORTS: dict[str, tuple[str, str, list[str], str, str, int]] = {
 
 
 def build(clock: Callable[[], float] | None = None, path: str = ":memory:") -> Controller:
-    c = Controller(SqliteStore(path), **({"clock": clock} if clock else {}))
+    c = Controller(SqliteStore(path), **({"clock": clock, "wall_clock": clock} if clock else {}))
     for name, (dpid, ip) in HYPERVISORS.items():
         c.put_hypervisor(name, {"dpid": dpid, "tunnel_ip": ip})
     for name, (vni, tenant) in NETWORKS.items():

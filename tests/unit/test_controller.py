@@ -11,6 +11,7 @@ from scapy.layers.l2 import ARP, Ether
 from ryu_overlay.compat import ofproto as ofp, parser
 from ryu_overlay.pipeline import Family, GroupRole, cookie_family, cookie_vni, group_id
 from ryu_overlay.testing.scenario import HYPERVISORS, build, connect, kind, ofports
+from ryu_overlay.trace import SimNet
 
 BCAST = "ff:ff:ff:ff:ff:ff"
 
@@ -237,27 +238,40 @@ class Clock:
         return self.now
 
 
+M1_GARP = garp("02:bb:00:00:00:01", "10.1.0.50")
+DPID = {hv: dpid for hv, (dpid, _) in HYPERVISORS.items()}
+
+
+def hop(c, clock: Clock, to: int, seconds: float = 10) -> dict[int, list[Any]]:
+    """m1's VM really moves to hypervisor ``to``: its interface leaves the old bridge, appears on the new one."""
+    clock.now += seconds
+    port = c.topo.ports["m1"]
+    out: dict[int, list[Any]] = {}
+    if port.hypervisor is not None:
+        c._merge(out, c.port_status(DPID[port.hypervisor], port.interface, None))
+    c._merge(out, c.port_status(to, "tapM", 9))
+    c._merge(out, c.packet_in(to, 9, M1_GARP))
+    return out
+
+
 def test_a_port_moving_more_than_five_times_in_180s_is_frozen_at_its_last_location():
     clock = Clock()
     c = build(clock=clock)
     for hv in HYPERVISORS:
         connect(c, hv)
     declare_unlocated(c)
-    c.port_status(3, "tapM", 9)
-    c.port_status(4, "tapM", 9)
     for dpid in [3, 4] * 3:  # the first sighting learns; five moves follow
-        clock.now += 10
-        c.packet_in(dpid, 9, garp("02:bb:00:00:00:01", "10.1.0.50"))
+        hop(c, clock, dpid)
     port = c.topo.ports["m1"]
-    assert (port.hypervisor, port.mobility_seq, port.frozen) == ("hv4", 5, False)
-    clock.now += 10
-    assert c.packet_in(3, 9, garp("02:bb:00:00:00:01", "10.1.0.50")) == {}
+    assert (port.hypervisor, port.mobility_seq, port.frozen, len(port.recent_moves)) == ("hv4", 5, False, 5)
+    hop(c, clock, 3)
     port = c.topo.ports["m1"]
-    assert (port.hypervisor, port.mobility_seq, port.frozen) == ("hv4", 5, True)
-    assert c.stats["ports_frozen"] == 1
+    assert (port.hypervisor, port.mobility_seq, port.frozen, port.duplicate) == ("hv4", 5, True, None)
+    assert c.stats["ports_frozen"] == 1 and c.stats["duplicates_detected"] == 0
     c.put_port("m1", {"network": "blue", "mac": "02:bb:00:00:00:01", "ips": ["10.1.0.50", "fd00:1::50"],
                       "hypervisor": "hv3", "interface": "tapM"})
-    assert (c.topo.ports["m1"].frozen, c.topo.ports["m1"].mobility_seq) == (False, 6)
+    port = c.topo.ports["m1"]
+    assert (port.frozen, port.mobility_seq, port.recent_moves) == (False, 6, ())
 
 
 def test_moves_spread_over_more_than_180s_never_freeze():
@@ -266,12 +280,121 @@ def test_moves_spread_over_more_than_180s_never_freeze():
     for hv in ("hv3", "hv4"):
         connect(c, hv)
     declare_unlocated(c)
-    c.port_status(3, "tapM", 9)
-    c.port_status(4, "tapM", 9)
     for dpid in [3, 4] * 6:
-        clock.now += 40
-        c.packet_in(dpid, 9, garp("02:bb:00:00:00:01", "10.1.0.50"))
+        hop(c, clock, dpid, seconds=40)
     assert not c.topo.ports["m1"].frozen and c.topo.ports["m1"].mobility_seq == 11
+
+
+def restarted(c, clock: Clock, path: str):
+    """A new controller on ``c``'s store file, its switches reconnected with the interfaces they have now."""
+    from ryu_overlay.controller import Controller
+    from ryu_overlay.store import SqliteStore
+    ports = {dpid: dict(sw.ofports) for dpid, sw in c.switches.items()}
+    c.store.close()
+    again = Controller(SqliteStore(path), clock=clock, wall_clock=clock)
+    for hv, dpid in DPID.items():
+        connect(again, hv, ports=ports[dpid])
+    return again
+
+
+@pytest.mark.parametrize("restart_after", [None, 1, 3, 5])
+def test_the_move_history_and_the_freeze_survive_a_restart(tmp_path, restart_after):
+    clock = Clock()
+    path = str(tmp_path / "db.sqlite")
+    c = build(clock=clock, path=path)
+    for hv in HYPERVISORS:
+        connect(c, hv)
+    declare_unlocated(c)
+    hop(c, clock, 3)  # learned
+    for move in range(1, 7):
+        hop(c, clock, 4 if move % 2 else 3)
+        if move == restart_after:
+            c = restarted(c, clock, path)
+    port = c.topo.ports["m1"]
+    assert (port.hypervisor, port.mobility_seq, port.frozen) == ("hv4", 5, True)
+    assert restarted(c, clock, path).topo.ports["m1"].frozen
+
+
+def test_moves_older_than_the_window_by_the_wall_clock_do_not_count_after_a_restart(tmp_path):
+    clock = Clock()
+    path = str(tmp_path / "db.sqlite")
+    c = build(clock=clock, path=path)
+    for hv in HYPERVISORS:
+        connect(c, hv)
+    declare_unlocated(c)
+    for dpid in [3, 4, 3, 4, 3]:
+        hop(c, clock, dpid)
+    c = restarted(c, clock, path)
+    clock.now += 200  # the controller was down for longer than the window
+    for dpid in [4, 3, 4]:
+        hop(c, clock, dpid)
+    assert not c.topo.ports["m1"].frozen and c.topo.ports["m1"].mobility_seq == 7
+
+
+def test_an_early_frame_observed_before_a_newer_move_does_not_move_the_port_back():
+    clock = Clock()
+    c = build(clock=clock)
+    net = SimNet(c, {hv: ofports(hv) for hv in HYPERVISORS})
+    declare_unlocated(c)
+    net.apply(hop(c, clock, 3))  # learned on hv3 at seq 0
+    # hv4 sends up a frame of m1 from a port whose port-status is late: it is kept (seq 0 then)
+    assert c.packet_in(4, 9, M1_GARP) == {}
+    net.apply(hop(c, clock, 2))  # meanwhile m1 really moved to hv2: seq 1
+    assert c.topo.ports["m1"].mobility_seq == 1
+    net.apply(c.port_status(4, "tapM", 9))  # hv4's port-status at last: the kept frame is stale
+    port = c.topo.ports["m1"]
+    assert (port.hypervisor, port.mobility_seq) == ("hv2", 1)
+    assert c.stats["moves_refused_stale"] == 1 and c.stats["moves"] == 1
+    to_m1 = {"in_port": ofports("hv1")["tapA1"], "eth_src": "02:aa:00:00:00:01", "eth_dst": "02:bb:00:00:00:01",
+             "eth_type": 0x0800, "ipv4_src": "10.1.0.1", "ipv4_dst": "10.1.0.50", "ip_proto": 17}
+    r = net.send("hv1", to_m1)
+    assert [(d.switch, d.port) for d in r.deliveries] == [("hv2", 9)]
+
+
+def test_an_early_frame_is_handled_when_no_newer_report_came_in_between():
+    clock = Clock()
+    c = build(clock=clock)
+    for hv in HYPERVISORS:
+        connect(c, hv)
+    declare_unlocated(c)
+    hop(c, clock, 3)
+    c.port_status(3, "tapM", None)
+    assert c.packet_in(4, 9, M1_GARP) == {}
+    c.port_status(4, "tapM", 9)
+    assert (c.topo.ports["m1"].hypervisor, c.topo.ports["m1"].mobility_seq) == ("hv4", 1)
+
+
+@pytest.mark.parametrize("old_interface_gone", [False, True])
+def test_a_mac_active_in_two_places_is_a_duplicate_and_a_vm_moving_back_is_a_move(old_interface_gone):
+    clock = Clock()
+    c = build(clock=clock)
+    for hv in HYPERVISORS:
+        connect(c, hv)
+    declare_unlocated(c)
+    c.port_status(3, "tapM", 9)
+    c.packet_in(3, 9, M1_GARP)
+    clock.now += 1
+    c.port_status(4, "tapM", 9)  # hv3's tapM is still there, as during a live migration
+    c.packet_in(4, 9, M1_GARP)
+    assert (c.topo.ports["m1"].hypervisor, c.stats["moves"]) == ("hv4", 1)
+    clock.now += 1
+    if old_interface_gone:  # the VM went back to hv3: it left hv4
+        c.port_status(4, "tapM", None)
+    for _ in range(3):  # m1's MAC keeps talking from hv3
+        c.packet_in(3, 9, M1_GARP)
+    port = c.topo.ports["m1"]
+    if old_interface_gone:
+        assert (port.hypervisor, port.duplicate, c.stats["moves"]) == ("hv3", None, 2)
+        assert c.stats["duplicates_detected"] == 0
+        return
+    assert (port.hypervisor, port.interface, port.mobility_seq, port.frozen) == ("hv4", "tapM", 1, False)
+    assert port.duplicate is not None and (port.duplicate.hypervisor, port.duplicate.interface) == ("hv3", "tapM")
+    assert port.duplicate.detected_at == clock.now
+    assert (c.stats["duplicates_detected"], c.stats["moves_refused_duplicate"], c.stats["moves"]) == (1, 2, 1)
+    assert c.stats_json()["ports_duplicate"] == 1
+    c.put_port("m1", {"network": "blue", "mac": "02:bb:00:00:00:01", "ips": ["10.1.0.50", "fd00:1::50"]})
+    port = c.topo.ports["m1"]
+    assert (port.hypervisor, port.duplicate, c.stats_json()["ports_duplicate"]) == ("hv4", None, 0)
 
 
 def test_switch_errors_resync_at_most_once_per_holddown():

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from ryu_overlay.model import (BadRequest, Hypervisor, Network, Port, VNI_MAX, format_dpid, hypervisor_from_record,
+from ryu_overlay.model import (BadRequest, Duplicate, Hypervisor, Move, Network, Port, VNI_MAX, format_dpid, hypervisor_from_record,
                                link_local, network_from_record, parse_dpid, parse_hypervisor, parse_interface,
                                parse_mac, parse_name, parse_network, parse_port, port_from_record)
 
@@ -230,7 +230,8 @@ def test_interface_names(value, ok):
     (parse_hypervisor, {"dpid": 1, "tunnel_ip": "198.18.0.1", "connected": True, "in_sync": True}, "connected, in_sync"),
     (parse_port, {"network": "n", "mac": "02:00:00:00:00:01", "location_source": "learned"}, "location_source"),
     (parse_port, {"network": "n", "mac": "02:00:00:00:00:01", "frozen": False}, "frozen"),
-    (parse_port, {"network": "n", "mac": "02:00:00:00:00:01", "mobility_seq": 0}, "mobility_seq"),
+    (parse_port, {"network": "n", "mac": "02:00:00:00:00:01", "recent_moves": []}, "recent_moves"),
+    (parse_port, {"network": "n", "mac": "02:00:00:00:00:01", "duplicate": None}, "duplicate"),
 ])
 def test_unknown_fields_are_refused_and_named(fn, body, unknown):
     assert refused(fn, "x", body) == f"unknown field(s): {unknown}"
@@ -278,10 +279,25 @@ def test_objects_round_trip_through_their_records():
     hv = Hypervisor("hv", (1 << 64) - 1, ipaddress.IPv4Address("198.18.0.1"), "vx1")
     net = Network("n", 7, "t", (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/64")), 1500, "drop")
     p = Port("p", "n", "02:00:00:00:00:01", (ipaddress.ip_address("10.0.0.1"), ipaddress.ip_address("fd00::1")),
-             "hv", "tap", "learned", 3, True)
+             "hv", "tap", "learned", 3, True, (Move(1.5, "hv2", "tap2"), Move(2.25, "hv3", "tap")),
+             Duplicate("hv2", "tap2", 3.5))
     assert hypervisor_from_record(hv.to_json()) == hv
     assert network_from_record(net.to_json()) == net
     assert port_from_record(p.to_json()) == p
+
+
+def test_a_port_record_from_before_the_mobility_history_loads_without_it():
+    p = Port("p", "n", "02:00:00:00:00:01", (), "hv", "tap", "learned", 3, True)
+    old = {k: v for k, v in p.to_json().items() if k not in ("recent_moves", "duplicate")}
+    assert port_from_record(old) == p
+
+
+def test_a_declared_mobility_seq_is_read_and_checked():
+    body = {"network": "n", "mac": "02:00:00:00:00:01"}
+    assert parse_port("p", {**body, "mobility_seq": 7}).mobility_seq == 7
+    assert parse_port("p", body).mobility_seq == 0
+    for bad in (-1, 1 << 32, "1", 1.0, True, None):
+        assert refused(parse_port, "p", {**body, "mobility_seq": bad}).startswith("mobility_seq must be")
 
 
 @pytest.mark.parametrize("mac,want", [

@@ -37,9 +37,10 @@ BLUE_JSON = {"name": "blue", "vni": 5001, "tenant": "acme", "subnets": ["10.1.0.
 RED_JSON = {"name": "red", "vni": 5002, "tenant": "acme", "subnets": [], "mtu": None, "unknown_arp": "replicate"}
 A1_JSON = {"name": "a1", "network": "blue", "mac": "02:aa:00:00:00:01", "ips": ["10.1.0.1", "fd00:1::1"],
            "hypervisor": "hv1", "interface": "tapA1", "location_source": "declared", "mobility_seq": 0,
-           "frozen": False}
+           "frozen": False, "recent_moves": [], "duplicate": None}
 A2_JSON = {"name": "a2", "network": "blue", "mac": "02:aa:00:00:00:02", "ips": ["10.1.0.2"], "hypervisor": None,
-           "interface": None, "location_source": None, "mobility_seq": 0, "frozen": False}
+           "interface": None, "location_source": None, "mobility_seq": 0, "frozen": False, "recent_moves": [],
+           "duplicate": None}
 
 
 def seed(api: Any) -> None:
@@ -523,13 +524,60 @@ def test_a_refused_put_keeps_the_move_history_of_a_port(seeded):
     connect(c, 1, {"vxlan0": 100, "tapA1": 1, "tapM": 9})
     connect(c, 2, {"vxlan0": 100, "tapM": 9})
     frame = garp("02:aa:00:00:00:02", "10.1.0.2")
-    for dpid in (1, 2, 1, 2, 1):
+
+    def vm_moves_to(dpid: int) -> None:  # its interface leaves the other bridge
+        c.port_status(3 - dpid, "tapM", None)
+        c.port_status(dpid, "tapM", 9)
         c.packet_in(dpid, 9, frame)
+
+    for dpid in (1, 2, 1, 2, 1):
+        vm_moves_to(dpid)
     assert seeded.api.get("/v1/ports/a2").json["mobility_seq"] == 4
+    assert len(seeded.api.get("/v1/ports/a2").json["recent_moves"]) == 4
     assert seeded.api.put("/v1/ports/a2", {**A2, "ips": ["10.1.0.1"]}).status_int == 409
     for dpid in (2, 1):
-        c.packet_in(dpid, 9, frame)
+        vm_moves_to(dpid)
     assert seeded.api.get("/v1/ports/a2").json["frozen"] is True
+
+
+def test_a_put_based_on_an_older_mobility_seq_is_refused_and_changes_nothing(seeded):
+    c = seeded.controller
+    connect(c, 2, {"vxlan0": 100, "tapM": 9})
+    seeded.api.put("/v1/ports/a2", {**A2, "hypervisor": "hv1", "interface": "tapA2"})
+    c.packet_in(2, 9, garp("02:aa:00:00:00:02", "10.1.0.2"))  # the VM moved to hv2 by itself: seq 1
+    assert seeded.api.get("/v1/ports/a2").json["mobility_seq"] == 1
+    before = seeded.snapshot()
+    stale = {**A2, "hypervisor": "hv1", "interface": "tapA3", "mobility_seq": 0}
+    resp = seeded.api.put("/v1/ports/a2", stale)
+    assert (resp.status_int, error(resp)) == (
+        409, "port a2 is at mobility_seq 1: a declaration based on 0 is older; read the port again")
+    assert seeded.snapshot() == before
+    resp = seeded.api.put("/v1/ports/a2", {**stale, "mobility_seq": 1})
+    assert resp.status_int == 200
+    assert (resp.json["hypervisor"], resp.json["interface"], resp.json["mobility_seq"]) == ("hv1", "tapA3", 2)
+    resp = seeded.api.put("/v1/ports/a2", {**stale, "mobility_seq": 40})  # a newer one is adopted
+    assert (resp.status_int, resp.json["mobility_seq"]) == (200, 40)
+    resp = seeded.api.put("/v1/ports/a2", {**A2, "hypervisor": "hv2", "interface": "tapA2"})  # without: as before
+    assert (resp.status_int, resp.json["mobility_seq"]) == (200, 41)
+
+
+def test_a_duplicate_is_shown_in_the_port_and_counted_and_a_put_clears_it(seeded):
+    c = seeded.controller
+    connect(c, 1, {"vxlan0": 100, "tapA1": 1, "tapM": 9})
+    connect(c, 2, {"vxlan0": 100, "tapM": 9})
+    frame = garp("02:aa:00:00:00:02", "10.1.0.2")
+    for dpid in (1, 2, 1, 1):  # learned on hv1, moved to hv2, then talking from both
+        c.packet_in(dpid, 9, frame)
+    port = seeded.api.get("/v1/ports/a2").json
+    assert (port["hypervisor"], port["interface"], port["mobility_seq"], port["frozen"]) == ("hv2", "tapM", 1, False)
+    assert {k: v for k, v in port["duplicate"].items() if k != "detected_at"} == {"hypervisor": "hv1",
+                                                                                "interface": "tapM"}
+    stats = seeded.api.get("/v1/stats").json
+    assert (stats["duplicates_detected"], stats["moves_refused_duplicate"], stats["moves"]) == (1, 1, 1)
+    assert stats["ports_duplicate"] == 1
+    resp = seeded.api.put("/v1/ports/a2", A2)
+    assert (resp.status_int, resp.json["duplicate"], resp.json["hypervisor"]) == (200, None, "hv2")
+    assert seeded.api.get("/v1/stats").json["ports_duplicate"] == 0
 
 
 # --- authentication -----------------------------------------------------------------------------
@@ -607,3 +655,18 @@ def test_writes_are_durable_before_the_answer(seeded):
         assert [n.name for n in other.load()[1]] == ["blue", "green", "red"]
     finally:
         other.close()
+
+
+def test_the_move_history_and_a_duplicate_are_shown_the_same_after_a_restart(make_env):
+    env = make_env()
+    seed(env.api)
+    connect(env.controller, 1, {"vxlan0": 100, "tapA1": 1, "tapM": 9})
+    connect(env.controller, 2, {"vxlan0": 100, "tapM": 9})
+    for dpid in (1, 2, 1):
+        env.controller.packet_in(dpid, 9, garp("02:aa:00:00:00:02", "10.1.0.2"))
+    before = env.api.get("/v1/ports/a2").json
+    assert len(before["recent_moves"]) == 1 and before["duplicate"] is not None
+    env.close()
+    again = make_env(db=env.path)
+    assert again.api.get("/v1/ports/a2").json == before
+    assert again.api.get("/v1/stats").json["ports_duplicate"] == 1
