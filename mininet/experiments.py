@@ -19,9 +19,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ryu_overlay.testing import mininet_topo as topo_mod
 from ryu_overlay.testing.mininet_topo import OverlayNet, Spec, sigterm_as_interrupt
@@ -148,9 +147,12 @@ LEARN_TIMEOUT = 300  # seconds a learned MAC location lives (hard timeout), as a
 FL_INGRESS, FL_MACS = 0, 1  # flood-and-learn tables: VNI of the port and learn; learned MACs, else flood
 
 
-@dataclass(frozen=True)
-class FloodRun:
-    """One variant's VXLAN packets per hypervisor underlay link (both directions, at the leaf)."""
+class FloodRun(NamedTuple):
+    """One variant's VXLAN packets per hypervisor underlay link (both directions, at the leaf).
+
+    A NamedTuple, not a dataclass: tests load this script from its file, outside sys.modules,
+    where the dataclass decorator cannot resolve the module.
+    """
 
     packets: dict[str, int]
     bcast: dict[str, int]       # of which the inner frame is broadcast/multicast
