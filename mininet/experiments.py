@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ryu_overlay.testing import mininet_topo as topo_mod
 from ryu_overlay.testing.mininet_topo import OverlayNet, Spec, sigterm_as_interrupt
@@ -143,35 +143,91 @@ def connectivity(on: OverlayNet, out: Path) -> dict[str, Any]:
 
 # --- flooding -------------------------------------------------------------------------------------------
 
-def _resolve_all(on: OverlayNet, out: Path, label: str) -> tuple[dict[str, int], dict[str, int], int, int]:
+LEARN_TIMEOUT = 300  # seconds a learned MAC location lives (hard timeout), as a VTEP's MAC table ages
+FL_INGRESS, FL_MACS = 0, 1  # flood-and-learn tables: VNI of the port and learn; learned MACs, else flood
+
+
+class FloodRun(NamedTuple):
+    """One variant's VXLAN packets per hypervisor underlay link (both directions, at the leaf).
+
+    A NamedTuple, not a dataclass: tests load this script from its file, outside sys.modules,
+    where the dataclass decorator cannot resolve the module.
+    """
+
+    packets: dict[str, int]
+    bcast: dict[str, int]       # of which the inner frame is broadcast/multicast
+    misdirected: dict[str, int]  # inner unicast arriving at a hypervisor that hosts no VM with that VNI+MAC
+    ok: int
+    pings: int
+
+
+def _resolve_all(on: OverlayNet, out: Path, label: str) -> FloodRun:
     """Flush every VM's neighbour cache, then each VM pings each same-tenant neighbour once (IPv4 and
-    IPv6) while tcpdump counts VXLAN packets on every hypervisor's underlay link (at its leaf)."""
+    IPv6) while tcpdump counts VXLAN packets on every hypervisor's underlay link (at its leaf).
+
+    The VMs take turns: run at once, both VMs of a pair often resolve each other at the same
+    moment, and how many requests cross the fabric would depend on that race, not on the variant.
+    """
     on.flush_neighbours()
     time.sleep(0.2)
     paths = {hv: out / f"flood-{label}-{hv}.pcap" for hv in on.hvinfo}
     caps = {hv: on.capture(on.leaf_of(hv), hv, "udp port 4789", paths[hv]) for hv in on.hvinfo}
-    runners = []
+    ok = total = 0
     for name, v in on.vminfo.items():
         peers = [p for p in on.vminfo.values() if p.tenant == v.tenant and p.name != name]
         script = "\n".join(f"ping -c 1 -W 2 {ip} >/dev/null 2>&1; echo $?" for p in peers for ip in p.ips)
         if script:
-            runners.append(on.vm(name).spawn("sh", "-c", script, stdout=subprocess.PIPE, text=True))
-    ok = total = 0
-    for proc in runners:
-        stdout, _ = proc.communicate(timeout=600)
-        codes = stdout.split()
-        total += len(codes)
-        ok += codes.count("0")
+            proc = on.vm(name).spawn("sh", "-c", script, stdout=subprocess.PIPE, text=True)
+            stdout, _ = proc.communicate(timeout=600)
+            codes = stdout.split()
+            total += len(codes)
+            ok += codes.count("0")
     time.sleep(0.5)
     for p in caps.values():
         _stop(p)
+    from scapy.layers.inet import IP
     from scapy.layers.vxlan import VXLAN
-    counts, bcast = {}, {}
+    counts, bcast, misdirected = {}, {}, {}
     for hv, path in paths.items():
+        hosted = {(v.vni, bytes.fromhex(v.mac.replace(":", ""))) for v in on.vminfo.values() if v.hv == hv}
         pkts = [p for p in _read_pcap(path) if VXLAN in p]
+        inner = [(p, bytes(p[VXLAN].payload)) for p in pkts]
         counts[hv] = len(pkts)
-        bcast[hv] = sum(1 for p in pkts if bytes(p[VXLAN].payload)[:1] and bytes(p[VXLAN].payload)[0] & 1)
-    return counts, bcast, ok, total
+        bcast[hv] = sum(1 for _, f in inner if f[:1] and f[0] & 1)
+        misdirected[hv] = sum(1 for p, f in inner if len(f) >= 6 and not f[0] & 1
+                              and p[IP].dst == on.hvinfo[hv].tunnel_ip and (p[VXLAN].vni, f[:6]) not in hosted)
+    return FloodRun(counts, bcast, misdirected, ok, total)
+
+
+def _take_from_controller(on: OverlayNet, name: str) -> topo_mod.Hypervisor:
+    hv = on.hv(name)
+    hv.ovs.vsctl("del-controller", "br-int")
+    hv.ovs.ofctl("del-flows")
+    hv.ovs.ofctl("del-groups")
+    return hv
+
+
+def _flush_datapath(on: OverlayNet) -> None:
+    """Empty every hypervisor's datapath flow cache once a variant's flows are in place.
+
+    Its megaflows (idle for up to 10 s) keep the previous variant's actions until a revalidator
+    catches up with a table change, and a learn action changes the table between two packets
+    of one ping.
+    """
+    for name in on.hvinfo:
+        on.hv(name).ovs.appctl("dpctl/del-flows")
+
+
+def _flood_group(on: OverlayNet, name: str, vni: int, taps: list[int]) -> str:
+    """Head-end replication: a bucket per other hypervisor (tun_dst, tunnel port) plus the local taps."""
+    tun = on.ofport(name, topo_mod.TUNNEL_PORT)
+    buckets = [f"bucket=set_field:{o.tunnel_ip}->tun_dst,output:{tun}" for o in on.hvinfo.values() if o.name != name]
+    buckets += [f"bucket=output:{p}" for p in taps]
+    return f"group_id={vni},type=all," + ",".join(buckets)
+
+
+def _tenant_taps(on: OverlayNet, name: str, tenant: int) -> list[int]:
+    return [on.ofport(name, v.tap) for v in on.vminfo.values() if v.hv == name and v.tenant == tenant]
 
 
 def program_flood_baseline(on: OverlayNet) -> None:
@@ -182,52 +238,119 @@ def program_flood_baseline(on: OverlayNet) -> None:
     frames from the tunnel with the tenant's VNI go to all its local taps. No learning.
     """
     for name in on.hvinfo:
-        hv = on.hv(name)
-        hv.ovs.vsctl("del-controller", "br-int")
-        hv.ovs.ofctl("del-flows")
-        hv.ovs.ofctl("del-groups")
+        hv = _take_from_controller(on, name)
         tun = on.ofport(name, topo_mod.TUNNEL_PORT)
-        others = [o.tunnel_ip for o in on.hvinfo.values() if o.name != name]
         for t in range(1, on.spec.tenants + 1):
             vni = topo_mod.VNI_BASE + t
-            taps = [on.ofport(name, v.tap) for v in on.vminfo.values() if v.hv == name and v.tenant == t]
-            buckets = [f"bucket=set_field:{ip}->tun_dst,output:{tun}" for ip in others]
-            buckets += [f"bucket=output:{p}" for p in taps]
-            hv.ovs.ofctl("add-group", f"group_id={vni},type=all," + ",".join(buckets))
+            taps = _tenant_taps(on, name, t)
+            hv.ovs.ofctl("add-group", _flood_group(on, name, vni, taps))
             for p in taps:
                 hv.ovs.ofctl("add-flow", f"priority=100,in_port={p},actions=set_field:{vni}->tun_id,group:{vni}")
             local = ",".join(f"output:{p}" for p in taps) or "drop"
             hv.ovs.ofctl("add-flow", f"priority=100,in_port={tun},tun_id={vni},actions={local}")
+    _flush_datapath(on)
+
+
+def flood_learn_flows(tunnel: int, vni: int, taps: list[int]) -> list[str]:
+    """A standalone VTEP's flood-and-learn for one VNI, as ``ovs-ofctl add-flows`` lines (group ``vni`` floods).
+
+    FL_INGRESS maps each tap to the VNI (its tun_id) and accepts tunnel frames with that VNI;
+    both teach FL_MACS where the source MAC lives in this VNI with OVS's ``learn`` action:
+    behind this local port, or behind the sending VTEP (its ``tun_src`` becomes the learned
+    flow's ``tun_dst``). FL_MACS sends a known destination to that one place and floods the rest:
+    from a tap to every other hypervisor and the VNI's other taps (the group), from the tunnel
+    to the local taps only (split horizon).
+    """
+    learn_local = (f"learn(table={FL_MACS},hard_timeout={LEARN_TIMEOUT},priority=100,NXM_NX_TUN_ID[],"
+                   "NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],output:NXM_OF_IN_PORT[])")
+    learn_remote = (f"learn(table={FL_MACS},hard_timeout={LEARN_TIMEOUT},priority=100,NXM_NX_TUN_ID[],"
+                    "NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],load:NXM_NX_TUN_IPV4_SRC[]->NXM_NX_TUN_IPV4_DST[],"
+                    "output:NXM_OF_IN_PORT[])")
+    goto = f"goto_table:{FL_MACS}"
+    flows = [f"table={FL_INGRESS},priority=100,in_port={p},actions=set_field:{vni}->tun_id,{learn_local},{goto}"
+             for p in taps]
+    flows.append(f"table={FL_INGRESS},priority=100,in_port={tunnel},tun_id={vni},actions={learn_remote},{goto}")
+    local = ",".join(f"output:{p}" for p in taps) or "drop"
+    flows.append(f"table={FL_MACS},priority=20,in_port={tunnel},tun_id={vni},actions={local}")
+    flows.append(f"table={FL_MACS},priority=10,tun_id={vni},actions=group:{vni}")
+    return flows
+
+
+def program_flood_learn(on: OverlayNet, workdir: Path) -> None:
+    """Take br-int away from the controller and program a flood-and-learn VTEP (flood_learn_flows) per tenant."""
+    for name in on.hvinfo:
+        hv = _take_from_controller(on, name)
+        tun = on.ofport(name, topo_mod.TUNNEL_PORT)
+        flows = [f"table={t},priority=0,actions=drop" for t in (FL_INGRESS, FL_MACS)]
+        for t in range(1, on.spec.tenants + 1):
+            vni = topo_mod.VNI_BASE + t
+            taps = _tenant_taps(on, name, t)
+            hv.ovs.ofctl("add-group", _flood_group(on, name, vni, taps))
+            flows += flood_learn_flows(tun, vni, taps)
+        path = workdir / f"flood-learn-{name}.flows"
+        path.write_text("\n".join(flows) + "\n")
+        hv.ovs.ofctl("add-flows", str(path))
+    _flush_datapath(on)
+
+
+def learned_flows(on: OverlayNet, name: str) -> list[str]:
+    """The MAC locations br-int has learned (FL_MACS at the learn actions' priority)."""
+    return [f for f in on.hv(name).ovs.ofctl("dump-flows", f"table={FL_MACS}").splitlines() if "priority=100" in f]
+
+
+VARIANTS = (("controller", "ryu-overlay (ARP/ND answered in switch)", "#1f77b4"),
+            ("flood_learn", "flood-and-learn (OVS learn action)", "#ff7f0e"),
+            ("flood_all", "flood everything to every hypervisor", "#d62728"))
 
 
 def flooding(on: OverlayNet, out: Path) -> dict[str, Any]:
-    ctl_counts, ctl_b, ctl_ok, total = _resolve_all(on, out, "controller")
+    """The same resolve-and-ping workload with this controller, a flood-and-learn VTEP and flood-everything."""
+    runs = {"controller": _resolve_all(on, out, "controller")}
+    program_flood_learn(on, out)
+    runs["flood_learn"] = _resolve_all(on, out, "flood-learn")
+    learned = {hv: len(learned_flows(on, hv)) for hv in on.hvinfo}
     program_flood_baseline(on)
-    base_counts, base_b, base_ok, _ = _resolve_all(on, out, "baseline")
+    runs["flood_all"] = _resolve_all(on, out, "flood-all")
     hvs = list(on.hvinfo)
-    rows = [[hv, ctl_counts[hv], ctl_b[hv], base_counts[hv], base_b[hv]] for hv in hvs]
-    rows.append(["total", sum(ctl_counts.values()), sum(ctl_b.values()), sum(base_counts.values()),
-                 sum(base_b.values())])
-    header = ["hypervisor", "controller_vxlan_pkts", "controller_bcast_inner", "baseline_vxlan_pkts",
-              "baseline_bcast_inner"]
+    rows = [[hv, *itertools.chain.from_iterable((r.packets[hv], r.bcast[hv], r.misdirected[hv]) for r in runs.values()),
+             learned[hv]] for hv in hvs]
+    rows.append(["total", *itertools.chain.from_iterable(
+        (sum(r.packets.values()), sum(r.bcast.values()), sum(r.misdirected.values())) for r in runs.values()),
+        sum(learned.values())])
+    header = ["hypervisor", *itertools.chain.from_iterable(
+        (f"{k}_vxlan_pkts", f"{k}_bcast_inner", f"{k}_misdirected_unicast") for k in runs), "flood_learn_learned_macs"]
     write_csv(out / "flooding.csv", header, rows)
+    total = runs["controller"].pings
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(2 + 1.1 * len(hvs), 3.8))
-    xs = range(len(hvs))
-    ax.bar([x - 0.2 for x in xs], [ctl_counts[h] for h in hvs], 0.4, label="ryu-overlay (ARP/ND answered in switch)")
-    ax.bar([x + 0.2 for x in xs], [base_counts[h] for h in hvs], 0.4, label="flood to every hypervisor (baseline)")
-    ax.set_xticks(list(xs), hvs)
-    ax.set_ylabel("VXLAN packets on the hypervisor's underlay link")
-    ax.set_title(f"Every VM resolves and pings every same-tenant neighbour once (IPv4+IPv6, {total} pings)",
+    fig, (ax_t, ax_h) = plt.subplots(1, 2, figsize=(4.5 + 1.2 * len(hvs), 4.2),
+                                     gridspec_kw={"width_ratios": [1, max(1, len(hvs) // 2)]})
+    for k, (key, label, color) in enumerate(VARIANTS):
+        r = runs[key]
+        tot, b = sum(r.packets.values()), sum(r.bcast.values())
+        ax_t.bar(k, tot, 0.7, color=color, label=label)
+        ax_t.bar(k, b, 0.7, color="none", edgecolor="black", hatch="//")
+        ax_t.text(k, tot, str(tot), ha="center", va="bottom", fontsize=8)
+        ax_h.bar([x + (k - 1) * 0.27 for x in range(len(hvs))], [r.packets[h] for h in hvs], 0.27, color=color)
+    ax_t.bar(0, 0, color="none", edgecolor="black", hatch="//", label="of which broadcast/multicast inside")
+    ax_t.set_xticks(range(len(VARIANTS)), ["ours", "flood+\nlearn", "flood\nall"])
+    ax_t.set_ylabel("VXLAN packets on the underlay links (all hypervisors)")
+    ax_h.set_xticks(range(len(hvs)), hvs)
+    ax_h.set_ylabel("per hypervisor underlay link")
+    ax_t.set_ylim(0, 1.12 * max(sum(r.packets.values()) for r in runs.values()))
+    ax_h.legend(*ax_t.get_legend_handles_labels(), fontsize=7, loc="upper left")
+    fig.suptitle(f"Every VM resolves and pings every same-tenant neighbour once (IPv4+IPv6, {total} pings)",
                  fontsize=9)
-    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "flooding.png", dpi=110)
     plt.close(fig)
     print_table(header, rows)
-    print(f"pings answered: controller {ctl_ok}/{total}, baseline {base_ok}/{total}")
-    return {"controller": ctl_counts, "baseline": base_counts, "controller_ok": ctl_ok, "baseline_ok": base_ok,
-            "pings": total}
+    print("pings answered: " + ", ".join(f"{k} {r.ok}/{r.pings}" for k, r in runs.items()))
+    result: dict[str, Any] = {k: r.packets for k, r in runs.items()}
+    result.update({f"{k}_ok": r.ok for k, r in runs.items()})
+    result.update({f"{k}_bcast": r.bcast for k, r in runs.items()})
+    result.update({f"{k}_misdirected": r.misdirected for k, r in runs.items()})
+    result.update({"pings": total, "flood_learn_learned": learned})
+    return result
 
 
 # --- migration ------------------------------------------------------------------------------------------
