@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -27,6 +26,7 @@ Packet = dict[str, Any]
 MAC_FIELDS = {"eth_src", "eth_dst", "arp_sha", "arp_tha", "ipv6_nd_sll", "ipv6_nd_tll"}
 IPV4_FIELDS = {"arp_spa", "arp_tpa", "ipv4_src", "ipv4_dst", "tun_ipv4_src", "tun_ipv4_dst"}
 IPV6_FIELDS = {"ipv6_src", "ipv6_dst", "ipv6_nd_target"}
+ND_FIELDS = {"ipv6_nd_target", "ipv6_nd_sll", "ipv6_nd_tll"}
 PIPELINE_FIELDS = {"metadata", "tunnel_id", *(f"reg{i}" for i in range(8))}
 ETH_ARP, ETH_IPV4, ETH_IPV6 = 0x0806, 0x0800, 0x86DD
 PREREQUISITES: dict[str, Mapping[str, tuple[int, ...]]] = {
@@ -94,7 +94,9 @@ class Entry:
 
     def matches(self, pkt: Packet) -> bool:
         for name, (value, mask) in self.match.items():
-            if name in pkt:
+            if name in ND_FIELDS and pkt.get("icmpv6_code", 0) != 0:
+                have = 0  # Open vSwitch reads no ND fields from a message whose code is not 0
+            elif name in pkt:
                 have = to_int(name, pkt[name])
             elif name in PIPELINE_FIELDS:
                 have = 0

@@ -14,30 +14,33 @@ with a flow family left out of the simulation, must disagree with OVS.
 
 from __future__ import annotations
 
+import ipaddress
 import random
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from scapy.layers.inet import ICMP, IP, UDP
 from scapy.layers.inet6 import (ICMPv6EchoRequest, ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6NDOptDstLLAddr,
                                 ICMPv6NDOptSrcLLAddr, IPv6)
-from scapy.layers.l2 import ARP, Ether
+from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.packet import Packet as ScapyPacket, Raw, raw
 
-from netns_testbed import Testbed
 from overlay import Overlay, deploy
 from ryu_overlay.model import link_local
 from ryu_overlay.pipeline import Family, cookie_family
-from ryu_overlay.trace import SimNet, assumed_ofports, controller_from_rest, port_numbers
+from ryu_overlay.trace import SimNet, assumed_ofports, controller_from_rest, format_fabric, port_numbers
+
+if TYPE_CHECKING:
+    from netns_testbed import Testbed
 
 SEED = 20261129
 FRAMES = 240
 # name -> network, mac, ips, hypervisor, interface; reverse name order (see the module docstring).
-# r3's MAC is red's alone: a blue VM sending to it sends to an address its network does not know.
+# r3's MAC and addresses are red's alone: to a blue VM they are another tenant's.
 PORTS: dict[str, tuple[str, str, list[str], str, str]] = {
-    "r3": ("red", "02:bb:00:00:00:03", ["10.1.0.3", "fd00:1::3"], "hv2", "tapR3"),
+    "r3": ("red", "02:bb:00:00:00:04", ["10.1.0.4", "fd00:1::4"], "hv2", "tapR3"),
     "r2": ("red", "02:aa:00:00:00:02", ["10.1.0.2", "fd00:1::2"], "hv2", "tapR2"),
     "r1": ("red", "02:aa:00:00:00:01", ["10.1.0.1", "fd00:1::1"], "hv1", "tapR1"),
     "a3": ("blue", "02:aa:00:00:00:03", ["10.1.0.3", "fd00:1::3"], "hv3", "tapA3"),
@@ -63,22 +66,21 @@ class Case:
 
 
 def solicited_node(ip: str) -> tuple[str, str]:
-    import ipaddress
     low = int(ipaddress.IPv6Address(ip)) & 0xFFFFFF
     group = str(ipaddress.IPv6Address(int(ipaddress.IPv6Address("ff02::1:ff00:0")) | low))
-    return group, "33:33:ff:%02x:%02x:%02x" % (low >> 16, (low >> 8) & 0xFF, low & 0xFF)
+    return group, f"33:33:ff:{low >> 16:02x}:{(low >> 8) & 0xFF:02x}:{low & 0xFF:02x}"
 
 
 def random_mac(rng: random.Random) -> str:
-    return "02:cc:" + ":".join("%02x" % rng.randrange(256) for _ in range(4))
+    return "02:cc:" + ":".join(f"{rng.randrange(256):02x}" for _ in range(4))
 
 
 def make_cases(rng: random.Random, bed: Testbed, count: int) -> list[Case]:
     vms = sorted(PORTS)
     hvs = sorted(bed.hvs)
     all_macs = sorted({p[1] for p in PORTS.values()})
-    all_v4 = ["10.1.0.1", "10.1.0.2", "10.1.0.3", "10.1.0.99"]
-    all_v6 = ["fd00:1::1", "fd00:1::2", "fd00:1::3", "fd00:1::99"]
+    all_v4 = ["10.1.0.1", "10.1.0.2", "10.1.0.3", "10.1.0.4", "10.1.0.99"]
+    all_v6 = ["fd00:1::1", "fd00:1::2", "fd00:1::3", "fd00:1::4", "fd00:1::99"]
 
     def vm_case(kind: str, make: Callable[[str, str, str, str], ScapyPacket]) -> Callable[[], Case]:
         def build() -> Case:
@@ -96,6 +98,11 @@ def make_cases(rng: random.Random, bed: Testbed, count: int) -> list[Case]:
     def unicast_v6(mac: str, v4: str, v6: str, net: str) -> ScapyPacket:
         src = rng.choice([v6, str(link_local(mac))])
         return Ether(src=mac, dst=peer_mac(mac)) / IPv6(src=src, dst=rng.choice(all_v6)) / ICMPv6EchoRequest()
+
+    def cross_tenant(mac: str, v4: str, v6: str, net: str) -> ScapyPacket:
+        theirs = [p for p in PORTS.values() if p[0] != net and p[1] not in {q[1] for q in PORTS.values() if q[0] == net}]
+        other = rng.choice(theirs)
+        return Ether(src=mac, dst=other[1]) / IP(src=v4, dst=other[2][0]) / ICMP()
 
     def unknown_dst(mac: str, v4: str, v6: str, net: str) -> ScapyPacket:
         return Ether(src=mac, dst=random_mac(rng)) / IP(src=v4, dst="10.1.0.99") / UDP(dport=rng.randrange(1, 65536))
@@ -128,12 +135,13 @@ def make_cases(rng: random.Random, bed: Testbed, count: int) -> list[Case]:
 
     def nd_na(mac: str, v4: str, v6: str, net: str) -> ScapyPacket:
         target = rng.choice([v6, v6, str(link_local(mac))] + all_v6)
+        code = rng.choice([0, 0, 1])  # OVS reads no target from an NA whose code is not 0
         if rng.random() < 0.5:
             return (Ether(src=mac, dst="33:33:00:00:00:01") / IPv6(src=v6, dst="ff02::1", hlim=255)
-                    / ICMPv6ND_NA(tgt=target, R=0, S=0, O=1) / ICMPv6NDOptDstLLAddr(lladdr=mac))
+                    / ICMPv6ND_NA(tgt=target, R=0, S=0, O=1, code=code) / ICMPv6NDOptDstLLAddr(lladdr=mac))
         dst = peer_mac(mac)
         return (Ether(src=mac, dst=dst) / IPv6(src=v6, dst=rng.choice(all_v6), hlim=255)
-                / ICMPv6ND_NA(tgt=target, R=0, S=1, O=1) / ICMPv6NDOptDstLLAddr(lladdr=mac))
+                / ICMPv6ND_NA(tgt=target, R=0, S=1, O=1, code=code) / ICMPv6NDOptDstLLAddr(lladdr=mac))
 
     def spoofed(mac: str, v4: str, v6: str, net: str) -> ScapyPacket:
         way = rng.randrange(5)
@@ -155,13 +163,25 @@ def make_cases(rng: random.Random, bed: Testbed, count: int) -> list[Case]:
         etype = rng.choice([0x88CC, 0x8035, 0x88B5, 0x0842])
         return Ether(src=mac, dst=rng.choice([BROADCAST, peer_mac(mac)]), type=etype) / Raw(b"\x00" * 46)
 
+    def tagged(mac: str, v4: str, v6: str, net: str) -> ScapyPacket:
+        inner = rng.choice([arp_request, unicast_v4, arp_gratuitous])(mac, v4, v6, net)
+        return Ether(src=inner[Ether].src, dst=inner[Ether].dst) / Dot1Q(vlan=rng.choice([0, 7, 100])) / inner.payload
+
     def from_tunnel() -> Case:
         hv = rng.choice(hvs)
         me = bed.hvs[hv].tunnel_ip
-        tun_src = rng.choice([h.tunnel_ip for h in bed.hvs.values() if h.tunnel_ip != me] + ["198.18.0.77"])
-        tun_id = rng.choice([5001, 5001, 5002, 5002, 5099])
-        src = rng.choice(all_macs + [random_mac(rng)])
-        dst = rng.choice(all_macs + [BROADCAST, random_mac(rng), "33:33:ff:00:00:02"])
+        peers = [h.tunnel_ip for h in bed.hvs.values() if h.tunnel_ip != me]
+        if rng.random() < 0.6:  # a plausible frame: a network's VNI, towards one of its ports here or broadcast
+            net = rng.choice(sorted(VNIS))
+            tun_src, tun_id = rng.choice(peers), VNIS[net]
+            here = [p[1] for p in PORTS.values() if p[0] == net and p[3] == hv]
+            dst = rng.choice(here + [BROADCAST, "33:33:ff:00:00:02"] if here else [BROADCAST])
+            src = rng.choice([p[1] for p in PORTS.values() if p[0] == net and p[3] != hv] or [random_mac(rng)])
+        else:  # unknown sender, unhosted or unknown VNI, unknown or remote destination
+            tun_src = rng.choice(peers + ["198.18.0.77"])
+            tun_id = rng.choice([5001, 5002, 5099])
+            src = rng.choice(all_macs + [random_mac(rng)])
+            dst = rng.choice(all_macs + [BROADCAST, random_mac(rng)])
         inner = rng.choice([
             lambda: IP(src="10.1.0.9", dst=rng.choice(all_v4)) / ICMP(),
             lambda: ARP(op=1, hwsrc=src, psrc="10.1.0.9", pdst=rng.choice(all_v4)),
@@ -173,6 +193,7 @@ def make_cases(rng: random.Random, bed: Testbed, count: int) -> list[Case]:
         (3, vm_case("unicast IPv4", unicast_v4)),
         (2, vm_case("unicast IPv6", unicast_v6)),
         (2, vm_case("unknown destination", unknown_dst)),
+        (1, vm_case("cross-tenant destination", cross_tenant)),
         (1, vm_case("broadcast/multicast", broadcast_ip)),
         (3, vm_case("ARP request", arp_request)),
         (2, vm_case("gratuitous ARP", arp_gratuitous)),
@@ -181,7 +202,8 @@ def make_cases(rng: random.Random, bed: Testbed, count: int) -> list[Case]:
         (2, vm_case("ND NA", nd_na)),
         (3, vm_case("spoofed source", spoofed)),
         (1, vm_case("other ethertype", other_ethertype)),
-        (4, from_tunnel),
+        (1, vm_case("VLAN-tagged", tagged)),
+        (6, from_tunnel),
     ]
     weights = [w for w, _ in builders]
     return [rng.choices(builders, weights)[0][1]() for _ in range(count)]
@@ -192,6 +214,8 @@ def sim_packet(case: Case, ofports: dict[str, int]) -> dict[str, Any]:
     f = case.frame
     pkt: dict[str, Any] = {"in_port": ofports[case.in_port], "eth_src": f[Ether].src, "eth_dst": f[Ether].dst,
                            "eth_type": f[Ether].type}
+    if Dot1Q in f:  # OpenFlow's eth_type is the type after the tag
+        pkt.update(eth_type=f[Dot1Q].type, vlan_vid=0x1000 | f[Dot1Q].vlan)
     if case.tun_id is not None:
         pkt.update(tunnel_id=case.tun_id, tun_ipv4_src=case.tun_src)
     if ARP in f:
@@ -213,8 +237,6 @@ def sim_packet(case: Case, ofports: dict[str, int]) -> dict[str, Any]:
 
 
 def sim_verdict(net: SimNet, case: Case, ofports: dict[str, int], tunnel_ofport: int) -> tuple[Verdict, str]:
-    from ryu_overlay.trace import format_fabric
-
     result = net.send(case.hv, sim_packet(case, ofports))
     first = result.hops[0].result
     out: list[tuple[Any, ...]] = [("controller",)] * len(first.packet_ins)
@@ -256,7 +278,7 @@ def odp_to_ofport(dpif_show: str) -> dict[int, int]:
 
 
 def ovs_verdict(trace: str, odp: dict[int, int]) -> Verdict:
-    m = re.search(r"^Datapath actions: (.*)$", trace, re.M)
+    m = re.search(r"^Datapath actions: (.*)$", trace, re.MULTILINE)
     assert m, trace
     out: list[tuple[Any, ...]] = []
 
