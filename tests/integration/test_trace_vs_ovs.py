@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from scapy.layers.inet import ICMP, IP, UDP
-from scapy.layers.inet6 import (ICMPv6EchoRequest, ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6NDOptDstLLAddr,
-                                ICMPv6NDOptSrcLLAddr, IPv6)
+from scapy.layers.inet6 import (ICMPv6EchoRequest, ICMPv6MLReport2, ICMPv6ND_NA, ICMPv6ND_NS,
+                                ICMPv6NDOptDstLLAddr, ICMPv6NDOptSrcLLAddr, IPv6, IPv6ExtHdrHopByHop, RouterAlert)
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.packet import Packet as ScapyPacket, Raw, raw
 
@@ -143,6 +143,18 @@ def make_cases(rng: random.Random, bed: Testbed, count: int) -> list[Case]:
         return (Ether(src=mac, dst=dst) / IPv6(src=v6, dst=rng.choice(all_v6), hlim=255)
                 / ICMPv6ND_NA(tgt=target, R=0, S=1, O=1, code=code) / ICMPv6NDOptDstLLAddr(lladdr=mac))
 
+    def nd_na_code(mac: str, v4: str, v6: str, net: str) -> ScapyPacket:
+        target = rng.choice([v6, str(link_local(mac))])  # its own address: allowed only with code 0
+        return (Ether(src=mac, dst=peer_mac(mac)) / IPv6(src=v6, dst=rng.choice(all_v6), hlim=255)
+                / ICMPv6ND_NA(tgt=target, R=0, S=1, O=1, code=rng.choice([0, 1, 2, 255]))
+                / ICMPv6NDOptDstLLAddr(lladdr=mac))
+
+    def mld_report(mac: str, v4: str, v6: str, net: str) -> ScapyPacket:
+        # As Linux sends while its address is tentative: from ::, behind a hop-by-hop header.
+        src = rng.choice(["::", str(link_local(mac)), v6])
+        return (Ether(src=mac, dst="33:33:00:00:00:16") / IPv6(src=src, dst="ff02::16", hlim=1)
+                / IPv6ExtHdrHopByHop(options=[RouterAlert()]) / ICMPv6MLReport2())
+
     def spoofed(mac: str, v4: str, v6: str, net: str) -> ScapyPacket:
         way = rng.randrange(5)
         if way == 0:  # another port's MAC
@@ -200,6 +212,8 @@ def make_cases(rng: random.Random, bed: Testbed, count: int) -> list[Case]:
         (1, vm_case("ARP reply", arp_reply)),
         (2, vm_case("ND NS", nd_ns)),
         (2, vm_case("ND NA", nd_na)),
+        (1, vm_case("ND NA with a code", nd_na_code)),
+        (1, vm_case("MLD report", mld_report)),
         (3, vm_case("spoofed source", spoofed)),
         (1, vm_case("other ethertype", other_ethertype)),
         (1, vm_case("VLAN-tagged", tagged)),
@@ -224,12 +238,15 @@ def sim_packet(case: Case, ofports: dict[str, int]) -> dict[str, Any]:
     elif IP in f:
         pkt.update(ipv4_src=f[IP].src, ipv4_dst=f[IP].dst, ip_proto=f[IP].proto)
     elif IPv6 in f:
-        pkt.update(ipv6_src=f[IPv6].src, ipv6_dst=f[IPv6].dst, ip_proto=f[IPv6].nh)
-        icmp = f[IPv6].payload
+        upper = f[IPv6].payload
+        while isinstance(upper, IPv6ExtHdrHopByHop):  # OVS's ip_proto is the header after the extensions
+            upper = upper.payload
+        pkt.update(ipv6_src=f[IPv6].src, ipv6_dst=f[IPv6].dst, ip_proto=upper.underlayer.nh)
         if pkt["ip_proto"] == 58:
-            pkt.update(icmpv6_type=icmp.type, icmpv6_code=icmp.code)
-            if icmp.type in (135, 136):
-                pkt["ipv6_nd_target"] = icmp.tgt
+            icmp_type, icmp_code = raw(upper)[:2]
+            pkt.update(icmpv6_type=icmp_type, icmpv6_code=icmp_code)
+            if icmp_type in (135, 136):
+                pkt["ipv6_nd_target"] = upper.tgt
     return pkt
 
 
