@@ -497,7 +497,9 @@ class Controller:
         return sw is not None and sw.synced and not sw.barriers
 
     def hypervisor_json(self, hv: Hypervisor) -> dict[str, Any]:
-        return {**hv.to_json(), "connected": self.connected(hv), "in_sync": self.in_sync(hv)}
+        sw = self.switches.get(hv.dpid)
+        ofports = None if sw is None or "ports" in sw.awaiting else dict(sorted(sw.ofports.items()))
+        return {**hv.to_json(), "connected": self.connected(hv), "in_sync": self.in_sync(hv), "ofports": ofports}
 
     def stats_json(self) -> dict[str, Any]:
         return {

@@ -83,14 +83,19 @@ def openapi_document() -> dict[str, Any]:
                                 "description": "name of the flow-based VXLAN port on the hypervisor's bridge"},
             }},
         "Hypervisor": {
-            "type": "object", "required": ["name", "dpid", "tunnel_ip", "tunnel_port", "connected", "in_sync"],
+            "type": "object",
+            "required": ["name", "dpid", "tunnel_ip", "tunnel_port", "connected", "in_sync", "ofports"],
             "properties": {"name": NAME, "dpid": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
                            "tunnel_ip": {"type": "string"}, "tunnel_port": IFNAME,
                            "connected": {"type": "boolean",
                                          "description": "its bridge is connected and reconciled"},
                            "in_sync": {"type": "boolean",
                                        "description": "connected, and every change sent to it was confirmed "
-                                                      "by a barrier reply"}}},
+                                                      "by a barrier reply"},
+                           "ofports": {"type": "object", "nullable": True,
+                                       "additionalProperties": {"type": "integer", "minimum": 1},
+                                       "description": "OpenFlow port number of each interface on its bridge, "
+                                                      "as the switch reported them; null while not connected"}}},
         "NetworkInput": {
             "type": "object", "required": ["vni", "tenant"], "additionalProperties": False,
             "properties": {

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -27,6 +26,7 @@ Packet = dict[str, Any]
 MAC_FIELDS = {"eth_src", "eth_dst", "arp_sha", "arp_tha", "ipv6_nd_sll", "ipv6_nd_tll"}
 IPV4_FIELDS = {"arp_spa", "arp_tpa", "ipv4_src", "ipv4_dst", "tun_ipv4_src", "tun_ipv4_dst"}
 IPV6_FIELDS = {"ipv6_src", "ipv6_dst", "ipv6_nd_target"}
+ND_FIELDS = {"ipv6_nd_target", "ipv6_nd_sll", "ipv6_nd_tll"}
 PIPELINE_FIELDS = {"metadata", "tunnel_id", *(f"reg{i}" for i in range(8))}
 ETH_ARP, ETH_IPV4, ETH_IPV6 = ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6
 PREREQUISITES: dict[str, Mapping[str, tuple[int, ...]]] = {
@@ -94,7 +94,9 @@ class Entry:
 
     def matches(self, pkt: Packet) -> bool:
         for name, (value, mask) in self.match.items():
-            if name in pkt:
+            if name in ND_FIELDS and pkt.get("icmpv6_code", 0) != 0:
+                have = 0  # Open vSwitch reads no ND fields from a message whose code is not 0
+            elif name in pkt:
                 have = to_int(name, pkt[name])
             elif name in PIPELINE_FIELDS:
                 have = 0
@@ -539,6 +541,66 @@ def assumed_ofports(controller: Any, overrides: Mapping[str, Mapping[str, int]])
     return out
 
 
+def port_numbers(controller: Any, live: Mapping[str, Mapping[str, int] | None],
+                 overrides: Mapping[str, Mapping[str, int]]) -> tuple[dict[str, dict[str, int]], dict[str, str]]:
+    """Each hypervisor's port numbers and where they came from: the switch (``live``), else guessed.
+
+    ``--ofport`` overrides apply on top of either.
+    """
+    guessed = assumed_ofports(controller, {})
+    out: dict[str, dict[str, int]] = {}
+    sources: dict[str, str] = {}
+    for name in controller.topo.hypervisors:
+        reported = live.get(name)
+        out[name] = dict(guessed[name] if reported is None else reported)
+        sources[name] = "guessed" if reported is None else "switch"
+        if overrides.get(name):
+            out[name].update(overrides[name])
+            sources[name] += " + --ofport"
+    return out, sources
+
+
+class RestSourceError(Exception):
+    """The controller's REST API could not be read."""
+
+
+def _get(url: str, path: str, token: str | None) -> Any:
+    import json
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url.rstrip("/") + path,
+                                 headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        raise RestSourceError(f"GET {url.rstrip('/')}{path}: HTTP {err.code} {err.read()[:200]!r}") from None
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        raise RestSourceError(f"GET {url.rstrip('/')}{path}: {err}") from None
+
+
+def controller_from_rest(url: str, token: str | None = None) -> tuple[Any, dict[str, dict[str, int] | None]]:
+    """A ``Controller`` (in memory) holding the live controller's placement, and each switch's port numbers.
+
+    The port numbers are ``GET /v1/hypervisors``' ``ofports``: None for a switch not connected.
+    """
+    from .controller import Controller
+    from .store import SqliteStore
+
+    hvs = _get(url, "/v1/hypervisors", token)["hypervisors"]
+    nets = _get(url, "/v1/networks", token)["networks"]
+    ports = _get(url, "/v1/ports", token)["ports"]
+    controller = Controller(SqliteStore(":memory:"))
+    for h in hvs:
+        controller.put_hypervisor(h["name"], {k: h[k] for k in ("dpid", "tunnel_ip", "tunnel_port")})
+    for n in nets:
+        controller.put_network(n["name"], {k: n[k] for k in ("vni", "tenant", "subnets", "mtu", "unknown_arp")})
+    for p in ports:
+        controller.put_port(p["name"], {k: p[k] for k in ("network", "mac", "ips", "hypervisor", "interface")})
+    return controller, {h["name"]: h.get("ofports") for h in hvs}
+
+
 def main(argv: list[str]) -> int:
     from .controller import Controller
     from .store import SqliteStore
@@ -546,13 +608,19 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(
         prog="ryu-overlay trace",
         description="Follow a packet through the flows the controller wants on a hypervisor "
-                    "(and through tunnels to others), computed from the placement database.")
+                    "(and through tunnels to others), computed from the placement: read from the live "
+                    "controller's REST API (--url), with the switches' real port numbers, or from its "
+                    "database file (--db), with guessed port numbers.")
     ap.add_argument("hypervisor", help="where the packet enters")
     ap.add_argument("packet", help="e.g. in_port=tapA1,eth_src=02:aa:00:00:00:01,eth_dst=ff:ff:ff:ff:ff:ff,"
                                    "arp,arp_op=1,arp_spa=10.1.0.1,arp_tpa=10.1.0.2 (in_port may be an interface)")
     ap.add_argument("--db", default="./ryu-overlay.db", help="the controller's SQLite file")
+    ap.add_argument("--url", help="the running controller's REST API, e.g. http://127.0.0.1:8080: placement "
+                                  "and port numbers of connected switches come from there instead of --db")
+    ap.add_argument("--token", help="bearer token for --url (default: $RYU_OVERLAY_REST_TOKEN)")
     ap.add_argument("--ofport", action="append", default=[], metavar="HV:IFACE=N",
-                    help="a port number (default: tunnel port 1, then interfaces in name order from 2)")
+                    help="a port number (default: the switch's, with --url and a connected switch; otherwise "
+                         "tunnel port 1, then interfaces in name order from 2)")
     args = ap.parse_args(argv)
     overrides: dict[str, dict[str, int]] = {}
     for item in args.ofport:
@@ -562,16 +630,26 @@ def main(argv: list[str]) -> int:
             overrides.setdefault(hv, {})[iface] = int(number)
         except ValueError:
             ap.error(f"--ofport wants HV:IFACE=N, not {item!r}")
-    controller = Controller(SqliteStore(args.db))
+    if args.url:
+        import os
+
+        try:
+            controller, live = controller_from_rest(args.url, args.token or os.environ.get("RYU_OVERLAY_REST_TOKEN"))
+        except RestSourceError as exc:
+            ap.error(str(exc))
+        where = args.url
+    else:
+        controller, live, where = Controller(SqliteStore(args.db)), {}, args.db
     if args.hypervisor not in controller.topo.hypervisors:
-        ap.error(f"no hypervisor {args.hypervisor} in {args.db}")
-    ofports = assumed_ofports(controller, overrides)
+        ap.error(f"no hypervisor {args.hypervisor} in {where}")
+    ofports, sources = port_numbers(controller, live, overrides)
     net = SimNet(controller, ofports)
     try:
         packet = parse_packet_spec(args.packet, ofports[args.hypervisor])
     except ValueError as exc:
         ap.error(str(exc))
-    print("port numbers: " + "; ".join(f"{hv}: " + ", ".join(f"{i}={n}" for i, n in sorted(p.items(), key=lambda x: x[1]))
-                                       for hv, p in ofports.items()))
+    for hv, ports in ofports.items():
+        numbers = ", ".join(f"{i}={n}" for i, n in sorted(ports.items(), key=lambda x: x[1]))
+        print(f"port numbers of {hv} ({sources[hv]}): {numbers}")
     print(format_fabric(net.send(args.hypervisor, packet)))
     return 0

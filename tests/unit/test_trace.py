@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
 import pytest
 
 from ryu_overlay.compat import ofproto as ofp, parser
+from ryu_overlay.rest import RestApp
+from ryu_overlay.testing.controller_proc import free_port
 from ryu_overlay.trace import SimError, SimSwitch, main, parse_packet_spec
-from ryu_overlay.testing.scenario import build
+from ryu_overlay.testing.scenario import build, connect
 
 
 def add(table, priority, match, instructions=(), cookie=0):
@@ -107,3 +112,64 @@ def test_trace_command_follows_a_frame_through_the_tunnel(tmp_path, capsys):
     assert "0 ingress: priority 100" in text and "3 l2_lookup: priority 100" in text
     assert "tunnel hv1 -> hv2 (tun_id=5001, tun_dst=198.18.0.2)" in text
     assert text.rstrip().endswith("delivered on hv2 port 2")
+
+
+def test_nd_fields_are_not_read_from_a_message_whose_code_is_not_zero():
+    # Open vSwitch extracts nd_target (and the link-layer options) only when the ICMPv6 code is 0.
+    sw = SimSwitch()
+    sw.apply([add(0, 20, {"eth_type": 0x86DD, "ip_proto": 58, "icmpv6_type": 136, "ipv6_nd_target": "fd00:1::1"},
+                  [actions(out(2))])])
+    na = {"in_port": 1, "eth_type": 0x86DD, "ip_proto": 58, "icmpv6_type": 136, "ipv6_nd_target": "fd00:1::1"}
+    assert sw.process(na).ports() == {2}
+    assert sw.process({**na, "icmpv6_code": 0}).ports() == {2}
+    assert sw.process({**na, "icmpv6_code": 1}).dropped
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def live(request):
+    """scenario's placement behind a real HTTP server, hv1's switch connected with its own port numbers."""
+    token = getattr(request, "param", None)
+    c = build()
+    connect(c, "hv1", {"vxlan0": 7, "tapA1": 9, "tapA2": 4, "tapR1": 5})
+    server = make_server("127.0.0.1", 0, RestApp(c, lambda batches: None, token), handler_class=_Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_trace_url_takes_placement_and_the_connected_switches_port_numbers_from_rest(live, capsys):
+    packet = "in_port=tapA1,eth_src=02:aa:00:00:00:01,eth_dst=02:aa:00:00:00:02,ip,ipv4_src=10.1.0.1"
+    assert main(["--url", live, "hv1", packet]) == 0
+    text = capsys.readouterr().out
+    assert "port numbers of hv1 (switch): tapA2=4, tapR1=5, vxlan0=7, tapA1=9" in text
+    assert "port numbers of hv2 (guessed): vxlan0=1, tapA3=2, tapR2=3" in text
+    assert "match   eth_src=02:aa:00:00:00:01,in_port=9" in text
+    assert text.rstrip().endswith("delivered on hv1 port 4")
+    assert main(["--url", live, "--ofport", "hv1:tapA2=11", "hv1", packet]) == 0
+    text = capsys.readouterr().out
+    assert "port numbers of hv1 (switch + --ofport)" in text and text.rstrip().endswith("delivered on hv1 port 11")
+
+
+@pytest.mark.parametrize("live", ["s3cret"], indirect=True)
+def test_trace_url_sends_the_token_and_reports_a_refusal(live, capsys):
+    packet = "in_port=tapA1,eth_src=02:aa:00:00:00:01,eth_dst=02:aa:00:00:00:02,ip,ipv4_src=10.1.0.1"
+    with pytest.raises(SystemExit) as exc:
+        main(["--url", live, "hv1", packet])
+    assert exc.value.code == 2 and "HTTP 401" in capsys.readouterr().err
+    assert main(["--url", live, "--token", "s3cret", "hv1", packet]) == 0
+
+
+def test_trace_url_says_when_the_controller_cannot_be_reached(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--url", f"http://127.0.0.1:{free_port()}", "hv1", "in_port=1"])
+    assert exc.value.code == 2 and "GET http://127.0.0.1:" in capsys.readouterr().err
