@@ -357,27 +357,9 @@ def compare(net: SimNet, cases: list[Case], traces: list[str], ofports: dict[str
     return counts, mismatches
 
 
-def resolve_underlay(bed: Testbed) -> None:
-    """Give every hypervisor's tunnel neighbour cache the MAC of every other VTEP.
-
-    ``warm_underlay``'s pings usually fill it, by ARP snooping on br-phy; but a hypervisor whose
-    kernel already learned a peer from that peer's own ARP request can ping it without an ARP
-    exchange, and OVS then has no entry and traces a tunnel output as a neighbour cache miss
-    (seen once, under load).
-    """
-    macs = {hv.tunnel_ip: bed.hv_exec(name, ["cat", "/sys/class/net/br-phy/address"]).stdout.strip()
-            for name, hv in bed.hvs.items()}
-    for hv in bed.hvs.values():
-        known = hv.ovs.appctl("tnl/neigh/show")
-        for ip, mac in macs.items():
-            if ip != hv.tunnel_ip and ip not in known:
-                hv.ovs.appctl("tnl/neigh/set", "br-phy", ip, mac)
-
-
 def test_trace_agrees_with_ovs_ofproto_trace_on_random_frames(ctl, make_bed):
     overlay = deploy(ctl, make_bed(3, ctl.ofp_port), ports=PORTS)
     bed = overlay.bed
-    resolve_underlay(bed)
     controller, live = controller_from_rest(ctl.url)
     real, sources = port_numbers(controller, live, {})
     assert set(sources.values()) == {"switch"}
