@@ -33,6 +33,8 @@ from common import (
 
 from ryu_overlay.compat import ofproto, parser
 from ryu_overlay.controller import Controller
+from ryu_overlay.ofmsg import wire
+from ryu_overlay.store import SqliteStore
 from ryu_overlay.testing.loadgen import (
     FakeSwitch,
     Fleet,
@@ -41,8 +43,6 @@ from ryu_overlay.testing.loadgen import (
     make_placement,
     quiet_gc,
 )
-from ryu_overlay.ofmsg import wire
-from ryu_overlay.store import SqliteStore
 from ryu_overlay.testing.report import percentile, print_table, table
 from ryu_overlay.testing.scenario import connect
 

@@ -29,6 +29,8 @@ from common import (
     workdir,
 )
 
+from ryu_overlay.model import parse_port
+from ryu_overlay.testing.controller_proc import RestClient
 from ryu_overlay.testing.loadgen import (
     Fleet,
     Placement,
@@ -38,9 +40,7 @@ from ryu_overlay.testing.loadgen import (
     make_placement,
     quiet_gc,
 )
-from ryu_overlay.testing.controller_proc import RestClient
 from ryu_overlay.testing.report import percentile, print_table, table
-from ryu_overlay.model import parse_port
 from ryu_overlay.topology import Topology
 
 KINDS = ("add", "move", "delete")

@@ -30,6 +30,7 @@ from common import (
     workdir,
 )
 
+from ryu_overlay.testing.controller_proc import HOST
 from ryu_overlay.testing.loadgen import (
     Expected,
     Fleet,
@@ -38,7 +39,6 @@ from ryu_overlay.testing.loadgen import (
     make_placement,
     quiet_gc,
 )
-from ryu_overlay.testing.controller_proc import HOST
 from ryu_overlay.testing.report import print_table, table
 
 TARGETS = {1000: 5.0, 3000: 15.0}
@@ -174,7 +174,8 @@ def report(args: argparse.Namespace, r: dict[str, object]) -> list[str]:
          f"waves of {args.concurrency}"),
         ("  all switches connected -> every switch has every flow", f"{settle:.2f} s", ""),
         ("flow-mods sent / received", f"{r['controller_flow_mods']:,} / {r['flow_mods']:,}", ""),
-        ("flow-mods/s (over the whole cold start)", f"{rate:,.0f}", f">= {FLOW_MOD_TARGET:,}: {verdict(rate >= FLOW_MOD_TARGET)}"),
+        ("flow-mods/s (over the whole cold start)", f"{rate:,.0f}",
+         f">= {FLOW_MOD_TARGET:,}: {verdict(rate >= FLOW_MOD_TARGET)}"),
         ("group-mods / meter-mods", f"{r['group_mods']:,} / {r['meter_mods']:,}", ""),
         ("flows per hypervisor min / mean / max",
          f"{r['flows_min']} / {float(r['flows_mean']):.0f} / {r['flows_max']}", ""),  # type: ignore[arg-type]

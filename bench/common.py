@@ -197,7 +197,7 @@ def machine() -> dict[str, str]:
     except OSError:
         pass
     return {"nproc": str(os.cpu_count()), "cpu": model, "python": platform.python_version(),
-            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")}
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
 def command_line() -> str:
@@ -249,7 +249,8 @@ SECTION_INTRO = {
                   "answers/s with p99 < 5 ms. The fake switches do not apply the packet-in meters (100/s per "
                   "VM interface) that a real bridge would."),
     "real_ovs": ("Figures on real Open vSwitch 3.1 (userspace datapath), one `ovsdb-server`/`ovs-vswitchd` per "
-                 "hypervisor in its own network namespace, VMs as namespaces (`ryu_overlay/testing/netns_testbed.py`)."),
+                 "hypervisor in its own network namespace, VMs as namespaces "
+                 "(`ryu_overlay/testing/netns_testbed.py`)."),
     "hotspots": "Where the controller process spends its CPU during the benchmarks, for whoever optimises it.",
 }
 
@@ -319,7 +320,8 @@ def publish(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]], d
         update_doc(section, key, [heading, "", *provenance(), "", text, "", *table(headers, rows)])
 
 
-def create_via_rest(rest: RestClient, objects: Iterable[tuple[str, str, dict[str, Any]]]) -> dict[str, tuple[int, float]]:
+def create_via_rest(rest: RestClient,
+                    objects: Iterable[tuple[str, str, dict[str, Any]]]) -> dict[str, tuple[int, float]]:
     """PUT every object, one after the other; per collection, (count, seconds spent in its PUTs)."""
     spent: dict[str, list[float]] = {}
     for kind, name, body in objects:

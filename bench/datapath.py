@@ -38,8 +38,21 @@ from ryu_overlay.pipeline import PACKET_IN_RATE
 from ryu_overlay.testing.netns_testbed import TUNNEL_PORT, kill_all
 from ryu_overlay.testing.overlay import PORTS, Overlay, running
 from ryu_overlay.testing.report import percentile
-from ryu_overlay.testing.vmtools import (ARP_OP_LOW_BYTE, ARP_REPLY, ETH_ARP, ETH_IPV4, ETH_IPV6, ICMPV6_TYPE,
-                                         IP_PROTO, ND_NA, UDP_PROTO, FrameCounter, flood, probe, solicitation)
+from ryu_overlay.testing.vmtools import (
+    ARP_OP_LOW_BYTE,
+    ARP_REPLY,
+    ETH_ARP,
+    ETH_IPV4,
+    ETH_IPV6,
+    ICMPV6_TYPE,
+    IP_PROTO,
+    ND_NA,
+    UDP_PROTO,
+    FrameCounter,
+    flood,
+    probe,
+    solicitation,
+)
 
 BASELINE_COOKIE = "0xbe0000000000bead"
 
@@ -130,7 +143,8 @@ def in_switch(overlay: Overlay, seconds: float) -> tuple[tuple[int, int, float],
     first and the last); and the controller's packet-ins during the ARP run.
     """
     bed, a1, b1 = overlay.bed, overlay.bed.vms["a1"], overlay.bed.vms["b1"]
-    request = bytes(Ether(src=a1.mac, dst="ff:ff:ff:ff:ff:ff") / ARP(op=1, hwsrc=a1.mac, psrc=a1.ips[0], pdst="10.1.0.2"))
+    request = bytes(Ether(src=a1.mac, dst="ff:ff:ff:ff:ff:ff")
+                    / ARP(op=1, hwsrc=a1.mac, psrc=a1.ips[0], pdst="10.1.0.2"))
     before = overlay.ctl.api("GET", "/v1/stats")[1]["packet_in"]
     counter = FrameCounter(bed, "a1", ETH_ARP, ARP_OP_LOW_BYTE, ARP_REPLY, seconds)
     arp = (flood(bed, "a1", request, seconds), *counter.result())
@@ -231,7 +245,8 @@ def main() -> int:
          "identical in every run of both pipelines" if len(ours_flows | baseline_flows) == 1 else
          f"{len(ours_flows | baseline_flows)} different sets over the runs",
          f"{len(next(iter(ours_flows)))} flows on the two hypervisors"),
-        ("pipeline throughput / one-rule throughput", f"{ratio:.1%}", f">= 95 %: {'met' if ratio >= 0.95 else '**missed**'}"),
+        ("pipeline throughput / one-rule throughput", f"{ratio:.1%}",
+         f">= 95 %: {'met' if ratio >= 0.95 else '**missed**'}"),
         ("ARP requests for a2 from a1 -> replies from hv1's responder", _rate(arp, args.seconds), ""),
         ("UDP frames of the same size a1 -> b1 (same hypervisor): sent -> delivered", _rate(forwarded, args.seconds),
          "plain forwarding on the same switch, for comparison"),

@@ -120,8 +120,10 @@ def main() -> int:
     half = next(kib for t, kib in r["rss"] if t >= r["seconds"] / 2)
     peak = max(kib for _, kib in r["rss"])
     rows = [("duration", f"{r['seconds']:.0f} s"),
-            ("REST writes (PUT/DELETE), failed", f"{r['ops']:,} ({r['ops'] / r['seconds']:.0f}/s), {r['failures'] or 0}"),
-            ("ARP packet-ins answered / lost", f"{r['answered']:,} ({r['answered'] / r['seconds']:.0f}/s) / {r['lost']}"),
+            ("REST writes (PUT/DELETE), failed",
+             f"{r['ops']:,} ({r['ops'] / r['seconds']:.0f}/s), {r['failures'] or 0}"),
+            ("ARP packet-ins answered / lost",
+             f"{r['answered']:,} ({r['answered'] / r['seconds']:.0f}/s) / {r['lost']}"),
             ("controller RSS after 10 s / half-way / at the end / peak",
              f"{first // 1024} / {half // 1024} / {last // 1024} / {peak // 1024} MiB"),
             ("ports listed == ports the clients were told exist", f"{r['consistent']} ({r['ports_at_end']} ports)")]

@@ -1,4 +1,5 @@
-"""Start the default overlay topology (ryu_overlay/testing/mininet_topo.py) with the real controller and open Mininet's CLI.
+"""Start the default overlay topology (ryu_overlay/testing/mininet_topo.py) with the real controller, then
+Mininet's CLI.
 
     python mininet/cli.py [--pods 2 --hv-per-pod 2 --tenants 2 --vms 2 --spines 2 --seed 1] [--workdir results/cli]
 

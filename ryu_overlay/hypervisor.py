@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import subprocess
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def prepare_hypervisor_commands(bridge: str, tunnel_port: str, tunnel_ip: str, controllers: Sequence[str],
@@ -48,7 +48,7 @@ def prepare_underlay_commands(br_phy: str, interface: str) -> list[list[str]]:
 
 
 def _run(cmd: Sequence[str]) -> str:
-    proc = subprocess.run(list(cmd), capture_output=True, text=True)
+    proc = subprocess.run(list(cmd), capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{shlex.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}")
     return proc.stdout

@@ -79,7 +79,7 @@ def parse_frame(data: bytes) -> Frame:
     eth = pkt.get_protocol(_eth.ethernet)
     if eth is None:
         raise MalformedFrame("no Ethernet header")
-    base = dict(eth_src=eth.src.lower(), eth_dst=eth.dst.lower(), eth_type=eth.ethertype)
+    base = {"eth_src": eth.src.lower(), "eth_dst": eth.dst.lower(), "eth_type": eth.ethertype}
     if eth.ethertype == _ether.ETH_TYPE_ARP:
         a = pkt.get_protocol(_arp.arp)
         if a is None:

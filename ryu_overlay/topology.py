@@ -8,11 +8,12 @@ here too, so a change is validated against the whole state before anything is wr
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import networkx as nx
 
-from .model import (BadRequest, Conflict, Hypervisor, IPAddress, Network, NotFound, Port)
+from .model import BadRequest, Conflict, Hypervisor, IPAddress, Network, NotFound, Port
 
 
 def _hv(name: str) -> str:
@@ -97,7 +98,8 @@ class Topology:
             self._derived.pop(name, None)
 
     def node_link(self) -> dict[str, Any]:
-        return nx.node_link_data(self.graph, edges="links")
+        data: dict[str, Any] = nx.node_link_data(self.graph, edges="links")
+        return data
 
     # --- checks: raise before anything changes --------------------------------------------------
 

@@ -1,10 +1,11 @@
-"""Shared test set-up: the integration fixtures (the support modules are in ``ryu_overlay.testing``). Integration tests need root and Open vSwitch; they fail (never skip)
-without them, because CI installs both (`make install`)."""
+"""Shared test set-up: the integration fixtures (the support modules are in ``ryu_overlay.testing``).
+Integration tests need root and Open vSwitch; they fail (never skip) without them, because CI installs both
+(`make install`)."""
 
 import os
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 

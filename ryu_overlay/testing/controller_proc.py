@@ -24,7 +24,7 @@ NO_GC_LAUNCHER = ("import gc, sys; gc.disable(); sys.argv[0] = 'ryu-overlay'; "
 def free_port(host: str = HOST) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 class RestClient:

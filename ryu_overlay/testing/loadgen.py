@@ -396,10 +396,8 @@ class FakeSwitch(asyncio.Protocol):
         keys = self.by_cookie.get(cookie)
         if keys is None:
             return
-        try:
+        with contextlib.suppress(ValueError):
             keys.remove(key)
-        except ValueError:
-            pass
         if not keys:
             del self.by_cookie[cookie]
 
@@ -480,7 +478,8 @@ class FakeSwitch(asyncio.Protocol):
             return
         self._multipart_reply(mp_type, xid, entries)
 
-    def _selected(self, table_id: int, cookie: int, mask: int) -> Iterator[tuple[FlowKey, tuple[int, int, int, int, bytes]]]:
+    def _selected(self, table_id: int, cookie: int,
+                  mask: int) -> Iterator[tuple[FlowKey, tuple[int, int, int, int, bytes]]]:
         for key, entry in self.flows.items():
             if table_id != ofp.OFPTT_ALL and key[0] != table_id:
                 continue

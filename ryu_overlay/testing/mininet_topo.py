@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import itertools
 import os
 import random
@@ -45,7 +46,6 @@ from typing import Any
 
 from mininet.net import Mininet
 from mininet.node import Host, Node
-
 from mininet.topo import Topo
 
 from ..hypervisor import prepare_hypervisor_commands, prepare_underlay_commands
@@ -60,19 +60,19 @@ VM_MTU = 1450
 
 # --- nodes ---------------------------------------------------------------------------------------
 
-class NsHost(Host):
+class NsHost(Host):  # type: ignore[misc]  # Mininet is untyped: Host is Any
     """A Mininet host whose namespace also has a name (``ip netns attach``), removed in terminate()."""
 
     def __init__(self, name: str, nsname: str, **params: Any) -> None:
         self.nsname = nsname
-        self.procs: list[subprocess.Popen] = []
+        self.procs: list[subprocess.Popen[Any]] = []
         super().__init__(name, **params)
         sh(["ip", "netns", "attach", nsname, str(self.pid)])
 
     def run(self, *cmd: Any, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return sh(cmd, check=check, netns=self.nsname, timeout=timeout)
 
-    def spawn(self, *cmd: Any, **kw: Any) -> subprocess.Popen:
+    def spawn(self, *cmd: Any, **kw: Any) -> subprocess.Popen[Any]:
         proc = subprocess.Popen(["ip", "netns", "exec", self.nsname, *map(str, cmd)], **kw)
         self.procs.append(proc)
         return proc
@@ -85,10 +85,8 @@ class NsHost(Host):
         for proc in self.procs:
             if proc.poll() is None:
                 proc.kill()
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
         self.procs.clear()
 
     def terminate(self) -> None:
@@ -125,7 +123,16 @@ class Router(NsHost):
 class Hypervisor(NsHost):
     """Its own OVS (userspace datapath) with br-phy on the underlay and br-int for the VMs."""
 
-    ovs: OvsInstance | None = None
+    _ovs: OvsInstance | None = None
+
+    @property
+    def ovs(self) -> OvsInstance:
+        assert self._ovs is not None, f"{self.name}: config() has not started its Open vSwitch"
+        return self._ovs
+
+    def stop_ovs(self) -> None:
+        if self._ovs is not None:
+            self._ovs.stop()
 
     def config(self, tunnel_ip: str = "", prefixlen: int = 24, gateway: str = "", mgmt_ip: str = "",
                controller: str | None = None, dpid: int = 1, ovs_base: str = "", **params: Any) -> Any:
@@ -136,8 +143,8 @@ class Hypervisor(NsHost):
         self.run("ip", "addr", "add", mgmt_ip, "dev", "mgmt")
         self.run("ip", "link", "set", "mgmt", "up")
         self.run("ip", "link", "set", "eth0", "up")
-        self.ovs = OvsInstance(Path(ovs_base), self.nsname)
-        self.ovs.start()
+        self._ovs = OvsInstance(Path(ovs_base), self.nsname)
+        self._ovs.start()
         for cmd in prepare_underlay_commands("br-phy", "eth0"):
             self.ovs.vsctl(*cmd)
         # eth0 is a br-phy port: its kernel side must not answer ARP for the tunnel address too.
@@ -157,17 +164,14 @@ class Hypervisor(NsHost):
         """A VM's tap: a switch port only (no IPv6, so its kernel sends nothing), added to br-int."""
         self.run("sysctl", "-qw", f"net.ipv6.conf.{tap}.disable_ipv6=1", check=False)
         self.run("ip", "link", "set", tap, "up")
-        assert self.ovs is not None
         self.ovs.vsctl("--may-exist", "add-port", "br-int", tap)
 
     def unplug(self, tap: str) -> None:
-        assert self.ovs is not None
         self.ovs.vsctl("--if-exists", "del-port", "br-int", tap)
 
     def terminate(self) -> None:
         self.stop_procs()
-        if self.ovs is not None:
-            self.ovs.stop()
+        self.stop_ovs()
         super().terminate()
 
 
@@ -244,14 +248,17 @@ class VmInfo:
     tap: str
 
 
-class OverlayTopo(Topo):
+class OverlayTopo(Topo):  # type: ignore[misc]  # Mininet is untyped: Topo is Any
     """The routed fabric, hypervisors, VMs and management links, as a Mininet ``Topo``."""
 
     def build(self, spec: Spec, prefix: str, mgmt_octet: int, ofp_port: int | None, workdir: Path) -> None:
         self.spec, self.prefix = spec, prefix
         self.hvinfo: dict[str, HvInfo] = {}
         self.vminfo: dict[str, VmInfo] = {}
-        ns = lambda n: f"{prefix}-{n}"
+
+        def ns(n: str) -> str:
+            return f"{prefix}-{n}"
+
         self.root = f"{prefix}root"
         self.addHost(self.root, cls=Node, inNamespace=False, ip=None)
         spines = [f"spine{s}" for s in range(1, spec.spines + 1)]
@@ -313,7 +320,7 @@ class OverlayNet:
     net: Any = None
     ctl: Any = None
     topo: OverlayTopo | None = None
-    procs: list[subprocess.Popen] = field(default_factory=list)
+    procs: list[subprocess.Popen[Any]] = field(default_factory=list)
 
     def start(self) -> OverlayNet:
         self.workdir = self.workdir.resolve()  # the OVS daemons get absolute socket paths
@@ -321,7 +328,8 @@ class OverlayNet:
         atexit.register(self.close)
         try:
             if self.with_controller:
-                self.ctl = ControllerProcess(self.workdir / f"{self.prefix}.db", self.workdir / f"{self.prefix}-controller.log")
+                self.ctl = ControllerProcess(self.workdir / f"{self.prefix}.db",
+                                             self.workdir / f"{self.prefix}-controller.log")
                 self.ctl.start()
             self.topo = OverlayTopo(spec=self.spec, prefix=self.prefix, mgmt_octet=free_mgmt_octet(),
                                     ofp_port=self.ctl.ofp_port if self.ctl else None, workdir=self.workdir)
@@ -346,17 +354,21 @@ class OverlayNet:
 
     # accessors
     def hv(self, name: str) -> Hypervisor:
-        return self.net[name]
+        node: Hypervisor = self.net[name]
+        return node
 
     def vm(self, name: str) -> VM:
-        return self.net[name]
+        node: VM = self.net[name]
+        return node
 
     @property
     def hvinfo(self) -> dict[str, HvInfo]:
+        assert self.topo is not None, "start() builds the topology"
         return self.topo.hvinfo
 
     @property
     def vminfo(self) -> dict[str, VmInfo]:
+        assert self.topo is not None, "start() builds the topology"
         return self.topo.vminfo
 
     def warm_underlay(self) -> None:
@@ -380,7 +392,7 @@ class OverlayNet:
             self.put(f"/v1/ports/{name}", {"network": f"tenant{v.tenant}", "mac": v.mac, "ips": list(v.ips),
                                            "hypervisor": v.hv, "interface": v.tap})
 
-    def put(self, path: str, body: dict) -> Any:
+    def put(self, path: str, body: dict[str, Any]) -> Any:
         return put(self.ctl, path, body)
 
     def ofport(self, hv: str, intf: str) -> int:
@@ -408,7 +420,7 @@ class OverlayNet:
             self.vm(name).run("ip", "neigh", "flush", "all")
             self.vm(name).run("ip", "-6", "neigh", "flush", "all")
 
-    def capture(self, host: NsHost, intf: str, bpf: str, path: Path) -> subprocess.Popen:
+    def capture(self, host: NsHost, intf: str, bpf: str, path: Path) -> subprocess.Popen[Any]:
         """tcpdump (immediate mode) on ``intf`` of ``host``; returns once it listens."""
         proc = host.spawn("tcpdump", "-i", intf, "--immediate-mode", "-U", "-n", "-w", path, *shlex.split(bpf),
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -416,7 +428,8 @@ class OverlayNet:
         return proc
 
     def leaf_of(self, hv: str) -> NsHost:
-        return self.net[f"leaf{self.hvinfo[hv].pod}"]
+        node: NsHost = self.net[f"leaf{self.hvinfo[hv].pod}"]
+        return node
 
     def move_vm(self, vm: str, new_hv: str, garp: bool = True) -> None:
         """Live-migrate ``vm``: its tap leaves the old br-int, a new veth to ``new_hv`` appears in the
@@ -455,11 +468,11 @@ class OverlayNet:
             for h in hosts:  # OVS and tracked processes first, so nothing holds the links
                 if isinstance(h, NsHost):
                     h.stop_procs()
-                if isinstance(h, Hypervisor) and h.ovs is not None:
-                    h.ovs.stop()
+                if isinstance(h, Hypervisor):
+                    h.stop_ovs()
             try:
                 self.net.stop()
-            except Exception as exc:  # noqa: BLE001  (keep cleaning by name below)
+            except Exception as exc:
                 print(f"mininet stop: {exc}", file=sys.stderr)
             for h in hosts:
                 if isinstance(h, NsHost):
@@ -478,7 +491,7 @@ class OverlayNet:
             self.ctl = None
         atexit.unregister(self.close)
 
-    def __enter__(self) -> OverlayNet:  # noqa: PYI034
+    def __enter__(self) -> OverlayNet:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -22,9 +22,10 @@ import shlex
 import signal
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any
 
 from ryu_overlay.hypervisor import prepare_hypervisor_commands, prepare_underlay_commands
 
@@ -59,14 +60,14 @@ class OvsInstance:
                 "OVS_LOGDIR": str(self.base)}
 
     def run(self, cmd: Sequence[str]) -> str:
-        full = netns_prefix(self.netns) + list(cmd)
-        proc = subprocess.run(full, capture_output=True, text=True, env=self._env())
+        full = [*netns_prefix(self.netns), *cmd]
+        proc = subprocess.run(full, capture_output=True, text=True, env=self._env(), check=False)
         if proc.returncode != 0:
             raise RuntimeError(f"{shlex.join(full)} failed ({proc.returncode}): {proc.stderr.strip()}")
         return proc.stdout
 
     def _spawn(self, daemon: str, *args: str) -> None:
-        cmd = netns_prefix(self.netns) + [daemon, *args, f"--pidfile={self.base}/{daemon}.pid",
+        cmd = [*netns_prefix(self.netns), daemon, *args, f"--pidfile={self.base}/{daemon}.pid",
                                           f"--unixctl={self.base}/{daemon}.ctl", f"--log-file={self.base}/{daemon}.log"]
         self.procs.append(subprocess.Popen(cmd, env=self._env(), stdin=subprocess.DEVNULL,
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
@@ -130,11 +131,13 @@ class OvsInstance:
             return ""
 
 
-def sh(cmd: Sequence[str], check: bool = True, netns: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    full = (["ip", "netns", "exec", netns] if netns else []) + [str(c) for c in cmd]
-    proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout)
+def sh(cmd: Sequence[str], check: bool = True, netns: str | None = None,
+       timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    full = [*(["ip", "netns", "exec", netns] if netns else []), *(str(c) for c in cmd)]
+    proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout, check=False)
     if check and proc.returncode != 0:
-        raise RuntimeError(f"{shlex.join(full)} failed ({proc.returncode}): {proc.stderr.strip()} {proc.stdout.strip()}")
+        raise RuntimeError(f"{shlex.join(full)} failed ({proc.returncode}): "
+                           f"{proc.stderr.strip()} {proc.stdout.strip()}")
     return proc
 
 
@@ -149,7 +152,7 @@ def wait_listening(tcpdump: subprocess.Popen[bytes], where: str, timeout: float 
             raise RuntimeError(f"tcpdump on {where} exited")
 
 
-def kill_all(procs: list[subprocess.Popen[bytes]]) -> None:
+def kill_all(procs: list[subprocess.Popen[Any]]) -> None:
     """Kill and reap every child process still running, by pid, and forget them."""
     for proc in procs:
         if proc.poll() is None:
@@ -196,7 +199,7 @@ class Capture:
     proc: subprocess.Popen[bytes]
     path: Path
 
-    def stop(self) -> list:
+    def stop(self) -> list[Any]:
         """Stop tcpdump and return the packets it saw (scapy)."""
         from scapy.utils import rdpcap
 
@@ -214,12 +217,12 @@ class Capture:
 class Testbed:
     workdir: Path
     controller_port: int | None = None
-    prefix: str = field(default_factory=lambda: "ro%04x" % random.randrange(0x10000))
+    prefix: str = field(default_factory=lambda: f"ro{random.randrange(0x10000):04x}")
     hvs: dict[str, Hv] = field(default_factory=dict)
     vms: dict[str, Vm] = field(default_factory=dict)
     namespaces: list[str] = field(default_factory=list)
     root_links: list[str] = field(default_factory=list)
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    procs: list[subprocess.Popen[Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.mgmt_net = free_mgmt_octet()
@@ -342,7 +345,8 @@ class Testbed:
 
     # --- using --------------------------------------------------------------------------------
 
-    def vm_exec(self, vm: str, cmd: Sequence[str], check: bool = False, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def vm_exec(self, vm: str, cmd: Sequence[str], check: bool = False,
+                timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return sh(cmd, check=check, netns=self.vms[vm].netns, timeout=timeout)
 
     def hv_exec(self, hv: str, cmd: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -364,7 +368,8 @@ class Testbed:
 
     def capture(self, netns: str, interface: str, bpf: str = "") -> Capture:
         path = self.workdir / f"{self.prefix}-{netns}-{interface}-{len(self.procs)}.pcap"
-        cmd = ["ip", "netns", "exec", netns, "tcpdump", "-i", interface, "--immediate-mode", "-U", "-n", "-w", str(path), *shlex.split(bpf)]
+        cmd = ["ip", "netns", "exec", netns, "tcpdump", "-i", interface, "--immediate-mode", "-U", "-n",
+               "-w", str(path), *shlex.split(bpf)]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.procs.append(proc)
         wait_listening(proc, f"{netns}/{interface}")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .controller_proc import ControllerProcess
 from .netns_testbed import Testbed
@@ -26,7 +27,7 @@ NETWORKS = {"blue": 5001, "red": 5002}
 
 def put(ctl: ControllerProcess, path: str, body: dict[str, Any]) -> dict[str, Any]:
     status, out = ctl.api("PUT", path, body)
-    assert status in (200, 201), (path, status, out)
+    assert status in (200, 201) and isinstance(out, dict), (path, status, out)
     return out
 
 
@@ -75,12 +76,12 @@ def deploy(ctl: ControllerProcess, bed: Testbed, ports: dict[str, tuple[str, str
     for name, vni in NETWORKS.items():
         put(ctl, f"/v1/networks/{name}", {"vni": vni, "tenant": "acme" if name == "blue" else "globex",
                                           "subnets": ["10.1.0.0/24", "fd00:1::/64"]})
-    for name, (net, mac, ips, hv, iface) in ports.items():
+    for name, (net, mac, ips, hv_name, iface) in ports.items():
         body: dict[str, Any] = {"network": net, "mac": mac, "ips": ips}
         if declare_location:
-            body.update(hypervisor=hv, interface=iface)
+            body.update(hypervisor=hv_name, interface=iface)
         put(ctl, f"/v1/ports/{name}", body)
-        bed.add_vm(name, hv, iface, mac, ips)
+        bed.add_vm(name, hv_name, iface, mac, ips)
     overlay = Overlay(ctl, bed)
     overlay.wait_in_sync()
     return overlay

@@ -33,6 +33,6 @@ def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], title: st
     if title:
         print(f"\n{title}")
     for i, r in enumerate(cells):
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
         if i == 0:
             print("  ".join("-" * w for w in widths))

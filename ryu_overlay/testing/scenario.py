@@ -6,7 +6,8 @@ their frames apart.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ryu_overlay.compat import parser
 from ryu_overlay.controller import Batches, Controller
@@ -43,8 +44,8 @@ def ofports(hv: str) -> dict[str, int]:
     return {**ports, "vxlan0": TUNNEL_OFPORT}
 
 
-def connect(c: Controller, hv: str, ports: dict[str, int] | None = None, cookies: list[int] = (),
-            groups: list[tuple[int, Any]] = (), meters: list[tuple[int, Any]] = ()) -> list[Any]:
+def connect(c: Controller, hv: str, ports: dict[str, int] | None = None, cookies: Sequence[int] = (),
+            groups: Sequence[tuple[int, Any]] = (), meters: Sequence[tuple[int, Any]] = ()) -> list[Any]:
     """Run the connect handshake of ``hv``'s switch; return what the controller sends it."""
     dpid = c.topo.hypervisors[hv].dpid
     c.switch_connected(dpid)

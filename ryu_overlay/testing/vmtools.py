@@ -11,7 +11,7 @@ import ipaddress
 import subprocess
 import sys
 
-from scapy.layers.inet6 import IPv6, ICMPv6ND_NS, ICMPv6NDOptSrcLLAddr
+from scapy.layers.inet6 import ICMPv6ND_NS, ICMPv6NDOptSrcLLAddr, IPv6
 from scapy.layers.l2 import Ether
 
 from .netns_testbed import Testbed, kill_all
@@ -133,6 +133,6 @@ def solicitation(src_mac: str, src_ip: str, target: str) -> bytes:
     """A Neighbor Solicitation to ``target``'s solicited-node group: the controller answers it."""
     low = int(ipaddress.IPv6Address(target)) & 0xFFFFFF
     group_ip = str(ipaddress.IPv6Address(int(ipaddress.IPv6Address("ff02::1:ff00:0")) | low))
-    group_mac = "33:33:ff:%02x:%02x:%02x" % (low >> 16, low >> 8 & 0xFF, low & 0xFF)
+    group_mac = f"33:33:ff:{low >> 16:02x}:{low >> 8 & 0xFF:02x}:{low & 0xFF:02x}"
     return bytes(Ether(src=src_mac, dst=group_mac) / IPv6(src=src_ip, dst=group_ip) / ICMPv6ND_NS(tgt=target)
                  / ICMPv6NDOptSrcLLAddr(lladdr=src_mac))

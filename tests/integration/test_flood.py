@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from ryu_overlay.testing.overlay import PORTS, deploy
 from ryu_overlay.pipeline import PACKET_IN_BURST, PACKET_IN_RATE
+from ryu_overlay.testing.overlay import PORTS, deploy
 from ryu_overlay.testing.vmtools import ETH_IPV6, ICMPV6_TYPE, ND_NA, flood, probe, solicitation
 
 FLOOD_SECONDS = 4.0

@@ -27,7 +27,8 @@ def test_hand_written_tunnel_carries_ipv4_ipv6_and_tcp(make_bed):
                                "print(n)"], stdout=subprocess.PIPE, text=True)
     bed.procs.append(server)
     client = bed.vm_exec("v1", ["python3", "-c",
-                                "import socket,time\nfor _ in range(50):\n try:\n  s=socket.create_connection(('10.1.0.2',5001),1);break\n"
+                                "import socket,time\nfor _ in range(50):\n try:\n"
+                                "  s=socket.create_connection(('10.1.0.2',5001),1);break\n"
                                 " except OSError: time.sleep(0.1)\ns.sendall(b'x'*4000000);s.close()"], timeout=30)
     assert client.returncode == 0, client.stderr
     out, _ = server.communicate(timeout=30)
@@ -42,9 +43,9 @@ def test_teardown_leaves_nothing_behind(tmp_path):
     pids = [p for hv in bed.hvs.values() for p in hv.ovs.pids()]
     names = list(bed.namespaces)
     bed.close()
-    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
     assert not any(n in listed for n in names)
-    assert bed.prefix not in subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
+    assert bed.prefix not in subprocess.run(["ip", "-br", "link"], capture_output=True, text=True, check=True).stdout
     for pid in pids:
         try:
             import os

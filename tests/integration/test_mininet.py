@@ -12,7 +12,8 @@ from pathlib import Path
 from ryu_overlay.testing.mininet_topo import OverlayNet, Spec
 
 # mininet/experiments.py is a script, not a module of a package: loaded from its file.
-_spec = importlib.util.spec_from_file_location("experiments", Path(__file__).resolve().parents[2] / "mininet" / "experiments.py")
+_spec = importlib.util.spec_from_file_location("experiments",
+                                               Path(__file__).resolve().parents[2] / "mininet" / "experiments.py")
 assert _spec is not None and _spec.loader is not None
 experiments = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(experiments)

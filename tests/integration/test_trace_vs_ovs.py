@@ -18,12 +18,22 @@ import ipaddress
 import random
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from scapy.layers.inet import ICMP, IP, UDP
-from scapy.layers.inet6 import (ICMPv6EchoRequest, ICMPv6MLReport2, ICMPv6ND_NA, ICMPv6ND_NS,
-                                ICMPv6NDOptDstLLAddr, ICMPv6NDOptSrcLLAddr, IPv6, IPv6ExtHdrHopByHop, RouterAlert)
+from scapy.layers.inet6 import (
+    ICMPv6EchoRequest,
+    ICMPv6MLReport2,
+    ICMPv6ND_NA,
+    ICMPv6ND_NS,
+    ICMPv6NDOptDstLLAddr,
+    ICMPv6NDOptSrcLLAddr,
+    IPv6,
+    IPv6ExtHdrHopByHop,
+    RouterAlert,
+)
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.packet import Packet as ScapyPacket, Raw, raw
 
@@ -125,7 +135,7 @@ def make_cases(rng: random.Random, bed: Testbed, count: int) -> list[Case]:
         return Ether(src=mac, dst=dst) / ARP(op=2, hwsrc=mac, psrc=v4, hwdst=dst, pdst=rng.choice(all_v4))
 
     def nd_ns(mac: str, v4: str, v6: str, net: str) -> ScapyPacket:
-        target = rng.choice(all_v6 + [str(link_local(peer_mac(mac)))])
+        target = rng.choice([*all_v6, str(link_local(peer_mac(mac)))])
         group, gmac = solicited_node(target)
         src = rng.choice([v6, "::"])
         ns = ICMPv6ND_NS(tgt=target, code=rng.choice([0, 0, 0, 1]))
@@ -134,7 +144,7 @@ def make_cases(rng: random.Random, bed: Testbed, count: int) -> list[Case]:
         return Ether(src=mac, dst=gmac) / IPv6(src=src, dst=group, hlim=255) / ns
 
     def nd_na(mac: str, v4: str, v6: str, net: str) -> ScapyPacket:
-        target = rng.choice([v6, v6, str(link_local(mac))] + all_v6)
+        target = rng.choice([v6, v6, str(link_local(mac)), *all_v6])
         code = rng.choice([0, 0, 1])  # OVS reads no target from an NA whose code is not 0
         if rng.random() < 0.5:
             return (Ether(src=mac, dst="33:33:00:00:00:01") / IPv6(src=v6, dst="ff02::1", hlim=255)
@@ -187,13 +197,13 @@ def make_cases(rng: random.Random, bed: Testbed, count: int) -> list[Case]:
             net = rng.choice(sorted(VNIS))
             tun_src, tun_id = rng.choice(peers), VNIS[net]
             here = [p[1] for p in PORTS.values() if p[0] == net and p[3] == hv]
-            dst = rng.choice(here + [BROADCAST, "33:33:ff:00:00:02"] if here else [BROADCAST])
+            dst = rng.choice([*here, BROADCAST, "33:33:ff:00:00:02"] if here else [BROADCAST])
             src = rng.choice([p[1] for p in PORTS.values() if p[0] == net and p[3] != hv] or [random_mac(rng)])
         else:  # unknown sender, unhosted or unknown VNI, unknown or remote destination
-            tun_src = rng.choice(peers + ["198.18.0.77"])
+            tun_src = rng.choice([*peers, "198.18.0.77"])
             tun_id = rng.choice([5001, 5002, 5099])
-            src = rng.choice(all_macs + [random_mac(rng)])
-            dst = rng.choice(all_macs + [BROADCAST, random_mac(rng)])
+            src = rng.choice([*all_macs, random_mac(rng)])
+            dst = rng.choice([*all_macs, BROADCAST, random_mac(rng)])
         inner = rng.choice([
             lambda: IP(src="10.1.0.9", dst=rng.choice(all_v4)) / ICMP(),
             lambda: ARP(op=1, hwsrc=src, psrc="10.1.0.9", pdst=rng.choice(all_v4)),
@@ -345,7 +355,7 @@ def compare(net: SimNet, cases: list[Case], traces: list[str], ofports: dict[str
     """
     counts: Counter[str] = Counter()
     mismatches: list[str] = []
-    for case, trace in zip(cases, traces):
+    for case, trace in zip(cases, traces, strict=False):
         sim, sim_text = sim_verdict(net, case, ofports[case.hv], ofports[case.hv]["vxlan0"])
         ovs = ovs_verdict(trace, odp[case.hv])
         counts[f"{case.kind}: {kind_of(ovs)}"] += 1

@@ -6,20 +6,21 @@ from __future__ import annotations
 import copy
 import json
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import jsonschema
 import pytest
 from webob import Request, Response
 
-from ryu_overlay.testing.controller_proc import ControllerProcess
 from ryu_overlay.controller import Batches, Controller
-from ryu_overlay.testing.loadgen import Placement, make_placement
 from ryu_overlay.openapi import openapi_document
 from ryu_overlay.rest import RestApp
 from ryu_overlay.store import SqliteStore
+from ryu_overlay.testing.controller_proc import ControllerProcess
+from ryu_overlay.testing.loadgen import Placement, make_placement
 
 DOC = openapi_document()
 COMPONENTS = DOC["components"]["schemas"]
@@ -148,7 +149,7 @@ def canonical_topology(doc: dict[str, Any]) -> dict[str, Any]:
     links = [{**link, "source": min(link["source"], link["target"]), "target": max(link["source"], link["target"])}
              for link in doc["links"]]
     return {**doc, "nodes": sorted(doc["nodes"], key=lambda n: n["id"]),
-            "links": sorted(links, key=lambda l: (l["source"], l["target"]))}
+            "links": sorted(links, key=lambda link: (link["source"], link["target"]))}
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ryu_overlay.ofmsg import family_counter_request
 from ryu_overlay.pipeline import Family
-from ryu_overlay.trace import SimNet, SimSwitch
 from ryu_overlay.testing.scenario import HYPERVISORS, PORTS, build, ofports
+from ryu_overlay.trace import SimNet, SimSwitch
 
 
 def arp_request(src: str, target: str) -> dict:

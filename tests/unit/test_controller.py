@@ -49,7 +49,8 @@ def test_reconnect_deletes_only_unknown_flows_and_groups():
     c = build()
     cookies, groups, meters = installed_state(connect(c, "hv1"))
     stale_cookie, stale_group = 0x0900DEAD00000001, group_id(GroupRole.FLOOD, 7777)
-    msgs = connect(c, "hv1", cookies=cookies + [stale_cookie], groups=groups + [(stale_group, None)], meters=meters)
+    msgs = connect(c, "hv1", cookies=[*cookies, stale_cookie], groups=[*groups, (stale_group, None)],
+                   meters=meters)
     deletes = [m for m in msgs if isinstance(m, parser.OFPFlowMod)]
     assert [(m.command, m.cookie, m.cookie_mask, m.table_id) for m in deletes] == [
         (ofp.OFPFC_DELETE, stale_cookie, 0xFFFFFFFFFFFFFFFF, ofp.OFPTT_ALL)]

@@ -14,8 +14,8 @@ import pytest
 from ryu_overlay import flows, ofmsg
 from ryu_overlay.flows import by_cookie, flow
 from ryu_overlay.pipeline import Family
-from ryu_overlay.trace import SimNet
 from ryu_overlay.testing.scenario import HYPERVISORS, PORTS, build, connect, ofports
+from ryu_overlay.trace import SimNet
 
 BCAST = "ff:ff:ff:ff:ff:ff"
 REAL_FINGERPRINT = flows.fingerprint
@@ -58,7 +58,7 @@ def installed(net: SimNet) -> dict[str, Counter[tuple[Any, ...]]]:
 def responders_of_a3_and_a4_collide(monkeypatch: pytest.MonkeyPatch) -> None:
     """The in-switch ARP responders for 10.1.0.3 (a3) and 10.1.0.4 (a4) get one fingerprint."""
     def colliding(content: str, salt: int = 0) -> int:
-        if not salt and "'arp_tpa', '10.1.0.3'" in content or not salt and "'arp_tpa', '10.1.0.4'" in content:
+        if (not salt and "'arp_tpa', '10.1.0.3'" in content) or (not salt and "'arp_tpa', '10.1.0.4'" in content):
             return 0xC0FFEE
         return REAL_FINGERPRINT(content, salt)
 

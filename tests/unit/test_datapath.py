@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ryu_overlay.trace import SimError, SimNet
 from ryu_overlay.testing.scenario import HYPERVISORS, PORTS, TUNNEL_OFPORT, build, ofports
+from ryu_overlay.trace import SimError, SimNet
 
 BCAST = "ff:ff:ff:ff:ff:ff"
 HV_IP = {name: ip for name, (_, ip) in HYPERVISORS.items()}

@@ -11,8 +11,8 @@ from dataclasses import replace
 from hypothesis import given, settings, strategies as st
 
 from ryu_overlay.flows import SwitchView, desired_partition
-from ryu_overlay.topology import Topology
 from ryu_overlay.testing.scenario import HYPERVISORS, NETWORKS, PORTS, build
+from ryu_overlay.topology import Topology
 
 INTERFACES = [f"tap{i}" for i in range(6)]
 VIEW_PORTS = {**{name: no for no, name in enumerate(INTERFACES, start=1)}, "vxlan0": 100}
@@ -72,6 +72,6 @@ def test_memoised_partitions_equal_a_fresh_computation(ops):
         apply(c, op)
         live = partitions(c.topo)
         fresh = Topology()
-        fresh.load(*([replace(o) for o in objs.values()]  # copies: no memo of the live objects either
-                     for objs in (c.topo.hypervisors, c.topo.networks, c.topo.ports)))
+        fresh.load([replace(h) for h in c.topo.hypervisors.values()],  # copies: no memo of the live objects either
+                   [replace(n) for n in c.topo.networks.values()], [replace(p) for p in c.topo.ports.values()])
         assert live == partitions(fresh), op

@@ -5,28 +5,24 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
-import pytest
-from ryu_overlay.testing.controller_proc import ControllerProcess
 from scapy.layers.l2 import ARP, Ether
 
 from ryu_overlay import ofmsg
-from ryu_overlay.compat import ofproto as ofp
-from ryu_overlay.compat import ofproto_parser_base, parser
+from ryu_overlay.compat import ofproto as ofp, ofproto_parser_base, parser
+from ryu_overlay.pipeline import TABLE_IDS
+from ryu_overlay.testing.controller_proc import HOST, ControllerProcess
 from ryu_overlay.testing.loadgen import (
     FakeSwitch,
     Fleet,
     Placement,
     SwitchSpec,
     expected_state,
-    make_placement,
 )
 
-HOST = "127.0.0.1"
 DEADLINE = 30.0  # a bound on waiting, not a performance assertion
 
 
@@ -235,7 +231,7 @@ def test_delete_by_cookie_and_strict_delete_remove_only_their_flows():
     sw.data_received(serialized(ofmsg.flow_delete(flows[0].cookie)))
     assert flows[0].cookie not in sw.cookies() and sw.flow_count == len(flows) - 1
     victim = next(f for f in flows[1:] if f.match)
-    strict = parser.OFPFlowMod(None, table_id=ofmsg.TABLE_IDS[victim.table], command=ofp.OFPFC_DELETE_STRICT,
+    strict = parser.OFPFlowMod(None, table_id=TABLE_IDS[victim.table], command=ofp.OFPFC_DELETE_STRICT,
                                priority=victim.priority, out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
                                match=parser.OFPMatch(**dict(victim.match)))
     sw.data_received(serialized(strict))
@@ -246,9 +242,8 @@ def test_delete_by_cookie_and_strict_delete_remove_only_their_flows():
 
 
 def test_aggregate_stats_count_the_flows_of_the_requested_cookie_family():
-    from ryu_overlay.testing.scenario import build, connect
-
     from ryu_overlay.pipeline import Family, cookie_family
+    from ryu_overlay.testing.scenario import build, connect
     c = build()
     flows = [m.flow for m in connect(c, "hv1") if isinstance(m, ofmsg.FlowAdd)]
     sw = FakeSwitch(SwitchSpec(1, ()))

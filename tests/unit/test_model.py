@@ -8,9 +8,27 @@ from typing import Any
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from ryu_overlay.model import (BadRequest, Duplicate, Hypervisor, Move, Network, Port, VNI_MAX, format_dpid, hypervisor_from_record,
-                               link_local, network_from_record, parse_dpid, parse_hypervisor, parse_interface,
-                               parse_mac, parse_name, parse_network, parse_port, port_from_record)
+from ryu_overlay.model import (
+    VNI_MAX,
+    BadRequest,
+    Duplicate,
+    Hypervisor,
+    Move,
+    Network,
+    Port,
+    format_dpid,
+    hypervisor_from_record,
+    link_local,
+    network_from_record,
+    parse_dpid,
+    parse_hypervisor,
+    parse_interface,
+    parse_mac,
+    parse_name,
+    parse_network,
+    parse_port,
+    port_from_record,
+)
 
 FAST = settings(max_examples=200, deadline=None)
 
@@ -65,7 +83,8 @@ def test_vni_bounds_and_bool_is_not_an_int(vni, ok):
 
 @pytest.mark.parametrize("mtu,subnets,ok", [
     (1279, [], False), (1280, [], True), (9000, [], True), (9001, [], False), (True, [], False), (1450.0, [], False),
-    (None, ["fd00::/64"], True), (1279, ["fd00::/64"], False), (1280, ["fd00::/64"], True), (1279, ["10.0.0.0/8"], False),
+    (None, ["fd00::/64"], True), (1279, ["fd00::/64"], False), (1280, ["fd00::/64"], True),
+    (1279, ["10.0.0.0/8"], False),
 ])
 def test_mtu_bounds(mtu, subnets, ok):
     body = {"vni": 1, "tenant": "t", "subnets": subnets, "mtu": mtu}
@@ -227,7 +246,8 @@ def test_interface_names(value, ok):
 @pytest.mark.parametrize("fn,body,unknown", [
     (parse_network, {"vni": 1, "tenant": "t", "color": "x"}, "color"),
     (parse_network, {"vni": 1, "tenant": "t", "VNI": 2}, "VNI"),
-    (parse_hypervisor, {"dpid": 1, "tunnel_ip": "198.18.0.1", "connected": True, "in_sync": True}, "connected, in_sync"),
+    (parse_hypervisor, {"dpid": 1, "tunnel_ip": "198.18.0.1", "connected": True, "in_sync": True},
+     "connected, in_sync"),
     (parse_port, {"network": "n", "mac": "02:00:00:00:00:01", "location_source": "learned"}, "location_source"),
     (parse_port, {"network": "n", "mac": "02:00:00:00:00:01", "frozen": False}, "frozen"),
     (parse_port, {"network": "n", "mac": "02:00:00:00:00:01", "recent_moves": []}, "recent_moves"),

@@ -51,6 +51,7 @@ def test_every_group_of_the_scenario_encodes_to_ryus_bytes():
         for msg in (ours, theirs):
             msg.xid = 7
             msg.serialize()
+        assert ours.buf is not None
         assert bytes(ours.buf) == bytes(theirs.buf), ours.group
 
 

@@ -29,7 +29,7 @@ FIELD_VALUES: dict[str, Any] = {
     "hypervisor": st.sampled_from(["hv1", "hv2", "nope"]),
     "interface": st.sampled_from(["tapA1", "tapA9", "x" * 20]),
 }
-BODIES = st.one_of(JSON, st.fixed_dictionaries({}, optional={k: v for k, v in FIELD_VALUES.items()}))
+BODIES = st.one_of(JSON, st.fixed_dictionaries({}, optional=dict(FIELD_VALUES)))
 
 
 def seed(env) -> None:

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 from ryu_overlay.testing.controller_proc import ControllerProcess
-
 from ryu_overlay.testing.loadgen import Fleet, Placement, expected_state
 
 MANAGER = Path(sys.executable).parent / "ryu-manager"

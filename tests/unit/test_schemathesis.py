@@ -19,9 +19,10 @@ def test_schemathesis_finds_nothing_against_the_live_server(tmp_path):
     ctl = ControllerProcess(tmp_path / "overlay.db", tmp_path / "controller.log")
     ctl.start()
     try:
-        run = subprocess.run([str(SCHEMATHESIS), "run", f"{ctl.url}/v1/openapi.json", "--checks", "all", "--exclude-checks", "positive_data_acceptance",
+        run = subprocess.run([str(SCHEMATHESIS), "run", f"{ctl.url}/v1/openapi.json", "--checks", "all",
+                              "--exclude-checks", "positive_data_acceptance",
                               "--max-examples", "25", "--seed", "1", "--no-color"],
-                             capture_output=True, text=True, timeout=600)
+                             capture_output=True, text=True, timeout=600, check=False)
     finally:
         ctl.stop()
     assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-2000:]

@@ -10,8 +10,8 @@ import pytest
 from ryu_overlay.compat import ofproto as ofp, parser
 from ryu_overlay.rest import RestApp
 from ryu_overlay.testing.controller_proc import free_port
-from ryu_overlay.trace import SimError, SimSwitch, main, parse_packet_spec
 from ryu_overlay.testing.scenario import build, connect
+from ryu_overlay.trace import SimError, SimSwitch, main, parse_packet_spec
 
 
 def add(table, priority, match, instructions=(), cookie=0):
@@ -60,7 +60,8 @@ def test_delete_by_cookie_mask_spans_tables_and_strict_delete_needs_exact_match(
 
 def test_output_to_the_ingress_port_is_dropped_unless_in_port_is_used():
     sw = SimSwitch()
-    sw.apply([add(0, 1, {"in_port": 1}, [actions(out(1))]), add(0, 1, {"in_port": 2}, [actions(out(ofp.OFPP_IN_PORT))])])
+    sw.apply([add(0, 1, {"in_port": 1}, [actions(out(1))]),
+              add(0, 1, {"in_port": 2}, [actions(out(ofp.OFPP_IN_PORT))])])
     assert sw.process({"in_port": 1}).dropped
     assert sw.process({"in_port": 2}).ports() == {2}
 
