@@ -110,7 +110,8 @@ def make_cases(rng: random.Random, bed: Testbed, count: int) -> list[Case]:
         return Ether(src=mac, dst=peer_mac(mac)) / IPv6(src=src, dst=rng.choice(all_v6)) / ICMPv6EchoRequest()
 
     def cross_tenant(mac: str, v4: str, v6: str, net: str) -> ScapyPacket:
-        theirs = [p for p in PORTS.values() if p[0] != net and p[1] not in {q[1] for q in PORTS.values() if q[0] == net}]
+        ours = {q[1] for q in PORTS.values() if q[0] == net}
+        theirs = [p for p in PORTS.values() if p[0] != net and p[1] not in ours]
         other = rng.choice(theirs)
         return Ether(src=mac, dst=other[1]) / IP(src=v4, dst=other[2][0]) / ICMP()
 
@@ -310,8 +311,8 @@ def ovs_verdict(trace: str, odp: dict[int, int]) -> Verdict:
     out: list[tuple[Any, ...]] = []
 
     def walk(actions: str) -> None:
-        for act in split_top(actions):
-            act = act.strip()
+        for raw in split_top(actions):
+            act = raw.strip()
             if act.isdigit():
                 if int(act) in odp:  # otherwise br-phy's uplink, carrying a tunnel packet pushed before
                     out.append(("port", odp[int(act)]))

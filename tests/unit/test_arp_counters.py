@@ -22,7 +22,8 @@ def polled(sw: SimSwitch, family: Family) -> int:
 
 def test_arp_requests_dropped_for_unknown_addresses_are_not_counted_as_answered():
     c = build()
-    c.put_network("blue", {"vni": 5001, "tenant": "acme", "subnets": ["10.1.0.0/24", "fd00:1::/64"], "unknown_arp": "drop"})
+    c.put_network("blue", {"vni": 5001, "tenant": "acme", "subnets": ["10.1.0.0/24", "fd00:1::/64"],
+                           "unknown_arp": "drop"})
     net = SimNet(c, {hv: ofports(hv) for hv in HYPERVISORS})
     for _ in range(3):
         r = net.send("hv1", arp_request("a1", "10.1.0.99"))
