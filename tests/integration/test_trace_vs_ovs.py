@@ -311,8 +311,8 @@ def ovs_verdict(trace: str, odp: dict[int, int]) -> Verdict:
     out: list[tuple[Any, ...]] = []
 
     def walk(actions: str) -> None:
-        for raw in split_top(actions):
-            act = raw.strip()
+        for part in split_top(actions):
+            act = part.strip()
             if act.isdigit():
                 if int(act) in odp:  # otherwise br-phy's uplink, carrying a tunnel packet pushed before
                     out.append(("port", odp[int(act)]))
