@@ -136,3 +136,52 @@ def neighbor_advert(target_mac: str, target_ip: str, dst_mac: str, dst_ip: str, 
         data=_icmpv6.nd_neighbor(res=flags, dst=target_ip, option=_icmpv6.nd_option_tla(hw_src=target_mac))))
     pkt.serialize()
     return bytes(pkt.data)
+
+
+def _checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071) of ``data``."""
+    if len(data) % 2:
+        data += b"\x00"
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def _mac_bytes(mac: str) -> bytes:
+    return bytes.fromhex(mac.replace(":", ""))
+
+
+ICMP4_QUOTE = 548  # an ICMPv4 error quotes as much of the datagram as keeps it within 576 bytes (RFC 1812 4.3.2.3)
+ICMP6_QUOTE = 1232  # an ICMPv6 error stays within the minimum MTU of 1280 bytes (RFC 4443 section 2.4)
+
+
+def icmp4_error(src_mac: str, dst_mac: str, src_ip: str, datagram: bytes, icmp_type: int, code: int,
+                mtu: int = 0, ttl: int = 64) -> bytes:
+    """An ICMPv4 error about ``datagram`` (the offending IPv4 packet, from its IP header on), sent
+    from ``src_ip`` back to the datagram's source. ``mtu`` is the next-hop MTU of "fragmentation
+    needed" (type 3 code 4, RFC 1191); other errors leave that field zero."""
+    quote = datagram[:ICMP4_QUOTE]
+    rest = struct.pack("!HH", 0, mtu) if mtu else b"\x00" * 4
+    icmp = struct.pack("!BBH", icmp_type, code, 0) + rest + quote
+    icmp = icmp[:2] + struct.pack("!H", _checksum(icmp)) + icmp[4:]
+    dst_ip = datagram[12:16]
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0xC0, 20 + len(icmp), 0, 0, ttl, 1, 0,
+                         ipaddress.IPv4Address(src_ip).packed, dst_ip)
+    header = header[:10] + struct.pack("!H", _checksum(header)) + header[12:]
+    frame = _mac_bytes(dst_mac) + _mac_bytes(src_mac) + b"\x08\x00" + header + icmp
+    return frame + bytes(max(0, 60 - len(frame)))
+
+
+def icmp6_error(src_mac: str, dst_mac: str, src_ip: str, datagram: bytes, icmp_type: int, code: int,
+                mtu: int = 0, hop_limit: int = 64) -> bytes:
+    """An ICMPv6 error about ``datagram`` (the offending IPv6 packet, from its IP header on), sent
+    from ``src_ip`` back to the datagram's source. The 32-bit field after the checksum is the
+    MTU of "packet too big" (type 2) and zero for the others (RFC 4443)."""
+    quote = datagram[:ICMP6_QUOTE]
+    src, dst = ipaddress.IPv6Address(src_ip).packed, datagram[8:24]
+    icmp = struct.pack("!BBHI", icmp_type, code, 0, mtu) + quote
+    pseudo = src + dst + struct.pack("!IxxxB", len(icmp), 58)
+    icmp = icmp[:2] + struct.pack("!H", _checksum(pseudo + icmp)) + icmp[4:]
+    header = struct.pack("!IHBB16s16s", 0x60000000, len(icmp), 58, hop_limit, src, dst)
+    return _mac_bytes(dst_mac) + _mac_bytes(src_mac) + b"\x86\xdd" + header + icmp
