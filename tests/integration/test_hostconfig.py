@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -67,10 +68,8 @@ def dhclient(green: Overlay, tmp_path: Path) -> Iterator[dict[str, Path]]:
         yield files
     finally:
         if files["pf"].exists() and files["pf"].read_text().strip():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(int(files["pf"].read_text()), signal.SIGTERM)
-            except ProcessLookupError:
-                pass
 
 
 def run_dhclient(bed: netns_testbed.Testbed, files: dict[str, Path]) -> str:

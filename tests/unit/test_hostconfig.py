@@ -50,14 +50,15 @@ def options(frame: bytes) -> dict[str, Any]:
 
 def checksums_hold(frame: bytes) -> bool:
     """Scapy computes the checksums again from a copy with them removed: they must agree."""
-    pkt = Ether(frame)
-    fresh = pkt.copy()
-    for layer, attr in ((IP, "chksum"), (UDP, "chksum"), (ICMPv6ND_RA, "cksum")):
-        if layer in fresh:
-            delattr(fresh[layer], attr)
+    pkt: Any = Ether(frame)
+    fresh: Any = Ether(frame)
+    fields = [(layer, attr) for layer, attr in ((IP, "chksum"), (UDP, "chksum"), (ICMPv6ND_RA, "cksum"))
+              if layer in pkt]
+    assert fields
+    for layer, attr in fields:
+        delattr(fresh[layer], attr)
     fresh = Ether(bytes(fresh))
-    return all(getattr(fresh[layer], attr) == getattr(pkt[layer], attr)
-               for layer, attr in ((IP, "chksum"), (UDP, "chksum"), (ICMPv6ND_RA, "cksum")) if layer in pkt)
+    return all(getattr(fresh[layer], attr) == getattr(pkt[layer], attr) for layer, attr in fields)
 
 
 def answers(batches: dict[int, list[Any]], dpid: int = 1) -> list[tuple[list[int], bytes]]:
