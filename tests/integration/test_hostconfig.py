@@ -138,3 +138,19 @@ def test_rdisc6_gets_the_prefix_and_mtu_and_rogue_router_advertisements_are_drop
                              "ICMPv6NDOptPrefixInfo(prefix='fd66::', prefixlen=64)")
     time.sleep(0.5)
     assert [p for p in a1_view.stop() if ICMPv6ND_RA in p] == []
+
+
+def test_a_port_coming_up_gets_a_router_advertisement_and_its_mtu_unasked(ctl, make_bed):
+    overlay = deploy(ctl, make_bed(1, ctl.ofp_port), ports={})
+    bed = overlay.bed
+    put(ctl, "/v1/ports/e1", {"network": "blue", "mac": "02:aa:00:00:00:0e", "ips": ["fd00:1::e"],
+                              "hypervisor": "hv1", "interface": "tapE1"})
+    bed.add_vm("e1", "hv1", "tapE1", "02:aa:00:00:00:0e", ["fd00:1::e"], mtu=1500)  # sends no solicitation
+
+    def ipv6_mtu() -> str:
+        return bed.vm_exec("e1", ["sysctl", "-n", "net.ipv6.conf.eth0.mtu"], check=True).stdout.strip()
+
+    deadline = time.monotonic() + 15
+    while ipv6_mtu() != "1450" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ipv6_mtu() == "1450"  # the kernel took the RA's MTU option; the link MTU stays 1500
