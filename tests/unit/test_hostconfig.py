@@ -279,3 +279,20 @@ def test_dhcp_of_a_port_the_controller_does_not_serve_is_dropped(ctl, sim):
     assert sim.send("hv1", sim_dhcp(A1_MAC, 1)).dropped
     rs = sim.send("hv1", sim_icmp6(A1_MAC, 1, 133))
     assert not rs.packet_ins()  # no trap: an RS without a server is an ordinary multicast
+
+
+def test_a_discover_from_a_port_not_yet_located_binds_it_and_is_answered(ctl):
+    ctl.put_port("m1", {"network": "blue", "mac": "02:bb:00:00:00:01", "ips": ["10.1.0.50"]})
+    ctl.port_status(4, "tapM1", 9)
+    batches = ctl.packet_in(4, 9, dhcp_frame("discover", mac="02:bb:00:00:00:01"))
+    assert (ctl.topo.ports["m1"].hypervisor, ctl.topo.ports["m1"].interface) == ("hv4", "tapM1")
+    offers = [d for ports, d in answers(batches, 4) if ports == [9] and DHCP in Ether(d)]
+    assert [Ether(d)[BOOTP].yiaddr for d in offers] == ["10.1.0.50"]
+
+
+def test_a_malformed_dhcp_request_is_counted_and_unanswered(ctl):
+    broken = bytes(Ether(src=A1_MAC, dst=BCAST) / IP(src="0.0.0.0", dst="255.255.255.255") / UDP(sport=68, dport=67)
+                   / b"not bootp")
+    assert answers(ctl.packet_in(1, 1, broken)) == []
+    assert ctl.stats["packet_in_malformed"] == 1
+    assert answers(ctl.packet_in(1, 1, bytes(Ether(src=A1_MAC) / IP(src="10.1.0.1") / UDP(dport=53)))) == []
