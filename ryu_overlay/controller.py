@@ -154,6 +154,17 @@ class Controller:
         hosts |= set().union(*(self.topo.hosts(n) for n in affected_nets))
         return self._refresh(hosts, {self.topo.networks[n].vni for n in affected_nets})
 
+    def reload(self) -> Batches:
+        """A store write failed: take the stored topology as the truth and re-read every switch.
+
+        What the failed write (and any refused after it) changed in memory is dropped; each
+        connected switch is reconciled again from what it reports, as after a reconnection.
+        """
+        topo = Topology()
+        topo.load(*self.store.load())
+        self.topo = topo
+        return {dpid: self.switch_connected(dpid) for dpid in list(self.switches)}
+
     # --- switch events ----------------------------------------------------------------------
 
     def switch_connected(self, dpid: int) -> list[Any]:
