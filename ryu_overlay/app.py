@@ -57,7 +57,7 @@ def _more(ev: Any) -> bool:
     return bool(ev.msg.flags & ofp.OFPMPF_REPLY_MORE)
 
 
-class Call(event.EventBase):  # type: ignore[misc]
+class Call(event.EventBase):  # type: ignore[misc,name-defined]
     """A closure to run on the app's event loop, the one path that touches the controller."""
 
     def __init__(self, fn: Callable[[], None]) -> None:
@@ -109,6 +109,7 @@ class OverlayApp(app_base()):  # type: ignore[misc]
         ev.fn()
 
     def send(self, batches: Batches) -> None:
+        """Send each switch its batch as one buffer; called only on the event loop, so batches never interleave."""
         for dpid, msgs in batches.items():
             dp = self.datapaths.get(dpid)
             if dp is None:

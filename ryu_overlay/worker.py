@@ -167,7 +167,7 @@ class StatePath:
         def on_path() -> None:
             try:
                 result = step()
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller, which re-raises it
+            except Exception as exc:  # handed to the caller, which re-raises it
                 done.send_exception(exc)
                 return
             done.send((result, None if self.store is None else self.store.ticket()))
