@@ -3,9 +3,13 @@
 Every change to controller state (a REST request, a switch event, a timer) runs as a closure
 on one green thread: in the Ryu app that is the app's own event loop (docs/architecture.md).
 The store is written behind that path: ``WriteBehindStore.apply`` only queues the changes,
-and a writer green thread commits what has queued up in one transaction (group commit) in a
-native thread, so neither the path nor the eventlet hub waits for an fsync. A REST answer is
-given once everything its request wrote is durable (``StatePath.call``).
+and a writer thread commits what has queued up in one transaction (group commit), so neither
+the path nor the eventlet hub waits for an fsync. A REST answer is given once everything its
+request wrote is durable (``StatePath.call``).
+
+Threads come from the framework's hub: green threads on Ryu (the commit itself then runs in
+eventlet's native thread pool, ``tpool``), native threads on os-ken 4.x. Hence the hub's
+``Event`` and ``Queue`` and a lock around what both sides read.
 
 If a commit fails, that write and every write queued after it are refused (their requests
 answer 503) until the path has reloaded the topology from the store and re-read the
@@ -15,28 +19,51 @@ switches; nothing acknowledged is lost and nothing unacknowledged is kept.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any, Callable, Iterable, TypeVar
 
-import eventlet
-import eventlet.event
-import eventlet.queue
 from eventlet import tpool
 
+from .compat import framework_module
 from .controller import Batches, Controller
 from .model import Hypervisor, Network, Port
 from .store import Change, Store, StoreUnavailable
 
 LOG = logging.getLogger("ryu_overlay.worker")
+hub = framework_module("lib.hub")
 T = TypeVar("T")
 RECOVERY_RETRY = 1.0  # seconds between attempts to reload the topology after a failed write
 Loaded = tuple[list[Hypervisor], list[Network], list[Port]]
 
 
-class _Load:
-    """A marker in the write queue: read the store back once every earlier write is settled."""
+class _Outcome:
+    """A value or an error handed from one thread to another that waits for it."""
 
     def __init__(self) -> None:
-        self.done: eventlet.event.Event = eventlet.event.Event()
+        self.done = hub.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def send(self, value: Any = None, error: BaseException | None = None) -> None:
+        self.value, self.error = value, error
+        self.done.set()
+
+    def wait(self) -> Any:
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class _Load(_Outcome):
+    """A marker in the write queue: read the store back once every earlier write is settled."""
+
+
+def _blocking(fn: Callable[..., T], *args: Any) -> T:
+    """Run a call that blocks on the disk without blocking the eventlet hub (if there is one)."""
+    if hub.HUB_TYPE == "eventlet":
+        return tpool.execute(fn, *args)  # type: ignore[no-any-return]
+    return fn(*args)
 
 
 class WriteBehindStore:
@@ -51,18 +78,19 @@ class WriteBehindStore:
     def __init__(self, store: Store, on_failure: Callable[[], None] | None = None) -> None:
         self.store = store
         self.on_failure = on_failure
-        self._queue: eventlet.queue.LightQueue = eventlet.queue.LightQueue()
+        self._queue = hub.Queue()
+        self._lock = threading.Lock()  # never held across a wait
         self._queued = 0  # number of the last write queued
         self._settled = 0  # number of the last write committed or refused
         self._refused: list[tuple[int, int]] = []  # (first, last) numbers of refused writes
         self._broken = False
         self._reloaded_at = 0  # writes up to this number are behind the last reload
-        self._waiters: dict[int, eventlet.event.Event] = {}
+        self._waiters: dict[int, Any] = {}  # ticket -> hub.Event
         self._writer: Any = None
 
     def start(self) -> None:
         if self._writer is None:
-            self._writer = eventlet.spawn(self._write_loop)
+            self._writer = hub.spawn(self._write_loop)
 
     def load(self) -> Loaded:
         """The stored state; once writing has started, read after every queued write is settled."""
@@ -70,11 +98,12 @@ class WriteBehindStore:
             return self.store.load()
         marker, queued = _Load(), self._queued
         self._queue.put(marker)
-        loaded = marker.done.wait()
+        loaded = marker.wait()
         self._reloaded_at = queued
         return loaded  # type: ignore[no-any-return]
 
     def apply(self, changes: Iterable[Change]) -> None:
+        """Queue ``changes``; called only on the state path, so the numbering is its order."""
         self._queued += 1
         self._queue.put((self._queued, list(changes)))
 
@@ -83,14 +112,18 @@ class WriteBehindStore:
         return self._queued if self._queued > self._reloaded_at else 0
 
     def wait(self, ticket: int) -> None:
-        if ticket > self._settled:
-            self._waiters.setdefault(ticket, eventlet.event.Event()).wait()
-        if any(first <= ticket <= last for first, last in self._refused):
+        with self._lock:
+            pending = self._waiters.setdefault(ticket, hub.Event()) if ticket > self._settled else None
+        if pending is not None:
+            pending.wait()
+        with self._lock:
+            refused = any(first <= ticket <= last for first, last in self._refused)
+        if refused:
             raise StoreUnavailable("the store failed to write the change; it was undone")
 
     def close(self) -> None:
         if self._writer is not None:
-            self._writer.kill()
+            hub.kill(self._writer)
             self._writer = None
         self.store.close()
 
@@ -115,7 +148,7 @@ class WriteBehindStore:
         first, last = writes[0][0], writes[-1][0]
         if not self._broken:
             try:
-                tpool.execute(self.store.apply, [c for _, changes in writes for c in changes])
+                _blocking(self.store.apply, [c for _, changes in writes for c in changes])
             except Exception:
                 LOG.exception("the store failed to commit writes %d..%d; refusing writes until reloaded", first, last)
                 self._broken = True
@@ -124,23 +157,26 @@ class WriteBehindStore:
             else:
                 self._settle(last)
                 return
-        self._refused.append((first, last))
+        with self._lock:
+            self._refused.append((first, last))
         self._settle(last)
 
     def _load(self, marker: _Load) -> None:
         try:
-            loaded = tpool.execute(self.store.load)
+            loaded = _blocking(self.store.load)
         except Exception as exc:
             LOG.exception("the store could not be read back")
-            marker.done.send_exception(exc)
+            marker.send(error=exc)
             return
         self._broken = False
-        marker.done.send(loaded)
+        marker.send(loaded)
 
     def _settle(self, last: int) -> None:
-        self._settled = last
-        for ticket in [t for t in self._waiters if t <= last]:
-            self._waiters.pop(ticket).send()
+        with self._lock:
+            self._settled = last
+            done = [self._waiters.pop(t) for t in [t for t in self._waiters if t <= last]]
+        for event in done:
+            event.set()
 
 
 class StatePath:
@@ -162,18 +198,18 @@ class StatePath:
             self.store.on_failure = self._failed
 
     def call(self, step: Callable[[], T]) -> T:
-        done: eventlet.event.Event = eventlet.event.Event()
+        outcome = _Outcome()
 
         def on_path() -> None:
             try:
                 result = step()
             except Exception as exc:  # handed to the caller, which re-raises it
-                done.send_exception(exc)
+                outcome.send(error=exc)
                 return
-            done.send((result, None if self.store is None else self.store.ticket()))
+            outcome.send((result, None if self.store is None else self.store.ticket()))
 
         self.post(on_path)
-        result, ticket = done.wait()
+        result, ticket = outcome.wait()
         if ticket is not None:
             self.store.wait(ticket)  # type: ignore[union-attr]
         return result  # type: ignore[no-any-return]
@@ -187,7 +223,7 @@ class StatePath:
             batches = self.controller.reload()
         except Exception:
             LOG.exception("reloading the topology failed; retrying in %.0f s", RECOVERY_RETRY)
-            eventlet.spawn_after(RECOVERY_RETRY, self.post, self._recover)
+            hub.spawn_after(RECOVERY_RETRY, self.post, self._recover)
             return
         LOG.warning("topology reloaded from the store after a failed write; resynchronising %d switches", len(batches))
         self.emit(batches)
