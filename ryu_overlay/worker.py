@@ -1,7 +1,7 @@
 """The one path that may touch ``Controller``, and the store writer that keeps fsync off it.
 
 Every change to controller state (a REST request, a switch event, a timer) runs as a closure
-on one green thread: in the Ryu app that is the app's own event loop (docs/architecture.md).
+on one thread: in the Ryu app that is the app's own event loop (docs/architecture.md).
 The store is written behind that path: ``WriteBehindStore.apply`` only queues the changes,
 and a writer thread commits what has queued up in one transaction (group commit), so neither
 the path nor the eventlet hub waits for an fsync. A REST answer is given once everything its
@@ -9,7 +9,7 @@ request wrote is durable (``StatePath.call``).
 
 Threads come from the framework's hub: green threads on Ryu (the commit itself then runs in
 eventlet's native thread pool, ``tpool``), native threads on os-ken 4.x. Hence the hub's
-``Event`` and ``Queue`` and a lock around what both sides read.
+queue and threads, events that suit them, and a lock around what both sides read.
 
 If a commit fails, that write and every write queued after it are refused (their requests
 answer 503) until the path has reloaded the topology from the store and re-read the
@@ -32,6 +32,9 @@ from .store import Change, Store, StoreUnavailable
 LOG = logging.getLogger("ryu_overlay.worker")
 hub = framework_module("lib.hub")
 T = TypeVar("T")
+EVENTLET = hub.HUB_TYPE == "eventlet"
+# os-ken's native hub.Event can miss a wake-up (it swaps its inner event after setting it).
+Event = hub.Event if EVENTLET else threading.Event
 RECOVERY_RETRY = 1.0  # seconds between attempts to reload the topology after a failed write
 Loaded = tuple[list[Hypervisor], list[Network], list[Port]]
 
@@ -40,7 +43,7 @@ class _Outcome:
     """A value or an error handed from one thread to another that waits for it."""
 
     def __init__(self) -> None:
-        self.done = hub.Event()
+        self.done = Event()
         self.value: Any = None
         self.error: BaseException | None = None
 
@@ -61,18 +64,18 @@ class _Load(_Outcome):
 
 def _blocking(fn: Callable[..., T], *args: Any) -> T:
     """Run a call that blocks on the disk without blocking the eventlet hub (if there is one)."""
-    if hub.HUB_TYPE == "eventlet":
+    if EVENTLET:
         return tpool.execute(fn, *args)  # type: ignore[no-any-return]
     return fn(*args)
 
 
 class WriteBehindStore:
-    """A ``Store`` whose ``apply`` queues and returns; a writer green thread commits in order.
+    """A ``Store`` whose ``apply`` queues and returns; a writer thread commits in order.
 
     Writes are numbered in the order they are queued and committed in that order, several at
-    a time in one transaction of the wrapped store, which runs in eventlet's native thread pool
-    (``tpool``). ``ticket()`` is the number of the last queued write; ``wait(ticket)`` returns
-    once that write and all before it are durable, or raises ``StoreUnavailable``.
+    a time in one transaction of the wrapped store, outside the eventlet hub. ``ticket()`` is
+    the number of the last queued write; ``wait(ticket)`` returns once that write and all
+    before it are durable, or raises ``StoreUnavailable``.
     """
 
     def __init__(self, store: Store, on_failure: Callable[[], None] | None = None) -> None:
@@ -85,7 +88,7 @@ class WriteBehindStore:
         self._refused: list[tuple[int, int]] = []  # (first, last) numbers of refused writes
         self._broken = False
         self._reloaded_at = 0  # writes up to this number are behind the last reload
-        self._waiters: dict[int, Any] = {}  # ticket -> hub.Event
+        self._waiters: dict[int, Any] = {}  # ticket -> Event
         self._writer: Any = None
 
     def start(self) -> None:
@@ -113,7 +116,7 @@ class WriteBehindStore:
 
     def wait(self, ticket: int) -> None:
         with self._lock:
-            pending = self._waiters.setdefault(ticket, hub.Event()) if ticket > self._settled else None
+            pending = self._waiters.setdefault(ticket, Event()) if ticket > self._settled else None
         if pending is not None:
             pending.wait()
         with self._lock:
