@@ -171,6 +171,17 @@ class Controller:
             self._merge(batches, self._port_up(port))
         return batches
 
+    def reload(self) -> Batches:
+        """A store write failed: take the stored topology as the truth and re-read every switch.
+
+        What the failed write (and any refused after it) changed in memory is dropped; each
+        connected switch is reconciled again from what it reports, as after a reconnection.
+        """
+        topo = Topology()
+        topo.load(*self.store.load())
+        self.topo = topo
+        return {dpid: self.switch_connected(dpid) for dpid in list(self.switches)}
+
     # --- switch events ----------------------------------------------------------------------
 
     def switch_connected(self, dpid: int) -> list[Any]:

@@ -35,10 +35,11 @@ def _answer(description: str, schema: dict[str, Any] | None = None) -> dict[str,
 
 ERROR = _answer("refused; nothing was changed", _ref("Error"))
 INTERNAL = _answer("internal error of the controller or its store", _ref("Error"))
+UNAVAILABLE = _answer("the store failed to make a change durable; the change was undone", _ref("Error"))
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    return {**{str(code): ERROR for code in (*codes, 401, 405)}, "500": INTERNAL}
+    return {**{str(code): ERROR for code in (*codes, 401, 405)}, "500": INTERNAL, "503": UNAVAILABLE}
 
 
 def _collection_paths(kind: str, item: str, put_codes: tuple[int, ...], delete_codes: tuple[int, ...],
