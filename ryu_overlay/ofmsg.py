@@ -16,7 +16,7 @@ from functools import cached_property, lru_cache
 from typing import Any
 
 from .compat import framework_module, ofproto as ofp, parser
-from .flows import Action, Flow, Group, Meter, Move, Output, SetField, ToGroup
+from .flows import Action, Flow, Group, Meter, Move, Output, SetField, SetNwTtl, ToGroup
 from .pipeline import TABLE_IDS
 
 ALL_COOKIE_BITS = 0xFFFFFFFFFFFFFFFF
@@ -30,6 +30,8 @@ def encode_action(action: Action) -> Any:
         return parser.OFPActionSetField(**{action.field: action.value})
     if isinstance(action, Move):
         return parser.NXActionRegMove(src_field=action.src, dst_field=action.dst, n_bits=action.n_bits)
+    if isinstance(action, SetNwTtl):
+        return parser.OFPActionSetNwTtl(action.ttl)
     if isinstance(action, ToGroup):
         return parser.OFPActionGroup(action.group_id)
     raise TypeError(f"cannot encode {action!r}")
@@ -41,6 +43,8 @@ def decode_action(action: Any) -> Action | None:
         return Output(action.port)
     if isinstance(action, parser.OFPActionSetField):
         return SetField(action.key, action.value)
+    if isinstance(action, parser.OFPActionSetNwTtl):
+        return SetNwTtl(action.nw_ttl)
     if isinstance(action, parser.OFPActionGroup):
         return ToGroup(action.group_id)
     return None
