@@ -7,7 +7,7 @@ import pytest
 from ryu_overlay.compat import ofproto as ofp, parser
 from ryu_overlay.flows import ICMPV6, Move, Output, SetField, SetNwTtl, flow, nd_responders, port_nd_responders
 from ryu_overlay.model import link_local
-from ryu_overlay.ofmsg import FlowAdd, _action_bytes, decode_action
+from ryu_overlay.ofmsg import FlowAdd, _action_bytes, decode_action, ryu_match
 from ryu_overlay.pipeline import ND_NA, ND_NS, OFPP_IN_PORT, Family, Priority as P
 from ryu_overlay.testing.scenario import HYPERVISORS, PORTS, build, ofports
 from ryu_overlay.trace import SimError, SimNet, SimSwitch
@@ -134,3 +134,12 @@ def test_nd_fields_and_hop_limit_encode_as_open_vswitch_reads_them():
     read_back = parser.OFPFlowMod.parser(None, ofp.OFP_VERSION, ofp.OFPT_FLOW_MOD, len(FlowAdd(f).buf), 0,
                                           FlowAdd(f).buf)
     assert read_back.match["nd_options_type"] == 1
+
+
+def test_the_nd_fields_come_after_their_prerequisites_and_other_flows_keep_ryus_order():
+    # OVS checks each OXM's prerequisites against the fields before it: nd_options_type after icmpv6_type.
+    f = next(iter(nd_responders("02:ee:00:00:00:fe", ("fd00:1::fe",), 5001).values()))
+    buf = FlowAdd(f).buf
+    assert buf.index(bytes.fromhex("80003a01") + bytes([ND_NS])) < buf.index(bytes.fromhex("1000040101"))
+    plain = flow("l2_lookup", P.EXACT, Family.L2_LOCAL, {"metadata": (5001, 0xFFFFFF), "eth_dst": "02:aa:00:00:00:01"})
+    assert ryu_match(plain).items() == parser.OFPMatch(**dict(plain.match)).items()
