@@ -143,3 +143,23 @@ def test_the_nd_fields_come_after_their_prerequisites_and_other_flows_keep_ryus_
     assert buf.index(bytes.fromhex("80003a01") + bytes([ND_NS])) < buf.index(bytes.fromhex("1000040101"))
     plain = flow("l2_lookup", P.EXACT, Family.L2_LOCAL, {"metadata": (5001, 0xFFFFFF), "eth_dst": "02:aa:00:00:00:01"})
     assert ryu_match(plain).items() == parser.OFPMatch(**dict(plain.match)).items()
+
+
+def test_retyping_a_missing_nd_option_is_refused_and_registering_the_fields_twice_changes_nothing():
+    from ryu_overlay import compat
+
+    sw = SimSwitch()
+    f = flow("arp_nd", P.ANSWER, Family.ND_RESPONDER, {**ICMPV6, "icmpv6_type": ND_NS},
+             actions=(SetField("nd_options_type", 2), Output(OFPP_IN_PORT)))
+    to_arp_nd = [flow("ingress", P.MISS, Family.TABLE_MISS, {}, goto="port_security"),
+                 flow("port_security", P.MISS, Family.TABLE_MISS, {}, goto="arp_nd")]
+    sw.apply([FlowAdd(x) for x in (*to_arp_nd, f)])
+    pkt = {"in_port": 1, "eth_type": 0x86DD, "ip_proto": 58, "icmpv6_type": ND_NS, "ipv6_nd_target": "fd00:1::3"}
+    with pytest.raises(SimError, match="without a link-layer address option"):
+        sw.process(pkt)
+    (out,) = sw.process({**pkt, "ipv6_nd_sll": "02:aa:00:00:00:01"}).outputs
+    assert out.packet["ipv6_nd_tll"] == "02:aa:00:00:00:01" and "ipv6_nd_sll" not in out.packet
+
+    count = len(compat.ofproto.oxm_types)
+    compat._add_ericsson_nd_fields()
+    assert len(compat.ofproto.oxm_types) == count
