@@ -283,7 +283,13 @@ class Controller:
         return batches
 
     def _answer(self, dpid: int, in_port: int, asker: Port, frame: Frame) -> Batches:
-        """Reply to an ARP request or Neighbor Solicitation for an address of the asker's network."""
+        """Reply to an ARP request or Neighbor Solicitation for an address of the asker's network.
+
+        The switches answer both themselves (``flows.arp_responders``, ``flows.nd_responders``);
+        what still comes here: ARP from a port just learned, DAD probes (defended with an
+        unsolicited NA, which carries an option the probe has no room for), and solicitations
+        without the asker's link-layer address, which the switch cannot turn into an answer.
+        """
         if frame.arp_op == ARP_REQUEST and not frame.gratuitous and frame.arp_tpa is not None:
             target = self.topo.port_by_ip(asker.network, frame.arp_tpa)
             if target is None or target.name == asker.name:
