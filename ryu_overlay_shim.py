@@ -17,7 +17,7 @@ TRIGGER = "ryu.app.wsgi"
 
 def supply_already_handled() -> None:
     """Define ``eventlet.wsgi.ALREADY_HANDLED`` if this eventlet lacks it (what Ryu 4.34 expects)."""
-    import eventlet.wsgi  # type: ignore[import-untyped]
+    import eventlet.wsgi
 
     if not hasattr(eventlet.wsgi, "ALREADY_HANDLED"):
         eventlet.wsgi.ALREADY_HANDLED = object()

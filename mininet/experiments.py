@@ -1,4 +1,5 @@
-"""Experiments on the Mininet overlay (ryu_overlay/testing/mininet_topo.py): one command each, each writes a CSV and a PNG.
+"""Experiments on the Mininet overlay (ryu_overlay/testing/mininet_topo.py), one command each;
+each writes a CSV and a PNG.
 
     python mininet/experiments.py connectivity|flooding|migration|throughput|all \\
         --pods 2 --hv-per-pod 2 --tenants 2 --vms 2 --out results/
@@ -74,7 +75,9 @@ def connectivity(on: OverlayNet, out: Path) -> dict[str, Any]:
     caps = {v: (out / f"conn-{v}.pcap") for v in vms}
     procs = {v: on.capture(on.vm(v), "eth0", "-Q in icmp or icmp6", caps[v]) for v in vms}
     fams = {4: 0, 6: 1}
-    pattern = lambda si, di, fam: f"abcd{si:04x}{di:04x}{fam:02x}ef"
+    def pattern(si: int, di: int, fam: int) -> str:
+        return f"abcd{si:04x}{di:04x}{fam:02x}ef"
+
     runners = []
     for si, src in enumerate(vms):
         lines = []
@@ -119,7 +122,7 @@ def connectivity(on: OverlayNet, out: Path) -> dict[str, Any]:
     fig, axes = plt.subplots(1, 2, figsize=(4 + 0.9 * len(vms), 2.5 + 0.45 * len(vms)))
     from matplotlib.colors import ListedColormap
     cmap = ListedColormap(["#dddddd", "#d62728", "#2ca02c"])
-    for ax, fam in zip(axes, fams):
+    for ax, fam in zip(axes, fams, strict=True):
         ax.imshow(matrix[fam], cmap=cmap, vmin=-1, vmax=1)
         ax.set_xticks(range(len(vms)), vms, rotation=90)
         ax.set_yticks(range(len(vms)), vms)
@@ -134,10 +137,12 @@ def connectivity(on: OverlayNet, out: Path) -> dict[str, Any]:
     cross = [r for r in rows if r[4] == 0]
     summary = {"pairs": len(rows), "same_tenant_reachable": sum(r[5] for r in same), "same_tenant": len(same),
                "cross_tenant_reachable": sum(r[5] for r in cross), "cross_tenant": len(cross), "errors": errors}
+    def share(rows: list[list[Any]], fam: int) -> str:
+        mine = [r for r in rows if r[2] == f"IPv{fam}"]
+        return f"{sum(r[5] for r in mine)}/{len(mine)}"
+
     print_table(["family", "same-tenant reachable", "cross-tenant reachable"],
-                [[f"IPv{fam}", f"{sum(r[5] for r in same if r[2] == f'IPv{fam}')}/{sum(1 for r in same if r[2] == f'IPv{fam}')}",
-                  f"{sum(r[5] for r in cross if r[2] == f'IPv{fam}')}/{sum(1 for r in cross if r[2] == f'IPv{fam}')}"]
-                 for fam in fams])
+                [[f"IPv{fam}", share(same, fam), share(cross, fam)] for fam in fams])
     return summary
 
 
@@ -417,7 +422,8 @@ def _iperf(on: OverlayNet, server, client, addr: str, seconds: int) -> float:
     srv = server.spawn("iperf3", "-s", "-1", "-B", addr, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(50):
-            if client.run("iperf3", "-c", addr, "-t", "0.1", "-n", "1", check=False).returncode == 0 or srv.poll() is not None:
+            ready = client.run("iperf3", "-c", addr, "-t", "0.1", "-n", "1", check=False).returncode == 0
+            if ready or srv.poll() is not None:
                 break
             time.sleep(0.1)
         # the probe above consumed the one-off server; start the measured one
@@ -450,7 +456,9 @@ def throughput(on: OverlayNet, out: Path, seconds: int = 5, repeats: int = 3) ->
         under = _iperf(on, on.hv(hb.name), on.hv(ha.name), hb.tunnel_ip, seconds)
         rows.append([r, f"{a.name}->{b.name}", f"{ha.name}->{hb.name}", round(over, 1), round(under, 1),
                      round(over / under, 3), round(VXLAN_LIMIT, 3)])
-    mean = lambda i: sum(r[i] for r in rows) / len(rows)
+    def mean(i: int) -> float:
+        return sum(r[i] for r in rows) / len(rows)
+
     rows.append(["mean", rows[0][1], rows[0][2], round(mean(3), 1), round(mean(4), 1), round(mean(3) / mean(4), 3),
                  round(VXLAN_LIMIT, 3)])
     header = ["run", "overlay_pair", "underlay_pair", "overlay_mbps", "underlay_mbps", "ratio", "vxlan_limit"]

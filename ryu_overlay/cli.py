@@ -31,15 +31,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_controller(argv: list[str]) -> int:
-    from .compat import FRAMEWORK, framework_module
     from .app import CLI_OPTS
+    from .compat import FRAMEWORK, framework_module
 
     cfg = framework_module("cfg")
     cfg.CONF.register_cli_opts(CLI_OPTS)
     if "--help" in argv or "-h" in argv:
         print(USAGE_EXTRA)
     if FRAMEWORK == "ryu":
-        framework_module("cmd.manager").main(args=argv + ["ryu_overlay.app"], prog="ryu-overlay")
+        framework_module("cmd.manager").main(args=[*argv, "ryu_overlay.app"], prog="ryu-overlay")
         return 0
     # os-ken 4.x has no manager command; start the apps the way it documents.
     cfg.CONF(args=argv, prog="ryu-overlay", project="os_ken")

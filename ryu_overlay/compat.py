@@ -45,7 +45,8 @@ def framework_module(name: str) -> ModuleType:
 def app_base() -> type:
     """The base class of applications: ``RyuApp`` in Ryu, ``OSKenApp`` in os-ken."""
     app_manager = framework_module("base.app_manager")
-    return getattr(app_manager, "RyuApp", None) or app_manager.OSKenApp
+    base: type = getattr(app_manager, "RyuApp", None) or app_manager.OSKenApp
+    return base
 
 
 ofproto = framework_module("ofproto.ofproto_v1_3")

@@ -17,11 +17,13 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from . import ofmsg
 from .flows import Flow, Group, Meter, Output, SwitchView, desired_partition, hosted_vnis
+from .hostconfig import ANSWER_BURST, ANSWER_RATE, dhcp_answer, router_advert_for
 from .model import (Conflict, Duplicate, Hypervisor, Move, Network, Port, link_local, parse_hypervisor,
                     parse_network, parse_port)
 from .packets import (ALL_NODES, ALL_NODES_MAC, ARP_REQUEST, ND_NS, Frame, MalformedFrame, arp_reply,
-                      neighbor_advert, parse_frame)
-from .pipeline import ETH_TYPE_RARP, OFPP_CONTROLLER, OFPP_TABLE, cookie_vni, group_vni
+                      neighbor_advert, parse_dhcp, parse_frame)
+from .pipeline import ETH_TYPE_IPV4, ETH_TYPE_RARP, ND_RS, OFPP_CONTROLLER, OFPP_TABLE, cookie_vni, group_vni
+from .ratelimit import TokenBucket
 from .store import Delete, Put, Store
 from .topology import Topology
 
@@ -37,7 +39,7 @@ STAT_COUNTERS = (
     "flow_mods", "group_mods", "switch_connects", "switch_errors", "packet_in", "packet_in_ignored",
     "packet_in_malformed", "arp_answered_controller", "nd_answered", "nd_dad_defended", "learned", "moves",
     "ports_frozen", "moves_refused_frozen", "moves_refused_stale", "duplicates_detected", "moves_refused_duplicate",
-    "dropped_unknown_source", "dropped_spoofed_source",
+    "dropped_unknown_source", "dropped_spoofed_source", "dhcp_answered", "ra_sent", "host_config_rate_limited",
 )
 
 
@@ -85,6 +87,7 @@ class Controller:
         self.stats: Counter[str] = Counter()
         self._last_resync: dict[int, float] = {}
         self._responder_hits: dict[int, int] = {}
+        self._host_answers = TokenBucket(ANSWER_RATE, ANSWER_BURST, clock)
 
     # --- placement API ----------------------------------------------------------------------
 
@@ -137,6 +140,7 @@ class Controller:
         hosts = self.topo.hosts(port.network)
         self.store.apply([Delete(Port, name)])
         self.topo.delete_port(name)
+        self._host_answers.forget(name)
         return self._refresh(hosts, {vni})
 
     def _carry_over(self, old: Port, new: Port, claimed: int | None) -> Port:
@@ -162,7 +166,10 @@ class Controller:
         self.store.apply([Put(port)])
         self.topo.put_port(port)
         hosts |= set().union(*(self.topo.hosts(n) for n in affected_nets))
-        return self._refresh(hosts, {self.topo.networks[n].vni for n in affected_nets})
+        batches = self._refresh(hosts, {self.topo.networks[n].vni for n in affected_nets})
+        if old is None or (old.hypervisor, old.interface) != (port.hypervisor, port.interface):
+            self._merge(batches, self._port_up(port))
+        return batches
 
     # --- switch events ----------------------------------------------------------------------
 
@@ -226,12 +233,15 @@ class Controller:
         hv = self.topo.hypervisor_by_dpid(dpid)
         if hv is None or not sw.synced:
             return {}
+        port = None
         if name == hv.tunnel_port:
             vnis = hosted_vnis(self.topo, hv.name)
         else:
             port = self.topo.port_at(hv.name, name)
             vnis = set() if port is None else {self.topo.networks[port.network].vni}
         batches = self._refresh({hv.name}, {0} | vnis)  # partition 0 holds each port's meter
+        if port is not None and ofport is not None:
+            self._merge(batches, self._port_up(port))
         early = None if ofport is None else sw.early_frames.pop(ofport, None)
         if early is not None:
             self._merge(batches, self.packet_in(dpid, ofport, *early))  # type: ignore[arg-type]
@@ -265,7 +275,7 @@ class Controller:
             return {}
         bound = self.topo.port_at(hv.name, interface)
         if bound is not None and bound.mac == frame.eth_src:
-            return self._answer(dpid, in_port, bound, frame)
+            return self._answer(dpid, in_port, bound, frame, data)
         port = self._claimant(hv.name, interface, bound, frame)
         if port is None:
             return {}
@@ -274,7 +284,7 @@ class Controller:
         port = self.topo.ports[port.name]
         if not (port.hypervisor == hv.name and port.interface == interface):
             return batches
-        answer = self._answer(dpid, in_port, port, frame)
+        answer = self._answer(dpid, in_port, port, frame, data)
         consumed = frame.gratuitous or frame.unsolicited_na or frame.eth_type == ETH_TYPE_RARP
         if not answer and not consumed:
             # Now that the port is bound, let the frame take the pipeline it would have taken.
@@ -282,13 +292,15 @@ class Controller:
         self._merge(batches, answer)
         return batches
 
-    def _answer(self, dpid: int, in_port: int, asker: Port, frame: Frame) -> Batches:
-        """Reply to an ARP request or Neighbor Solicitation for an address of the asker's network.
+    def _answer(self, dpid: int, in_port: int, asker: Port, frame: Frame, data: bytes) -> Batches:
+        """Reply to an ARP request or Neighbor Solicitation for an address of the asker's network,
+        to a Router Solicitation, or to a DHCP request.
 
-        The switches answer both themselves (``flows.arp_responders``, ``flows.nd_responders``);
-        what still comes here: ARP from a port just learned, DAD probes (defended with an
-        unsolicited NA, which carries an option the probe has no room for), and solicitations
-        without the asker's link-layer address, which the switch cannot turn into an answer.
+        The switches answer ARP and most solicitations themselves (``flows.arp_responders``,
+        ``flows.nd_responders``); the solicitations that still come here are DAD probes
+        (defended with an unsolicited NA, which carries an option the probe has no room for)
+        and those without the asker's link-layer address, which the switch cannot turn into an
+        answer.
         """
         if frame.arp_op == ARP_REQUEST and not frame.gratuitous and frame.arp_tpa is not None:
             target = self.topo.port_by_ip(asker.network, frame.arp_tpa)
@@ -307,9 +319,44 @@ class Controller:
                 self.stats["nd_answered"] += 1
                 data = neighbor_advert(target.mac, str(frame.nd_target), frame.eth_src, str(frame.src_ip),
                                        solicited=True)
+        elif frame.icmpv6_type == ND_RS:
+            net = self.topo.networks[asker.network]
+            return self._host_config(dpid, in_port, asker, router_advert_for(self.topo, net, asker), "ra_sent")
+        elif frame.eth_type == ETH_TYPE_IPV4:
+            try:
+                request = parse_dhcp(data)
+            except MalformedFrame as exc:
+                self.stats["packet_in_malformed"] += 1
+                LOG.debug("dropped a malformed DHCP message from port %s: %s", asker.name, exc)
+                return {}
+            if request is None:
+                return {}
+            answer = dhcp_answer(self.topo, self.topo.networks[asker.network], asker, request)
+            return self._host_config(dpid, in_port, asker, answer, "dhcp_answered")
         else:
             return {}
         return {dpid: [ofmsg.packet_out(OFPP_CONTROLLER, data, [Output(in_port)])]}
+
+    def _host_config(self, dpid: int, ofport: int, port: Port, answer: bytes | None, counter: str) -> Batches:
+        """Send a DHCP answer or RA out of ``port``'s interface, at most ``hostconfig.ANSWER_RATE``
+        per second per port."""
+        if answer is None:
+            return {}
+        if not self._host_answers.allow(port.name):
+            self.stats["host_config_rate_limited"] += 1
+            return {}
+        self.stats[counter] += 1
+        return {dpid: [ofmsg.packet_out(OFPP_CONTROLLER, answer, [Output(ofport)])]}
+
+    def _port_up(self, port: Port) -> Batches:
+        """An unsolicited Router Advertisement to a port that has just become reachable: its
+        interface appeared on a connected switch, or the port was bound to one that has it."""
+        hv = None if port.hypervisor is None else self.topo.hypervisors.get(port.hypervisor)
+        sw = None if hv is None else self.switches.get(hv.dpid)
+        if hv is None or sw is None or not sw.synced or port.interface not in sw.ofports:
+            return {}
+        ra = router_advert_for(self.topo, self.topo.networks[port.network], port)
+        return self._host_config(hv.dpid, sw.ofports[port.interface], port, ra, "ra_sent")
 
     def _ipv6_owner(self, network: str, ip: ipaddress.IPv6Address) -> Port | None:
         owner = self.topo.port_by_ip(network, ip)

@@ -48,6 +48,11 @@ ND_NA: int = _icmpv6.ND_NEIGHBOR_ADVERT
 ND_OPT_SLL: int = _icmpv6.ND_OPTION_SLA  # source link-layer address option
 ND_OPT_TLL: int = _icmpv6.ND_OPTION_TLA  # target link-layer address option
 ND_NA_SOLICITED_OVERRIDE = 0x60000000  # an NA's flags word (nd_reserved): R=0, S=1, O=1
+ND_RS: int = _icmpv6.ND_ROUTER_SOLICIT
+ND_RA: int = _icmpv6.ND_ROUTER_ADVERT
+IP_PROTO_UDP: int = _in_proto.IPPROTO_UDP
+DHCP_SERVER_PORT = 67
+DHCP_CLIENT_PORT = 68
 OFPP_IN_PORT: int = _ofp.OFPP_IN_PORT
 OFPP_TABLE: int = _ofp.OFPP_TABLE
 OFPP_CONTROLLER: int = _ofp.OFPP_CONTROLLER
@@ -68,6 +73,8 @@ class Priority:
     TUNNEL_DROP = 2  # other tunnel traffic
     LEARN_PORT = 1  # other frames of a known VM interface: to the controller, metered
     # port_security
+    HOST_CONFIG_TRAP = 30  # a port's DHCP requests (UDP 68 -> 67, any source address): to the controller
+    HOST_CONFIG_DROP = 25  # DHCP server replies, Router Advertisements, DHCP requests no trap took
     OWN_NA = 20  # a Neighbor Advertisement for one of the port's own addresses
     FOREIGN_NA = 15  # any other Neighbor Advertisement
     OWN_ADDRESS = 10  # ARP, IPv4, IPv6 from one of the port's own addresses
@@ -75,7 +82,7 @@ class Priority:
     OTHER_ETHERTYPE = 1  # e.g. RARP: on to arp_nd
     # arp_nd
     INVALID_NS = 110  # a solicitation from the unspecified address with a link-layer address option
-    ANSWER = 100  # in-switch ARP and ND responders (and, in nd_reply, the advertisement's last touch)
+    ANSWER = 100  # in-switch ARP and ND responders (and nd_reply's last touch); RS to the controller
     UNKNOWN_NS_DROP = 60  # a solicitation with the asker's link-layer address that no responder took
     ND_CONTROLLER = 50  # other multicast solicitations (DAD probes, no link-layer option): controller
     UNSOLICITED_DROP = 40  # gratuitous ARP replies, unsolicited NAs
@@ -110,14 +117,17 @@ TABLES: tuple[Table, ...] = (
     _table("port_security",
            "Let a VM send ARP, IPv4 and IPv6 only from the addresses its port owns (plus its "
            "EUI-64 link-local address and the unspecified address for DAD), and advertise only "
-           "its own addresses in ARP and Neighbor Advertisements.",
-           "in_port eth_type arp_spa arp_sha ipv4_src ipv6_src ip_proto icmpv6_type ipv6_nd_target",
+           "its own addresses in ARP and Neighbor Advertisements. DHCP requests go to the "
+           "controller from here (before the source check: a DISCOVER comes from 0.0.0.0); DHCP "
+           "server replies and Router Advertisements from VMs stop here.",
+           "in_port eth_type arp_spa arp_sha ipv4_src ipv6_src ip_proto udp_src udp_dst icmpv6_type ipv6_nd_target",
            "arp_nd"),
     _table("arp_nd",
            "Answer ARP requests and Neighbor Solicitations for addresses the mapping knows inside "
            "the switch, before either could be flooded; solicitations without the asker's "
-           "link-layer address (DAD probes) go to the controller. Gratuitous ARP replies, "
-           "unsolicited NAs and solicitations for unknown IPv6 addresses stop here.",
+           "link-layer address (DAD probes) and Router Solicitations go to the controller. "
+           "Gratuitous ARP replies, unsolicited NAs and solicitations for unknown IPv6 addresses "
+           "stop here.",
            "in_port metadata eth_type eth_dst arp_op arp_tpa ip_proto icmpv6_type ipv6_nd_target ipv6_src "
            "nd_options_type", "nd_reply l2_lookup"),
     _table("nd_reply",
@@ -154,7 +164,9 @@ class Family(enum.IntEnum):
     LEARN = 9
     ND_PROXY = 10
     UNKNOWN_ARP_DROP = 11  # not ARP_RESPONDER: the app counts that family's hits as answers
-    ND_RESPONDER = 12
+    HOST_CONFIG_TRAP = 12  # a port's DHCP requests and Router Solicitations, to the controller
+    HOST_CONFIG_DROP = 13  # DHCP and RA from VMs that must reach no other VM
+    ND_RESPONDER = 14
 
 
 class GroupRole(enum.IntEnum):

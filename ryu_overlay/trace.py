@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from .compat import ofproto as ofp, parser
-from .pipeline import (ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6, IP_PROTO_ICMPV6, ND_NA, ND_NS, ND_OPT_SLL,
-                       ND_OPT_TLL, TABLE_NAMES)
+from .pipeline import (ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6, IP_PROTO_ICMPV6, IP_PROTO_UDP, ND_NA, ND_NS,
+                       ND_OPT_SLL, ND_OPT_TLL, TABLE_NAMES)
 
 Packet = dict[str, Any]
 
@@ -41,6 +41,7 @@ PREREQUISITES: dict[str, Mapping[str, tuple[int, ...]]] = {
        for f in ("ipv6_nd_target", "nd_reserved", "nd_options_type")},
     "ipv6_nd_sll": {"eth_type": (ETH_IPV6,), "ip_proto": (IP_PROTO_ICMPV6,), "icmpv6_type": (ND_NS,)},
     "ipv6_nd_tll": {"eth_type": (ETH_IPV6,), "ip_proto": (IP_PROTO_ICMPV6,), "icmpv6_type": (ND_NA,)},
+    **{f: {"eth_type": (ETH_IPV4, ETH_IPV6), "ip_proto": (IP_PROTO_UDP,)} for f in ("udp_src", "udp_dst")},
 }
 MAX_HOPS = 8
 
@@ -524,7 +525,7 @@ SHORTHANDS: dict[str, dict[str, int]] = {
     "udp": {"eth_type": ETH_IPV4, "ip_proto": 17},
 }
 KNOWN_FIELDS = MAC_FIELDS | IPV4_FIELDS | IPV6_FIELDS | PIPELINE_FIELDS | {
-    "in_port", "eth_type", "vlan_vid", "arp_op", "ip_proto", "icmpv6_type", "icmpv6_code", "tcp_dst", "udp_dst",
+    "in_port", "eth_type", "vlan_vid", "arp_op", "ip_proto", "icmpv6_type", "icmpv6_code", "tcp_dst", "udp_src", "udp_dst",
     "nd_options_type", "nd_reserved"}
 
 

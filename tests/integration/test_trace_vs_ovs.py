@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from scapy.compat import raw
 from scapy.layers.inet import ICMP, IP, UDP
 from scapy.layers.inet6 import (
     ICMPv6EchoRequest,
@@ -35,7 +36,7 @@ from scapy.layers.inet6 import (
     RouterAlert,
 )
 from scapy.layers.l2 import ARP, Dot1Q, Ether
-from scapy.packet import Packet as ScapyPacket, Raw, raw
+from scapy.packet import Packet as ScapyPacket, Raw
 
 from ryu_overlay.model import link_local
 from ryu_overlay.pipeline import Family, cookie_family
