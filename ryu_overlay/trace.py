@@ -525,8 +525,8 @@ SHORTHANDS: dict[str, dict[str, int]] = {
     "udp": {"eth_type": ETH_IPV4, "ip_proto": 17},
 }
 KNOWN_FIELDS = MAC_FIELDS | IPV4_FIELDS | IPV6_FIELDS | PIPELINE_FIELDS | {
-    "in_port", "eth_type", "vlan_vid", "arp_op", "ip_proto", "icmpv6_type", "icmpv6_code", "tcp_dst", "udp_src", "udp_dst",
-    "nd_options_type", "nd_reserved"}
+    "in_port", "eth_type", "vlan_vid", "arp_op", "ip_proto", "icmpv6_type", "icmpv6_code", "tcp_dst", "udp_src",
+    "udp_dst", "nd_options_type", "nd_reserved"}
 
 
 def parse_packet_spec(spec: str, interfaces: Mapping[str, int] | None = None) -> Packet:
