@@ -20,7 +20,7 @@ from .model import Hypervisor, Network, Port, link_local
 from .pipeline import (ARP_REPLY, ARP_REQUEST, BROADCAST, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, ETH_TYPE_ARP,
                        ETH_TYPE_IPV4, ETH_TYPE_IPV6, FROM_TUNNEL, IP_PROTO_ICMPV6, IP_PROTO_UDP, MULTICAST_BIT, ND_NA,
                        ND_NA_SOLICITED_OVERRIDE, ND_NS, ND_OPT_SLL, ND_OPT_TLL, ND_RA, ND_RS, NETWORK_MASK,
-                       OFPP_CONTROLLER, OFPP_IN_PORT, PACKET_IN_BURST, PACKET_IN_RATE, TABLES_BY_NAME,
+                       OFPP_CONTROLLER, OFPP_IN_PORT, PACKET_IN_BURST, PACKET_IN_RATE, TABLE_IDS, TABLES_BY_NAME,
                        UNKNOWN_PORT_METER, VNI_MASK, Family, GroupRole, Priority as P, cookie, group_id)
 from .topology import Topology
 
@@ -107,8 +107,14 @@ class Flow:
         object.__setattr__(self, "cookie", cookie(self.family, self.vni, fingerprint(self.content(), self.salt)))
 
     def content(self) -> str:
-        """What the fingerprint hashes: everything the switch sees of the flow but its cookie."""
-        return repr((self.table, self.priority, self.match, self.actions, self.metadata, self.goto, self.meter))
+        """What the fingerprint hashes: everything the switch sees of the flow but its cookie.
+
+        Tables are taken by number, as the switch sees them: a new version of the pipeline that
+        renumbers a table gives its flows new cookies, so a controller upgraded over switches
+        that still hold the old flows replaces them instead of taking them for its own.
+        """
+        goto = None if self.goto is None else TABLE_IDS[self.goto]
+        return repr((TABLE_IDS[self.table], self.priority, self.match, self.actions, self.metadata, goto, self.meter))
 
 
 def fingerprint(content: str, salt: int = 0) -> int:
