@@ -16,7 +16,7 @@ from functools import cached_property, lru_cache
 from typing import Any
 
 from .compat import framework_module, ofproto as ofp, parser
-from .flows import Action, Flow, Group, Meter, Move, Output, SetField, ToGroup
+from .flows import Action, DecTtl, Flow, Group, Meter, Move, Output, SetField, ToGroup
 from .pipeline import TABLE_IDS
 
 ALL_COOKIE_BITS = 0xFFFFFFFFFFFFFFFF
@@ -32,6 +32,8 @@ def encode_action(action: Action) -> Any:
         return parser.NXActionRegMove(src_field=action.src, dst_field=action.dst, n_bits=action.n_bits)
     if isinstance(action, ToGroup):
         return parser.OFPActionGroup(action.group_id)
+    if isinstance(action, DecTtl):
+        return parser.OFPActionDecNwTtl()
     raise TypeError(f"cannot encode {action!r}")
 
 

@@ -16,7 +16,9 @@ Layouts shared by all tables:
   lists everything of VNI 5001.
 * **group ids**: bits 0-23 the VNI, bits 24-31 the group's role (``GroupRole``).
 * **meter** N limits what port N may send to the controller (``PACKET_IN_RATE``), so one VM
-  flooding ARP or ND cannot starve another's answers.
+  flooding ARP or ND cannot starve another's answers. ``ROUTER_METER`` limits, per hypervisor,
+  what the distributed routers send up (expired TTLs, unknown destinations, solicitations for
+  their addresses).
 """
 
 from __future__ import annotations
@@ -74,6 +76,14 @@ class Priority:
     ANSWER = 100  # in-switch ARP responder; ND solicitations to the controller
     UNSOLICITED_DROP = 40  # gratuitous ARP replies, unsolicited NAs
     UNKNOWN_ARP_DROP = 10  # ARP requests no responder took, in networks that drop them
+    ROUTER_ND = 110  # a Neighbor Solicitation for a router's address: to the controller (above ports' ND)
+    # l3_route
+    TTL_EXPIRED = 30  # to the router's MAC with TTL / hop limit 1: to the controller (time exceeded)
+    ROUTE = 20  # to the router's MAC for one of its subnets: route into that subnet's network
+    ROUTER_MAC_DROP = 10  # anything else to the router's MAC
+    # l3_neighbour
+    NEIGHBOUR = 100  # a known address of the target network (or the router's own: dropped)
+    UNREACHABLE = 10  # an unknown address of a routed subnet: to the controller (unreachable)
     # l2_lookup
     EXACT = 100  # a known destination MAC of the network
     MULTICAST = 10  # broadcast and multicast: to flood
@@ -112,7 +122,20 @@ TABLES: tuple[Table, ...] = (
            "Neighbor Solicitations for known addresses to the controller, before either could be "
            "flooded. Gratuitous ARP replies, unsolicited NAs and solicitations for unknown IPv6 "
            "addresses stop here.",
-           "in_port metadata eth_type eth_dst arp_op arp_tpa ip_proto icmpv6_type ipv6_nd_target", "l2_lookup"),
+           "in_port metadata eth_type eth_dst arp_op arp_tpa ip_proto icmpv6_type ipv6_nd_target", "l3_route"),
+    _table("l3_route",
+           "Distributed routing, on the hypervisor where the frame entered: a frame of a network "
+           "with a router, sent to the router's MAC for one of the router's subnets, has its TTL "
+           "or hop limit decremented, the router's MAC as source, and the target network as "
+           "metadata (not from a tunnel). TTL 1 goes to the controller for time exceeded; "
+           "anything else sent to the router's MAC stops here. Other frames go on to l2_lookup.",
+           "metadata eth_type eth_dst ipv4_dst ipv6_dst nw_ttl", "l3_neighbour l2_lookup"),
+    _table("l3_neighbour",
+           "The routed frame's destination MAC: the port owning the destination address in the "
+           "target network, from the mapping (every port of every network of the router, on every "
+           "hypervisor hosting one of them). An unknown address goes to the controller for "
+           "unreachable; the router's own addresses stop here.",
+           "metadata eth_type ipv4_dst ipv6_dst", "l2_lookup"),
     _table("l2_lookup",
            "Forward by (network, destination MAC): to the local VM port, or into the tunnel to "
            "the hypervisor hosting the MAC. Broadcast, multicast and unknown unicast go to flood.",
@@ -142,6 +165,13 @@ class Family(enum.IntEnum):
     LEARN = 9
     ND_PROXY = 10
     UNKNOWN_ARP_DROP = 11  # not ARP_RESPONDER: the app counts that family's hits as answers
+    ROUTER_ARP = 12  # in-switch ARP responder for a router's IPv4 addresses
+    ROUTER_ND = 13
+    ROUTE = 14
+    TTL_EXPIRED = 15
+    ROUTER_DROP = 16  # frames for the router itself that it does not answer
+    NEIGHBOUR = 17
+    UNREACHABLE = 18
 
 
 class GroupRole(enum.IntEnum):
@@ -151,6 +181,7 @@ class GroupRole(enum.IntEnum):
 
 PACKET_IN_RATE = 100  # packet-ins per second per VM interface
 UNKNOWN_PORT_METER = 0xFFFF  # above any OVS port number: frames from ports not yet announced
+ROUTER_METER = 0xFFFE  # what the hypervisor's routers send to the controller
 PACKET_IN_BURST = 50
 
 

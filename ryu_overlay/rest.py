@@ -26,8 +26,8 @@ MAX_BODY = 1 << 20
 LOG = logging.getLogger("ryu_overlay.rest")
 
 _ROUTES: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"^/v1/(hypervisors|networks|ports)$"), "collection"),
-    (re.compile(r"^/v1/(hypervisors|networks|ports)/([^/]+)$"), "item"),
+    (re.compile(r"^/v1/(hypervisors|networks|ports|routers)$"), "collection"),
+    (re.compile(r"^/v1/(hypervisors|networks|ports|routers)/([^/]+)$"), "item"),
     (re.compile(r"^/v1/(topology|stats|openapi\.json)$"), "info"),
 ]
 
@@ -90,6 +90,8 @@ class RestApp:
             items = [c.hypervisor_json(h) for h in c.topo.hypervisors.values()]
         elif kind == "networks":
             items = [n.to_json() for n in c.topo.networks.values()]
+        elif kind == "routers":
+            items = [r.to_json() for r in c.topo.routers.values()]
         else:
             items = [p.to_json() for p in c.topo.ports.values()]
         return _json(200, {kind: sorted(items, key=lambda i: i["name"])})
@@ -100,13 +102,15 @@ class RestApp:
         if req.method == "GET":
             if kind == "hypervisors":
                 return _json(200, c.hypervisor_json(c.topo.get_hypervisor(name)))
-            obj = c.topo.get_network(name) if kind == "networks" else c.topo.get_port(name)
-            return _json(200, obj.to_json())
+            get: Callable[[str], Any] = {"networks": c.topo.get_network, "ports": c.topo.get_port, "routers": c.topo.get_router}[kind]
+            return _json(200, get(name).to_json())
         if req.method == "DELETE":
-            delete = {"hypervisors": c.delete_hypervisor, "networks": c.delete_network, "ports": c.delete_port}[kind]
+            delete = {"hypervisors": c.delete_hypervisor, "networks": c.delete_network, "ports": c.delete_port,
+                      "routers": c.delete_router}[kind]
             self.emit(delete(name))
             return Response(status=204)
-        put = {"hypervisors": c.put_hypervisor, "networks": c.put_network, "ports": c.put_port}[kind]
+        put: Callable[[str, Any], tuple[bool, Any, Batches]] = {"hypervisors": c.put_hypervisor, "networks": c.put_network, "ports": c.put_port,
+               "routers": c.put_router}[kind]
         created, obj, batches = put(name, _body(req))
         self.emit(batches)
         out = c.hypervisor_json(obj) if kind == "hypervisors" else obj.to_json()
