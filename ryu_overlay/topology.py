@@ -186,25 +186,30 @@ class Topology:
                 raise Conflict(f"router {router.name} has interface {iface.ip} outside the new subnets")
 
     def check_router(self, router: Router) -> None:
+        """400, then 404, then 409: a body wrong in itself, then references, then conflicts."""
         for iface in router.interfaces:
             net = self.get_network(iface.network)
+            if iface.ip.network not in net.subnets:
+                raise BadRequest(f"interface ip {iface.ip} is not an address of a subnet of network {net.name} "
+                                 f"({', '.join(map(str, net.subnets)) or 'none'})")
+        gw = router.gateway
+        if gw is not None:
+            self.get_hypervisor(gw.hypervisor)
+        for _, port_name in router.floating_ips:
+            self.get_port(port_name)
+        for iface in router.interfaces:
+            net = self.networks[iface.network]
             if net.tenant != router.tenant:
                 raise Conflict(f"network {net.name} belongs to tenant {net.tenant}, not {router.tenant}")
             other = self._router_of_net.get(net.name)
             if other not in (None, router.name):
                 raise Conflict(f"network {net.name} already has router {other}")
-            if iface.ip.network not in net.subnets:
-                raise BadRequest(f"interface ip {iface.ip} is not an address of a subnet of network {net.name} "
-                                 f"({', '.join(map(str, net.subnets)) or 'none'})")
             owner = self._port_by_ip.get((net.name, iface.ip.ip))
             if owner is not None:
                 raise Conflict(f"ip {iface.ip.ip} is already used by port {owner} in network {net.name}")
             owner = self._port_by_mac.get((net.name, router.mac))
             if owner is not None:
                 raise Conflict(f"mac {router.mac} is already used by port {owner} in network {net.name}")
-        gw = router.gateway
-        if gw is not None:
-            self.get_hypervisor(gw.hypervisor)
         public: dict[IPAddress, str] = {}
         for rival in self.routers.values():
             if rival.name != router.name:
