@@ -20,6 +20,7 @@ from .flows import Action, DecTtl, Flow, Group, Meter, Move, Output, SetField, T
 from .pipeline import TABLE_IDS
 
 ALL_COOKIE_BITS = 0xFFFFFFFFFFFFFFFF
+NX_FIELDS_WITH_PREREQUISITES = frozenset({bytes.fromhex("00013a01")})  # NXM_NX_IP_TTL (nw_ttl)
 type_desc = framework_module("lib.type_desc")
 
 
@@ -184,7 +185,11 @@ def _flow_message(f: Flow) -> bytes:
 
 
 def _encode_flow(f: Flow) -> bytes:
-    fields = sorted((_oxm(name, value) for name, value in f.match), key=lambda kv: kv[0])
+    """The flow-mod's bytes. Match fields go in Ryu's order, except the Nicira fields that have
+    prerequisites (``nw_ttl``), which go last: Open vSwitch checks each field's prerequisites
+    (``eth_type``) as it reads it, and Ryu's order would put ``nw_ttl`` first (OFPBMC_BAD_PREREQ)."""
+    fields = sorted((_oxm(name, value) for name, value in f.match),
+                    key=lambda kv: (kv[1][:4] in NX_FIELDS_WITH_PREREQUISITES, kv[0]))
     oxms = b"".join(tlv for _, tlv in fields)
     match_len = 4 + len(oxms)
     match = struct.pack("!HH", ofp.OFPMT_OXM, match_len) + oxms + bytes(-match_len % 8)
