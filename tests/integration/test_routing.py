@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 import pytest
-from scapy.layers.inet import IP, ICMP
+from scapy.layers.inet import ICMP, IP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.vxlan import VXLAN
 
@@ -101,7 +101,7 @@ def test_ttl_expiry_and_unknown_destinations_get_icmp_errors_from_the_router(ctl
     lost = bed.vm_exec("a1", ["ping", "-c", "1", "-W", "2", unknown]).stdout
     assert re.search(rf"From {re.escape(router)}.*(Destination Host Unreachable|Destination unreachable: "
                      rf"Address unreachable)", lost), lost
-    status, stats = ctl.api("GET", "/v1/stats")
+    _, stats = ctl.api("GET", "/v1/stats")
     assert stats["icmp_time_exceeded"] >= 1 and stats["icmp_unreachable"] >= 1
 
 

@@ -41,8 +41,8 @@ class Clock:
         return self.now
 
 
-def placement(clock: Clock | None = None, router: bool = True) -> Controller:
-    c = build(clock)
+def placement(clock: Clock | None = None, router: bool = True, path: str = ":memory:") -> Controller:
+    c = build(clock, path)
     c.put_network("green", GREEN)
     c.put_network("orange", ORANGE)
     for name, (net, mac, ips, hv, iface, _) in MORE.items():
@@ -251,12 +251,16 @@ def test_no_error_about_an_icmp_error_and_none_from_a_router_without_that_ip_ver
     assert c.stats["icmp_time_exceeded"] == 0
 
 
+def cookies(net: SimNet, hv: str) -> list[int]:
+    return sorted(e.cookie for e in net.switches[hv].flows())
+
+
 def test_a_router_added_later_and_a_full_resync_give_the_same_flows(clock):
     live = simnet(placement(clock, router=False))
     live.apply(live.controller.put_router("r1", ROUTER)[2])
     fresh = simnet(placement(clock))
     for hv in HYPERVISORS:
-        assert sorted(e.cookie for e in live.switches[hv].flows()) == sorted(e.cookie for e in fresh.switches[hv].flows())
+        assert cookies(live, hv) == cookies(fresh, hv)
     r = live.send("hv3", ip_frame(live, "a4", "10.2.0.4"))
     assert where(r) == [("hv4", 1, "02:bb:00:00:00:04", 63)]
 
@@ -266,7 +270,7 @@ def test_deleting_the_router_removes_every_routing_flow(clock):
     plain = simnet(placement(clock, router=False))
     net.apply(net.controller.delete_router("r1"))
     for hv in HYPERVISORS:
-        assert sorted(e.cookie for e in net.switches[hv].flows()) == sorted(e.cookie for e in plain.switches[hv].flows())
+        assert cookies(net, hv) == cookies(plain, hv)
 
 
 def test_a_port_appearing_on_a_new_hypervisor_brings_it_the_routes_and_is_reached_by_them(net):
@@ -278,3 +282,57 @@ def test_a_port_appearing_on_a_new_hypervisor_brings_it_the_routes_and_is_reache
     r = net.send("hv1", ip_frame(net, "a1", "10.2.0.4"))
     assert r.tunnelled == (("hv1", "hv3", 5003, HV_IP["hv3"]),)
     assert where(r) == [("hv3", 5, "02:bb:00:00:00:04", 63)]
+
+
+ROUTED_SPEC = ("in_port=tapA4,eth_src=02:aa:00:00:00:04,eth_dst={mac},ip,ipv4_src=10.1.0.4,ipv4_dst=10.2.0.4,"
+               "nw_ttl=9")
+
+
+def _trace_says_routed(text: str) -> None:
+    assert "3 l3_route: priority 20" in text and "dec_ttl" in text
+    assert "4 l3_neighbour: priority 100" in text
+    assert "tunnel hv3 -> hv4 (tun_id=5003, tun_dst=198.18.0.4)" in text
+    assert text.rstrip().endswith("delivered on hv4 port 2")  # tapG4, guessed after the tunnel port
+
+
+def test_trace_command_follows_a_routed_frame_from_the_database(tmp_path, capsys, clock):
+    from ryu_overlay.trace import main
+
+    db = str(tmp_path / "db")
+    c = placement(clock, path=db)
+    mac = c.topo.routers["r1"].mac
+    c.store.close()
+    assert main(["--db", db, "hv3", ROUTED_SPEC.format(mac=mac)]) == 0
+    _trace_says_routed(capsys.readouterr().out)
+
+
+def test_trace_url_reads_the_routers_with_their_macs(capsys, clock):
+    import threading
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from ryu_overlay.rest import RestApp
+    from ryu_overlay.trace import main
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    c = placement(clock)
+    c.put_router("r0", {"tenant": "globex", "interfaces": [{"network": "red", "ip": "10.1.0.253/24"}]})
+    c.delete_router("r0")  # r1's MAC is then not the first a fresh controller would allocate
+    c.put_router("r1", {"tenant": "acme", "interfaces": ROUTER["interfaces"][:1]})
+    c.delete_router("r1")
+    c.put_router("r9", {"tenant": "globex", "interfaces": [{"network": "red", "ip": "10.1.0.253/24"}]})
+    c.put_router("r1", ROUTER)
+    mac = c.topo.routers["r1"].mac
+    assert mac != "0e:52:00:00:00:01"
+    server = make_server("127.0.0.1", 0, RestApp(c, lambda batches: None), handler_class=Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert main(["--url", f"http://127.0.0.1:{server.server_port}", "hv3", ROUTED_SPEC.format(mac=mac)]) == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    _trace_says_routed(capsys.readouterr().out)

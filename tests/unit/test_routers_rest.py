@@ -8,21 +8,21 @@ import pytest
 
 HV = {"dpid": 1, "tunnel_ip": "198.18.0.1"}
 HV3 = {"dpid": 3, "tunnel_ip": "198.18.0.3"}
-NETS = {
+NETS: dict[str, dict[str, Any]] = {
     "blue": {"vni": 5001, "tenant": "acme", "subnets": ["10.1.0.0/24", "fd00:1::/64"]},
     "green": {"vni": 5002, "tenant": "acme", "subnets": ["10.2.0.0/24"]},
     "plain": {"vni": 5003, "tenant": "acme"},
     "red": {"vni": 5004, "tenant": "globex", "subnets": ["10.9.0.0/24"]},
     "spare": {"vni": 5005, "tenant": "acme", "subnets": ["10.3.0.0/24"]},
 }
-PORTS = {
+PORTS: dict[str, dict[str, Any]] = {
     "vmA1": {"network": "blue", "mac": "02:aa:00:00:00:01", "ips": ["10.1.0.1", "fd00:1::1"], "hypervisor": "hv1",
              "interface": "tapA1"},
     "vmG1": {"network": "green", "mac": "02:aa:00:00:00:02", "ips": ["10.2.0.1"]},
     "vmS1": {"network": "spare", "mac": "02:aa:00:00:00:03", "ips": ["10.3.0.1"]},
 }
 # The example, as written.
-R1 = {"tenant": "acme",
+R1: dict[str, Any] = {"tenant": "acme",
       "interfaces": [{"network": "blue", "ip": "10.1.0.254/24"},
                      {"network": "blue", "ip": "fd00:1::fe/64"},
                      {"network": "green", "ip": "10.2.0.254/24"}],
@@ -132,7 +132,8 @@ REFUSALS = [
      "floating ip 198.51.101.10 is outside the gateway's subnet 198.51.100.0/24 or is its own address"),
     (_with(floating_ips={"198.51.100.2": "vmA1"}), 409,
      "floating ip 198.51.100.2 is outside the gateway's subnet 198.51.100.0/24 or is its own address"),
-    (_with(floating_ips={"198.51.100.10": "vmA1", "198.51.100.11": "vmA1"}), 409, "port vmA1 is given two floating ips"),
+    (_with(floating_ips={"198.51.100.10": "vmA1", "198.51.100.11": "vmA1"}), 409,
+     "port vmA1 is given two floating ips"),
     (_with(floating_ips={"198.51.100.10": "vmS1"}), 409,
      "port vmS1 of floating ip 198.51.100.10 is not in a network of router r1"),
     # 409: an address a port has
