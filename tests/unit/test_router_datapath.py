@@ -198,6 +198,14 @@ def test_a_solicitation_for_the_routers_ipv6_goes_up_and_is_answered_with_the_ro
     assert c.stats["router_nd_answered"] == 1
 
 
+def test_a_dad_probe_for_the_routers_address_is_defended_to_all_nodes(net):
+    _, mac, _, _, _, no = PORTS["a1"]
+    data = bytes(Ether(src=mac, dst="33:33:ff:00:00:fe") / IPv6(src="::", dst="ff02::1:ff00:fe") /
+                 ICMPv6ND_NS(tgt="fd00:1::fe"))
+    na = Ether(net.controller.packet_in(1, no, data)[1][0].data)
+    assert (na.dst, na[IPv6].dst, na[ICMPv6ND_NA].R, na[ICMPv6ND_NA].S) == ("33:33:00:00:00:01", "ff02::1", 1, 0)
+
+
 def _datagram(src: str, dst: str, ttl: int, rmac_: str) -> bytes:
     _, mac, ips, _, _, _ = ALL[src]
     if ":" in dst:

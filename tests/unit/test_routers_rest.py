@@ -105,6 +105,11 @@ REFUSALS = [
     (_with(interfaces=[{"network": "blue", "ip": "10.1.0.254/24", "mtu": 1}]), 400, "unknown field(s): mtu"),
     (_with(interfaces=[{"network": "blue", "ip": "10.1.0.0/24"}]), 400,
      "interface ip 10.1.0.0/24 is the subnet's own address"),
+    (_with(interfaces=[{"network": "blue", "ip": "10.1.0.255/24"}]), 400,
+     "interface ip 10.1.0.255/24 is the subnet's broadcast address"),
+    (_with(interfaces=[{"network": "blue", "ip": "10.1.0.300/24"}]), 400,
+     "interface ip '10.1.0.300/24' is not an address with a prefix length"),
+    (_with(floating_ips={"2001:db8::1": "vmA1"}), 400, "floating ip 2001:db8::1 must be IPv4"),
     (_with(interfaces=[{"network": "blue", "ip": "10.1.0.254/24"}, {"network": "blue", "ip": "10.1.0.253/24"}]), 400,
      "interface 10.1.0.253/24 overlaps interface 10.1.0.254/24 of blue"),
     # 400: an interface IP outside its network's subnets
