@@ -11,17 +11,50 @@ from __future__ import annotations
 import hashlib
 import logging
 import zlib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import wraps
-from typing import Any, Callable, Iterable, Mapping, TypeVar, Union
+from typing import Any, TypeVar, Union
 
 from .hostconfig import announces_prefixes, dhcp_address
-from .model import Hypervisor, Network, Port, link_local
-from .pipeline import (ARP_REPLY, ARP_REQUEST, BROADCAST, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, ETH_TYPE_ARP,
-                       ETH_TYPE_IPV4, ETH_TYPE_IPV6, FROM_TUNNEL, IP_PROTO_ICMPV6, IP_PROTO_UDP, MULTICAST_BIT, ND_NA,
-                       ND_NA_SOLICITED_OVERRIDE, ND_NS, ND_OPT_SLL, ND_OPT_TLL, ND_RA, ND_RS, NETWORK_MASK,
-                       OFPP_CONTROLLER, OFPP_IN_PORT, PACKET_IN_BURST, PACKET_IN_RATE, TABLE_IDS, TABLES_BY_NAME,
-                       UNKNOWN_PORT_METER, VNI_MASK, Family, GroupRole, Priority as P, cookie, group_id)
+from .model import Hypervisor, Network, Port, Router, link_local
+from .pipeline import (
+    ARP_REPLY,
+    ARP_REQUEST,
+    BROADCAST,
+    DHCP_CLIENT_PORT,
+    DHCP_SERVER_PORT,
+    ETH_TYPE_ARP,
+    ETH_TYPE_IPV4,
+    ETH_TYPE_IPV6,
+    FROM_TUNNEL,
+    IP_PROTO_ICMPV6,
+    IP_PROTO_UDP,
+    MULTICAST_BIT,
+    ND_NA,
+    ND_NA_ROUTER_SOLICITED_OVERRIDE,
+    ND_NA_SOLICITED_OVERRIDE,
+    ND_NS,
+    ND_OPT_SLL,
+    ND_OPT_TLL,
+    ND_RA,
+    ND_RS,
+    NETWORK_MASK,
+    OFPP_CONTROLLER,
+    OFPP_IN_PORT,
+    PACKET_IN_BURST,
+    PACKET_IN_RATE,
+    ROUTER_METER,
+    TABLE_IDS,
+    TABLES_BY_NAME,
+    UNKNOWN_PORT_METER,
+    VNI_MASK,
+    Family,
+    GroupRole,
+    Priority as P,
+    cookie,
+    group_id,
+)
 from .topology import Topology
 
 LOG = logging.getLogger("ryu_overlay")
@@ -70,6 +103,15 @@ class SetNwTtl:
 
 
 @dataclass(frozen=True)
+class DecTtl:
+    """Decrement the IPv4 TTL or IPv6 hop limit (OpenFlow 1.3 DEC_NW_TTL). OVS drops a packet
+    whose TTL is 0 or 1 instead; the pipeline sends those to the controller before it gets here."""
+
+    def __repr__(self) -> str:
+        return "DecTtl()"
+
+
+@dataclass(frozen=True)
 class ToGroup:
     group_id: int
 
@@ -77,7 +119,7 @@ class ToGroup:
         return f"ToGroup(group_id={self.group_id!r})"
 
 
-Action = Union[Output, SetField, Move, SetNwTtl, ToGroup]
+Action = Union[Output, SetField, Move, SetNwTtl, DecTtl, ToGroup]
 Match = tuple[tuple[str, Any], ...]
 
 
@@ -276,7 +318,7 @@ def base_partition(view: SwitchView) -> Partition:
         # and the requests of ports the controller does not serve (no trap flow took them).
         *(flow("port_security", P.HOST_CONFIG_DROP, Family.HOST_CONFIG_DROP, match)
           for match in (DHCP_SERVER_REPLY, DHCP_REQUEST, {**ICMPV6, "icmpv6_type": ND_RA})),
-        flow("arp_nd", P.MISS, m, {}, goto="l2_lookup"),
+        flow("arp_nd", P.MISS, m, {}, goto="l3_route"),
         flow("arp_nd", P.UNSOLICITED_DROP, m, {**ICMPV6, "icmpv6_type": ND_NA, "eth_dst": MULTICAST_BIT}),
         flow("arp_nd", P.UNSOLICITED_DROP, m, {"eth_type": ETH_TYPE_ARP, "arp_op": ARP_REPLY, "eth_dst": BROADCAST}),
         # RFC 4861 7.1.1: a solicitation from the unspecified address carries no link-layer address.
@@ -286,13 +328,16 @@ def base_partition(view: SwitchView) -> Partition:
         flow("nd_reply", P.ANSWER, Family.ND_RESPONDER, {**ICMPV6, "icmpv6_type": ND_NA, "nd_options_type": ND_OPT_TLL},
              actions=(Move("eth_src", "ipv6_nd_tll", 48), Output(OFPP_IN_PORT))),
         flow("nd_reply", P.MISS, m, {}),
+        flow("l3_route", P.MISS, m, {}, goto="l2_lookup"),
+        flow("l3_neighbour", P.MISS, m, {}),
         flow("l2_lookup", P.MULTICAST, m, {"eth_dst": MULTICAST_BIT}, goto="flood"),
         flow("l2_lookup", P.TUNNEL_UNKNOWN_DROP, m, {"metadata": (FROM_TUNNEL, FROM_TUNNEL)}),
         flow("l2_lookup", P.MISS, m, {}, goto="flood"),
         flow("flood", P.MISS, m, {}),
     ]
     meters = (*(Meter(no, PACKET_IN_RATE, PACKET_IN_BURST) for no in vm_ports),
-              Meter(UNKNOWN_PORT_METER, PACKET_IN_RATE, PACKET_IN_BURST))
+              Meter(UNKNOWN_PORT_METER, PACKET_IN_RATE, PACKET_IN_BURST),
+              Meter(ROUTER_METER, PACKET_IN_RATE, PACKET_IN_BURST))
     return _partition(by_cookie(flows), meters=meters)
 
 
@@ -404,7 +449,8 @@ def arp_responders(port: Port, vni: int) -> Flows:
         )) for ip in port.ipv4())
 
 
-def nd_responders(mac: str, ipv6_addresses: tuple[str, ...], vni: int) -> Flows:
+def nd_responders(mac: str, ipv6_addresses: tuple[str, ...], vni: int, family: Family = Family.ND_RESPONDER,
+                  flags: int = ND_NA_SOLICITED_OVERRIDE) -> Flows:
     """Answer multicast Neighbor Solicitations for ``ipv6_addresses`` (owned by ``mac``) inside the switch.
 
     Each flow turns a solicitation that carries the asker's link-layer address into the solicited
@@ -418,10 +464,11 @@ def nd_responders(mac: str, ipv6_addresses: tuple[str, ...], vni: int) -> Flows:
 
     Pure and not memoised itself: a caller memoises it on the object that owns the addresses
     (``port_nd_responders`` on a port), so that every hypervisor gets the same flow objects and
-    they are freed with their owner (see ``memoised_on_owner``).
+    they are freed with their owner (see ``memoised_on_owner``). A router's answers carry the R
+    flag too (``flags``) and their own family.
     """
     return by_cookie(flow(
-        "arp_nd", P.ANSWER, Family.ND_RESPONDER,
+        "arp_nd", P.ANSWER, family,
         {"metadata": (vni, VNI_MASK), **NS, "eth_dst": MULTICAST_BIT, "ipv6_nd_target": ip,
          "nd_options_type": ND_OPT_SLL}, vni,
         actions=(
@@ -430,7 +477,7 @@ def nd_responders(mac: str, ipv6_addresses: tuple[str, ...], vni: int) -> Flows:
             Move("ipv6_src", "ipv6_dst", 128),
             SetField("ipv6_src", ip),
             SetField("icmpv6_type", ND_NA),
-            SetField("nd_reserved", ND_NA_SOLICITED_OVERRIDE),
+            SetField("nd_reserved", flags),
             SetField("nd_options_type", ND_OPT_TLL),
             SetNwTtl(255),
         ), goto="nd_reply") for ip in ipv6_addresses)
@@ -514,12 +561,14 @@ def _network_common(topo: Topology, net: Network, tun: int | None) -> NetworkCom
                 f = remote_port_flow(port, topo.hypervisors[port.hypervisor], tun, vni)
                 gather(flows, clashes, (f,))
                 own.setdefault(port.hypervisor, []).append(f)
-        for name in sorted(topo.hosts(net.name)):
+        hosts = topo.hosts(net.name)
+        for name in sorted(topo.interested(net.name)):  # routers send into the network from all of these
             peer = topo.hypervisors[name]
             f = tunnel_in_flow(peer, tun, vni)
             gather(flows, clashes, (f,))
             own.setdefault(name, []).append(f)
-            peers.append((name, tunnel_bucket(peer, vni, tun)))
+            if name in hosts:
+                peers.append((name, tunnel_bucket(peer, vni, tun)))
     return NetworkCommon(flows, clashes, own, tuple(peers))
 
 
@@ -527,14 +576,20 @@ def network_partition(topo: Topology, view: SwitchView, net: Network) -> Partiti
     """Every flow and group ``view``'s hypervisor needs for ``net``; empty if it hosts none of it."""
     me = view.hypervisor.name
     mine = [p for p in topo.ports_on(me) if p.network == net.name]
+    router = topo.router_of(net.name)
     if not mine:
-        return Partition()
+        if router is None or me not in topo.interested(net.name):
+            return Partition()
+        return routed_partition(topo, view, net, router)
     vni = net.vni
     common = network_common(topo, net, view.tunnel_ofport)
     flows = dict(common.flows)
     clashes = {c: set(group) for c, group in common.clashes.items()}
     for f in common.own.get(me, ()):
         discard(flows, clashes, f)
+    if router is not None:
+        gather(flows, clashes, router_source_flows(router, net.name, router_vnis(topo, router)))
+        gather(flows, clashes, router_target(topo, router, net))
     local = sorted(((p, view.ofports[p.interface]) for p in mine
                     if p.interface is not None and p.interface in view.ofports), key=lambda x: x[1])
     ra = announces_prefixes(net)
@@ -547,6 +602,110 @@ def network_partition(topo: Topology, view: SwitchView, net: Network) -> Partiti
     return _partition(resolve_clashes(flows, clashes) if clashes else flows, groups)
 
 
+# --- distributed routing -------------------------------------------------------------------------
+
+IP_ETH_TYPES = {4: ETH_TYPE_IPV4, 6: ETH_TYPE_IPV6}
+IP_DST = {4: "ipv4_dst", 6: "ipv6_dst"}
+
+
+def router_vnis(topo: Topology, router: Router) -> tuple[tuple[str, int], ...]:
+    return tuple((n, topo.networks[n].vni) for n in router.networks)
+
+
+@memoised_on_owner
+def router_source_flows(router: Router, network: str, vnis: tuple[tuple[str, int], ...]) -> Flows:
+    """What a hypervisor hosting ports of ``network`` needs to route their frames through ``router``.
+
+    A route per router interface (every subnet of every network of the router), the TTL-expiry
+    catch before them, a drop for anything else sent to the router's MAC, and the answers for
+    the router's own addresses in ``network``: ARP and Neighbor Solicitations in the switch (a
+    solicitation without the asker's link-layer address goes to the controller, as for ports). Keyed by the router's networks' VNIs too: the routes carry them.
+    """
+    vni_of = dict(vnis)
+    vni = vni_of[network]
+    mac = router.mac
+    src = {"metadata": (vni, VNI_MASK), "eth_dst": mac}
+    up = (Output(OFPP_CONTROLLER),)
+    flows = [flow("l3_route", P.TTL_EXPIRED, Family.TTL_EXPIRED, {**src, "eth_type": IP_ETH_TYPES[v], "nw_ttl": 1},
+                  vni, actions=up, meter=ROUTER_METER)
+             for v in sorted({i.ip.version for i in router.interfaces})]
+    for iface in router.interfaces:
+        v, subnet = iface.ip.version, iface.ip.network
+        flows.append(flow("l3_route", P.ROUTE, Family.ROUTE,
+                          {**src, "eth_type": IP_ETH_TYPES[v],
+                           IP_DST[v]: (str(subnet.network_address), str(subnet.netmask))}, vni,
+                          actions=(DecTtl(), SetField("eth_src", mac)),
+                          metadata=(vni_of[iface.network], NETWORK_MASK), goto="l3_neighbour"))
+    flows.append(flow("l3_route", P.ROUTER_MAC_DROP, Family.ROUTER_DROP, src, vni))
+    ipv6 = [str(i.ip.ip) for i in router.interfaces_of(network) if i.ip.version == 6]
+    for iface in router.interfaces_of(network):
+        if iface.ip.version == 4:
+            flows += router_arp_responder(router, str(iface.ip.ip), vni)
+    if ipv6:
+        flows += nd_responders(mac, tuple(sorted({*ipv6, str(link_local(mac))})), vni, Family.ROUTER_ND,
+                               ND_NA_ROUTER_SOLICITED_OVERRIDE).values()
+    return by_cookie(flows)
+
+
+def router_arp_responder(router: Router, ip: str, vni: int) -> list[Flow]:
+    """Answer "who has ``ip``" (a router address) with the router's MAC, as a port's responder does."""
+    return [flow("arp_nd", P.ANSWER, Family.ROUTER_ARP,
+                 {"metadata": (vni, VNI_MASK), "eth_type": ETH_TYPE_ARP, "arp_op": ARP_REQUEST, "arp_tpa": ip}, vni,
+                 actions=(Move("eth_src", "eth_dst", 48), SetField("eth_src", router.mac),
+                          SetField("arp_op", ARP_REPLY), Move("arp_sha", "arp_tha", 48), Move("arp_spa", "arp_tpa", 32),
+                          SetField("arp_sha", router.mac), SetField("arp_spa", ip), Output(OFPP_IN_PORT)))]
+
+
+@memoised_on_owner
+def router_target_flows(router: Router, network: str, vni: int) -> Flows:
+    """In ``l3_neighbour``, for frames routed into ``network``: the router's own addresses stop,
+    addresses no neighbour entry knows go to the controller (it answers unreachable)."""
+    match = {"metadata": (vni, VNI_MASK)}
+    ifaces = router.interfaces_of(network)
+    flows = [flow("l3_neighbour", P.NEIGHBOUR, Family.ROUTER_DROP,
+                  {**match, "eth_type": IP_ETH_TYPES[i.ip.version], IP_DST[i.ip.version]: str(i.ip.ip)}, vni)
+             for i in ifaces]
+    flows += [flow("l3_neighbour", P.UNREACHABLE, Family.UNREACHABLE, {**match, "eth_type": IP_ETH_TYPES[v]}, vni,
+                   actions=(Output(OFPP_CONTROLLER),), meter=ROUTER_METER)
+              for v in sorted({i.ip.version for i in ifaces})]
+    return by_cookie(flows)
+
+
+@memoised_on_owner
+def neighbour_flows(port: Port, vni: int) -> Flows:
+    """The neighbour entries of a located port: a frame routed to one of its addresses gets its MAC."""
+    return by_cookie(flow("l3_neighbour", P.NEIGHBOUR, Family.NEIGHBOUR,
+                          {"metadata": (vni, VNI_MASK), "eth_type": IP_ETH_TYPES[ip.version],
+                           IP_DST[ip.version]: str(ip)}, vni,
+                          actions=(SetField("eth_dst", port.mac),), goto="l2_lookup") for ip in port.ips)
+
+
+def router_target(topo: Topology, router: Router, net: Network) -> dict[int, Flow]:
+    """Every ``l3_neighbour`` flow of ``net``: what all hypervisors hosting a network of its router share."""
+    memo = topo.derived(net.name)
+    flows: dict[int, Flow] | None = memo.get("router_target")
+    if flows is None:
+        clashes: Clashes = {}
+        flows = dict(router_target_flows(router, net.name, net.vni))
+        for port in topo.ports_of(net.name):
+            if port.located:
+                gather(flows, clashes, neighbour_flows(port, net.vni))
+        flows = memo["router_target"] = resolve_clashes(flows, clashes) if clashes else flows
+    return flows
+
+
+def routed_partition(topo: Topology, view: SwitchView, net: Network, router: Router) -> Partition:
+    """What a hypervisor hosting another network of ``net``'s router, but no port of ``net``, needs
+    of it: the neighbour entries and the tunnels to the hypervisors of its located ports."""
+    flows = dict(router_target(topo, router, net))
+    clashes: Clashes = {}
+    tun = view.tunnel_ofport
+    if tun is not None:
+        gather(flows, clashes, [remote_port_flow(p, topo.hypervisors[p.hypervisor], tun, net.vni)
+                                for p in topo.ports_of(net.name) if p.hypervisor is not None])
+    return _partition(resolve_clashes(flows, clashes) if clashes else flows)
+
+
 def desired_partition(topo: Topology, view: SwitchView, vni: int) -> Partition:
     if vni == 0:
         return base_partition(view)
@@ -555,4 +714,5 @@ def desired_partition(topo: Topology, view: SwitchView, vni: int) -> Partition:
 
 
 def hosted_vnis(topo: Topology, hypervisor: str) -> set[int]:
-    return {topo.networks[n].vni for n in topo.networks_on(hypervisor)}
+    """The VNIs whose flows ``hypervisor`` needs: of its networks and of networks routed with them."""
+    return {topo.networks[r].vni for n in topo.networks_on(hypervisor) for r in topo.routed_networks(n)}

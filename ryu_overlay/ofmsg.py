@@ -12,14 +12,15 @@ from __future__ import annotations
 import socket
 import struct
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import cache, cached_property, lru_cache
 from typing import Any
 
 from .compat import ERICSSON_OXM_CLASS, framework_module, ofproto as ofp, parser
-from .flows import Action, Flow, Group, Meter, Move, Output, SetField, SetNwTtl, ToGroup
+from .flows import Action, DecTtl, Flow, Group, Meter, Move, Output, SetField, SetNwTtl, ToGroup
 from .pipeline import TABLE_IDS
 
 ALL_COOKIE_BITS = 0xFFFFFFFFFFFFFFFF
+NX_FIELDS_WITH_PREREQUISITES = frozenset({bytes.fromhex("00013a01")})  # NXM_NX_IP_TTL (nw_ttl)
 type_desc = framework_module("lib.type_desc")
 
 
@@ -34,6 +35,8 @@ def encode_action(action: Action) -> Any:
         return parser.OFPActionSetNwTtl(action.ttl)
     if isinstance(action, ToGroup):
         return parser.OFPActionGroup(action.group_id)
+    if isinstance(action, DecTtl):
+        return parser.OFPActionDecNwTtl()
     raise TypeError(f"cannot encode {action!r}")
 
 
@@ -125,7 +128,7 @@ def ryu_match(f: Flow) -> Any:
     return parser.OFPMatch(_ordered_fields=[ofp.oxm_normalize_user(k, v) for k, v in fields])
 
 
-@lru_cache(maxsize=None)  # one entry per field name (and masked or not) that the pipeline uses
+@cache  # one entry per field name (and masked or not) that the pipeline uses
 def _oxm_layout(name: str, masked: bool) -> tuple[int, bytes, Any]:
     """A match field's sort key, its TLV header (Ryu's bytes), and its value type.
 
@@ -201,7 +204,11 @@ def _flow_message(f: Flow) -> bytes:
 
 
 def _encode_flow(f: Flow) -> bytes:
-    fields = sorted((_oxm(name, value) for name, value in f.match), key=lambda kv: kv[0])
+    """The flow-mod's bytes. Match fields go in Ryu's order, except the Nicira fields that have
+    prerequisites (``nw_ttl``), which go last: Open vSwitch checks each field's prerequisites
+    (``eth_type``) as it reads it, and Ryu's order would put ``nw_ttl`` first (OFPBMC_BAD_PREREQ)."""
+    fields = sorted((_oxm(name, value) for name, value in f.match),
+                    key=lambda kv: (kv[1][:4] in NX_FIELDS_WITH_PREREQUISITES, kv[0]))
     oxms = b"".join(tlv for _, tlv in fields)
     match_len = 4 + len(oxms)
     match = struct.pack("!HH", ofp.OFPMT_OXM, match_len) + oxms + bytes(-match_len % 8)

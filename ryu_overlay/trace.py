@@ -15,12 +15,23 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from .compat import ofproto as ofp, parser
-from .pipeline import (ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6, IP_PROTO_ICMPV6, IP_PROTO_UDP, ND_NA, ND_NS,
-                       ND_OPT_SLL, ND_OPT_TLL, TABLE_NAMES)
+from .pipeline import (
+    ETH_TYPE_ARP,
+    ETH_TYPE_IPV4,
+    ETH_TYPE_IPV6,
+    IP_PROTO_ICMPV6,
+    IP_PROTO_UDP,
+    ND_NA,
+    ND_NS,
+    ND_OPT_SLL,
+    ND_OPT_TLL,
+    TABLE_NAMES,
+)
 
 Packet = dict[str, Any]
 
@@ -36,6 +47,7 @@ PREREQUISITES: dict[str, Mapping[str, tuple[int, ...]]] = {
     **{f: {"eth_type": (ETH_IPV4,)} for f in ("ipv4_src", "ipv4_dst")},
     **{f: {"eth_type": (ETH_IPV6,)} for f in ("ipv6_src", "ipv6_dst")},
     "ip_proto": {"eth_type": (ETH_IPV4, ETH_IPV6)},
+    "nw_ttl": {"eth_type": (ETH_IPV4, ETH_IPV6)},
     "icmpv6_type": {"eth_type": (ETH_IPV6,), "ip_proto": (IP_PROTO_ICMPV6,)},
     **{f: {"eth_type": (ETH_IPV6,), "ip_proto": (IP_PROTO_ICMPV6,), "icmpv6_type": (ND_NS, ND_NA)}
        for f in ("ipv6_nd_target", "nd_reserved", "nd_options_type")},
@@ -44,6 +56,12 @@ PREREQUISITES: dict[str, Mapping[str, tuple[int, ...]]] = {
     **{f: {"eth_type": (ETH_IPV4, ETH_IPV6), "ip_proto": (IP_PROTO_UDP,)} for f in ("udp_src", "udp_dst")},
 }
 MAX_HOPS = 8
+DEFAULT_TTL = 64  # what dec_ttl finds in an IP packet given without nw_ttl
+
+
+class _TtlExpired(Exception):
+    """dec_ttl met a TTL of 0 or 1: Open vSwitch stops the pipeline (no controller asked for
+    OFPR_INVALID_TTL packet-ins), so the packet is dropped."""
 
 
 class SimError(Exception):
@@ -293,7 +311,11 @@ class SimSwitch:
                     raise SimError(f"meter {inst.meter_id} does not exist")
                 run.meters.append(inst.meter_id)
             elif isinstance(inst, parser.OFPInstructionActions) and inst.type == ofp.OFPIT_APPLY_ACTIONS:
-                self._actions(inst.actions, pkt, run, table_id, entry.cookie)
+                try:
+                    self._actions(inst.actions, pkt, run, table_id, entry.cookie)
+                except _TtlExpired:
+                    run.trace.append(Step(table_id, name, None, None, "dec_ttl", "TTL expired: drop"))
+                    return
             elif isinstance(inst, parser.OFPInstructionWriteMetadata):
                 old = pkt.get("metadata", 0)
                 pkt["metadata"] = (old & ~inst.metadata_mask) | (inst.metadata & inst.metadata_mask)
@@ -320,6 +342,13 @@ class SimSwitch:
                 dst_old = to_int(action.dst_field, pkt.get(action.dst_field, 0))
                 mask = ((1 << action.n_bits) - 1) << action.dst_ofs
                 pkt[action.dst_field] = from_int(action.dst_field, (dst_old & ~mask) | (bits << action.dst_ofs))
+            elif isinstance(action, parser.OFPActionDecNwTtl):
+                if pkt.get("eth_type") not in (ETH_IPV4, ETH_IPV6):
+                    continue  # OVS ignores dec_ttl on other frames
+                ttl = int(pkt.get("nw_ttl", DEFAULT_TTL))
+                if ttl <= 1:
+                    raise _TtlExpired()
+                pkt["nw_ttl"] = ttl - 1
             elif isinstance(action, parser.OFPActionGroup):
                 group = self.groups.get(action.group_id)
                 if group is None:
@@ -380,6 +409,8 @@ def _fmt_action(action: Any) -> str:
         return f"group:{action.group_id:#x}"
     if isinstance(action, parser.OFPActionSetNwTtl):
         return f"mod_nw_ttl:{action.nw_ttl}"
+    if isinstance(action, parser.OFPActionDecNwTtl):
+        return "dec_ttl"
     return type(action).__name__
 
 
@@ -526,7 +557,7 @@ SHORTHANDS: dict[str, dict[str, int]] = {
 }
 KNOWN_FIELDS = MAC_FIELDS | IPV4_FIELDS | IPV6_FIELDS | PIPELINE_FIELDS | {
     "in_port", "eth_type", "vlan_vid", "arp_op", "ip_proto", "icmpv6_type", "icmpv6_code", "tcp_dst", "udp_src",
-    "udp_dst", "nd_options_type", "nd_reserved"}
+    "udp_dst", "nd_options_type", "nd_reserved", "nw_ttl"}
 
 
 def parse_packet_spec(spec: str, interfaces: Mapping[str, int] | None = None) -> Packet:
@@ -646,6 +677,9 @@ def controller_from_rest(url: str, token: str | None = None) -> tuple[Any, dict[
         controller.put_network(n["name"], {k: n[k] for k in ("vni", "tenant", "subnets", "mtu", "unknown_arp")})
     for p in ports:
         controller.put_port(p["name"], {k: p[k] for k in ("network", "mac", "ips", "hypervisor", "interface")})
+    for r in _get(url, "/v1/routers", token)["routers"]:
+        body = {k: r[k] for k in ("tenant", "interfaces", "gateway", "snat", "floating_ips")}
+        controller.put_router(r["name"], body, mac=r["mac"])
     return controller, {h["name"]: h.get("ofports") for h in hvs}
 
 
