@@ -16,12 +16,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from . import ofmsg
-from .flows import Flow, Group, Meter, Output, SwitchView, desired_partition, hosted_vnis
-from .model import (Conflict, Duplicate, Hypervisor, Move, Network, Port, link_local, parse_hypervisor,
+from .flows import Flow, Group, Meter, Output, SwitchView, desired_partition, hosted_vnis, mtu_frame_len
+from .model import (DEFAULT_MTU, Conflict, Duplicate, Hypervisor, Move, Network, Port, link_local, parse_hypervisor,
                     parse_network, parse_port)
-from .packets import (ALL_NODES, ALL_NODES_MAC, ARP_REQUEST, ND_NS, Frame, MalformedFrame, arp_reply,
-                      neighbor_advert, parse_frame)
-from .pipeline import ETH_TYPE_RARP, OFPP_CONTROLLER, OFPP_TABLE, cookie_vni, group_vni
+from .packets import (ALL_NODES, ALL_NODES_MAC, ARP_REQUEST, IPV4_DF, ND_NS, Frame, MalformedFrame, arp_reply,
+                      fragment_ipv4, icmp4_error, icmp6_error, neighbor_advert, parse_frame)
+from .pipeline import ETH_TYPE_IPV4, ETH_TYPE_IPV6, ETH_TYPE_RARP, OFPP_CONTROLLER, OFPP_TABLE, cookie_vni, group_vni
+from .ratelimit import TokenBucket
 from .store import Delete, Put, Store
 from .topology import Topology
 
@@ -32,12 +33,19 @@ MOVE_WINDOW = 180.0  # seconds; EVPN's default MAC mobility window (RFC 7432 sec
 MOVE_LIMIT = 5  # moves allowed within the window before the port is frozen
 RESYNC_HOLDDOWN = 10.0  # seconds between resynchronisations forced by switch errors
 EARLY_FRAMES = 64  # per switch: frames kept from ports the controller has not heard of yet
+ICMP_ERROR_RATE, ICMP_ERROR_BURST = 10.0, 10  # per port: "fragmentation needed" and "packet too big" sent
+# Where ICMP errors come from when the network has no router: a locally administered MAC and a
+# link-local IPv4 address, which no port may declare; over IPv6, that MAC's link-local address.
+ICMP_SOURCE_MAC = "02:00:00:00:ff:fe"
+ICMP_SOURCE_IPV4 = "169.254.0.254"
+ICMP4_ERRORS = frozenset({3, 4, 5, 11, 12})  # never answered with another error (RFC 1122 3.2.2)
 E = TypeVar("E")
 STAT_COUNTERS = (
     "flow_mods", "group_mods", "switch_connects", "switch_errors", "packet_in", "packet_in_ignored",
     "packet_in_malformed", "arp_answered_controller", "nd_answered", "nd_dad_defended", "learned", "moves",
     "ports_frozen", "moves_refused_frozen", "moves_refused_stale", "duplicates_detected", "moves_refused_duplicate",
-    "dropped_unknown_source", "dropped_spoofed_source",
+    "dropped_unknown_source", "dropped_spoofed_source", "pmtu_frag_needed", "pmtu_packet_too_big", "pmtu_fragmented",
+    "pmtu_rate_limited", "pmtu_dropped",
 )
 
 
@@ -85,6 +93,7 @@ class Controller:
         self.stats: Counter[str] = Counter()
         self._last_resync: dict[int, float] = {}
         self._responder_hits: dict[int, int] = {}
+        self._icmp_errors = TokenBucket(ICMP_ERROR_RATE, ICMP_ERROR_BURST, clock)
 
     # --- placement API ----------------------------------------------------------------------
 
@@ -257,13 +266,16 @@ class Controller:
         if hv is None or sw is None or interface is None or interface == hv.tunnel_port:
             self.stats["packet_in_ignored"] += 1
             return {}
+        bound = self.topo.port_at(hv.name, interface)
+        if bound is not None and data[6:12].hex(":") == bound.mac and \
+                len(data) > mtu_frame_len(self.topo.networks[bound.network]):
+            return self._oversize(dpid, in_port, bound, data)
         try:
             frame = parse_frame(data)
         except MalformedFrame as exc:
             self.stats["packet_in_malformed"] += 1
             LOG.debug("dropped a malformed frame from %s/%s: %s", hv.name, interface, exc)
             return {}
-        bound = self.topo.port_at(hv.name, interface)
         if bound is not None and bound.mac == frame.eth_src:
             return self._answer(dpid, in_port, bound, frame)
         port = self._claimant(hv.name, interface, bound, frame)
@@ -304,6 +316,49 @@ class Controller:
         else:
             return {}
         return {dpid: [ofmsg.packet_out(OFPP_CONTROLLER, data, [Output(in_port)])]}
+
+    def _oversize(self, dpid: int, in_port: int, port: Port, data: bytes) -> Batches:
+        """A frame too big for its network once encapsulated (``mtu_oversize``): tell its sender
+        the MTU, ICMP "fragmentation needed" (RFC 1191) or "packet too big" (RFC 8201), rate-limited
+        per port; or, for IPv4 without DF, forward it in fragments as a router would (RFC 791)."""
+        mtu = self.topo.networks[port.network].mtu or DEFAULT_MTU
+        eth_type = int.from_bytes(data[12:14], "big")
+        datagram = data[14:]
+        if eth_type == ETH_TYPE_IPV4 and len(datagram) >= 20 and not int.from_bytes(datagram[6:8], "big") & IPV4_DF:
+            try:
+                fragments = fragment_ipv4(data, mtu)
+            except MalformedFrame:
+                self.stats["packet_in_malformed"] += 1
+                return {}
+            self.stats["pmtu_fragmented"] += 1
+            return {dpid: [ofmsg.packet_out(in_port, f, [Output(OFPP_TABLE)]) for f in fragments]}
+        if eth_type == ETH_TYPE_IPV4 and len(datagram) >= 20 and _reportable4(data):
+            src_ip, src_mac = self.icmp_source(port.network, 4)
+            answer = icmp4_error(src_mac, port.mac, src_ip, datagram, 3, 4, mtu=mtu)
+            counter = "pmtu_frag_needed"
+        elif eth_type == ETH_TYPE_IPV6 and len(datagram) >= 40 and _reportable6(datagram):
+            src_ip, src_mac = self.icmp_source(port.network, 6)
+            answer = icmp6_error(src_mac, port.mac, src_ip, datagram, 2, 0, mtu=mtu)
+            counter = "pmtu_packet_too_big"
+        else:
+            self.stats["pmtu_dropped"] += 1
+            return {}
+        if not self._icmp_errors.allow(port.name):
+            self.stats["pmtu_rate_limited"] += 1
+            return {}
+        self.stats[counter] += 1
+        return {dpid: [ofmsg.packet_out(OFPP_CONTROLLER, answer, [Output(in_port)])]}
+
+    def icmp_source(self, network: str, version: int) -> tuple[str, str]:
+        """The (IP, MAC) the ICMP errors about a frame of ``network`` come from.
+
+        The network's router address of that IP version belongs here once networks have
+        routers; until then the controller's own ``ICMP_SOURCE_*`` (the sender only needs the
+        error to quote its packet, not to come from a particular address).
+        """
+        if version == 4:
+            return ICMP_SOURCE_IPV4, ICMP_SOURCE_MAC
+        return str(link_local(ICMP_SOURCE_MAC)), ICMP_SOURCE_MAC
 
     def _ipv6_owner(self, network: str, ip: ipaddress.IPv6Address) -> Port | None:
         owner = self.topo.port_by_ip(network, ip)
@@ -513,6 +568,21 @@ class Controller:
             "flows_installed": sum(len(f) for sw in self.switches.values() for f in sw.flows.values()),
             "arp_answered_in_switch": sum(self._responder_hits.get(d, 0) for d in self.switches),
         }
+
+
+def _reportable4(frame: bytes) -> bool:
+    """An IPv4 packet an ICMP error may be sent about: not to a broadcast or multicast address,
+    not a later fragment, not itself an ICMP error (RFC 1122 section 3.2.2)."""
+    ip = frame[14:]
+    fragment_offset = int.from_bytes(ip[6:8], "big") & 0x1FFF
+    is_error = ip[9] == 1 and len(ip) > (ip[0] & 0x0F) * 4 and ip[(ip[0] & 0x0F) * 4] in ICMP4_ERRORS
+    return not (frame[0] & 1 or ip[16] >= 224 or fragment_offset or is_error)
+
+
+def _reportable6(ip: bytes) -> bool:
+    """Not an ICMPv6 error message (RFC 4443 section 2.4 e; "packet too big" goes to multicast
+    senders too). Only an ICMPv6 header right after the fixed header is recognised."""
+    return not (ip[6] == 58 and len(ip) > 40 and ip[40] < 128)
 
 
 def _next_seq(port: Port) -> int:

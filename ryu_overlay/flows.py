@@ -15,11 +15,11 @@ from dataclasses import dataclass, field, replace
 from functools import wraps
 from typing import Any, Callable, Iterable, Mapping, TypeVar, Union
 
-from .model import Hypervisor, Network, Port, link_local
-from .pipeline import (ARP_REPLY, ARP_REQUEST, BROADCAST, ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6, FROM_TUNNEL,
-                       IP_PROTO_ICMPV6, MULTICAST_BIT, ND_NA, ND_NS, NETWORK_MASK, OFPP_CONTROLLER, OFPP_IN_PORT,
-                       PACKET_IN_BURST, PACKET_IN_RATE, TABLES_BY_NAME, UNKNOWN_PORT_METER, VNI_MASK, Family,
-                       GroupRole, Priority as P, cookie, group_id)
+from .model import DEFAULT_MTU, Hypervisor, Network, Port, link_local
+from .pipeline import (ARP_REPLY, ARP_REQUEST, BROADCAST, ETH_HEADER_LEN, ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6,
+                       FROM_TUNNEL, IP_PROTO_ICMPV6, MULTICAST_BIT, ND_NA, ND_NS, NETWORK_MASK, OFPP_CONTROLLER,
+                       OFPP_IN_PORT, OVERSIZE_BIT, PACKET_IN_BURST, PACKET_IN_RATE, TABLES_BY_NAME, UNKNOWN_PORT_METER,
+                       VNI_MASK, Family, GroupRole, Priority as P, cookie, group_id)
 from .topology import Topology
 
 LOG = logging.getLogger("ryu_overlay")
@@ -65,7 +65,20 @@ class ToGroup:
         return f"ToGroup(group_id={self.group_id!r})"
 
 
-Action = Union[Output, SetField, Move, ToGroup]
+@dataclass(frozen=True)
+class CheckPktLarger:
+    """Set bit ``offset`` of ``dst`` when the frame is longer than ``pkt_len`` bytes, else clear it
+    (Nicira check_pkt_larger; the length counts the Ethernet frame without its FCS)."""
+
+    pkt_len: int
+    dst: str
+    offset: int
+
+    def __repr__(self) -> str:
+        return f"CheckPktLarger(pkt_len={self.pkt_len!r}, dst={self.dst!r}, offset={self.offset!r})"
+
+
+Action = Union[Output, SetField, Move, ToGroup, CheckPktLarger]
 Match = tuple[tuple[str, Any], ...]
 
 
@@ -250,9 +263,11 @@ def base_partition(view: SwitchView) -> Partition:
         *(flow("port_security", P.SPOOFED, m, {"eth_type": t}) for t in (ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6)),
         flow("port_security", P.OTHER_ETHERTYPE, m, {}, goto="arp_nd"),
         flow("port_security", P.FOREIGN_NA, m, {**ICMPV6, "icmpv6_type": ND_NA}),
-        flow("arp_nd", P.MISS, m, {}, goto="l2_lookup"),
+        flow("arp_nd", P.MISS, m, {}, goto="mtu_check"),
         flow("arp_nd", P.UNSOLICITED_DROP, m, {**ICMPV6, "icmpv6_type": ND_NA, "eth_dst": MULTICAST_BIT}),
         flow("arp_nd", P.UNSOLICITED_DROP, m, {"eth_type": ETH_TYPE_ARP, "arp_op": ARP_REPLY, "eth_dst": BROADCAST}),
+        flow("mtu_check", P.MISS, m, {}, goto="mtu_oversize"),
+        flow("mtu_oversize", P.MISS, m, {}, goto="l2_lookup"),
         flow("l2_lookup", P.MULTICAST, m, {"eth_dst": MULTICAST_BIT}, goto="flood"),
         flow("l2_lookup", P.TUNNEL_UNKNOWN_DROP, m, {"metadata": (FROM_TUNNEL, FROM_TUNNEL)}),
         flow("l2_lookup", P.MISS, m, {}, goto="flood"),
@@ -328,6 +343,9 @@ def local_port_flows(port: Port, ofport: int, vni: int) -> Flows:
     flows.append(flow("arp_nd", P.ANSWER, Family.ND_PROXY,
                       {"in_port": ofport, **ICMPV6, "icmpv6_type": ND_NS, "eth_dst": MULTICAST_BIT}, vni,
                       actions=(Output(OFPP_CONTROLLER),), meter=ofport))
+    flows.append(flow("mtu_oversize", P.OVERSIZE, Family.OVERSIZE,
+                      {"in_port": ofport, "reg0": (OVERSIZE_BIT, OVERSIZE_BIT)}, vni,
+                      actions=(Output(OFPP_CONTROLLER),), meter=ofport))
     return by_cookie(flows)
 
 
@@ -373,6 +391,8 @@ def network_flows(net: Network) -> Flows:
     """Flows every hypervisor hosting ``net`` has, whatever its ports."""
     vni = net.vni
     flows = [
+        flow("mtu_check", P.CHECK_MTU, Family.MTU_CHECK, {"metadata": (vni, NETWORK_MASK)}, vni,
+             actions=(CheckPktLarger(mtu_frame_len(net), "reg0", 0),), goto="mtu_oversize"),
         flow("flood", P.FLOOD, Family.FLOOD, {"metadata": (vni, NETWORK_MASK)}, vni,
              actions=(ToGroup(group_id(GroupRole.FLOOD, vni)),)),
         flow("flood", P.FLOOD, Family.FLOOD, {"metadata": (vni | FROM_TUNNEL, NETWORK_MASK)}, vni,
@@ -382,6 +402,15 @@ def network_flows(net: Network) -> Flows:
         flows.append(flow("arp_nd", P.UNKNOWN_ARP_DROP, Family.UNKNOWN_ARP_DROP,
                           {"metadata": (vni, VNI_MASK), "eth_type": ETH_TYPE_ARP, "arp_op": ARP_REQUEST}, vni))
     return by_cookie(flows)
+
+
+def mtu_frame_len(net: Network) -> int:
+    """The longest untagged frame whose IP packet fits the network's MTU: what ``mtu_check`` allows.
+
+    ``check_pkt_larger`` counts the whole frame as the datapath holds it (Ethernet header and any
+    VLAN tag, no FCS); the VXLAN tunnel carries exactly that frame.
+    """
+    return (net.mtu or DEFAULT_MTU) + ETH_HEADER_LEN
 
 
 @dataclass(frozen=True)

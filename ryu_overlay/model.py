@@ -18,6 +18,7 @@ LocationSource = Literal["declared", "learned"]
 
 VNI_MIN, VNI_MAX = 1, (1 << 24) - 1
 MTU_MIN, MTU_MAX = 1280, 9000  # 1280: every network may carry IPv6 (RFC 8200)
+DEFAULT_MTU = 1450  # a network without an mtu: 1500 less VXLAN's 50 bytes over an IPv4 underlay
 MAX_NAME = 64
 MOBILITY_SEQ_MAX = (1 << 32) - 1  # a 4-octet field in EVPN's MAC Mobility extended community
 UNKNOWN_ARP_MODES = ("replicate", "drop")

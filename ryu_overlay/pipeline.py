@@ -15,6 +15,8 @@ Layouts shared by all tables:
   controller deletes and resynchronises flows by cookie alone, and ``ovs-ofctl dump-flows br-int cookie=0x00001389_00000000/0x00ffffff00000000``
   lists everything of VNI 5001.
 * **group ids**: bits 0-23 the VNI, bits 24-31 the group's role (``GroupRole``).
+* **reg0** bit 0: set by ``mtu_check`` when the frame is larger than its network's MTU allows
+  (``check_pkt_larger``), read by ``mtu_oversize``.
 * **meter** N limits what port N may send to the controller (``PACKET_IN_RATE``), so one VM
   flooding ARP or ND cannot starve another's answers.
 """
@@ -74,6 +76,10 @@ class Priority:
     ANSWER = 100  # in-switch ARP responder; ND solicitations to the controller
     UNSOLICITED_DROP = 40  # gratuitous ARP replies, unsolicited NAs
     UNKNOWN_ARP_DROP = 10  # ARP requests no responder took, in networks that drop them
+    # mtu_check
+    CHECK_MTU = 100  # every frame of a network: compare its length with the network's MTU
+    # mtu_oversize
+    OVERSIZE = 100  # a frame too big for its network: to the controller, metered
     # l2_lookup
     EXACT = 100  # a known destination MAC of the network
     MULTICAST = 10  # broadcast and multicast: to flood
@@ -112,7 +118,17 @@ TABLES: tuple[Table, ...] = (
            "Neighbor Solicitations for known addresses to the controller, before either could be "
            "flooded. Gratuitous ARP replies, unsolicited NAs and solicitations for unknown IPv6 "
            "addresses stop here.",
-           "in_port metadata eth_type eth_dst arp_op arp_tpa ip_proto icmpv6_type ipv6_nd_target", "l2_lookup"),
+           "in_port metadata eth_type eth_dst arp_op arp_tpa ip_proto icmpv6_type ipv6_nd_target", "mtu_check"),
+    _table("mtu_check",
+           "Mark (reg0 bit 0) a frame from a VM that is longer than its network's MTU plus the "
+           "14-byte Ethernet header: once encapsulated it would not fit the underlay. Frames from "
+           "a tunnel never come here.",
+           "metadata", "mtu_oversize"),
+    _table("mtu_oversize",
+           "Send a marked frame to the controller through its port's meter, which answers ICMP "
+           "fragmentation needed or packet too big, or fragments an IPv4 packet that allows it. "
+           "Other frames go on to be forwarded.",
+           "in_port reg0", "l2_lookup"),
     _table("l2_lookup",
            "Forward by (network, destination MAC): to the local VM port, or into the tunnel to "
            "the hypervisor hosting the MAC. Broadcast, multicast and unknown unicast go to flood.",
@@ -142,6 +158,8 @@ class Family(enum.IntEnum):
     LEARN = 9
     ND_PROXY = 10
     UNKNOWN_ARP_DROP = 11  # not ARP_RESPONDER: the app counts that family's hits as answers
+    MTU_CHECK = 12
+    OVERSIZE = 13
 
 
 class GroupRole(enum.IntEnum):
@@ -152,6 +170,8 @@ class GroupRole(enum.IntEnum):
 PACKET_IN_RATE = 100  # packet-ins per second per VM interface
 UNKNOWN_PORT_METER = 0xFFFF  # above any OVS port number: frames from ports not yet announced
 PACKET_IN_BURST = 50
+ETH_HEADER_LEN = 14  # what check_pkt_larger counts besides the IP packet of an untagged frame
+OVERSIZE_BIT = 1  # reg0 bit 0
 
 
 def cookie(family: Family, vni: int, fingerprint: int) -> int:

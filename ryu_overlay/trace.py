@@ -9,6 +9,8 @@ switch handshake and keeps one SimSwitch per hypervisor in step with what it sen
 
 Packets are mappings from OXM field names (as Ryu spells them: ``eth_src``, ``arp_tpa``,
 ``tunnel_id``, ``tun_ipv4_dst``...) to values in Ryu's user form (MAC and IP strings, ints).
+``frame_len``, the length of the Ethernet frame without FCS, is what ``check_pkt_larger``
+compares; a packet without one is a small frame (``SMALL_FRAME``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from .compat import ofproto as ofp, parser
+from .ofmsg import NXActionCheckPktLarger
 from .pipeline import ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6, IP_PROTO_ICMPV6, ND_NA, ND_NS, TABLE_NAMES
 
 Packet = dict[str, Any]
@@ -38,6 +41,7 @@ PREREQUISITES: dict[str, Mapping[str, tuple[int, ...]]] = {
     "ipv6_nd_target": {"eth_type": (ETH_IPV6,), "ip_proto": (IP_PROTO_ICMPV6,), "icmpv6_type": (ND_NS, ND_NA)},
 }
 MAX_HOPS = 8
+SMALL_FRAME = 64
 
 
 class SimError(Exception):
@@ -286,6 +290,10 @@ class SimSwitch:
                 dst_old = to_int(action.dst_field, pkt.get(action.dst_field, 0))
                 mask = ((1 << action.n_bits) - 1) << action.dst_ofs
                 pkt[action.dst_field] = from_int(action.dst_field, (dst_old & ~mask) | (bits << action.dst_ofs))
+            elif isinstance(action, NXActionCheckPktLarger):
+                larger = int(pkt.get("frame_len", SMALL_FRAME) > action.pkt_len)
+                old = to_int(action.dst, pkt.get(action.dst, 0))
+                pkt[action.dst] = (old & ~(1 << action.offset)) | (larger << action.offset)
             elif isinstance(action, parser.OFPActionGroup):
                 group = self.groups.get(action.group_id)
                 if group is None:
@@ -333,6 +341,8 @@ def _fmt_action(action: Any) -> str:
         return f"move:{action.src_field}->{action.dst_field}"
     if isinstance(action, parser.OFPActionGroup):
         return f"group:{action.group_id:#x}"
+    if isinstance(action, NXActionCheckPktLarger):
+        return f"check_pkt_larger({action.pkt_len})->{action.dst}[{action.offset}]"
     return type(action).__name__
 
 
@@ -478,7 +488,8 @@ SHORTHANDS: dict[str, dict[str, int]] = {
     "udp": {"eth_type": ETH_IPV4, "ip_proto": 17},
 }
 KNOWN_FIELDS = MAC_FIELDS | IPV4_FIELDS | IPV6_FIELDS | PIPELINE_FIELDS | {
-    "in_port", "eth_type", "vlan_vid", "arp_op", "ip_proto", "icmpv6_type", "icmpv6_code", "tcp_dst", "udp_dst"}
+    "in_port", "eth_type", "vlan_vid", "arp_op", "ip_proto", "icmpv6_type", "icmpv6_code", "tcp_dst", "udp_dst",
+    "frame_len"}
 
 
 def parse_packet_spec(spec: str, interfaces: Mapping[str, int] | None = None) -> Packet:
