@@ -36,7 +36,7 @@ s.sendall(b'x' * int(sys.argv[2])); s.close()
 """
 
 
-def overlay_with_mtu_1500_vms(ctl, make_bed) -> Overlay:  # type: ignore[no-untyped-def]
+def overlay_with_mtu_1500_vms(ctl, make_bed) -> Overlay:
     overlay = deploy(ctl, make_bed(2, ctl.ofp_port), ports=TWO_VMS)
     for vm in ("a1", "a2"):
         overlay.bed.vm_exec(vm, ["ip", "link", "set", "eth0", "mtu", "1500"], check=True)
@@ -90,10 +90,10 @@ def test_ipv6_gets_packet_too_big_and_then_fragments_at_the_source(ctl, make_bed
     out = ping(overlay, "-6", "-M", "do", "-s", "1452", "fd00:1::2")
     assert "Packet too big: mtu=1450" in out, out
     # a1 fragments now; a2's first reply is too big in turn (it gets its own "packet too big"), later ones fragmented.
-    out = overlay.bed.vm_exec("a1", ["ping", "-6", "-c", "4", "-W", "2", "-i", "0.2", "-s", "1452", "fd00:1::2"])
-    assert "3 received" in out.stdout, out.stdout
-    out = overlay.bed.vm_exec("a1", ["ping", "-6", "-c", "3", "-W", "2", "-i", "0.2", "-s", "1452", "fd00:1::2"])
-    assert " 0% packet loss" in out.stdout, out.stdout
+    res = overlay.bed.vm_exec("a1", ["ping", "-6", "-c", "4", "-W", "2", "-i", "0.2", "-s", "1452", "fd00:1::2"])
+    assert "3 received" in res.stdout, res.stdout
+    res = overlay.bed.vm_exec("a1", ["ping", "-6", "-c", "3", "-W", "2", "-i", "0.2", "-s", "1452", "fd00:1::2"])
+    assert " 0% packet loss" in res.stdout, res.stdout
     assert overlay.ctl.api("GET", "/v1/stats")[1]["pmtu_packet_too_big"] == 2
 
 
