@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import __version__
-from .model import MAX_NAME, MOBILITY_SEQ_MAX, MTU_MAX, MTU_MIN, UNKNOWN_ARP_MODES, VNI_MAX, VNI_MIN
+from .model import DEFAULT_MTU, MAX_NAME, MOBILITY_SEQ_MAX, MTU_MAX, MTU_MIN, UNKNOWN_ARP_MODES, VNI_MAX, VNI_MIN
 
 NAME = {"type": "string", "minLength": 1, "maxLength": MAX_NAME, "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"}
 IFNAME = {"type": "string", "minLength": 1, "maxLength": 15, "pattern": r"^[A-Za-z0-9_.:-]{1,15}$"}
@@ -102,7 +102,9 @@ def openapi_document() -> dict[str, Any]:
                 "vni": {"type": "integer", "minimum": VNI_MIN, "maximum": VNI_MAX},
                 "tenant": NAME,
                 "subnets": {"type": "array", "items": {"type": "string", "example": "10.1.0.0/24"}},
-                "mtu": {"type": "integer", "minimum": MTU_MIN, "maximum": MTU_MAX, "nullable": True},
+                "mtu": {"type": "integer", "minimum": MTU_MIN, "maximum": MTU_MAX, "nullable": True,
+                        "description": f"the largest IP packet a VM may send; larger ones get ICMP errors or are "
+                                       f"fragmented (null: {DEFAULT_MTU})"},
                 "unknown_arp": {"type": "string", "enum": list(UNKNOWN_ARP_MODES), "default": "replicate",
                                 "description": "what happens to an ARP request for an address no port owns"},
             }},

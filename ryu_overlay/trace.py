@@ -624,7 +624,8 @@ def main(argv: list[str]) -> int:
                     "database file (--db), with guessed port numbers.")
     ap.add_argument("hypervisor", help="where the packet enters")
     ap.add_argument("packet", help="e.g. in_port=tapA1,eth_src=02:aa:00:00:00:01,eth_dst=ff:ff:ff:ff:ff:ff,"
-                                   "arp,arp_op=1,arp_spa=10.1.0.1,arp_tpa=10.1.0.2 (in_port may be an interface)")
+                                   "arp,arp_op=1,arp_spa=10.1.0.1,arp_tpa=10.1.0.2 (in_port may be an interface; "
+                                   "frame_len=N gives the frame's length, default 64)")
     ap.add_argument("--db", default="./ryu-overlay.db", help="the controller's SQLite file")
     ap.add_argument("--url", help="the running controller's REST API, e.g. http://127.0.0.1:8080: placement "
                                   "and port numbers of connected switches come from there instead of --db")
