@@ -222,6 +222,8 @@ def test_fragmenting_refuses_df_and_lying_headers():
     lying[16:18] = (4000).to_bytes(2, "big")
     with pytest.raises(MalformedFrame):
         fragment_ipv4(bytes(lying), 1450)
+    with pytest.raises(MalformedFrame):
+        fragment_ipv4(bytes(lying[:14]) + b"\x60" + bytes(1500), 1450)  # an IPv6 version nibble
     c = controller()
     assert answers(c.packet_in(1, A1_PORT, bytes(lying))) == []
     assert c.stats["packet_in_malformed"] == 1
