@@ -34,8 +34,9 @@ MOVE_LIMIT = 5  # moves allowed within the window before the port is frozen
 RESYNC_HOLDDOWN = 10.0  # seconds between resynchronisations forced by switch errors
 EARLY_FRAMES = 64  # per switch: frames kept from ports the controller has not heard of yet
 ICMP_ERROR_RATE, ICMP_ERROR_BURST = 10.0, 10  # per port: "fragmentation needed" and "packet too big" sent
-# Where ICMP errors come from when the network has no router: a locally administered MAC and a
-# link-local IPv4 address, which no port may declare; over IPv6, that MAC's link-local address.
+# Where ICMP errors come from when the network has no router: a locally administered MAC and an
+# IPv4 link-local address (RFC 3927); over IPv6, that MAC's link-local address. A VM accepts an
+# error from any source: what it checks is the packet the error quotes.
 ICMP_SOURCE_MAC = "02:00:00:00:ff:fe"
 ICMP_SOURCE_IPV4 = "169.254.0.254"
 ICMP4_ERRORS = frozenset({3, 4, 5, 11, 12})  # never answered with another error (RFC 1122 3.2.2)
