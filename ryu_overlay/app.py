@@ -3,13 +3,17 @@
 It decodes OpenFlow events into plain values, calls the controller, and sends what comes
 back. ``OverlayApp.send`` is the only place in ryu_overlay that sends OpenFlow messages. It
 also serves the REST API from an eventlet WSGI server in the same process.
+
+Everything that touches the controller runs on the app's own event loop: OpenFlow events
+arrive there, and REST requests and the counter poll post a ``Call`` event to it
+(``worker.StatePath``). The store is written behind that loop (docs/architecture.md).
 """
 
 from __future__ import annotations
 
 import gc
 import os
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import eventlet
 import eventlet.wsgi
@@ -20,10 +24,12 @@ from .ofmsg import decode_group, decode_meter, family_counter_request, wire
 from .pipeline import Family
 from .rest import RestApp
 from .store import SqliteStore
+from .worker import StatePath, WriteBehindStore
 
 ofp_event = framework_module("controller.ofp_event")
 handler = framework_module("controller.handler")
 hub = framework_module("lib.hub")
+event = framework_module("controller.event")
 cfg = framework_module("cfg")
 
 COUNTER_POLL = 5.0  # seconds between reads of the in-switch ARP responders' counters
@@ -49,15 +55,25 @@ def _more(ev: Any) -> bool:
     return bool(ev.msg.flags & ofp.OFPMPF_REPLY_MORE)
 
 
+class Call(event.EventBase):  # type: ignore[misc,name-defined]
+    """A closure to run on the app's event loop, the one path that touches the controller."""
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        super().__init__()
+        self.fn = fn
+
+
 class OverlayApp(app_base()):  # type: ignore[misc]
     OFP_VERSIONS = [ofp.OFP_VERSION]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.controller = Controller(SqliteStore(cfg.CONF.db))
+        self.store = WriteBehindStore(SqliteStore(cfg.CONF.db))
+        self.controller = Controller(self.store)
         self.datapaths: dict[int, Any] = {}
         token = cfg.CONF.rest_token or os.environ.get("RYU_OVERLAY_REST_TOKEN") or None
-        self.rest = RestApp(self.controller, self.send, token)
+        self.path = StatePath(self.controller, self._post, self.send)
+        self.rest = RestApp(self.controller, self.send, token, self.path.call)
         self.rest_address = (cfg.CONF.rest_host, cfg.CONF.rest_port)
         # The controller holds millions of long-lived objects (flows, encoded messages); full
         # garbage collections over them stalled it for up to 0.8 s (docs/performance.md). What
@@ -68,6 +84,7 @@ class OverlayApp(app_base()):  # type: ignore[misc]
 
     def start(self) -> Any:
         thread = super().start()
+        self.store.start()
         sock = eventlet.listen(self.rest_address)
         self.logger.info("REST API on http://%s:%d/v1/", *sock.getsockname()[:2])
         self.threads.append(hub.spawn(eventlet.wsgi.server, sock, self.rest, log_output=False))
@@ -77,9 +94,20 @@ class OverlayApp(app_base()):  # type: ignore[misc]
     def _poll_counters(self) -> None:
         while True:
             hub.sleep(COUNTER_POLL)
-            self.send({dpid: [family_counter_request(Family.ARP_RESPONDER)] for dpid in self.datapaths})
+            self._post(self._request_counters)
+
+    def _request_counters(self) -> None:
+        self.send({dpid: [family_counter_request(Family.ARP_RESPONDER)] for dpid in self.datapaths})
+
+    def _post(self, fn: Callable[[], None]) -> None:
+        self._send_event(Call(fn), None)
+
+    @set_ev_cls(Call)
+    def _call(self, ev: Call) -> None:
+        ev.fn()
 
     def send(self, batches: Batches) -> None:
+        """Send each switch its batch as one buffer; called only on the event loop, so batches never interleave."""
         for dpid, msgs in batches.items():
             dp = self.datapaths.get(dpid)
             if dp is None:

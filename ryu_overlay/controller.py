@@ -17,11 +17,13 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from . import ofmsg
 from .flows import Flow, Group, Meter, Output, SwitchView, desired_partition, hosted_vnis, mtu_frame_len
-from .model import (DEFAULT_MTU, Conflict, Duplicate, Hypervisor, Move, Network, Port, link_local, parse_hypervisor,
+from .hostconfig import ANSWER_BURST, ANSWER_RATE, dhcp_answer, router_advert_for
+from .model import (Conflict, Duplicate, Hypervisor, Move, Network, Port, link_local, parse_hypervisor,
                     parse_network, parse_port)
 from .packets import (ALL_NODES, ALL_NODES_MAC, ARP_REQUEST, IPV4_DF, ND_NS, Frame, MalformedFrame, arp_reply,
-                      fragment_ipv4, icmp4_error, icmp6_error, neighbor_advert, parse_frame)
-from .pipeline import ETH_TYPE_IPV4, ETH_TYPE_IPV6, ETH_TYPE_RARP, OFPP_CONTROLLER, OFPP_TABLE, cookie_vni, group_vni
+                      fragment_ipv4, icmp4_error, icmp6_error, neighbor_advert, parse_dhcp, parse_frame)
+from .pipeline import (ETH_TYPE_IPV4, ETH_TYPE_IPV6, ETH_TYPE_RARP, ND_RS, OFPP_CONTROLLER, OFPP_TABLE, cookie_vni,
+                       group_vni)
 from .ratelimit import TokenBucket
 from .store import Delete, Put, Store
 from .topology import Topology
@@ -45,8 +47,8 @@ STAT_COUNTERS = (
     "flow_mods", "group_mods", "switch_connects", "switch_errors", "packet_in", "packet_in_ignored",
     "packet_in_malformed", "arp_answered_controller", "nd_answered", "nd_dad_defended", "learned", "moves",
     "ports_frozen", "moves_refused_frozen", "moves_refused_stale", "duplicates_detected", "moves_refused_duplicate",
-    "dropped_unknown_source", "dropped_spoofed_source", "pmtu_frag_needed", "pmtu_packet_too_big", "pmtu_fragmented",
-    "pmtu_rate_limited", "pmtu_dropped",
+    "dropped_unknown_source", "dropped_spoofed_source", "dhcp_answered", "ra_sent", "host_config_rate_limited",
+    "pmtu_frag_needed", "pmtu_packet_too_big", "pmtu_fragmented", "pmtu_rate_limited", "pmtu_dropped",
 )
 
 
@@ -94,6 +96,7 @@ class Controller:
         self.stats: Counter[str] = Counter()
         self._last_resync: dict[int, float] = {}
         self._responder_hits: dict[int, int] = {}
+        self._host_answers = TokenBucket(ANSWER_RATE, ANSWER_BURST, clock)
         self._icmp_errors = TokenBucket(ICMP_ERROR_RATE, ICMP_ERROR_BURST, clock)
 
     # --- placement API ----------------------------------------------------------------------
@@ -147,6 +150,7 @@ class Controller:
         hosts = self.topo.hosts(port.network)
         self.store.apply([Delete(Port, name)])
         self.topo.delete_port(name)
+        self._host_answers.forget(name)
         return self._refresh(hosts, {vni})
 
     def _carry_over(self, old: Port, new: Port, claimed: int | None) -> Port:
@@ -172,7 +176,21 @@ class Controller:
         self.store.apply([Put(port)])
         self.topo.put_port(port)
         hosts |= set().union(*(self.topo.hosts(n) for n in affected_nets))
-        return self._refresh(hosts, {self.topo.networks[n].vni for n in affected_nets})
+        batches = self._refresh(hosts, {self.topo.networks[n].vni for n in affected_nets})
+        if old is None or (old.hypervisor, old.interface) != (port.hypervisor, port.interface):
+            self._merge(batches, self._port_up(port))
+        return batches
+
+    def reload(self) -> Batches:
+        """A store write failed: take the stored topology as the truth and re-read every switch.
+
+        What the failed write (and any refused after it) changed in memory is dropped; each
+        connected switch is reconciled again from what it reports, as after a reconnection.
+        """
+        topo = Topology()
+        topo.load(*self.store.load())
+        self.topo = topo
+        return {dpid: self.switch_connected(dpid) for dpid in list(self.switches)}
 
     # --- switch events ----------------------------------------------------------------------
 
@@ -236,12 +254,15 @@ class Controller:
         hv = self.topo.hypervisor_by_dpid(dpid)
         if hv is None or not sw.synced:
             return {}
+        port = None
         if name == hv.tunnel_port:
             vnis = hosted_vnis(self.topo, hv.name)
         else:
             port = self.topo.port_at(hv.name, name)
             vnis = set() if port is None else {self.topo.networks[port.network].vni}
         batches = self._refresh({hv.name}, {0} | vnis)  # partition 0 holds each port's meter
+        if port is not None and ofport is not None:
+            self._merge(batches, self._port_up(port))
         early = None if ofport is None else sw.early_frames.pop(ofport, None)
         if early is not None:
             self._merge(batches, self.packet_in(dpid, ofport, *early))  # type: ignore[arg-type]
@@ -278,7 +299,7 @@ class Controller:
             LOG.debug("dropped a malformed frame from %s/%s: %s", hv.name, interface, exc)
             return {}
         if bound is not None and bound.mac == frame.eth_src:
-            return self._answer(dpid, in_port, bound, frame)
+            return self._answer(dpid, in_port, bound, frame, data)
         port = self._claimant(hv.name, interface, bound, frame)
         if port is None:
             return {}
@@ -287,7 +308,7 @@ class Controller:
         port = self.topo.ports[port.name]
         if not (port.hypervisor == hv.name and port.interface == interface):
             return batches
-        answer = self._answer(dpid, in_port, port, frame)
+        answer = self._answer(dpid, in_port, port, frame, data)
         consumed = frame.gratuitous or frame.unsolicited_na or frame.eth_type == ETH_TYPE_RARP
         if not answer and not consumed:
             # Now that the port is bound, let the frame take the pipeline it would have taken.
@@ -295,8 +316,9 @@ class Controller:
         self._merge(batches, answer)
         return batches
 
-    def _answer(self, dpid: int, in_port: int, asker: Port, frame: Frame) -> Batches:
-        """Reply to an ARP request or Neighbor Solicitation for an address of the asker's network."""
+    def _answer(self, dpid: int, in_port: int, asker: Port, frame: Frame, data: bytes) -> Batches:
+        """Reply to an ARP request or Neighbor Solicitation for an address of the asker's network,
+        to a Router Solicitation, or to a DHCP request."""
         if frame.arp_op == ARP_REQUEST and not frame.gratuitous and frame.arp_tpa is not None:
             target = self.topo.port_by_ip(asker.network, frame.arp_tpa)
             if target is None or target.name == asker.name:
@@ -314,6 +336,20 @@ class Controller:
                 self.stats["nd_answered"] += 1
                 data = neighbor_advert(target.mac, str(frame.nd_target), frame.eth_src, str(frame.src_ip),
                                        solicited=True)
+        elif frame.icmpv6_type == ND_RS:
+            net = self.topo.networks[asker.network]
+            return self._host_config(dpid, in_port, asker, router_advert_for(self.topo, net, asker), "ra_sent")
+        elif frame.eth_type == ETH_TYPE_IPV4:
+            try:
+                request = parse_dhcp(data)
+            except MalformedFrame as exc:
+                self.stats["packet_in_malformed"] += 1
+                LOG.debug("dropped a malformed DHCP message from port %s: %s", asker.name, exc)
+                return {}
+            if request is None:
+                return {}
+            answer = dhcp_answer(self.topo, self.topo.networks[asker.network], asker, request)
+            return self._host_config(dpid, in_port, asker, answer, "dhcp_answered")
         else:
             return {}
         return {dpid: [ofmsg.packet_out(OFPP_CONTROLLER, data, [Output(in_port)])]}
@@ -322,7 +358,7 @@ class Controller:
         """A frame too big for its network once encapsulated (``mtu_oversize``): tell its sender
         the MTU, ICMP "fragmentation needed" (RFC 1191) or "packet too big" (RFC 8201), rate-limited
         per port; or, for IPv4 without DF, forward it in fragments as a router would (RFC 791)."""
-        mtu = self.topo.networks[port.network].mtu or DEFAULT_MTU
+        mtu = self.topo.networks[port.network].announced_mtu
         eth_type = int.from_bytes(data[12:14], "big")
         datagram = data[14:]
         if eth_type == ETH_TYPE_IPV4 and len(datagram) >= 20 and not int.from_bytes(datagram[6:8], "big") & IPV4_DF:
@@ -360,6 +396,27 @@ class Controller:
         if version == 4:
             return ICMP_SOURCE_IPV4, ICMP_SOURCE_MAC
         return str(link_local(ICMP_SOURCE_MAC)), ICMP_SOURCE_MAC
+
+    def _host_config(self, dpid: int, ofport: int, port: Port, answer: bytes | None, counter: str) -> Batches:
+        """Send a DHCP answer or RA out of ``port``'s interface, at most ``hostconfig.ANSWER_RATE``
+        per second per port."""
+        if answer is None:
+            return {}
+        if not self._host_answers.allow(port.name):
+            self.stats["host_config_rate_limited"] += 1
+            return {}
+        self.stats[counter] += 1
+        return {dpid: [ofmsg.packet_out(OFPP_CONTROLLER, answer, [Output(ofport)])]}
+
+    def _port_up(self, port: Port) -> Batches:
+        """An unsolicited Router Advertisement to a port that has just become reachable: its
+        interface appeared on a connected switch, or the port was bound to one that has it."""
+        hv = None if port.hypervisor is None else self.topo.hypervisors.get(port.hypervisor)
+        sw = None if hv is None else self.switches.get(hv.dpid)
+        if hv is None or sw is None or not sw.synced or port.interface not in sw.ofports:
+            return {}
+        ra = router_advert_for(self.topo, self.topo.networks[port.network], port)
+        return self._host_config(hv.dpid, sw.ofports[port.interface], port, ra, "ra_sent")
 
     def _ipv6_owner(self, network: str, ip: ipaddress.IPv6Address) -> Port | None:
         owner = self.topo.port_by_ip(network, ip)

@@ -15,11 +15,13 @@ from dataclasses import dataclass, field, replace
 from functools import wraps
 from typing import Any, Callable, Iterable, Mapping, TypeVar, Union
 
-from .model import DEFAULT_MTU, Hypervisor, Network, Port, link_local
-from .pipeline import (ARP_REPLY, ARP_REQUEST, BROADCAST, ETH_HEADER_LEN, ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6,
-                       FROM_TUNNEL, IP_PROTO_ICMPV6, MULTICAST_BIT, ND_NA, ND_NS, NETWORK_MASK, OFPP_CONTROLLER,
-                       OFPP_IN_PORT, OVERSIZE_BIT, PACKET_IN_BURST, PACKET_IN_RATE, TABLES_BY_NAME, UNKNOWN_PORT_METER,
-                       VNI_MASK, Family, GroupRole, Priority as P, cookie, group_id)
+from .hostconfig import announces_prefixes, dhcp_address
+from .model import Hypervisor, Network, Port, link_local
+from .pipeline import (ARP_REPLY, ARP_REQUEST, BROADCAST, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, ETH_HEADER_LEN,
+                       ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6, FROM_TUNNEL, IP_PROTO_ICMPV6, IP_PROTO_UDP,
+                       MULTICAST_BIT, ND_NA, ND_NS, ND_RA, ND_RS, NETWORK_MASK, OFPP_CONTROLLER, OFPP_IN_PORT,
+                       OVERSIZE_BIT, PACKET_IN_BURST, PACKET_IN_RATE, TABLES_BY_NAME, UNKNOWN_PORT_METER, VNI_MASK,
+                       Family, GroupRole, Priority as P, cookie, group_id)
 from .topology import Topology
 
 LOG = logging.getLogger("ryu_overlay")
@@ -243,6 +245,9 @@ def _partition(flows: dict[int, Flow], groups: tuple[Group, ...] = (), meters: t
 
 
 ICMPV6 = {"eth_type": ETH_TYPE_IPV6, "ip_proto": IP_PROTO_ICMPV6}
+DHCP_REQUEST = {"eth_type": ETH_TYPE_IPV4, "ip_proto": IP_PROTO_UDP, "udp_src": DHCP_CLIENT_PORT,
+                "udp_dst": DHCP_SERVER_PORT}
+DHCP_SERVER_REPLY = {**DHCP_REQUEST, "udp_src": DHCP_SERVER_PORT, "udp_dst": DHCP_CLIENT_PORT}
 
 
 def base_partition(view: SwitchView) -> Partition:
@@ -263,6 +268,10 @@ def base_partition(view: SwitchView) -> Partition:
         *(flow("port_security", P.SPOOFED, m, {"eth_type": t}) for t in (ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6)),
         flow("port_security", P.OTHER_ETHERTYPE, m, {}, goto="arp_nd"),
         flow("port_security", P.FOREIGN_NA, m, {**ICMPV6, "icmpv6_type": ND_NA}),
+        # DHCP and RA from a VM reach no other VM: a rogue server's replies and advertisements,
+        # and the requests of ports the controller does not serve (no trap flow took them).
+        *(flow("port_security", P.HOST_CONFIG_DROP, Family.HOST_CONFIG_DROP, match)
+          for match in (DHCP_SERVER_REPLY, DHCP_REQUEST, {**ICMPV6, "icmpv6_type": ND_RA})),
         flow("arp_nd", P.MISS, m, {}, goto="mtu_check"),
         flow("arp_nd", P.UNSOLICITED_DROP, m, {**ICMPV6, "icmpv6_type": ND_NA, "eth_dst": MULTICAST_BIT}),
         flow("arp_nd", P.UNSOLICITED_DROP, m, {"eth_type": ETH_TYPE_ARP, "arp_op": ARP_REPLY, "eth_dst": BROADCAST}),
@@ -349,6 +358,23 @@ def local_port_flows(port: Port, ofport: int, vni: int) -> Flows:
     return by_cookie(flows)
 
 
+@memoised_on_owner
+def host_config_traps(port: Port, ofport: int, vni: int, dhcp4: bool, ra: bool) -> Flows:
+    """Bring the port's DHCP requests (``dhcp4``) and Router Solicitations (``ra``) to the
+    controller, through the port's meter. The DHCP trap sits in ``port_security``, ahead of the
+    source check, because a DISCOVER comes from 0.0.0.0."""
+    fam = Family.HOST_CONFIG_TRAP
+    up = (Output(OFPP_CONTROLLER),)
+    flows = []
+    if dhcp4:
+        flows.append(flow("port_security", P.HOST_CONFIG_TRAP, fam, {"in_port": ofport, **DHCP_REQUEST}, vni,
+                          actions=up, meter=ofport))
+    if ra:
+        flows.append(flow("arp_nd", P.ANSWER, fam, {"in_port": ofport, **ICMPV6, "icmpv6_type": ND_RS}, vni,
+                          actions=up, meter=ofport))
+    return by_cookie(flows)
+
+
 def own_ipv6(port: Port) -> list[str]:
     """The IPv6 addresses a port may use: its declared ones and its EUI-64 link-local address."""
     return sorted({str(ip) for ip in (*port.ipv6(), link_local(port.mac))})
@@ -410,7 +436,7 @@ def mtu_frame_len(net: Network) -> int:
     ``check_pkt_larger`` counts the whole frame as the datapath holds it (Ethernet header and any
     VLAN tag, no FCS); the VXLAN tunnel carries exactly that frame.
     """
-    return (net.mtu or DEFAULT_MTU) + ETH_HEADER_LEN
+    return net.announced_mtu + ETH_HEADER_LEN
 
 
 @dataclass(frozen=True)
@@ -477,8 +503,10 @@ def network_partition(topo: Topology, view: SwitchView, net: Network) -> Partiti
         discard(flows, clashes, f)
     local = sorted(((p, view.ofports[p.interface]) for p in mine
                     if p.interface is not None and p.interface in view.ofports), key=lambda x: x[1])
+    ra = announces_prefixes(net)
     for port, ofport in local:
         gather(flows, clashes, local_port_flows(port, ofport, vni))
+        gather(flows, clashes, host_config_traps(port, ofport, vni, dhcp_address(net, port) is not None, ra))
     buckets = [(Output(ofport),) for _, ofport in local] + [b for name, b in common.peers if name != me]
     groups = (Group(group_id(GroupRole.FLOOD, vni), tuple(buckets)),
               Group(group_id(GroupRole.FLOOD_LOCAL, vni), tuple((Output(o),) for _, o in local)))

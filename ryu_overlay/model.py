@@ -18,10 +18,16 @@ LocationSource = Literal["declared", "learned"]
 
 VNI_MIN, VNI_MAX = 1, (1 << 24) - 1
 MTU_MIN, MTU_MAX = 1280, 9000  # 1280: every network may carry IPv6 (RFC 8200)
-DEFAULT_MTU = 1450  # a network without an mtu: 1500 less VXLAN's 50 bytes over an IPv4 underlay
 MAX_NAME = 64
 MOBILITY_SEQ_MAX = (1 << 32) - 1  # a 4-octet field in EVPN's MAC Mobility extended community
 UNKNOWN_ARP_MODES = ("replicate", "drop")
+# What DHCP option 26 and the RA MTU option announce for a network with no ``mtu``: a 1500-byte
+# underlay less VXLAN over IPv4's 50 bytes (outer IPv4 20, UDP 8, VXLAN 8, inner Ethernet 14),
+# so that a full-size frame still fits once encapsulated. An underlay with jumbo frames, or
+# IPv6 tunnels (70 bytes), is stated per network with ``mtu``.
+UNDERLAY_MTU = 1500
+VXLAN_IPV4_OVERHEAD = 50
+DEFAULT_MTU = UNDERLAY_MTU - VXLAN_IPV4_OVERHEAD
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
@@ -75,6 +81,12 @@ class Network:
     subnets: tuple[IPNetwork, ...] = ()
     mtu: int | None = None
     unknown_arp: str = "replicate"
+    dhcp: bool = True
+
+    @property
+    def announced_mtu(self) -> int:
+        """The MTU DHCP and Router Advertisements give the network's hosts."""
+        return DEFAULT_MTU if self.mtu is None else self.mtu
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -84,6 +96,7 @@ class Network:
             "subnets": [str(s) for s in self.subnets],
             "mtu": self.mtu,
             "unknown_arp": self.unknown_arp,
+            "dhcp": self.dhcp,
         }
 
 
@@ -272,7 +285,7 @@ def _int(value: Any, what: str, lo: int, hi: int) -> int:
 
 
 def parse_network(name: str, body: Any) -> Network:
-    body = _body(body, {"vni", "tenant", "subnets", "mtu", "unknown_arp"}, {"vni", "tenant"})
+    body = _body(body, {"vni", "tenant", "subnets", "mtu", "unknown_arp", "dhcp"}, {"vni", "tenant"})
     subnets_raw = body.get("subnets", [])
     if not isinstance(subnets_raw, list):
         raise BadRequest("subnets must be a list of CIDR strings")
@@ -295,6 +308,9 @@ def parse_network(name: str, body: Any) -> Network:
     unknown_arp = body.get("unknown_arp", "replicate")
     if unknown_arp not in UNKNOWN_ARP_MODES:
         raise BadRequest(f"unknown_arp must be one of {', '.join(UNKNOWN_ARP_MODES)}")
+    dhcp = body.get("dhcp", True)
+    if not isinstance(dhcp, bool):
+        raise BadRequest("dhcp must be true or false")
     return Network(
         name=parse_name(name),
         vni=_int(body["vni"], "vni", VNI_MIN, VNI_MAX),
@@ -302,6 +318,7 @@ def parse_network(name: str, body: Any) -> Network:
         subnets=tuple(subnets),
         mtu=mtu,
         unknown_arp=unknown_arp,
+        dhcp=dhcp,
     )
 
 
@@ -346,7 +363,7 @@ def hypervisor_from_record(rec: Mapping[str, Any]) -> Hypervisor:
 def network_from_record(rec: Mapping[str, Any]) -> Network:
     return Network(rec["name"], rec["vni"], rec["tenant"],
                    tuple(ipaddress.ip_network(s) for s in rec["subnets"]), rec["mtu"],
-                   rec.get("unknown_arp", "replicate"))
+                   rec.get("unknown_arp", "replicate"), rec.get("dhcp", True))
 
 
 def port_from_record(rec: Mapping[str, Any]) -> Port:

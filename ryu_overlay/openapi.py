@@ -35,10 +35,11 @@ def _answer(description: str, schema: dict[str, Any] | None = None) -> dict[str,
 
 ERROR = _answer("refused; nothing was changed", _ref("Error"))
 INTERNAL = _answer("internal error of the controller or its store", _ref("Error"))
+UNAVAILABLE = _answer("the store failed to make a change durable; the change was undone", _ref("Error"))
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    return {**{str(code): ERROR for code in (*codes, 401, 405)}, "500": INTERNAL}
+    return {**{str(code): ERROR for code in (*codes, 401, 405)}, "500": INTERNAL, "503": UNAVAILABLE}
 
 
 def _collection_paths(kind: str, item: str, put_codes: tuple[int, ...], delete_codes: tuple[int, ...],
@@ -103,17 +104,22 @@ def openapi_document() -> dict[str, Any]:
                 "tenant": NAME,
                 "subnets": {"type": "array", "items": {"type": "string", "example": "10.1.0.0/24"}},
                 "mtu": {"type": "integer", "minimum": MTU_MIN, "maximum": MTU_MAX, "nullable": True,
-                        "description": f"the largest IP packet a VM may send; larger ones get ICMP errors or are "
-                                       f"fragmented (null: {DEFAULT_MTU})"},
+                        "description": f"the largest IP packet a VM may send (larger ones get ICMP errors or are "
+                                       f"fragmented), and what DHCP option 26 and the RA MTU option announce; "
+                                       f"null: {DEFAULT_MTU}"},
                 "unknown_arp": {"type": "string", "enum": list(UNKNOWN_ARP_MODES), "default": "replicate",
                                 "description": "what happens to an ARP request for an address no port owns"},
+                "dhcp": {"type": "boolean", "default": True,
+                         "description": "the controller answers DHCPv4 for the ports' IPv4 addresses and Router "
+                                        "Solicitations for the IPv6 prefixes, and sends RAs on port up"},
             }},
         "Network": {
-            "type": "object", "required": ["name", "vni", "tenant", "subnets", "mtu", "unknown_arp"],
+            "type": "object", "required": ["name", "vni", "tenant", "subnets", "mtu", "unknown_arp", "dhcp"],
             "properties": {"name": NAME, "vni": {"type": "integer"}, "tenant": NAME,
                            "subnets": {"type": "array", "items": {"type": "string"}},
                            "mtu": {"type": "integer", "nullable": True},
-                           "unknown_arp": {"type": "string", "enum": list(UNKNOWN_ARP_MODES)}}},
+                           "unknown_arp": {"type": "string", "enum": list(UNKNOWN_ARP_MODES)},
+                           "dhcp": {"type": "boolean"}}},
         "PortInput": {
             "type": "object", "required": ["network", "mac"], "additionalProperties": False,
             "properties": {

@@ -1,18 +1,21 @@
-"""Pure packet parsing and building for the controller's ARP and ND proxy.
+"""Pure packet parsing and building for the controller's ARP and ND proxy, DHCP and RA.
 
 ``parse_frame`` reduces a frame from a packet-in to the few facts the mapping needs;
 ``arp_reply`` and ``neighbor_advert`` build answers as bytes (ICMPv6 checksum included).
+``parse_dhcp``, ``dhcp_reply`` and ``router_advert`` are the DHCPv4 server's and the Router
+Advertisement's wire formats (struct-based, checksums included).
 """
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import struct
 from dataclasses import dataclass
 
 from .compat import framework_module
-from .model import IPAddress
-from .pipeline import ARP_REPLY, ARP_REQUEST, ETH_TYPE_RARP, ND_NA, ND_NS  # noqa: F401 (re-exported)
+from .model import IPAddress, link_local
+from .pipeline import ARP_REPLY, ARP_REQUEST, ETH_TYPE_RARP, ND_NA, ND_NS, ND_RA, ND_RS  # noqa: F401 (re-exported)
 
 _pkt = framework_module("lib.packet.packet")
 _eth = framework_module("lib.packet.ethernet")
@@ -24,6 +27,7 @@ _ether = framework_module("lib.packet.ether_types")
 
 ALL_NODES_MAC = "33:33:00:00:00:01"
 ALL_NODES = "ff02::1"
+BROADCAST_MAC = "ff:ff:ff:ff:ff:ff"
 
 
 class MalformedFrame(ValueError):
@@ -184,6 +188,186 @@ def icmp6_error(src_mac: str, dst_mac: str, src_ip: str, datagram: bytes, icmp_t
     pseudo = src + dst + struct.pack("!IxxxB", len(icmp), 58)
     icmp = icmp[:2] + struct.pack("!H", _checksum(pseudo + icmp)) + icmp[4:]
     header = struct.pack("!IHBB16s16s", 0x60000000, len(icmp), 58, hop_limit, src, dst)
+    return _mac_bytes(dst_mac) + _mac_bytes(src_mac) + b"\x86\xdd" + header + icmp
+
+
+# --- DHCPv4 (RFC 2131, options RFC 2132) ------------------------------------------------------
+
+DHCP_MAGIC = b"\x63\x82\x53\x63"
+DHCP_BROADCAST_FLAG = 0x8000
+BOOTREQUEST, BOOTREPLY = 1, 2
+BOOTP_MIN = 300  # clients derived from BOOTP expect at least this many bytes of message (RFC 1542 2.1)
+# op, htype, hlen, hops, xid, secs, flags, ciaddr, yiaddr, siaddr, giaddr, chaddr, sname, file
+_BOOTP = struct.Struct("!BBBBIHH4s4s4s4s16s64s128s")
+_UDP = struct.Struct("!HHHH")
+
+
+class DhcpType(enum.IntEnum):
+    """Option 53, the DHCP message type."""
+
+    DISCOVER = 1
+    OFFER = 2
+    REQUEST = 3
+    DECLINE = 4
+    ACK = 5
+    NAK = 6
+    RELEASE = 7
+    INFORM = 8
+
+
+class DhcpOption(enum.IntEnum):
+    SUBNET_MASK = 1
+    ROUTER = 3
+    INTERFACE_MTU = 26
+    REQUESTED_ADDRESS = 50
+    LEASE_TIME = 51
+    MESSAGE_TYPE = 53
+    SERVER_ID = 54
+    END = 255
+
+
+@dataclass(frozen=True)
+class DhcpRequest:
+    """What the server needs from a client's message."""
+
+    msg_type: int
+    xid: int
+    flags: int
+    chaddr: str
+    ciaddr: ipaddress.IPv4Address
+    requested: ipaddress.IPv4Address | None = None
+    server_id: ipaddress.IPv4Address | None = None
+
+
+def parse_dhcp(data: bytes) -> DhcpRequest | None:
+    """The DHCP message of a frame that is an untagged IPv4 UDP datagram from port 68 to port 67, or
+    None for any other frame. Raises ``MalformedFrame`` for such a datagram that is not a DHCP request."""
+    if len(data) < 34 or data[12:14] != b"\x08\x00" or data[23] != 17:
+        return None
+    udp = 14 + (data[14] & 0x0F) * 4
+    if len(data) < udp + 8:
+        return None
+    sport, dport, _, _ = _UDP.unpack_from(data, udp)
+    if (sport, dport) != (68, 67):
+        return None
+    bootp = udp + 8
+    if len(data) < bootp + _BOOTP.size + 4 or data[bootp + _BOOTP.size:bootp + _BOOTP.size + 4] != DHCP_MAGIC:
+        raise MalformedFrame("UDP 68 -> 67 without a DHCP message")
+    op, htype, hlen, _, xid, _, flags, ciaddr, _, _, _, chaddr, _, _ = _BOOTP.unpack_from(data, bootp)
+    if (op, htype, hlen) != (BOOTREQUEST, 1, 6):
+        raise MalformedFrame("DHCP message is not an Ethernet BOOTREQUEST")
+    options = _dhcp_options(data[bootp + _BOOTP.size + 4:])
+    kind = options.get(DhcpOption.MESSAGE_TYPE)
+    if kind is None or len(kind) != 1:
+        raise MalformedFrame("DHCP message without a message type")
+
+    def address(code: int) -> ipaddress.IPv4Address | None:
+        raw = options.get(code)
+        return None if raw is None or len(raw) != 4 else ipaddress.IPv4Address(raw)
+
+    return DhcpRequest(kind[0], xid, flags, _mac(chaddr[:6]), ipaddress.IPv4Address(ciaddr),
+                       address(DhcpOption.REQUESTED_ADDRESS), address(DhcpOption.SERVER_ID))
+
+
+def _dhcp_options(raw: bytes) -> dict[int, bytes]:
+    options: dict[int, bytes] = {}
+    i = 0
+    while i < len(raw):
+        code = raw[i]
+        if code == DhcpOption.END:
+            break
+        if code == 0:  # pad
+            i += 1
+            continue
+        if i + 2 > len(raw) or i + 2 + raw[i + 1] > len(raw):
+            raise MalformedFrame("truncated DHCP option")
+        options[code] = raw[i + 2:i + 2 + raw[i + 1]]
+        i += 2 + raw[i + 1]
+    return options
+
+
+def dhcp_reply(request: DhcpRequest, msg_type: DhcpType, server_mac: str, server_ip: ipaddress.IPv4Address,
+               address: ipaddress.IPv4Interface | None = None, router: ipaddress.IPv4Address | None = None,
+               mtu: int | None = None, lease: int | None = None) -> bytes:
+    """A server's answer to ``request``: an OFFER or ACK giving ``address`` (with its mask), the
+    lease time, the MTU (option 26) and the router (option 3, when there is one); or a NAK.
+
+    Addressed as RFC 2131 section 4.1 says for a client on the server's own link: a NAK, or an
+    answer to a client that set the broadcast flag, to 255.255.255.255; a renewal to the
+    client's current address; otherwise to the address offered, at the client's MAC.
+    """
+    options = bytearray([DhcpOption.MESSAGE_TYPE, 1, msg_type, DhcpOption.SERVER_ID, 4]) + server_ip.packed
+    yiaddr = ipaddress.IPv4Address(0)
+    if address is not None:
+        yiaddr = address.ip
+        if lease is not None:
+            options += struct.pack("!BBI", DhcpOption.LEASE_TIME, 4, lease)
+        options += bytes([DhcpOption.SUBNET_MASK, 4]) + address.netmask.packed
+        if router is not None:
+            options += bytes([DhcpOption.ROUTER, 4]) + router.packed
+        if mtu is not None:
+            options += struct.pack("!BBH", DhcpOption.INTERFACE_MTU, 2, mtu)
+    options.append(DhcpOption.END)
+    options += bytes(max(0, BOOTP_MIN - _BOOTP.size - 4 - len(options)))
+    chaddr = _mac_bytes(request.chaddr) + bytes(10)
+    bootp = _BOOTP.pack(BOOTREPLY, 1, 6, 0, request.xid, 0, request.flags & DHCP_BROADCAST_FLAG,
+                        (request.ciaddr if msg_type == DhcpType.ACK else ipaddress.IPv4Address(0)).packed,
+                        yiaddr.packed, bytes(4), bytes(4), chaddr, bytes(64), bytes(128)) + DHCP_MAGIC + options
+    if msg_type == DhcpType.NAK or request.flags & DHCP_BROADCAST_FLAG:
+        dst_ip, dst_mac = ipaddress.IPv4Address("255.255.255.255"), BROADCAST_MAC
+    else:
+        dst_ip, dst_mac = (request.ciaddr if int(request.ciaddr) else yiaddr), request.chaddr
+    return _udp4_frame(server_mac, dst_mac, server_ip, dst_ip, 67, 68, bootp)
+
+
+def _udp4_frame(src_mac: str, dst_mac: str, src_ip: ipaddress.IPv4Address, dst_ip: ipaddress.IPv4Address,
+                sport: int, dport: int, payload: bytes) -> bytes:
+    length = 8 + len(payload)
+    pseudo = src_ip.packed + dst_ip.packed + struct.pack("!xBH", 17, length)
+    udp = _UDP.pack(sport, dport, length, 0) + payload
+    udp = udp[:6] + struct.pack("!H", _checksum(pseudo + udp) or 0xFFFF) + udp[8:]
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + length, 0, 0, 64, 17, 0, src_ip.packed, dst_ip.packed)
+    header = header[:10] + struct.pack("!H", _checksum(header)) + header[12:]
+    return _mac_bytes(dst_mac) + _mac_bytes(src_mac) + b"\x08\x00" + header + udp
+
+
+# --- Router Advertisements (RFC 4861 section 4.2) ---------------------------------------------
+
+ND_OPT_SOURCE_LL = 1
+ND_OPT_PREFIX_INFO = 3
+ND_OPT_MTU = 5
+PREFIX_ON_LINK = 0x80
+PREFIX_AUTONOMOUS = 0x40
+RA_CUR_HOP_LIMIT = 64  # what hosts should put in their packets' hop limit
+
+
+@dataclass(frozen=True)
+class PrefixInfo:
+    """One Prefix Information option: ``autonomous`` lets hosts form an address in it (SLAAC)."""
+
+    prefix: ipaddress.IPv6Network
+    autonomous: bool
+    valid_lifetime: int
+    preferred_lifetime: int
+
+
+def router_advert(src_mac: str, dst_mac: str, dst_ip: str, router_lifetime: int, mtu: int,
+                  prefixes: tuple[PrefixInfo, ...]) -> bytes:
+    """A Router Advertisement from ``src_mac`` and the link-local address derived from it: the
+    source link-layer address, MTU and on-link prefix options. ``router_lifetime`` 0 says the
+    sender is not a default router (RFC 4861 section 4.2)."""
+    src_ip = link_local(src_mac)
+    options = struct.pack("!BB6s", ND_OPT_SOURCE_LL, 1, _mac_bytes(src_mac))
+    options += struct.pack("!BBHI", ND_OPT_MTU, 1, 0, mtu)
+    for p in prefixes:
+        flags = PREFIX_ON_LINK | (PREFIX_AUTONOMOUS if p.autonomous else 0)
+        options += struct.pack("!BBBBIII16s", ND_OPT_PREFIX_INFO, 4, p.prefix.prefixlen, flags, p.valid_lifetime,
+                               p.preferred_lifetime, 0, p.prefix.network_address.packed)
+    icmp = struct.pack("!BBHBBHII", ND_RA, 0, 0, RA_CUR_HOP_LIMIT, 0, router_lifetime, 0, 0) + options
+    dst = ipaddress.IPv6Address(dst_ip).packed
+    pseudo = src_ip.packed + dst + struct.pack("!IxxxB", len(icmp), 58)
+    icmp = icmp[:2] + struct.pack("!H", _checksum(pseudo + icmp)) + icmp[4:]
+    header = struct.pack("!IHBB16s16s", 0x60000000, len(icmp), 58, 255, src_ip.packed, dst)
     return _mac_bytes(dst_mac) + _mac_bytes(src_mac) + b"\x86\xdd" + header + icmp
 
 

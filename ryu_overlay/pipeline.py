@@ -47,6 +47,11 @@ ARP_REQUEST: int = _arp.ARP_REQUEST
 ARP_REPLY: int = _arp.ARP_REPLY
 ND_NS: int = _icmpv6.ND_NEIGHBOR_SOLICIT
 ND_NA: int = _icmpv6.ND_NEIGHBOR_ADVERT
+ND_RS: int = _icmpv6.ND_ROUTER_SOLICIT
+ND_RA: int = _icmpv6.ND_ROUTER_ADVERT
+IP_PROTO_UDP: int = _in_proto.IPPROTO_UDP
+DHCP_SERVER_PORT = 67
+DHCP_CLIENT_PORT = 68
 OFPP_IN_PORT: int = _ofp.OFPP_IN_PORT
 OFPP_TABLE: int = _ofp.OFPP_TABLE
 OFPP_CONTROLLER: int = _ofp.OFPP_CONTROLLER
@@ -67,13 +72,15 @@ class Priority:
     TUNNEL_DROP = 2  # other tunnel traffic
     LEARN_PORT = 1  # other frames of a known VM interface: to the controller, metered
     # port_security
+    HOST_CONFIG_TRAP = 30  # a port's DHCP requests (UDP 68 -> 67, any source address): to the controller
+    HOST_CONFIG_DROP = 25  # DHCP server replies, Router Advertisements, DHCP requests no trap took
     OWN_NA = 20  # a Neighbor Advertisement for one of the port's own addresses
     FOREIGN_NA = 15  # any other Neighbor Advertisement
     OWN_ADDRESS = 10  # ARP, IPv4, IPv6 from one of the port's own addresses
     SPOOFED = 5  # ARP, IPv4, IPv6 from any other address
     OTHER_ETHERTYPE = 1  # e.g. RARP: on to arp_nd
     # arp_nd
-    ANSWER = 100  # in-switch ARP responder; ND solicitations to the controller
+    ANSWER = 100  # in-switch ARP responder; ND and router solicitations to the controller
     UNSOLICITED_DROP = 40  # gratuitous ARP replies, unsolicited NAs
     UNKNOWN_ARP_DROP = 10  # ARP requests no responder took, in networks that drop them
     # mtu_check
@@ -110,12 +117,14 @@ TABLES: tuple[Table, ...] = (
     _table("port_security",
            "Let a VM send ARP, IPv4 and IPv6 only from the addresses its port owns (plus its "
            "EUI-64 link-local address and the unspecified address for DAD), and advertise only "
-           "its own addresses in ARP and Neighbor Advertisements.",
-           "in_port eth_type arp_spa arp_sha ipv4_src ipv6_src ip_proto icmpv6_type ipv6_nd_target",
+           "its own addresses in ARP and Neighbor Advertisements. DHCP requests go to the "
+           "controller from here (before the source check: a DISCOVER comes from 0.0.0.0); DHCP "
+           "server replies and Router Advertisements from VMs stop here.",
+           "in_port eth_type arp_spa arp_sha ipv4_src ipv6_src ip_proto udp_src udp_dst icmpv6_type ipv6_nd_target",
            "arp_nd"),
     _table("arp_nd",
            "Answer ARP requests for addresses the mapping knows inside the switch, and send "
-           "Neighbor Solicitations for known addresses to the controller, before either could be "
+           "Neighbor and Router Solicitations to the controller, before either could be "
            "flooded. Gratuitous ARP replies, unsolicited NAs and solicitations for unknown IPv6 "
            "addresses stop here.",
            "in_port metadata eth_type eth_dst arp_op arp_tpa ip_proto icmpv6_type ipv6_nd_target", "mtu_check"),
@@ -158,8 +167,10 @@ class Family(enum.IntEnum):
     LEARN = 9
     ND_PROXY = 10
     UNKNOWN_ARP_DROP = 11  # not ARP_RESPONDER: the app counts that family's hits as answers
-    MTU_CHECK = 12
-    OVERSIZE = 13
+    HOST_CONFIG_TRAP = 12  # a port's DHCP requests and Router Solicitations, to the controller
+    HOST_CONFIG_DROP = 13  # DHCP and RA from VMs that must reach no other VM
+    MTU_CHECK = 14
+    OVERSIZE = 15
 
 
 class GroupRole(enum.IntEnum):

@@ -1,9 +1,12 @@
 """The placement REST API: a thin webob WSGI app over ``Controller``.
 
-Each handler decodes JSON, calls one controller method, hands the resulting OpenFlow
-batches to ``emit`` and encodes the answer. Domain errors become ``{"error": ...}`` with
-their HTTP status; nothing is changed by a refused request because the controller validates
-before it writes.
+Each handler reads and decodes the body, then, through ``run``, calls one controller method,
+hands the resulting OpenFlow batches to ``emit`` and builds the answer. In the Ryu app ``run``
+is ``worker.StatePath.call``: the step runs on the app's event loop and the answer is given
+once what it wrote is durable; by default it runs the step directly (tests). Domain errors
+become ``{"error": ...}`` with their HTTP status; nothing is changed by a refused request
+because the controller validates before it writes. A write the store failed to make durable
+answers 503 and is undone.
 
     curl -X PUT localhost:8080/v1/networks/blue -d '{"vni": 5001, "tenant": "acme"}'
 """
@@ -14,16 +17,18 @@ import hmac
 import json
 import logging
 import re
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from webob import Request, Response
 
 from .controller import Batches, Controller
 from .model import OverlayError
 from .openapi import openapi_document
+from .store import StoreUnavailable
 
 MAX_BODY = 1 << 20
 LOG = logging.getLogger("ryu_overlay.rest")
+T = TypeVar("T")
 
 _ROUTES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^/v1/(hypervisors|networks|ports)$"), "collection"),
@@ -46,10 +51,11 @@ def _json(status: int, body: Any) -> Response:
 
 class RestApp:
     def __init__(self, controller: Controller, emit: Callable[[Batches], None],
-                 token: str | None = None) -> None:
+                 token: str | None = None, run: Callable[[Callable[[], Any]], Any] | None = None) -> None:
         self.controller = controller
         self.emit = emit
         self.token = token
+        self.run = run or _direct
 
     def __call__(self, environ: dict, start_response: Callable) -> Any:
         return self.handle(Request(environ))(environ, start_response)
@@ -60,6 +66,8 @@ class RestApp:
             return self._route(req)
         except OverlayError as exc:
             return _json(exc.status, {"error": str(exc)})
+        except StoreUnavailable as exc:
+            return _json(503, {"error": str(exc)})
         except HTTPError as exc:
             resp = _json(exc.status, {"error": str(exc)})
             resp.headers.update(exc.headers)
@@ -85,6 +93,9 @@ class RestApp:
 
     def _collection(self, req: Request, kind: str) -> Response:
         _allow(req, "GET")
+        return self.run(lambda: self._list(kind))
+
+    def _list(self, kind: str) -> Response:
         c = self.controller
         if kind == "hypervisors":
             items = [c.hypervisor_json(h) for h in c.topo.hypervisors.values()]
@@ -96,18 +107,22 @@ class RestApp:
 
     def _item(self, req: Request, kind: str, name: str) -> Response:
         _allow(req, "GET", "PUT", "DELETE")
+        body = _body(req) if req.method == "PUT" else None
+        return self.run(lambda: self._item_step(req.method, kind, name, body))
+
+    def _item_step(self, method: str, kind: str, name: str, body: Any) -> Response:
         c = self.controller
-        if req.method == "GET":
+        if method == "GET":
             if kind == "hypervisors":
                 return _json(200, c.hypervisor_json(c.topo.get_hypervisor(name)))
             obj = c.topo.get_network(name) if kind == "networks" else c.topo.get_port(name)
             return _json(200, obj.to_json())
-        if req.method == "DELETE":
+        if method == "DELETE":
             delete = {"hypervisors": c.delete_hypervisor, "networks": c.delete_network, "ports": c.delete_port}[kind]
             self.emit(delete(name))
             return Response(status=204)
         put = {"hypervisors": c.put_hypervisor, "networks": c.put_network, "ports": c.put_port}[kind]
-        created, obj, batches = put(name, _body(req))
+        created, obj, batches = put(name, body)
         self.emit(batches)
         out = c.hypervisor_json(obj) if kind == "hypervisors" else obj.to_json()
         return _json(201 if created else 200, out)
@@ -115,10 +130,14 @@ class RestApp:
     def _info(self, req: Request, what: str) -> Response:
         _allow(req, "GET")
         if what == "topology":
-            return _json(200, self.controller.topo.node_link())
+            return self.run(lambda: _json(200, self.controller.topo.node_link()))
         if what == "stats":
-            return _json(200, self.controller.stats_json())
+            return self.run(lambda: _json(200, self.controller.stats_json()))
         return _json(200, openapi_document())
+
+
+def _direct(step: Callable[[], T]) -> T:
+    return step()
 
 
 def _path(req: Request) -> str:

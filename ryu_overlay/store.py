@@ -33,6 +33,10 @@ class Delete:
 Change = Union[Put, Delete]
 
 
+class StoreUnavailable(Exception):
+    """The store could not make a change durable, so the change was undone (HTTP 503)."""
+
+
 class Store(Protocol):
     def load(self) -> tuple[list[Hypervisor], list[Network], list[Port]]: ...
 

@@ -22,7 +22,8 @@ from typing import Any, Iterable, Mapping
 
 from .compat import ofproto as ofp, parser
 from .ofmsg import NXActionCheckPktLarger
-from .pipeline import ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6, IP_PROTO_ICMPV6, ND_NA, ND_NS, TABLE_NAMES
+from .pipeline import (ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6, IP_PROTO_ICMPV6, IP_PROTO_UDP, ND_NA, ND_NS,
+                       TABLE_NAMES)
 
 Packet = dict[str, Any]
 
@@ -39,6 +40,7 @@ PREREQUISITES: dict[str, Mapping[str, tuple[int, ...]]] = {
     "ip_proto": {"eth_type": (ETH_IPV4, ETH_IPV6)},
     "icmpv6_type": {"eth_type": (ETH_IPV6,), "ip_proto": (IP_PROTO_ICMPV6,)},
     "ipv6_nd_target": {"eth_type": (ETH_IPV6,), "ip_proto": (IP_PROTO_ICMPV6,), "icmpv6_type": (ND_NS, ND_NA)},
+    **{f: {"eth_type": (ETH_IPV4, ETH_IPV6), "ip_proto": (IP_PROTO_UDP,)} for f in ("udp_src", "udp_dst")},
 }
 MAX_HOPS = 8
 SMALL_FRAME = 64
@@ -488,7 +490,7 @@ SHORTHANDS: dict[str, dict[str, int]] = {
     "udp": {"eth_type": ETH_IPV4, "ip_proto": 17},
 }
 KNOWN_FIELDS = MAC_FIELDS | IPV4_FIELDS | IPV6_FIELDS | PIPELINE_FIELDS | {
-    "in_port", "eth_type", "vlan_vid", "arp_op", "ip_proto", "icmpv6_type", "icmpv6_code", "tcp_dst", "udp_dst",
+    "in_port", "eth_type", "vlan_vid", "arp_op", "ip_proto", "icmpv6_type", "icmpv6_code", "tcp_dst", "udp_src", "udp_dst",
     "frame_len"}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6NDOptDstLLAddr, IPv6
+from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6ND_RA, ICMPv6NDOptDstLLAddr, IPv6
 from scapy.layers.l2 import ARP, Ether
 
 from ryu_overlay.compat import ofproto as ofp, parser
@@ -138,7 +138,8 @@ def test_port_without_location_is_learned_from_its_first_garp():
     port = c.topo.ports["m1"]
     assert (port.hypervisor, port.interface, port.location_source) == ("hv4", "tapM1", "learned")
     assert set(batches) == {1, 2, 3, 4}  # the new host and every hypervisor of blue
-    assert packet_outs(batches, 4) == []  # a GARP is consumed, not answered nor re-injected
+    # A GARP is consumed, not answered nor re-injected; the port, now up, gets a Router Advertisement.
+    assert [Ether(m.data)[ICMPv6ND_RA].type for m in packet_outs(batches, 4)] == [134]
     assert c.stats["learned"] == 1
 
 

@@ -297,13 +297,21 @@ def test_tunnel_port_defaults_and_is_checked():
 
 def test_objects_round_trip_through_their_records():
     hv = Hypervisor("hv", (1 << 64) - 1, ipaddress.IPv4Address("198.18.0.1"), "vx1")
-    net = Network("n", 7, "t", (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/64")), 1500, "drop")
+    net = Network("n", 7, "t", (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/64")), 1500, "drop",
+                  False)
     p = Port("p", "n", "02:00:00:00:00:01", (ipaddress.ip_address("10.0.0.1"), ipaddress.ip_address("fd00::1")),
              "hv", "tap", "learned", 3, True, (Move(1.5, "hv2", "tap2"), Move(2.25, "hv3", "tap")),
              Duplicate("hv2", "tap2", 3.5))
     assert hypervisor_from_record(hv.to_json()) == hv
     assert network_from_record(net.to_json()) == net
     assert port_from_record(p.to_json()) == p
+
+
+def test_a_network_record_from_before_dhcp_loads_with_dhcp_on_and_the_default_mtu_is_announced():
+    net = Network("n", 7, "t")
+    old = {k: v for k, v in net.to_json().items() if k != "dhcp"}
+    assert network_from_record(old) == net and net.dhcp
+    assert (net.announced_mtu, Network("n", 7, "t", mtu=9000).announced_mtu) == (1450, 9000)
 
 
 def test_a_port_record_from_before_the_mobility_history_loads_without_it():

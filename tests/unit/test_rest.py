@@ -33,8 +33,9 @@ HV1_JSON = {"name": "hv1", "dpid": "0000000000000001", "tunnel_ip": "198.18.0.1"
 HV2_JSON = {"name": "hv2", "dpid": "0000000000000002", "tunnel_ip": "198.18.0.2", "tunnel_port": "vxlan0",
             "connected": False, "in_sync": False, "ofports": None}
 BLUE_JSON = {"name": "blue", "vni": 5001, "tenant": "acme", "subnets": ["10.1.0.0/24", "fd00:1::/64"], "mtu": 1450,
-             "unknown_arp": "replicate"}
-RED_JSON = {"name": "red", "vni": 5002, "tenant": "acme", "subnets": [], "mtu": None, "unknown_arp": "replicate"}
+             "unknown_arp": "replicate", "dhcp": True}
+RED_JSON = {"name": "red", "vni": 5002, "tenant": "acme", "subnets": [], "mtu": None, "unknown_arp": "replicate",
+            "dhcp": True}
 A1_JSON = {"name": "a1", "network": "blue", "mac": "02:aa:00:00:00:01", "ips": ["10.1.0.1", "fd00:1::1"],
            "hypervisor": "hv1", "interface": "tapA1", "location_source": "declared", "mobility_seq": 0,
            "frozen": False, "recent_moves": [], "duplicate": None}
@@ -144,6 +145,14 @@ def test_put_network_201_then_200_and_get(env):
     assert (resp.status_int, resp.json) == (200, {**BLUE_JSON, "vni": 6000, "mtu": None, "unknown_arp": "drop"})
     assert env.api.get("/v1/networks/blue").json == resp.json
     assert env.api.put("/v1/networks/red", RED).json == RED_JSON
+
+
+def test_dhcp_defaults_to_on_and_can_be_switched_off_and_on(env):
+    assert env.api.put("/v1/networks/blue", BLUE).json["dhcp"] is True
+    resp = env.api.put("/v1/networks/blue", {**BLUE, "dhcp": False})
+    assert (resp.status_int, resp.json) == (200, {**BLUE_JSON, "dhcp": False})
+    assert env.api.get("/v1/networks/blue").json["dhcp"] is False
+    assert env.api.put("/v1/networks/blue", BLUE).json["dhcp"] is True  # a PUT states the whole network
 
 
 @pytest.mark.parametrize("vni", [1, VNI_MAX])
@@ -369,6 +378,9 @@ REFUSALS: list[tuple[str, str, R, int, str]] = [
      "mtu must be between 1280 and 9000"),
     ("PUT", "/v1/networks/green", {"vni": 5003, "tenant": "acme", "unknown_arp": "flood"}, 400,
      "unknown_arp must be one of replicate, drop"),
+    ("PUT", "/v1/networks/green", {"vni": 5003, "tenant": "acme", "dhcp": "yes"}, 400, "dhcp must be true or false"),
+    ("PUT", "/v1/networks/green", {"vni": 5003, "tenant": "acme", "dhcp": 1}, 400, "dhcp must be true or false"),
+    ("PUT", "/v1/networks/blue", {**BLUE, "dhcp": None}, 400, "dhcp must be true or false"),
     ("PUT", "/v1/hypervisors/hv3", {"dpid": 0, "tunnel_ip": "198.18.0.3"}, 400, "dpid must be between 1 and 2^64-1"),
     ("PUT", "/v1/hypervisors/hv3", {"dpid": 1 << 64, "tunnel_ip": "198.18.0.3"}, 400,
      "dpid must be between 1 and 2^64-1"),
