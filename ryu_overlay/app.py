@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import gc
 import os
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, TypeVar
 
 import eventlet
 import eventlet.wsgi
@@ -34,7 +35,13 @@ cfg = framework_module("cfg")
 
 COUNTER_POLL = 5.0  # seconds between reads of the in-switch ARP responders' counters
 MAIN, CONFIG, DEAD = handler.MAIN_DISPATCHER, handler.CONFIG_DISPATCHER, handler.DEAD_DISPATCHER
-set_ev_cls = handler.set_ev_cls
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def set_ev_cls(ev_cls: Any, dispatchers: Any = None) -> Callable[[F], F]:
+    """Ryu's ``set_ev_cls``, typed: it registers a handler and returns it unchanged."""
+    register: Callable[[F], F] = handler.set_ev_cls(ev_cls, dispatchers)
+    return register
 
 CLI_OPTS = [
     cfg.StrOpt("rest-host", default="127.0.0.1", help="address the REST API listens on (default 127.0.0.1)"),
@@ -64,7 +71,7 @@ class Call(event.EventBase):  # type: ignore[misc,name-defined]
 
 
 class OverlayApp(app_base()):  # type: ignore[misc]
-    OFP_VERSIONS = [ofp.OFP_VERSION]
+    OFP_VERSIONS: ClassVar[list[int]] = [ofp.OFP_VERSION]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -318,7 +318,14 @@ class Controller:
 
     def _answer(self, dpid: int, in_port: int, asker: Port, frame: Frame, data: bytes) -> Batches:
         """Reply to an ARP request or Neighbor Solicitation for an address of the asker's network,
-        to a Router Solicitation, or to a DHCP request."""
+        to a Router Solicitation, or to a DHCP request.
+
+        The switches answer ARP and most solicitations themselves (``flows.arp_responders``,
+        ``flows.nd_responders``); the solicitations that still come here are DAD probes
+        (defended with an unsolicited NA, which carries an option the probe has no room for)
+        and those without the asker's link-layer address, which the switch cannot turn into an
+        answer.
+        """
         if frame.arp_op == ARP_REQUEST and not frame.gratuitous and frame.arp_tpa is not None:
             target = self.topo.port_by_ip(asker.network, frame.arp_tpa)
             if target is None or target.name == asker.name:

@@ -19,9 +19,9 @@ from .hostconfig import announces_prefixes, dhcp_address
 from .model import Hypervisor, Network, Port, link_local
 from .pipeline import (ARP_REPLY, ARP_REQUEST, BROADCAST, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, ETH_HEADER_LEN,
                        ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6, FROM_TUNNEL, IP_PROTO_ICMPV6, IP_PROTO_UDP,
-                       MULTICAST_BIT, ND_NA, ND_NS, ND_RA, ND_RS, NETWORK_MASK, OFPP_CONTROLLER, OFPP_IN_PORT,
-                       OVERSIZE_BIT, PACKET_IN_BURST, PACKET_IN_RATE, TABLES_BY_NAME, UNKNOWN_PORT_METER, VNI_MASK,
-                       Family, GroupRole, Priority as P, cookie, group_id)
+                       MULTICAST_BIT, ND_NA, ND_NA_SOLICITED_OVERRIDE, ND_NS, ND_OPT_SLL, ND_OPT_TLL, ND_RA, ND_RS,
+                       NETWORK_MASK, OFPP_CONTROLLER, OFPP_IN_PORT, OVERSIZE_BIT, PACKET_IN_BURST, PACKET_IN_RATE,
+                       TABLES_BY_NAME, UNKNOWN_PORT_METER, VNI_MASK, Family, GroupRole, Priority as P, cookie, group_id)
 from .topology import Topology
 
 LOG = logging.getLogger("ryu_overlay")
@@ -60,6 +60,16 @@ class Move:
 
 
 @dataclass(frozen=True)
+class SetNwTtl:
+    """Set the IPv4 TTL or IPv6 hop limit (OpenFlow 1.3 has no OXM field for it)."""
+
+    ttl: int
+
+    def __repr__(self) -> str:
+        return f"SetNwTtl(ttl={self.ttl!r})"
+
+
+@dataclass(frozen=True)
 class ToGroup:
     group_id: int
 
@@ -80,7 +90,7 @@ class CheckPktLarger:
         return f"CheckPktLarger(pkt_len={self.pkt_len!r}, dst={self.dst!r}, offset={self.offset!r})"
 
 
-Action = Union[Output, SetField, Move, ToGroup, CheckPktLarger]
+Action = Union[Output, SetField, Move, SetNwTtl, ToGroup, CheckPktLarger]
 Match = tuple[tuple[str, Any], ...]
 
 
@@ -245,6 +255,7 @@ def _partition(flows: dict[int, Flow], groups: tuple[Group, ...] = (), meters: t
 
 
 ICMPV6 = {"eth_type": ETH_TYPE_IPV6, "ip_proto": IP_PROTO_ICMPV6}
+NS = {**ICMPV6, "icmpv6_type": ND_NS}
 DHCP_REQUEST = {"eth_type": ETH_TYPE_IPV4, "ip_proto": IP_PROTO_UDP, "udp_src": DHCP_CLIENT_PORT,
                 "udp_dst": DHCP_SERVER_PORT}
 DHCP_SERVER_REPLY = {**DHCP_REQUEST, "udp_src": DHCP_SERVER_PORT, "udp_dst": DHCP_CLIENT_PORT}
@@ -275,6 +286,13 @@ def base_partition(view: SwitchView) -> Partition:
         flow("arp_nd", P.MISS, m, {}, goto="mtu_check"),
         flow("arp_nd", P.UNSOLICITED_DROP, m, {**ICMPV6, "icmpv6_type": ND_NA, "eth_dst": MULTICAST_BIT}),
         flow("arp_nd", P.UNSOLICITED_DROP, m, {"eth_type": ETH_TYPE_ARP, "arp_op": ARP_REPLY, "eth_dst": BROADCAST}),
+        # RFC 4861 7.1.1: a solicitation from the unspecified address carries no link-layer address.
+        flow("arp_nd", P.INVALID_NS, m, {**NS, "ipv6_src": "::", "nd_options_type": ND_OPT_SLL}),
+        # A solicitation with the asker's address that no responder took: its target is unknown.
+        flow("arp_nd", P.UNKNOWN_NS_DROP, m, {**NS, "nd_options_type": ND_OPT_SLL, "eth_dst": MULTICAST_BIT}),
+        flow("nd_reply", P.ANSWER, Family.ND_RESPONDER, {**ICMPV6, "icmpv6_type": ND_NA, "nd_options_type": ND_OPT_TLL},
+             actions=(Move("eth_src", "ipv6_nd_tll", 48), Output(OFPP_IN_PORT))),
+        flow("nd_reply", P.MISS, m, {}),
         flow("mtu_check", P.MISS, m, {}, goto="mtu_oversize"),
         flow("mtu_oversize", P.MISS, m, {}, goto="l2_lookup"),
         flow("l2_lookup", P.MULTICAST, m, {"eth_dst": MULTICAST_BIT}, goto="flood"),
@@ -349,7 +367,7 @@ def local_port_flows(port: Port, ofport: int, vni: int) -> Flows:
                           {"in_port": ofport, **ICMPV6, "icmpv6_type": ND_NA, "ipv6_nd_target": ip6}, vni,
                           goto="arp_nd"))
     flows.append(allow({**ICMPV6, "ipv6_src": "::"}))
-    flows.append(flow("arp_nd", P.ANSWER, Family.ND_PROXY,
+    flows.append(flow("arp_nd", P.ND_CONTROLLER, Family.ND_PROXY,
                       {"in_port": ofport, **ICMPV6, "icmpv6_type": ND_NS, "eth_dst": MULTICAST_BIT}, vni,
                       actions=(Output(OFPP_CONTROLLER),), meter=ofport))
     flows.append(flow("mtu_oversize", P.OVERSIZE, Family.OVERSIZE,
@@ -396,6 +414,44 @@ def arp_responders(port: Port, vni: int) -> Flows:
             SetField("arp_spa", str(ip)),
             Output(OFPP_IN_PORT),
         )) for ip in port.ipv4())
+
+
+def nd_responders(mac: str, ipv6_addresses: tuple[str, ...], vni: int) -> Flows:
+    """Answer multicast Neighbor Solicitations for ``ipv6_addresses`` (owned by ``mac``) inside the switch.
+
+    Each flow turns a solicitation that carries the asker's link-layer address into the solicited
+    advertisement, in place: Ethernet and IPv6 addresses swapped towards the asker, the type set
+    to NA with the S and O flags (``nd_reserved``), the source link-layer option retyped as the
+    target link-layer option (``nd_options_type``), hop limit 255. Open vSwitch only lets a flow
+    write ``nd_tll`` when its match is an advertisement, so ``nd_reply`` (one flow in
+    ``base_partition``) fills it in from the new Ethernet source and sends the frame back out of
+    the asking port; OVS recomputes the ICMPv6 checksum. Solicitations without that option
+    (DAD probes, or a sender that left it out) never match here: they go to the controller.
+
+    Pure and not memoised itself: a caller memoises it on the object that owns the addresses
+    (``port_nd_responders`` on a port), so that every hypervisor gets the same flow objects and
+    they are freed with their owner (see ``memoised_on_owner``).
+    """
+    return by_cookie(flow(
+        "arp_nd", P.ANSWER, Family.ND_RESPONDER,
+        {"metadata": (vni, VNI_MASK), **NS, "eth_dst": MULTICAST_BIT, "ipv6_nd_target": ip,
+         "nd_options_type": ND_OPT_SLL}, vni,
+        actions=(
+            Move("eth_src", "eth_dst", 48),
+            SetField("eth_src", mac),
+            Move("ipv6_src", "ipv6_dst", 128),
+            SetField("ipv6_src", ip),
+            SetField("icmpv6_type", ND_NA),
+            SetField("nd_reserved", ND_NA_SOLICITED_OVERRIDE),
+            SetField("nd_options_type", ND_OPT_TLL),
+            SetNwTtl(255),
+        ), goto="nd_reply") for ip in ipv6_addresses)
+
+
+@memoised_on_owner
+def port_nd_responders(port: Port, vni: int) -> Flows:
+    """``nd_responders`` for every IPv6 address of ``port``, its EUI-64 link-local one included."""
+    return nd_responders(port.mac, tuple(own_ipv6(port)), vni)
 
 
 @memoised_on_owner
@@ -472,6 +528,7 @@ def _network_common(topo: Topology, net: Network, tun: int | None) -> NetworkCom
     clashes: Clashes = {}
     for port in members:
         gather(flows, clashes, arp_responders(port, vni))
+        gather(flows, clashes, port_nd_responders(port, vni))
     own: dict[str, list[Flow]] = {}
     peers: list[tuple[str, tuple[Action, ...]]] = []
     if tun is not None:

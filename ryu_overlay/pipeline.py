@@ -47,6 +47,9 @@ ARP_REQUEST: int = _arp.ARP_REQUEST
 ARP_REPLY: int = _arp.ARP_REPLY
 ND_NS: int = _icmpv6.ND_NEIGHBOR_SOLICIT
 ND_NA: int = _icmpv6.ND_NEIGHBOR_ADVERT
+ND_OPT_SLL: int = _icmpv6.ND_OPTION_SLA  # source link-layer address option
+ND_OPT_TLL: int = _icmpv6.ND_OPTION_TLA  # target link-layer address option
+ND_NA_SOLICITED_OVERRIDE = 0x60000000  # an NA's flags word (nd_reserved): R=0, S=1, O=1
 ND_RS: int = _icmpv6.ND_ROUTER_SOLICIT
 ND_RA: int = _icmpv6.ND_ROUTER_ADVERT
 IP_PROTO_UDP: int = _in_proto.IPPROTO_UDP
@@ -80,7 +83,10 @@ class Priority:
     SPOOFED = 5  # ARP, IPv4, IPv6 from any other address
     OTHER_ETHERTYPE = 1  # e.g. RARP: on to arp_nd
     # arp_nd
-    ANSWER = 100  # in-switch ARP responder; ND and router solicitations to the controller
+    INVALID_NS = 110  # a solicitation from the unspecified address with a link-layer address option
+    ANSWER = 100  # in-switch ARP and ND responders (and nd_reply's last touch); RS to the controller
+    UNKNOWN_NS_DROP = 60  # a solicitation with the asker's link-layer address that no responder took
+    ND_CONTROLLER = 50  # other multicast solicitations (DAD probes, no link-layer option): controller
     UNSOLICITED_DROP = 40  # gratuitous ARP replies, unsolicited NAs
     UNKNOWN_ARP_DROP = 10  # ARP requests no responder took, in networks that drop them
     # mtu_check
@@ -123,11 +129,18 @@ TABLES: tuple[Table, ...] = (
            "in_port eth_type arp_spa arp_sha ipv4_src ipv6_src ip_proto udp_src udp_dst icmpv6_type ipv6_nd_target",
            "arp_nd"),
     _table("arp_nd",
-           "Answer ARP requests for addresses the mapping knows inside the switch, and send "
-           "Neighbor and Router Solicitations to the controller, before either could be "
-           "flooded. Gratuitous ARP replies, unsolicited NAs and solicitations for unknown IPv6 "
-           "addresses stop here.",
-           "in_port metadata eth_type eth_dst arp_op arp_tpa ip_proto icmpv6_type ipv6_nd_target", "mtu_check"),
+           "Answer ARP requests and Neighbor Solicitations for addresses the mapping knows inside "
+           "the switch, before either could be flooded; solicitations without the asker's "
+           "link-layer address (DAD probes) and Router Solicitations go to the controller. "
+           "Gratuitous ARP replies, unsolicited NAs and solicitations for unknown IPv6 addresses "
+           "stop here.",
+           "in_port metadata eth_type eth_dst arp_op arp_tpa ip_proto icmpv6_type ipv6_nd_target ipv6_src "
+           "nd_options_type", "nd_reply mtu_check"),
+    _table("nd_reply",
+           "Finish a Neighbor Advertisement that an arp_nd responder made of a solicitation: write "
+           "its target link-layer address (Open vSwitch allows that only in a flow whose match is "
+           "an advertisement) and send it back out of the asking port.",
+           "eth_type ip_proto icmpv6_type nd_options_type"),
     _table("mtu_check",
            "Mark (reg0 bit 0) a frame from a VM that is longer than its network's MTU plus the "
            "14-byte Ethernet header: once encapsulated it would not fit the underlay. Frames from "
@@ -169,8 +182,9 @@ class Family(enum.IntEnum):
     UNKNOWN_ARP_DROP = 11  # not ARP_RESPONDER: the app counts that family's hits as answers
     HOST_CONFIG_TRAP = 12  # a port's DHCP requests and Router Solicitations, to the controller
     HOST_CONFIG_DROP = 13  # DHCP and RA from VMs that must reach no other VM
-    MTU_CHECK = 14
-    OVERSIZE = 15
+    ND_RESPONDER = 14
+    MTU_CHECK = 15
+    OVERSIZE = 16
 
 
 class GroupRole(enum.IntEnum):

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Protocol, Union
+from typing import Any, Protocol
 
-from .model import (Hypervisor, Network, Port, hypervisor_from_record, network_from_record,
-                    port_from_record)
+from .model import Hypervisor, Network, Port, hypervisor_from_record, network_from_record, port_from_record
 
-Obj = Union[Hypervisor, Network, Port]
+Obj = Hypervisor | Network | Port
 KINDS: dict[type, str] = {Hypervisor: "hypervisors", Network: "networks", Port: "ports"}
 
 
@@ -30,7 +30,7 @@ class Delete:
     name: str
 
 
-Change = Union[Put, Delete]
+Change = Put | Delete
 
 
 class StoreUnavailable(Exception):
@@ -64,7 +64,7 @@ class SqliteStore:
             self._db.execute(f"CREATE TABLE IF NOT EXISTS {table} (name TEXT PRIMARY KEY, doc TEXT NOT NULL)")
 
     def load(self) -> tuple[list[Hypervisor], list[Network], list[Port]]:
-        def rows(table: str) -> list[dict]:
+        def rows(table: str) -> list[dict[str, Any]]:
             return [json.loads(doc) for (doc,) in self._db.execute(f"SELECT doc FROM {table} ORDER BY name")]
 
         return ([hypervisor_from_record(r) for r in rows("hypervisors")],

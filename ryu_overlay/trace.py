@@ -23,14 +23,15 @@ from typing import Any, Iterable, Mapping
 from .compat import ofproto as ofp, parser
 from .ofmsg import NXActionCheckPktLarger
 from .pipeline import (ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6, IP_PROTO_ICMPV6, IP_PROTO_UDP, ND_NA, ND_NS,
-                       TABLE_NAMES)
+                       ND_OPT_SLL, ND_OPT_TLL, TABLE_NAMES)
 
 Packet = dict[str, Any]
 
 MAC_FIELDS = {"eth_src", "eth_dst", "arp_sha", "arp_tha", "ipv6_nd_sll", "ipv6_nd_tll"}
 IPV4_FIELDS = {"arp_spa", "arp_tpa", "ipv4_src", "ipv4_dst", "tun_ipv4_src", "tun_ipv4_dst"}
 IPV6_FIELDS = {"ipv6_src", "ipv6_dst", "ipv6_nd_target"}
-ND_FIELDS = {"ipv6_nd_target", "ipv6_nd_sll", "ipv6_nd_tll"}
+ND_FIELDS = {"ipv6_nd_target", "ipv6_nd_sll", "ipv6_nd_tll", "nd_reserved", "nd_options_type"}
+ND_OPTION_FIELDS = {ND_OPT_SLL: "ipv6_nd_sll", ND_OPT_TLL: "ipv6_nd_tll"}
 PIPELINE_FIELDS = {"metadata", "tunnel_id", *(f"reg{i}" for i in range(8))}
 ETH_ARP, ETH_IPV4, ETH_IPV6 = ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6
 PREREQUISITES: dict[str, Mapping[str, tuple[int, ...]]] = {
@@ -39,7 +40,10 @@ PREREQUISITES: dict[str, Mapping[str, tuple[int, ...]]] = {
     **{f: {"eth_type": (ETH_IPV6,)} for f in ("ipv6_src", "ipv6_dst")},
     "ip_proto": {"eth_type": (ETH_IPV4, ETH_IPV6)},
     "icmpv6_type": {"eth_type": (ETH_IPV6,), "ip_proto": (IP_PROTO_ICMPV6,)},
-    "ipv6_nd_target": {"eth_type": (ETH_IPV6,), "ip_proto": (IP_PROTO_ICMPV6,), "icmpv6_type": (ND_NS, ND_NA)},
+    **{f: {"eth_type": (ETH_IPV6,), "ip_proto": (IP_PROTO_ICMPV6,), "icmpv6_type": (ND_NS, ND_NA)}
+       for f in ("ipv6_nd_target", "nd_reserved", "nd_options_type")},
+    "ipv6_nd_sll": {"eth_type": (ETH_IPV6,), "ip_proto": (IP_PROTO_ICMPV6,), "icmpv6_type": (ND_NS,)},
+    "ipv6_nd_tll": {"eth_type": (ETH_IPV6,), "ip_proto": (IP_PROTO_ICMPV6,), "icmpv6_type": (ND_NA,)},
     **{f: {"eth_type": (ETH_IPV4, ETH_IPV6), "ip_proto": (IP_PROTO_UDP,)} for f in ("udp_src", "udp_dst")},
 }
 MAX_HOPS = 8
@@ -81,12 +85,33 @@ def _norm_match(match: Any) -> dict[str, tuple[int, int | None]]:
     return out
 
 
-def _check_prerequisites(match: Mapping[str, tuple[int, int | None]]) -> None:
-    for name in match:
+def _check_prerequisites(match: Mapping[str, tuple[int, int | None]], fields: Iterable[str] | None = None,
+                         what: str = "match on") -> None:
+    for name in match if fields is None else fields:
         for need, allowed in PREREQUISITES.get(name, {}).items():
             have = match.get(need)
             if have is None or have[1] is not None or have[0] not in allowed:
-                raise SimError(f"match on {name} needs {need} in {allowed}")
+                raise SimError(f"{what} {name} needs {need} in {allowed}")
+
+
+def _fields_touched(instructions: Iterable[Any]) -> set[str]:
+    """The fields a flow's actions write or copy from: OVS checks their prerequisites against the
+    flow's match alone (not as earlier actions changed the packet), and refuses the flow if unmet."""
+    touched: set[str] = set()
+    for inst in instructions:
+        for action in getattr(inst, "actions", ()):
+            if isinstance(action, parser.OFPActionSetField):
+                touched.add(action.key)
+            elif isinstance(action, parser.NXActionRegMove):
+                touched |= {action.src_field, action.dst_field}
+    return touched
+
+
+def nd_option_type(pkt: Mapping[str, Any]) -> int:
+    """What OVS reads as ``nd_options_type``: the type of the link-layer address option, 0 if none."""
+    if "nd_options_type" in pkt:
+        return int(pkt["nd_options_type"])
+    return next((kind for kind, name in ND_OPTION_FIELDS.items() if name in pkt), 0)
 
 
 @dataclass
@@ -102,6 +127,8 @@ class Entry:
         for name, (value, mask) in self.match.items():
             if name in ND_FIELDS and pkt.get("icmpv6_code", 0) != 0:
                 have = 0  # Open vSwitch reads no ND fields from a message whose code is not 0
+            elif name == "nd_options_type":
+                have = nd_option_type(pkt)
             elif name in pkt:
                 have = to_int(name, pkt[name])
             elif name in PIPELINE_FIELDS:
@@ -184,6 +211,7 @@ class SimSwitch:
         match = _norm_match(msg.match)
         if msg.command == ofp.OFPFC_ADD:
             _check_prerequisites(match)
+            _check_prerequisites(match, _fields_touched(msg.instructions), "action on")
             for inst in msg.instructions:
                 if isinstance(inst, parser.OFPInstructionGotoTable) and inst.table_id <= msg.table_id:
                     raise SimError(f"goto_table:{inst.table_id} from table {msg.table_id} goes backwards")
@@ -285,7 +313,11 @@ class SimSwitch:
             if isinstance(action, parser.OFPActionOutput):
                 self._output(action.port, pkt, run, table_id, cookie)
             elif isinstance(action, parser.OFPActionSetField):
+                if action.key == "nd_options_type":
+                    _retype_nd_option(pkt, action.value)
                 pkt[action.key] = action.value
+            elif isinstance(action, parser.OFPActionSetNwTtl):
+                pkt["nw_ttl"] = action.nw_ttl
             elif isinstance(action, parser.NXActionRegMove):
                 src = to_int(action.src_field, pkt.get(action.src_field, 0))
                 bits = (src >> action.src_ofs) & ((1 << action.n_bits) - 1)
@@ -317,6 +349,17 @@ class SimSwitch:
             run.outputs.append(Output(port, dict(pkt)))
 
 
+def _retype_nd_option(pkt: Packet, new: int) -> None:
+    """OVS rewrites the type of the first ND option in place: its address now reads as the new kind."""
+    old = nd_option_type(pkt)
+    if old == 0:
+        raise SimError("set_field nd_options_type on a message without a link-layer address option")
+    if old != new and old in ND_OPTION_FIELDS:
+        value = pkt.pop(ND_OPTION_FIELDS[old], None)
+        if new in ND_OPTION_FIELDS and value is not None:
+            pkt[ND_OPTION_FIELDS[new]] = value
+
+
 def _groups_used(entry: Entry) -> set[int]:
     return {a.group_id for inst in entry.instructions if isinstance(inst, parser.OFPInstructionActions)
             for a in inst.actions if isinstance(a, parser.OFPActionGroup)}
@@ -345,6 +388,8 @@ def _fmt_action(action: Any) -> str:
         return f"group:{action.group_id:#x}"
     if isinstance(action, NXActionCheckPktLarger):
         return f"check_pkt_larger({action.pkt_len})->{action.dst}[{action.offset}]"
+    if isinstance(action, parser.OFPActionSetNwTtl):
+        return f"mod_nw_ttl:{action.nw_ttl}"
     return type(action).__name__
 
 
@@ -490,8 +535,8 @@ SHORTHANDS: dict[str, dict[str, int]] = {
     "udp": {"eth_type": ETH_IPV4, "ip_proto": 17},
 }
 KNOWN_FIELDS = MAC_FIELDS | IPV4_FIELDS | IPV6_FIELDS | PIPELINE_FIELDS | {
-    "in_port", "eth_type", "vlan_vid", "arp_op", "ip_proto", "icmpv6_type", "icmpv6_code", "tcp_dst", "udp_src", "udp_dst",
-    "frame_len"}
+    "in_port", "eth_type", "vlan_vid", "arp_op", "ip_proto", "icmpv6_type", "icmpv6_code", "tcp_dst", "udp_src",
+    "udp_dst", "nd_options_type", "nd_reserved", "frame_len"}
 
 
 def parse_packet_spec(spec: str, interfaces: Mapping[str, int] | None = None) -> Packet:

@@ -54,10 +54,7 @@ def validate(instance: Any, schema: dict[str, Any]) -> None:
 
 
 def route_of(path: str) -> str | None:
-    for pattern, tpl in ROUTES:
-        if pattern.fullmatch(path):
-            return tpl
-    return None
+    return next((tpl for pattern, tpl in ROUTES if pattern.fullmatch(path)), None)
 
 
 def check_against_document(method: str, path: str, body: bytes | None, resp: Response) -> None:

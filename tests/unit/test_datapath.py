@@ -176,7 +176,7 @@ def test_na_for_another_ports_address_is_dropped_by_port_security(net):
     assert r.dropped and r.hops[0].result.trace[-1].table == "port_security"
 
 
-def test_multicast_neighbor_solicitation_goes_to_the_controller_metered(net):
+def test_multicast_solicitation_without_a_link_layer_option_goes_to_the_controller_metered(net):
     ns = {"in_port": port_no("a1"), "eth_src": "02:aa:00:00:00:01", "eth_dst": "33:33:ff:00:00:03",
           "eth_type": 0x86DD, "ipv6_src": "fd00:1::1", "ip_proto": 58, "icmpv6_type": 135,
           "ipv6_nd_target": "fd00:1::3"}

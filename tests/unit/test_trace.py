@@ -110,7 +110,7 @@ def test_trace_command_follows_a_frame_through_the_tunnel(tmp_path, capsys):
     assert main(["--db", db, "hv1",
                  "in_port=tapA1,eth_src=02:aa:00:00:00:01,eth_dst=02:aa:00:00:00:03,ip,ipv4_src=10.1.0.1"]) == 0
     text = capsys.readouterr().out
-    assert "0 ingress: priority 100" in text and "5 l2_lookup: priority 100" in text
+    assert "0 ingress: priority 100" in text and "6 l2_lookup: priority 100" in text
     assert "tunnel hv1 -> hv2 (tun_id=5001, tun_dst=198.18.0.2)" in text
     assert text.rstrip().endswith("delivered on hv2 port 2")
 
