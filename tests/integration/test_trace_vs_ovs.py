@@ -239,7 +239,7 @@ def sim_packet(case: Case, ofports: dict[str, int]) -> dict[str, Any]:
     """The frame as the simulator's field mapping (OXM names, as OVS would extract them)."""
     f = case.frame
     pkt: dict[str, Any] = {"in_port": ofports[case.in_port], "eth_src": f[Ether].src, "eth_dst": f[Ether].dst,
-                           "eth_type": f[Ether].type}
+                           "eth_type": f[Ether].type, "frame_len": len(raw(f))}
     if Dot1Q in f:  # OpenFlow's eth_type is the type after the tag
         pkt.update(eth_type=f[Dot1Q].type, vlan_vid=0x1000 | f[Dot1Q].vlan)
     if case.tun_id is not None:
@@ -309,7 +309,7 @@ def odp_to_ofport(dpif_show: str) -> dict[int, int]:
     return out
 
 
-def ovs_verdict(trace: str, odp: dict[int, int]) -> Verdict:
+def ovs_verdict(trace: str, odp: dict[int, int], frame_len: int) -> Verdict:
     m = re.search(r"^Datapath actions: (.*)$", trace, re.MULTILINE)
     assert m, trace
     out: list[tuple[Any, ...]] = []
@@ -322,6 +322,10 @@ def ovs_verdict(trace: str, odp: dict[int, int]) -> Verdict:
                     out.append(("port", odp[int(act)]))
             elif act.startswith("clone("):
                 walk(act[len("clone("):-1])
+            elif act.startswith("check_pkt_len("):  # check_pkt_len(size=N,gt(...),le(...)): the frame's branch
+                size, greater, smaller = split_top(act[len("check_pkt_len("):-1])
+                branch = greater if frame_len > int(size.removeprefix("size=")) else smaller
+                walk(branch[3:-1])
             elif act.startswith("tnl_push("):
                 dst = re.search(r"ipv4\(src=[^,]+,dst=([^,]+),", act)
                 vni = re.search(r"vxlan\(flags=[^,]+,vni=(0x[0-9a-f]+)\)", act)
@@ -362,7 +366,7 @@ def compare(net: SimNet, cases: list[Case], traces: list[str], ofports: dict[str
     mismatches: list[str] = []
     for case, trace in zip(cases, traces, strict=False):
         sim, sim_text = sim_verdict(net, case, ofports[case.hv], ofports[case.hv]["vxlan0"])
-        ovs = ovs_verdict(trace, odp[case.hv])
+        ovs = ovs_verdict(trace, odp[case.hv], len(raw(case.frame)))
         counts[f"{case.kind}: {kind_of(ovs)}"] += 1
         if sim != ovs:
             mismatches.append(f"--- {case.kind} on {case.hv} from {case.in_port} "
