@@ -113,9 +113,7 @@ class Topology:
 
     def check_delete_hypervisor(self, name: str) -> Hypervisor:
         hv = self.get_hypervisor(name)
-        hosted = sorted(p.name for p in self.ports_on(name))
-        if hosted:
-            raise Conflict(f"hypervisor {name} still hosts port(s) {', '.join(hosted[:5])}")
+        _refuse_while_used(f"hypervisor {name} still hosts", self.ports_on(name))
         return hv
 
     def check_network(self, net: Network) -> None:
@@ -129,9 +127,7 @@ class Topology:
 
     def check_delete_network(self, name: str) -> Network:
         net = self.get_network(name)
-        members = sorted(p.name for p in self.ports_of(name))
-        if members:
-            raise Conflict(f"network {name} still has port(s) {', '.join(members[:5])}")
+        _refuse_while_used(f"network {name} still has", self.ports_of(name))
         return net
 
     def check_port(self, port: Port) -> None:
@@ -258,3 +254,10 @@ class Topology:
 
 def _in_subnets(ip: IPAddress, net: Network) -> bool:
     return not net.subnets or any(ip in subnet for subnet in net.subnets)
+
+
+def _refuse_while_used(what: str, ports: Iterable[Port]) -> None:
+    """Conflict naming the first five ``ports`` (by name) that keep an object from being deleted."""
+    names = sorted(p.name for p in ports)
+    if names:
+        raise Conflict(f"{what} port(s) {', '.join(names[:5])}")
