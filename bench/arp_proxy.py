@@ -129,6 +129,10 @@ async def phase(pool: list[Asker], requests: int, window: int, duration: float, 
     return Phase(len({id(a.switch) for a in pool}), sent, len(latencies), lost, seconds, tuple(latencies))
 
 
+def add_request_timeout(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--request-timeout", type=float, default=5.0, help="a request unanswered by then is lost")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = placement_parser(__doc__, "switches connected (the 'many' phase uses all)")
     ap.add_argument("--requests", type=int, default=20000, help="ARP requests per phase (at most)")
@@ -136,7 +140,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--window", type=int, default=64, help="requests outstanding at once")
     ap.add_argument("--repeat", type=int, default=3, help="measure each phase this many times (median rate shown)")
     ap.add_argument("--duration", type=float, default=60.0, help="stop sending after this many seconds per phase")
-    ap.add_argument("--request-timeout", type=float, default=5.0, help="a request unanswered by then is lost")
+    add_request_timeout(ap)
     add_profile_arguments(ap, "the many-switch phase")
     return ap.parse_args(argv)
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from arp_proxy import Asker, askers
+from arp_proxy import Asker, add_request_timeout, askers
 from common import bench_main, placement_parser, provenance, start_connected, workdir
 
 from ryu_overlay.testing.loadgen import mac_of, quiet_gc
@@ -86,7 +86,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--clients", type=int, default=4, help="REST clients writing at once")
     ap.add_argument("--interval", type=float, default=0.002, help="seconds between ARP requests")
     ap.add_argument("--quiet", type=int, default=2000, help="ARP requests measured with the REST API idle")
-    ap.add_argument("--request-timeout", type=float, default=5.0, help="a request unanswered by then is lost")
+    add_request_timeout(ap)
     ap.add_argument("--label", default="", help="names this run's block in docs/performance.md")
     return ap.parse_args(argv)
 
