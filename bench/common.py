@@ -41,9 +41,11 @@ def controller(workdir: Path, db: Path | None = None, **kwargs: Any) -> Controll
                              gc=os.environ.get(GC_ENV, "on") != "off", **kwargs)
 
 
-def add_placement_arguments(ap: Any, hypervisors_help: str | None = None) -> None:
-    """The options every fake-switch benchmark shares: the size and shape of the placement, how the
-    switches connect, and whether to write the result into docs/performance.md."""
+def placement_parser(description: str | None, hypervisors_help: str | None = None) -> argparse.ArgumentParser:
+    """A fake-switch benchmark's argument parser (``description``: its module docstring) with the options
+    they all share: the size and shape of the placement, how the switches connect, and whether to write
+    the result into docs/performance.md."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hypervisors", type=int, default=100, help=hypervisors_help)
     ap.add_argument("--ports-per-hv", type=int, default=10)
     ap.add_argument("--ports-per-network", type=int, default=10)
@@ -51,12 +53,6 @@ def add_placement_arguments(ap: Any, hypervisors_help: str | None = None) -> Non
     ap.add_argument("--concurrency", type=int, default=32, help="switches connecting at once (Ryu's backlog is 50)")
     ap.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
     ap.add_argument("--doc", action="store_true", help="write the result into docs/performance.md")
-
-
-def placement_parser(description: str | None, hypervisors_help: str | None = None) -> argparse.ArgumentParser:
-    """A fake-switch benchmark's argument parser: its description (the module docstring) and the placement options."""
-    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_placement_arguments(ap, hypervisors_help)
     return ap
 
 
