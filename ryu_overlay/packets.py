@@ -13,17 +13,20 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
-from .compat import framework_module
+from .compat import packet_lib
 from .model import IPAddress, link_local
-from .pipeline import ARP_REPLY, ARP_REQUEST, ETH_TYPE_RARP, ND_NA, ND_NS, ND_RA, ND_RS  # noqa: F401 (re-exported)
 
-_pkt = framework_module("lib.packet.packet")
-_eth = framework_module("lib.packet.ethernet")
-_arp = framework_module("lib.packet.arp")
-_ipv4 = framework_module("lib.packet.ipv4")
-_ipv6 = framework_module("lib.packet.ipv6")
-_icmpv6 = framework_module("lib.packet.icmpv6")
-_ether = framework_module("lib.packet.ether_types")
+# ARP_REQUEST and ND_NS are also the controller's (re-exported).
+from .pipeline import (
+    ARP_REPLY,
+    ARP_REQUEST as ARP_REQUEST,
+    ND_NA,
+    ND_NS as ND_NS,
+    ND_RA,
+)
+
+_pkt, _eth, _arp = packet_lib.packet, packet_lib.ethernet, packet_lib.arp
+_ipv4, _ipv6, _icmpv6, _ether = packet_lib.ipv4, packet_lib.ipv6, packet_lib.icmpv6, packet_lib.ether_types
 
 ALL_NODES_MAC = "33:33:00:00:00:01"
 ALL_NODES = "ff02::1"

@@ -40,7 +40,7 @@ from scapy.packet import Packet as ScapyPacket, Raw
 
 from ryu_overlay.model import link_local
 from ryu_overlay.pipeline import Family, cookie_family
-from ryu_overlay.testing.overlay import Overlay, deploy
+from ryu_overlay.testing.overlay import NETWORKS, PORTS as OVERLAY_PORTS, Overlay, deploy
 from ryu_overlay.trace import SimNet, assumed_ofports, controller_from_rest, format_fabric, port_numbers
 
 if TYPE_CHECKING:
@@ -48,17 +48,13 @@ if TYPE_CHECKING:
 
 SEED = 20261129
 FRAMES = 240
-# name -> network, mac, ips, hypervisor, interface; reverse name order (see the module docstring).
+# The deployed overlay's ports and one more, in reverse name order (see the module docstring).
 # r3's MAC and addresses are red's alone: to a blue VM they are another tenant's.
 PORTS: dict[str, tuple[str, str, list[str], str, str]] = {
     "r3": ("red", "02:bb:00:00:00:04", ["10.1.0.4", "fd00:1::4"], "hv2", "tapR3"),
-    "r2": ("red", "02:aa:00:00:00:02", ["10.1.0.2", "fd00:1::2"], "hv2", "tapR2"),
-    "r1": ("red", "02:aa:00:00:00:01", ["10.1.0.1", "fd00:1::1"], "hv1", "tapR1"),
-    "a3": ("blue", "02:aa:00:00:00:03", ["10.1.0.3", "fd00:1::3"], "hv3", "tapA3"),
-    "a2": ("blue", "02:aa:00:00:00:02", ["10.1.0.2", "fd00:1::2"], "hv2", "tapA2"),
-    "a1": ("blue", "02:aa:00:00:00:01", ["10.1.0.1", "fd00:1::1"], "hv1", "tapA1"),
+    **dict(sorted(OVERLAY_PORTS.items(), reverse=True)),
 }
-VNIS = {"blue": 5001, "red": 5002}
+VNIS = NETWORKS
 BROADCAST = "ff:ff:ff:ff:ff:ff"
 Verdict = tuple[tuple[Any, ...], ...]  # sorted: ("port", ofport) | ("tunnel", ip, vni) | ("controller",)
 
@@ -404,15 +400,10 @@ def test_trace_agrees_with_ovs_ofproto_trace_on_random_frames(ctl, make_bed):
     _, wrong = compare(SimNet(controller, guessed), cases, traces, guessed, odp)
     print(f"with guessed port numbers: {len(wrong)} frames disagree")
     assert wrong
-    net = SimNet(controller, real)
-    for sw in net.switches.values():
-        sw.entries = [e for e in sw.entries if cookie_family(e.cookie) != Family.ARP_RESPONDER]
-    _, wrong = compare(net, cases, traces, real, odp)
-    print(f"without the ARP responder flows: {len(wrong)} frames disagree")
-    assert wrong
-    net = SimNet(controller, real)
-    for sw in net.switches.values():
-        sw.entries = [e for e in sw.entries if cookie_family(e.cookie) != Family.ND_RESPONDER]
-    _, wrong = compare(net, cases, traces, real, odp)
-    print(f"without the ND responder flows: {len(wrong)} frames disagree")
-    assert wrong
+    for family, what in ((Family.ARP_RESPONDER, "ARP"), (Family.ND_RESPONDER, "ND")):
+        net = SimNet(controller, real)
+        for sw in net.switches.values():
+            sw.entries = [e for e in sw.entries if cookie_family(e.cookie) != family]
+        _, wrong = compare(net, cases, traces, real, odp)
+        print(f"without the {what} responder flows: {len(wrong)} frames disagree")
+        assert wrong
