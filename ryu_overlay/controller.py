@@ -203,7 +203,7 @@ class Controller:
         hosts = set().union(*(self.topo.hosts(n) for n in nets))
         self.store.apply([Put(router)])
         self.topo.put_router(router)
-        return old is None, router, self._refresh(hosts, self._vnis(nets))
+        return old is None, router, self._readvertise(nets, self._refresh(hosts, self._vnis(nets)))
 
     def delete_router(self, name: str) -> Batches:
         router = self.topo.get_router(name)
@@ -211,7 +211,15 @@ class Controller:
         self.store.apply([Delete(Router, name)])
         self.topo.delete_router(name)
         self._icmp_errors.forget(("router", name))
-        return self._refresh(hosts, self._vnis(router.networks))
+        return self._readvertise(router.networks, self._refresh(hosts, self._vnis(router.networks)))
+
+    def _readvertise(self, networks: Iterable[str], batches: Batches) -> Batches:
+        """A router came, changed or went: every located port of its networks gets a fresh Router
+        Advertisement (its default router and lifetime changed), after the flows that route."""
+        for net in sorted(set(networks)):
+            for port in self.topo.ports_of(net):
+                self._merge(batches, self._port_up(port))
+        return batches
 
     def _vnis(self, networks: Iterable[str]) -> set[int]:
         return {self.topo.networks[n].vni for n in networks}
