@@ -173,9 +173,10 @@ class RestApp:
                 since = int(last_id)
             timeout = _query_seconds(req, "timeout", None)
             req.environ["eventlet.minimum_write_chunk_size"] = 0  # write each event as it comes
-            return Response(status=200, content_type="text/event-stream", charset=None,
-                            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            resp = Response(status=200, content_type="text/event-stream", charset=None,
                             app_iter=self.controller.events.stream(since, timeout))
+            resp.headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            return resp
         page = self.controller.events.wait(since, _query_seconds(req, "timeout", 0.0) or 0.0)
         return _json(200, page.to_json())
 
