@@ -83,8 +83,8 @@ def parse_transaction(body: Any) -> Transaction:
     ops = body.get("operations")
     if not isinstance(ops, list):
         raise BadRequest("\"operations\" must be a list")
-    wait = body.get("wait")
-    if wait not in (None, "hv"):
+    wait = body.get("wait", "none")
+    if wait not in ("none", "hv") or "wait" in body and wait != "hv":
         raise BadRequest("\"wait\" must be \"hv\" or absent")
     timeout = body.get("timeout", DEFAULT_WAIT)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 <= timeout <= MAX_WAIT:
@@ -101,7 +101,7 @@ def _operation(index: int, op: Any) -> Operation:
     verb, kind, name = op.get("op"), op.get("kind"), op.get("name")
     if verb not in ("put", "delete"):
         raise refuse("\"op\" must be \"put\" or \"delete\"")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise refuse(f"\"kind\" must be one of {', '.join(KINDS)}")
     if not isinstance(name, str):
         raise refuse("\"name\" must be a string")

@@ -170,11 +170,12 @@ def test_a_store_failure_undoes_the_whole_transaction(seeded, monkeypatch):
 
 @pytest.mark.parametrize(("body", "index"), [
     (None, None), ([], None), ({}, None), ({"operations": {}}, None), ({"operations": [], "extra": 1}, None),
-    ({"operations": [], "wait": "all"}, None), ({"operations": [], "timeout": -1}, None),
+    ({"operations": [], "wait": "all"}, None), ({"operations": [], "wait": None}, None), ({"operations": [], "timeout": -1}, None),
     ({"operations": [], "timeout": 301}, None), ({"operations": [], "timeout": True}, None),
     ({"operations": ["put"]}, 0), ({"operations": [{"op": "get", "kind": "ports", "name": "a1"}]}, 0),
     ({"operations": [delete("ports", "a1"), {"op": "delete", "kind": "things", "name": "a1"}]}, 1),
     ({"operations": [{"op": "delete", "kind": "ports", "name": 7}]}, 0),
+    ({"operations": [{"op": "delete", "kind": {}, "name": ""}]}, 0),
     ({"operations": [{**delete("ports", "a1"), "body": {}}]}, 0),
     ({"operations": [put("ports", "a1", A1), put("ports", "x" * 65, A1)]}, 1),
 ])
