@@ -54,3 +54,36 @@ parser = framework_module("ofproto.ofproto_v1_3_parser")
 nicira_ext = framework_module("ofproto.nicira_ext")
 ofproto_parser_base = framework_module("ofproto.ofproto_parser")
 packet_lib = framework_module("lib.packet")
+
+
+_oxm_fields = framework_module("ofproto.oxm_fields")
+_type_desc = framework_module("lib.type_desc")
+ERICSSON_OXM_CLASS = 0x1000  # OVS's ERICOXM_OF_ class: a plain 32-bit OXM header, no experimenter id
+
+
+class EricssonExtended(_oxm_fields._OxmClass):  # type: ignore[misc,name-defined]
+    """The OXM class of Open vSwitch's Ericsson ND fields (OVS >= 2.11), which Ryu 4.34 lacks."""
+
+    _class = ERICSSON_OXM_CLASS
+
+
+def _add_ericsson_nd_fields() -> None:
+    """Teach the framework's OXM tables ``nd_reserved`` and ``nd_options_type``.
+
+    OVS's meta-flow.h declares them as ``ERICOXM_OF_ICMPV6_ND_RESERVED(1)`` (be32: the NS/NA
+    word after the checksum, whose top bits are the R, S, O flags of an advertisement) and
+    ``ERICOXM_OF_ICMPV6_ND_OPTIONS_TYPE(2)`` (u8: the type of the first link-layer address
+    option), neither maskable, both with the prerequisite "ND". With them registered, Ryu's
+    match and set-field objects encode them (headers 0x10000204 and 0x10000401) and flow
+    stats read back from a switch decode them by name.
+    """
+    names = {f.name for f in ofproto.oxm_types}
+    new = [EricssonExtended("nd_reserved", 1, _type_desc.Int4),
+           EricssonExtended("nd_options_type", 2, _type_desc.Int1)]
+    if not names.isdisjoint(f.name for f in new):
+        return
+    ofproto.oxm_types.extend(new)
+    _oxm_fields.generate(ofproto.__name__)
+
+
+_add_ericsson_nd_fields()

@@ -12,18 +12,52 @@ import ipaddress
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 from . import ofmsg
 from .events import Confirmations, EventLog
 from .flows import Flow, Group, Meter, Output, SwitchView, desired_partition, hosted_vnis
 from .hostconfig import ANSWER_BURST, ANSWER_RATE, dhcp_answer, router_advert_for
-from .model import (Conflict, Duplicate, Hypervisor, Move, Network, Port, link_local, parse_hypervisor,
-                    parse_network, parse_port)
-from .packets import (ALL_NODES, ALL_NODES_MAC, ARP_REQUEST, ND_NS, Frame, MalformedFrame, arp_reply,
-                      neighbor_advert, parse_dhcp, parse_frame)
-from .pipeline import ETH_TYPE_IPV4, ETH_TYPE_RARP, ND_RS, OFPP_CONTROLLER, OFPP_TABLE, cookie_vni, group_vni
+from .model import (
+    Conflict,
+    Duplicate,
+    Hypervisor,
+    Move,
+    Network,
+    Port,
+    Router,
+    link_local,
+    parse_hypervisor,
+    parse_network,
+    parse_port,
+    parse_router,
+)
+from .packets import (
+    ALL_NODES,
+    ALL_NODES_MAC,
+    ARP_REQUEST,
+    ND_NS,
+    Frame,
+    MalformedFrame,
+    arp_reply,
+    icmp4_error,
+    icmp6_error,
+    neighbor_advert,
+    parse_dhcp,
+    parse_frame,
+)
+from .pipeline import (
+    ETH_TYPE_IPV4,
+    ETH_TYPE_IPV6,
+    ETH_TYPE_RARP,
+    ND_RS,
+    OFPP_CONTROLLER,
+    OFPP_TABLE,
+    cookie_vni,
+    group_vni,
+)
 from .ratelimit import TokenBucket
 from .store import KINDS, Change, Delete, Put, Store
 from .topology import Topology
@@ -35,12 +69,16 @@ MOVE_WINDOW = 180.0  # seconds; EVPN's default MAC mobility window (RFC 7432 sec
 MOVE_LIMIT = 5  # moves allowed within the window before the port is frozen
 RESYNC_HOLDDOWN = 10.0  # seconds between resynchronisations forced by switch errors
 EARLY_FRAMES = 64  # per switch: frames kept from ports the controller has not heard of yet
+ROUTER_ICMP_RATE, ROUTER_ICMP_BURST = 10.0, 10  # ICMP errors per second each router may send
+ICMP4_TIME_EXCEEDED, ICMP4_UNREACHABLE, ICMP4_HOST_UNREACHABLE = 11, 3, 1
+ICMP6_UNREACHABLE, ICMP6_ADDRESS_UNREACHABLE, ICMP6_TIME_EXCEEDED = 1, 3, 3
 E = TypeVar("E")
 STAT_COUNTERS = (
     "flow_mods", "group_mods", "switch_connects", "switch_errors", "packet_in", "packet_in_ignored",
     "packet_in_malformed", "arp_answered_controller", "nd_answered", "nd_dad_defended", "learned", "moves",
     "ports_frozen", "moves_refused_frozen", "moves_refused_stale", "duplicates_detected", "moves_refused_duplicate",
     "dropped_unknown_source", "dropped_spoofed_source", "dhcp_answered", "ra_sent", "host_config_rate_limited",
+    "router_nd_answered", "icmp_time_exceeded", "icmp_unreachable", "icmp_rate_limited",
 )
 
 
@@ -104,6 +142,7 @@ class Controller:
         self._last_resync: dict[int, float] = {}
         self._responder_hits: dict[int, int] = {}
         self._host_answers = TokenBucket(ANSWER_RATE, ANSWER_BURST, clock)
+        self._icmp_bucket = TokenBucket(ROUTER_ICMP_RATE, ROUTER_ICMP_BURST, clock)
         self.events = EventLog(wall_clock)
         self.confirmations = Confirmations()
         self._deferred: Deferred | None = None
@@ -139,8 +178,8 @@ class Controller:
         self.store.apply([Put(net)])
         self.topo.put_network(net)
         self._note("created" if old is None else "changed", net)
-        vnis = {net.vni} | ({old.vni} if old else set())
-        return old is None, net, self._refresh(self.topo.hosts(name), vnis)
+        vnis = {net.vni} | ({old.vni} if old else set()) | self._vnis(self.topo.routed_networks(name))
+        return old is None, net, self._refresh(self.topo.interested(name), vnis)
 
     def delete_network(self, name: str) -> Batches:
         self.topo.check_delete_network(name)
@@ -160,14 +199,40 @@ class Controller:
         return old is None, port, batches
 
     def delete_port(self, name: str) -> Batches:
-        port = self.topo.get_port(name)
-        vni = self.topo.networks[port.network].vni
-        hosts = self.topo.hosts(port.network)
+        port = self.topo.check_delete_port(name)
+        nets = self.topo.routed_networks(port.network)
+        hosts = self.topo.interested(port.network)
         self.store.apply([Delete(Port, name)])
         self.topo.delete_port(name)
         self._note_deleted(Port, name)
         self._host_answers.forget(name)
-        return self._refresh(hosts, {vni})
+        return self._refresh(hosts, self._vnis(nets))
+
+    def put_router(self, name: str, body: Any, mac: str | None = None) -> tuple[bool, Router, Batches]:
+        """Create or replace a router; its MAC is the one it has, else a new one (``mac`` only for
+        a copy of another controller's state, as ``ryu-overlay trace --url`` makes)."""
+        router = parse_router(name, body)
+        router = replace(router, mac=mac or self.topo.allocate_router_mac(name))
+        self.topo.check_router(router)
+        old = self.topo.routers.get(name)
+        nets = set(router.networks) | set(old.networks if old else ())
+        hosts = set().union(*(self.topo.hosts(n) for n in nets))
+        self.store.apply([Put(router)])
+        self.topo.put_router(router)
+        self._note("created" if old is None else "changed", router)
+        return old is None, router, self._refresh(hosts, self._vnis(nets))
+
+    def delete_router(self, name: str) -> Batches:
+        router = self.topo.get_router(name)
+        hosts = set().union(*(self.topo.hosts(n) for n in router.networks))
+        self.store.apply([Delete(Router, name)])
+        self.topo.delete_router(name)
+        self._note_deleted(Router, name)
+        self._icmp_bucket.forget(name)
+        return self._refresh(hosts, self._vnis(router.networks))
+
+    def _vnis(self, networks: Iterable[str]) -> set[int]:
+        return {self.topo.networks[n].vni for n in networks}
 
     def _carry_over(self, old: Port, new: Port, claimed: int | None) -> Port:
         """Keep what a re-declaration does not state: a learned location and the sequence number.
@@ -187,12 +252,15 @@ class Controller:
         return replace(new, mobility_seq=seq, frozen=False, recent_moves=(), duplicate=None)
 
     def _save_port(self, old: Port | None, port: Port, event: str | None = None) -> Batches:
-        affected_nets = {port.network} | ({old.network} if old else set())
+        """Store a port and refresh its networks (and those routed with them: a port appearing on a
+        hypervisor brings it the routes of its router) wherever they are, before and after."""
+        affected_nets = {r for n in {port.network} | ({old.network} if old else set())
+                         for r in self.topo.routed_networks(n)}
         hosts = set().union(*(self.topo.hosts(n) for n in affected_nets))
         self.store.apply([Put(port)])
         self.topo.put_port(port)
         hosts |= set().union(*(self.topo.hosts(n) for n in affected_nets))
-        batches = self._refresh(hosts, {self.topo.networks[n].vni for n in affected_nets})
+        batches = self._refresh(hosts, self._vnis(affected_nets))
         if old is None or (old.hypervisor, old.interface) != (port.hypervisor, port.interface):
             self._merge(batches, self._port_up(port))
         if event is not None:
@@ -325,6 +393,10 @@ class Controller:
             LOG.debug("dropped a malformed frame from %s/%s: %s", hv.name, interface, exc)
             return {}
         bound = self.topo.port_at(hv.name, interface)
+        if bound is not None:
+            routed = self._router_error(dpid, in_port, bound, frame, data)
+            if routed is not None:
+                return routed
         if bound is not None and bound.mac == frame.eth_src:
             return self._answer(dpid, in_port, bound, frame, data)
         port = self._claimant(hv.name, interface, bound, frame)
@@ -345,7 +417,14 @@ class Controller:
 
     def _answer(self, dpid: int, in_port: int, asker: Port, frame: Frame, data: bytes) -> Batches:
         """Reply to an ARP request or Neighbor Solicitation for an address of the asker's network,
-        to a Router Solicitation, or to a DHCP request."""
+        to a Router Solicitation, or to a DHCP request.
+
+        The switches answer ARP and most solicitations themselves (``flows.arp_responders``,
+        ``flows.nd_responders``); the solicitations that still come here are DAD probes
+        (defended with an unsolicited NA, which carries an option the probe has no room for)
+        and those without the asker's link-layer address, which the switch cannot turn into an
+        answer.
+        """
         if frame.arp_op == ARP_REQUEST and not frame.gratuitous and frame.arp_tpa is not None:
             target = self.topo.port_by_ip(asker.network, frame.arp_tpa)
             if target is None or target.name == asker.name:
@@ -354,7 +433,10 @@ class Controller:
             data = arp_reply(frame.eth_src, str(frame.src_ip), target.mac, str(frame.arp_tpa))
         elif frame.icmpv6_type == ND_NS and frame.nd_target is not None:
             target = self._ipv6_owner(asker.network, frame.nd_target)
-            if target is None or target.name == asker.name:
+            if target is None:
+                answer = self._router_advert(asker, frame)
+                return {} if answer is None else {dpid: [ofmsg.packet_out(OFPP_CONTROLLER, answer, [Output(in_port)])]}
+            if target.name == asker.name:
                 return {}
             if frame.src_ip is not None and frame.src_ip.is_unspecified:
                 self.stats["nd_dad_defended"] += 1
@@ -404,6 +486,56 @@ class Controller:
             return {}
         ra = router_advert_for(self.topo, self.topo.networks[port.network], port)
         return self._host_config(hv.dpid, sw.ofports[port.interface], port, ra, "ra_sent")
+
+    def _router_advert(self, asker: Port, frame: Frame) -> bytes | None:
+        """The Neighbor Advertisement (router flag set) for a solicitation of a router's IPv6 address
+        or link-local address in the asker's network, or None if the target is no router's."""
+        router = self.topo.router_of(asker.network)
+        target = frame.nd_target
+        if router is None or target is None or (
+                target != link_local(router.mac) and self.topo.router_address(asker.network, target) is None):
+            return None
+        self.stats["router_nd_answered"] += 1
+        if frame.src_ip is not None and frame.src_ip.is_unspecified:
+            return neighbor_advert(router.mac, str(target), ALL_NODES_MAC, ALL_NODES, solicited=False, router=True)
+        return neighbor_advert(router.mac, str(target), frame.eth_src, str(frame.src_ip), solicited=True, router=True)
+
+    def _router_error(self, dpid: int, in_port: int, source: Port, frame: Frame, data: bytes) -> Batches | None:
+        """Answer a frame the router sent up with an ICMP error from the router, back to ``source``:
+        time exceeded for TTL 1 sent to the router's MAC, unreachable for one it routed to an
+        address nobody owns (it then carries the router's MAC as source). None if it is neither.
+
+        At most ``ROUTER_ICMP_RATE`` a second per router; never about an ICMP error (RFC 1812 4.3.2.7).
+        """
+        router = self.topo.router_of(source.network)
+        if router is None or frame.eth_type not in (ETH_TYPE_IPV4, ETH_TYPE_IPV6):
+            return None
+        ttl_at = 14 + (8 if frame.eth_type == ETH_TYPE_IPV4 else 7)
+        if frame.eth_dst == router.mac and frame.eth_src == source.mac and len(data) > ttl_at and data[ttl_at] <= 1:
+            what = "icmp_time_exceeded"
+        elif frame.eth_src == router.mac:
+            what = "icmp_unreachable"
+        else:
+            return None
+        version = 4 if frame.eth_type == ETH_TYPE_IPV4 else 6
+        own = next((i.ip.ip for i in router.interfaces_of(source.network) if i.ip.version == version), None)
+        datagram = data[14:]
+        if own is None or _is_icmp_error(datagram, version):
+            return {}
+        if not self._icmp_bucket.allow(router.name):
+            self.stats["icmp_rate_limited"] += 1
+            return {}
+        self.stats[what] += 1
+        expired = what == "icmp_time_exceeded"
+        if version == 4:
+            reply = icmp4_error(router.mac, source.mac, str(own), datagram,
+                                ICMP4_TIME_EXCEEDED if expired else ICMP4_UNREACHABLE,
+                                0 if expired else ICMP4_HOST_UNREACHABLE)
+        else:
+            reply = icmp6_error(router.mac, source.mac, str(own), datagram,
+                                ICMP6_TIME_EXCEEDED if expired else ICMP6_UNREACHABLE,
+                                0 if expired else ICMP6_ADDRESS_UNREACHABLE)
+        return {dpid: [ofmsg.packet_out(OFPP_CONTROLLER, reply, [Output(in_port)])]}
 
     def _ipv6_owner(self, network: str, ip: ipaddress.IPv6Address) -> Port | None:
         owner = self.topo.port_by_ip(network, ip)
@@ -680,6 +812,18 @@ class Controller:
             "flows_installed": sum(len(f) for sw in self.switches.values() for f in sw.flows.values()),
             "arp_answered_in_switch": sum(self._responder_hits.get(d, 0) for d in self.switches),
         }
+
+
+def _is_icmp_error(datagram: bytes, version: int) -> bool:
+    """The IP packet is itself an ICMP error (or too short to tell), which no error may be about."""
+    if version == 4:
+        if len(datagram) < 20:
+            return True
+        ihl = (datagram[0] & 0x0F) * 4
+        return datagram[9] == 1 and (len(datagram) <= ihl or datagram[ihl] not in (0, 8, 13, 14, 15, 16, 17, 18))
+    if len(datagram) < 40:
+        return True
+    return datagram[6] == 58 and (len(datagram) <= 40 or datagram[40] < 128)
 
 
 def _next_seq(port: Port) -> int:

@@ -11,17 +11,50 @@ from __future__ import annotations
 import hashlib
 import logging
 import zlib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import wraps
-from typing import Any, Callable, Iterable, Mapping, TypeVar, Union
+from typing import Any, TypeVar, Union
 
 from .hostconfig import announces_prefixes, dhcp_address
-from .model import Hypervisor, Network, Port, link_local
-from .pipeline import (ARP_REPLY, ARP_REQUEST, BROADCAST, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, ETH_TYPE_ARP,
-                       ETH_TYPE_IPV4, ETH_TYPE_IPV6, FROM_TUNNEL, IP_PROTO_ICMPV6, IP_PROTO_UDP, MULTICAST_BIT, ND_NA,
-                       ND_NS, ND_RA, ND_RS, NETWORK_MASK, OFPP_CONTROLLER, OFPP_IN_PORT, PACKET_IN_BURST,
-                       PACKET_IN_RATE, TABLES_BY_NAME, UNKNOWN_PORT_METER, VNI_MASK, Family, GroupRole,
-                       Priority as P, cookie, group_id)
+from .model import Hypervisor, Network, Port, Router, link_local
+from .pipeline import (
+    ARP_REPLY,
+    ARP_REQUEST,
+    BROADCAST,
+    DHCP_CLIENT_PORT,
+    DHCP_SERVER_PORT,
+    ETH_TYPE_ARP,
+    ETH_TYPE_IPV4,
+    ETH_TYPE_IPV6,
+    FROM_TUNNEL,
+    IP_PROTO_ICMPV6,
+    IP_PROTO_UDP,
+    MULTICAST_BIT,
+    ND_NA,
+    ND_NA_ROUTER_SOLICITED_OVERRIDE,
+    ND_NA_SOLICITED_OVERRIDE,
+    ND_NS,
+    ND_OPT_SLL,
+    ND_OPT_TLL,
+    ND_RA,
+    ND_RS,
+    NETWORK_MASK,
+    OFPP_CONTROLLER,
+    OFPP_IN_PORT,
+    PACKET_IN_BURST,
+    PACKET_IN_RATE,
+    ROUTER_METER,
+    TABLE_IDS,
+    TABLES_BY_NAME,
+    UNKNOWN_PORT_METER,
+    VNI_MASK,
+    Family,
+    GroupRole,
+    Priority as P,
+    cookie,
+    group_id,
+)
 from .topology import Topology
 
 LOG = logging.getLogger("ryu_overlay")
@@ -60,6 +93,25 @@ class Move:
 
 
 @dataclass(frozen=True)
+class SetNwTtl:
+    """Set the IPv4 TTL or IPv6 hop limit (OpenFlow 1.3 has no OXM field for it)."""
+
+    ttl: int
+
+    def __repr__(self) -> str:
+        return f"SetNwTtl(ttl={self.ttl!r})"
+
+
+@dataclass(frozen=True)
+class DecTtl:
+    """Decrement the IPv4 TTL or IPv6 hop limit (OpenFlow 1.3 DEC_NW_TTL). OVS drops a packet
+    whose TTL is 0 or 1 instead; the pipeline sends those to the controller before it gets here."""
+
+    def __repr__(self) -> str:
+        return "DecTtl()"
+
+
+@dataclass(frozen=True)
 class ToGroup:
     group_id: int
 
@@ -67,7 +119,7 @@ class ToGroup:
         return f"ToGroup(group_id={self.group_id!r})"
 
 
-Action = Union[Output, SetField, Move, ToGroup]
+Action = Union[Output, SetField, Move, SetNwTtl, DecTtl, ToGroup]
 Match = tuple[tuple[str, Any], ...]
 
 
@@ -97,8 +149,14 @@ class Flow:
         object.__setattr__(self, "cookie", cookie(self.family, self.vni, fingerprint(self.content(), self.salt)))
 
     def content(self) -> str:
-        """What the fingerprint hashes: everything the switch sees of the flow but its cookie."""
-        return repr((self.table, self.priority, self.match, self.actions, self.metadata, self.goto, self.meter))
+        """What the fingerprint hashes: everything the switch sees of the flow but its cookie.
+
+        Tables are taken by number, as the switch sees them: a new version of the pipeline that
+        renumbers a table gives its flows new cookies, so a controller upgraded over switches
+        that still hold the old flows replaces them instead of taking them for its own.
+        """
+        goto = None if self.goto is None else TABLE_IDS[self.goto]
+        return repr((TABLE_IDS[self.table], self.priority, self.match, self.actions, self.metadata, goto, self.meter))
 
 
 def fingerprint(content: str, salt: int = 0) -> int:
@@ -232,6 +290,7 @@ def _partition(flows: dict[int, Flow], groups: tuple[Group, ...] = (), meters: t
 
 
 ICMPV6 = {"eth_type": ETH_TYPE_IPV6, "ip_proto": IP_PROTO_ICMPV6}
+NS = {**ICMPV6, "icmpv6_type": ND_NS}
 DHCP_REQUEST = {"eth_type": ETH_TYPE_IPV4, "ip_proto": IP_PROTO_UDP, "udp_src": DHCP_CLIENT_PORT,
                 "udp_dst": DHCP_SERVER_PORT}
 DHCP_SERVER_REPLY = {**DHCP_REQUEST, "udp_src": DHCP_SERVER_PORT, "udp_dst": DHCP_CLIENT_PORT}
@@ -259,16 +318,26 @@ def base_partition(view: SwitchView) -> Partition:
         # and the requests of ports the controller does not serve (no trap flow took them).
         *(flow("port_security", P.HOST_CONFIG_DROP, Family.HOST_CONFIG_DROP, match)
           for match in (DHCP_SERVER_REPLY, DHCP_REQUEST, {**ICMPV6, "icmpv6_type": ND_RA})),
-        flow("arp_nd", P.MISS, m, {}, goto="l2_lookup"),
+        flow("arp_nd", P.MISS, m, {}, goto="l3_route"),
         flow("arp_nd", P.UNSOLICITED_DROP, m, {**ICMPV6, "icmpv6_type": ND_NA, "eth_dst": MULTICAST_BIT}),
         flow("arp_nd", P.UNSOLICITED_DROP, m, {"eth_type": ETH_TYPE_ARP, "arp_op": ARP_REPLY, "eth_dst": BROADCAST}),
+        # RFC 4861 7.1.1: a solicitation from the unspecified address carries no link-layer address.
+        flow("arp_nd", P.INVALID_NS, m, {**NS, "ipv6_src": "::", "nd_options_type": ND_OPT_SLL}),
+        # A solicitation with the asker's address that no responder took: its target is unknown.
+        flow("arp_nd", P.UNKNOWN_NS_DROP, m, {**NS, "nd_options_type": ND_OPT_SLL, "eth_dst": MULTICAST_BIT}),
+        flow("nd_reply", P.ANSWER, Family.ND_RESPONDER, {**ICMPV6, "icmpv6_type": ND_NA, "nd_options_type": ND_OPT_TLL},
+             actions=(Move("eth_src", "ipv6_nd_tll", 48), Output(OFPP_IN_PORT))),
+        flow("nd_reply", P.MISS, m, {}),
+        flow("l3_route", P.MISS, m, {}, goto="l2_lookup"),
+        flow("l3_neighbour", P.MISS, m, {}),
         flow("l2_lookup", P.MULTICAST, m, {"eth_dst": MULTICAST_BIT}, goto="flood"),
         flow("l2_lookup", P.TUNNEL_UNKNOWN_DROP, m, {"metadata": (FROM_TUNNEL, FROM_TUNNEL)}),
         flow("l2_lookup", P.MISS, m, {}, goto="flood"),
         flow("flood", P.MISS, m, {}),
     ]
     meters = (*(Meter(no, PACKET_IN_RATE, PACKET_IN_BURST) for no in vm_ports),
-              Meter(UNKNOWN_PORT_METER, PACKET_IN_RATE, PACKET_IN_BURST))
+              Meter(UNKNOWN_PORT_METER, PACKET_IN_RATE, PACKET_IN_BURST),
+              Meter(ROUTER_METER, PACKET_IN_RATE, PACKET_IN_BURST))
     return _partition(by_cookie(flows), meters=meters)
 
 
@@ -334,7 +403,7 @@ def local_port_flows(port: Port, ofport: int, vni: int) -> Flows:
                           {"in_port": ofport, **ICMPV6, "icmpv6_type": ND_NA, "ipv6_nd_target": ip6}, vni,
                           goto="arp_nd"))
     flows.append(allow({**ICMPV6, "ipv6_src": "::"}))
-    flows.append(flow("arp_nd", P.ANSWER, Family.ND_PROXY,
+    flows.append(flow("arp_nd", P.ND_CONTROLLER, Family.ND_PROXY,
                       {"in_port": ofport, **ICMPV6, "icmpv6_type": ND_NS, "eth_dst": MULTICAST_BIT}, vni,
                       actions=(Output(OFPP_CONTROLLER),), meter=ofport))
     return by_cookie(flows)
@@ -378,6 +447,46 @@ def arp_responders(port: Port, vni: int) -> Flows:
             SetField("arp_spa", str(ip)),
             Output(OFPP_IN_PORT),
         )) for ip in port.ipv4())
+
+
+def nd_responders(mac: str, ipv6_addresses: tuple[str, ...], vni: int, family: Family = Family.ND_RESPONDER,
+                  flags: int = ND_NA_SOLICITED_OVERRIDE) -> Flows:
+    """Answer multicast Neighbor Solicitations for ``ipv6_addresses`` (owned by ``mac``) inside the switch.
+
+    Each flow turns a solicitation that carries the asker's link-layer address into the solicited
+    advertisement, in place: Ethernet and IPv6 addresses swapped towards the asker, the type set
+    to NA with the S and O flags (``nd_reserved``), the source link-layer option retyped as the
+    target link-layer option (``nd_options_type``), hop limit 255. Open vSwitch only lets a flow
+    write ``nd_tll`` when its match is an advertisement, so ``nd_reply`` (one flow in
+    ``base_partition``) fills it in from the new Ethernet source and sends the frame back out of
+    the asking port; OVS recomputes the ICMPv6 checksum. Solicitations without that option
+    (DAD probes, or a sender that left it out) never match here: they go to the controller.
+
+    Pure and not memoised itself: a caller memoises it on the object that owns the addresses
+    (``port_nd_responders`` on a port), so that every hypervisor gets the same flow objects and
+    they are freed with their owner (see ``memoised_on_owner``). A router's answers carry the R
+    flag too (``flags``) and their own family.
+    """
+    return by_cookie(flow(
+        "arp_nd", P.ANSWER, family,
+        {"metadata": (vni, VNI_MASK), **NS, "eth_dst": MULTICAST_BIT, "ipv6_nd_target": ip,
+         "nd_options_type": ND_OPT_SLL}, vni,
+        actions=(
+            Move("eth_src", "eth_dst", 48),
+            SetField("eth_src", mac),
+            Move("ipv6_src", "ipv6_dst", 128),
+            SetField("ipv6_src", ip),
+            SetField("icmpv6_type", ND_NA),
+            SetField("nd_reserved", flags),
+            SetField("nd_options_type", ND_OPT_TLL),
+            SetNwTtl(255),
+        ), goto="nd_reply") for ip in ipv6_addresses)
+
+
+@memoised_on_owner
+def port_nd_responders(port: Port, vni: int) -> Flows:
+    """``nd_responders`` for every IPv6 address of ``port``, its EUI-64 link-local one included."""
+    return nd_responders(port.mac, tuple(own_ipv6(port)), vni)
 
 
 @memoised_on_owner
@@ -443,6 +552,7 @@ def _network_common(topo: Topology, net: Network, tun: int | None) -> NetworkCom
     clashes: Clashes = {}
     for port in members:
         gather(flows, clashes, arp_responders(port, vni))
+        gather(flows, clashes, port_nd_responders(port, vni))
     own: dict[str, list[Flow]] = {}
     peers: list[tuple[str, tuple[Action, ...]]] = []
     if tun is not None:
@@ -451,12 +561,14 @@ def _network_common(topo: Topology, net: Network, tun: int | None) -> NetworkCom
                 f = remote_port_flow(port, topo.hypervisors[port.hypervisor], tun, vni)
                 gather(flows, clashes, (f,))
                 own.setdefault(port.hypervisor, []).append(f)
-        for name in sorted(topo.hosts(net.name)):
+        hosts = topo.hosts(net.name)
+        for name in sorted(topo.interested(net.name)):  # routers send into the network from all of these
             peer = topo.hypervisors[name]
             f = tunnel_in_flow(peer, tun, vni)
             gather(flows, clashes, (f,))
             own.setdefault(name, []).append(f)
-            peers.append((name, tunnel_bucket(peer, vni, tun)))
+            if name in hosts:
+                peers.append((name, tunnel_bucket(peer, vni, tun)))
     return NetworkCommon(flows, clashes, own, tuple(peers))
 
 
@@ -464,14 +576,20 @@ def network_partition(topo: Topology, view: SwitchView, net: Network) -> Partiti
     """Every flow and group ``view``'s hypervisor needs for ``net``; empty if it hosts none of it."""
     me = view.hypervisor.name
     mine = [p for p in topo.ports_on(me) if p.network == net.name]
+    router = topo.router_of(net.name)
     if not mine:
-        return Partition()
+        if router is None or me not in topo.interested(net.name):
+            return Partition()
+        return routed_partition(topo, view, net, router)
     vni = net.vni
     common = network_common(topo, net, view.tunnel_ofport)
     flows = dict(common.flows)
     clashes = {c: set(group) for c, group in common.clashes.items()}
     for f in common.own.get(me, ()):
         discard(flows, clashes, f)
+    if router is not None:
+        gather(flows, clashes, router_source_flows(router, net.name, router_vnis(topo, router)))
+        gather(flows, clashes, router_target(topo, router, net))
     local = sorted(((p, view.ofports[p.interface]) for p in mine
                     if p.interface is not None and p.interface in view.ofports), key=lambda x: x[1])
     ra = announces_prefixes(net)
@@ -484,6 +602,110 @@ def network_partition(topo: Topology, view: SwitchView, net: Network) -> Partiti
     return _partition(resolve_clashes(flows, clashes) if clashes else flows, groups)
 
 
+# --- distributed routing -------------------------------------------------------------------------
+
+IP_ETH_TYPES = {4: ETH_TYPE_IPV4, 6: ETH_TYPE_IPV6}
+IP_DST = {4: "ipv4_dst", 6: "ipv6_dst"}
+
+
+def router_vnis(topo: Topology, router: Router) -> tuple[tuple[str, int], ...]:
+    return tuple((n, topo.networks[n].vni) for n in router.networks)
+
+
+@memoised_on_owner
+def router_source_flows(router: Router, network: str, vnis: tuple[tuple[str, int], ...]) -> Flows:
+    """What a hypervisor hosting ports of ``network`` needs to route their frames through ``router``.
+
+    A route per router interface (every subnet of every network of the router), the TTL-expiry
+    catch before them, a drop for anything else sent to the router's MAC, and the answers for
+    the router's own addresses in ``network``: ARP and Neighbor Solicitations in the switch (a
+    solicitation without the asker's link-layer address goes to the controller, as for ports). Keyed by the router's networks' VNIs too: the routes carry them.
+    """
+    vni_of = dict(vnis)
+    vni = vni_of[network]
+    mac = router.mac
+    src = {"metadata": (vni, VNI_MASK), "eth_dst": mac}
+    up = (Output(OFPP_CONTROLLER),)
+    flows = [flow("l3_route", P.TTL_EXPIRED, Family.TTL_EXPIRED, {**src, "eth_type": IP_ETH_TYPES[v], "nw_ttl": 1},
+                  vni, actions=up, meter=ROUTER_METER)
+             for v in sorted({i.ip.version for i in router.interfaces})]
+    for iface in router.interfaces:
+        v, subnet = iface.ip.version, iface.ip.network
+        flows.append(flow("l3_route", P.ROUTE, Family.ROUTE,
+                          {**src, "eth_type": IP_ETH_TYPES[v],
+                           IP_DST[v]: (str(subnet.network_address), str(subnet.netmask))}, vni,
+                          actions=(DecTtl(), SetField("eth_src", mac)),
+                          metadata=(vni_of[iface.network], NETWORK_MASK), goto="l3_neighbour"))
+    flows.append(flow("l3_route", P.ROUTER_MAC_DROP, Family.ROUTER_DROP, src, vni))
+    ipv6 = [str(i.ip.ip) for i in router.interfaces_of(network) if i.ip.version == 6]
+    for iface in router.interfaces_of(network):
+        if iface.ip.version == 4:
+            flows += router_arp_responder(router, str(iface.ip.ip), vni)
+    if ipv6:
+        flows += nd_responders(mac, tuple(sorted({*ipv6, str(link_local(mac))})), vni, Family.ROUTER_ND,
+                               ND_NA_ROUTER_SOLICITED_OVERRIDE).values()
+    return by_cookie(flows)
+
+
+def router_arp_responder(router: Router, ip: str, vni: int) -> list[Flow]:
+    """Answer "who has ``ip``" (a router address) with the router's MAC, as a port's responder does."""
+    return [flow("arp_nd", P.ANSWER, Family.ROUTER_ARP,
+                 {"metadata": (vni, VNI_MASK), "eth_type": ETH_TYPE_ARP, "arp_op": ARP_REQUEST, "arp_tpa": ip}, vni,
+                 actions=(Move("eth_src", "eth_dst", 48), SetField("eth_src", router.mac),
+                          SetField("arp_op", ARP_REPLY), Move("arp_sha", "arp_tha", 48), Move("arp_spa", "arp_tpa", 32),
+                          SetField("arp_sha", router.mac), SetField("arp_spa", ip), Output(OFPP_IN_PORT)))]
+
+
+@memoised_on_owner
+def router_target_flows(router: Router, network: str, vni: int) -> Flows:
+    """In ``l3_neighbour``, for frames routed into ``network``: the router's own addresses stop,
+    addresses no neighbour entry knows go to the controller (it answers unreachable)."""
+    match = {"metadata": (vni, VNI_MASK)}
+    ifaces = router.interfaces_of(network)
+    flows = [flow("l3_neighbour", P.NEIGHBOUR, Family.ROUTER_DROP,
+                  {**match, "eth_type": IP_ETH_TYPES[i.ip.version], IP_DST[i.ip.version]: str(i.ip.ip)}, vni)
+             for i in ifaces]
+    flows += [flow("l3_neighbour", P.UNREACHABLE, Family.UNREACHABLE, {**match, "eth_type": IP_ETH_TYPES[v]}, vni,
+                   actions=(Output(OFPP_CONTROLLER),), meter=ROUTER_METER)
+              for v in sorted({i.ip.version for i in ifaces})]
+    return by_cookie(flows)
+
+
+@memoised_on_owner
+def neighbour_flows(port: Port, vni: int) -> Flows:
+    """The neighbour entries of a located port: a frame routed to one of its addresses gets its MAC."""
+    return by_cookie(flow("l3_neighbour", P.NEIGHBOUR, Family.NEIGHBOUR,
+                          {"metadata": (vni, VNI_MASK), "eth_type": IP_ETH_TYPES[ip.version],
+                           IP_DST[ip.version]: str(ip)}, vni,
+                          actions=(SetField("eth_dst", port.mac),), goto="l2_lookup") for ip in port.ips)
+
+
+def router_target(topo: Topology, router: Router, net: Network) -> dict[int, Flow]:
+    """Every ``l3_neighbour`` flow of ``net``: what all hypervisors hosting a network of its router share."""
+    memo = topo.derived(net.name)
+    flows: dict[int, Flow] | None = memo.get("router_target")
+    if flows is None:
+        clashes: Clashes = {}
+        flows = dict(router_target_flows(router, net.name, net.vni))
+        for port in topo.ports_of(net.name):
+            if port.located:
+                gather(flows, clashes, neighbour_flows(port, net.vni))
+        flows = memo["router_target"] = resolve_clashes(flows, clashes) if clashes else flows
+    return flows
+
+
+def routed_partition(topo: Topology, view: SwitchView, net: Network, router: Router) -> Partition:
+    """What a hypervisor hosting another network of ``net``'s router, but no port of ``net``, needs
+    of it: the neighbour entries and the tunnels to the hypervisors of its located ports."""
+    flows = dict(router_target(topo, router, net))
+    clashes: Clashes = {}
+    tun = view.tunnel_ofport
+    if tun is not None:
+        gather(flows, clashes, [remote_port_flow(p, topo.hypervisors[p.hypervisor], tun, net.vni)
+                                for p in topo.ports_of(net.name) if p.hypervisor is not None])
+    return _partition(resolve_clashes(flows, clashes) if clashes else flows)
+
+
 def desired_partition(topo: Topology, view: SwitchView, vni: int) -> Partition:
     if vni == 0:
         return base_partition(view)
@@ -492,4 +714,5 @@ def desired_partition(topo: Topology, view: SwitchView, vni: int) -> Partition:
 
 
 def hosted_vnis(topo: Topology, hypervisor: str) -> set[int]:
-    return {topo.networks[n].vni for n in topo.networks_on(hypervisor)}
+    """The VNIs whose flows ``hypervisor`` needs: of its networks and of networks routed with them."""
+    return {topo.networks[r].vni for n in topo.networks_on(hypervisor) for r in topo.routed_networks(n)}

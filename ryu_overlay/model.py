@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Literal, Mapping, Union
+from typing import Any, Literal, Union
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+IPInterface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
 LocationSource = Literal["declared", "learned"]
 
 VNI_MIN, VNI_MAX = 1, (1 << 24) - 1
@@ -175,6 +177,67 @@ class Port:
     def with_location(self, hypervisor: str | None, interface: str | None,
                       source: LocationSource | None) -> Port:
         return replace(self, hypervisor=hypervisor, interface=interface, location_source=source)
+
+
+@dataclass(frozen=True)
+class RouterInterface:
+    """The router's address ``ip`` (with its prefix, one of the network's subnets) in ``network``."""
+
+    network: str
+    ip: IPInterface
+
+    def to_json(self) -> dict[str, Any]:
+        return {"network": self.network, "ip": str(self.ip)}
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """The router's way out: ``interface`` on ``hypervisor``'s bridge, with ``ip``, towards ``next_hop``."""
+
+    hypervisor: str
+    interface: str
+    ip: ipaddress.IPv4Interface
+    next_hop: ipaddress.IPv4Address
+
+    def to_json(self) -> dict[str, Any]:
+        return {"hypervisor": self.hypervisor, "interface": self.interface, "ip": str(self.ip),
+                "next_hop": str(self.next_hop)}
+
+
+@dataclass(frozen=True)
+class Router:
+    """A tenant's logical router between its networks, distributed over every hypervisor hosting one.
+
+    ``mac`` is allocated by the controller (``Topology.allocate_router_mac``) and kept for the
+    router's life, so a restart or a re-declaration never changes it. ``floating_ips`` pairs a
+    public address with a port name.
+    """
+
+    name: str
+    tenant: str
+    interfaces: tuple[RouterInterface, ...]
+    gateway: Gateway | None = None
+    snat: bool = False
+    floating_ips: tuple[tuple[ipaddress.IPv4Address, str], ...] = ()
+    mac: str = ""
+
+    @property
+    def networks(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(i.network for i in self.interfaces))
+
+    def interfaces_of(self, network: str) -> tuple[RouterInterface, ...]:
+        return tuple(i for i in self.interfaces if i.network == network)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "tenant": self.tenant,
+            "interfaces": [i.to_json() for i in self.interfaces],
+            "gateway": None if self.gateway is None else self.gateway.to_json(),
+            "snat": self.snat,
+            "floating_ips": {str(ip): port for ip, port in self.floating_ips},
+            "mac": self.mac,
+        }
 
 
 def format_dpid(dpid: int) -> str:
@@ -352,6 +415,68 @@ def parse_port(name: str, body: Any) -> Port:
     )
 
 
+def _ip_interface(value: Any, what: str) -> IPInterface:
+    if not isinstance(value, str) or "/" not in value:
+        raise BadRequest(f"{what} must be an address with its prefix length, e.g. 10.1.0.254/24")
+    try:
+        iface = ipaddress.ip_interface(value)
+    except ValueError:
+        raise BadRequest(f"{what} {value!r} is not an address with a prefix length") from None
+    _unicast_ip(str(iface.ip), what)
+    if iface.ip == iface.network.network_address and iface.network.num_addresses > 2:
+        raise BadRequest(f"{what} {value} is the subnet's own address")
+    if iface.version == 4 and iface.ip == iface.network.broadcast_address and iface.network.num_addresses > 2:
+        raise BadRequest(f"{what} {value} is the subnet's broadcast address")
+    return iface
+
+
+def _parse_gateway(value: Any) -> Gateway:
+    body = _body(value, {"hypervisor", "interface", "ip", "next_hop"}, {"hypervisor", "interface", "ip", "next_hop"})
+    ip = _ip_interface(body["ip"], "gateway ip")
+    if ip.version != 4:
+        raise BadRequest("gateway ip must be IPv4")
+    next_hop = _unicast_ip(body["next_hop"], "gateway next_hop")
+    if next_hop not in ip.network or next_hop == ip.ip:
+        raise BadRequest(f"gateway next_hop {next_hop} must be another address of {ip.network}")
+    return Gateway(parse_name(body["hypervisor"], "gateway hypervisor"),
+                   parse_interface(body["interface"], "gateway interface"), ip,
+                   next_hop)  # type: ignore[arg-type]
+
+
+def parse_router(name: str, body: Any) -> Router:
+    """Parse a router declaration. Networks, tenants and floating-IP rules are checked in ``Topology``."""
+    body = _body(body, {"tenant", "interfaces", "gateway", "snat", "floating_ips"}, {"tenant", "interfaces"})
+    raw = body["interfaces"]
+    if not isinstance(raw, list) or not raw:
+        raise BadRequest("interfaces must be a non-empty list of {network, ip}")
+    interfaces: list[RouterInterface] = []
+    for entry in raw:
+        item = _body(entry, {"network", "ip"}, {"network", "ip"})
+        iface = RouterInterface(parse_name(item["network"], "interface network"),
+                                _ip_interface(item["ip"], "interface ip"))
+        for other in interfaces:
+            if iface.ip.network.overlaps(other.ip.network):
+                raise BadRequest(f"interface {iface.ip} overlaps interface {other.ip} of {other.network}")
+        interfaces.append(iface)
+    gateway = None if body.get("gateway") is None else _parse_gateway(body["gateway"])
+    snat = body.get("snat", gateway is not None)
+    if not isinstance(snat, bool):
+        raise BadRequest("snat must be true or false")
+    if snat and gateway is None:
+        raise BadRequest("snat needs a gateway")
+    fips_raw = body.get("floating_ips", {})
+    if not isinstance(fips_raw, dict):
+        raise BadRequest("floating_ips must map an IPv4 address to a port name")
+    fips: list[tuple[ipaddress.IPv4Address, str]] = []
+    for addr, port in fips_raw.items():
+        ip = _unicast_ip(addr, "floating ip")
+        if ip.version != 4:
+            raise BadRequest(f"floating ip {addr} must be IPv4")
+        fips.append((ip, parse_name(port, "floating ip port")))
+    return Router(parse_name(name), parse_name(body["tenant"], "tenant"), tuple(interfaces), gateway, snat,
+                  tuple(sorted(fips)))
+
+
 # --- persistence form --------------------------------------------------------------------------
 
 
@@ -373,3 +498,14 @@ def port_from_record(rec: Mapping[str, Any]) -> Port:
                 rec.get("mobility_seq", 0), rec.get("frozen", False),
                 tuple(Move(m["at"], m["hypervisor"], m["interface"]) for m in rec.get("recent_moves", ())),
                 None if rec.get("duplicate") is None else Duplicate(**rec["duplicate"]))
+
+
+def router_from_record(rec: Mapping[str, Any]) -> Router:
+    gw = rec.get("gateway")
+    return Router(
+        rec["name"], rec["tenant"],
+        tuple(RouterInterface(i["network"], ipaddress.ip_interface(i["ip"])) for i in rec["interfaces"]),
+        None if gw is None else Gateway(gw["hypervisor"], gw["interface"], ipaddress.IPv4Interface(gw["ip"]),
+                                        ipaddress.IPv4Address(gw["next_hop"])),
+        rec["snat"], tuple(sorted((ipaddress.IPv4Address(ip), port) for ip, port in rec["floating_ips"].items())),
+        rec["mac"])

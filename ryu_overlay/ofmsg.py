@@ -12,14 +12,15 @@ from __future__ import annotations
 import socket
 import struct
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import cache, cached_property, lru_cache
 from typing import Any
 
-from .compat import framework_module, ofproto as ofp, parser
-from .flows import Action, Flow, Group, Meter, Move, Output, SetField, ToGroup
+from .compat import ERICSSON_OXM_CLASS, framework_module, ofproto as ofp, parser
+from .flows import Action, DecTtl, Flow, Group, Meter, Move, Output, SetField, SetNwTtl, ToGroup
 from .pipeline import TABLE_IDS
 
 ALL_COOKIE_BITS = 0xFFFFFFFFFFFFFFFF
+NX_FIELDS_WITH_PREREQUISITES = frozenset({bytes.fromhex("00013a01")})  # NXM_NX_IP_TTL (nw_ttl)
 type_desc = framework_module("lib.type_desc")
 
 
@@ -30,8 +31,12 @@ def encode_action(action: Action) -> Any:
         return parser.OFPActionSetField(**{action.field: action.value})
     if isinstance(action, Move):
         return parser.NXActionRegMove(src_field=action.src, dst_field=action.dst, n_bits=action.n_bits)
+    if isinstance(action, SetNwTtl):
+        return parser.OFPActionSetNwTtl(action.ttl)
     if isinstance(action, ToGroup):
         return parser.OFPActionGroup(action.group_id)
+    if isinstance(action, DecTtl):
+        return parser.OFPActionDecNwTtl()
     raise TypeError(f"cannot encode {action!r}")
 
 
@@ -41,6 +46,8 @@ def decode_action(action: Any) -> Action | None:
         return Output(action.port)
     if isinstance(action, parser.OFPActionSetField):
         return SetField(action.key, action.value)
+    if isinstance(action, parser.OFPActionSetNwTtl):
+        return SetNwTtl(action.nw_ttl)
     if isinstance(action, parser.OFPActionGroup):
         return ToGroup(action.group_id)
     return None
@@ -91,7 +98,7 @@ class FlowAdd(parser.OFPFlowMod):  # type: ignore[misc,name-defined]
 
     @cached_property
     def match(self) -> Any:
-        return parser.OFPMatch(**dict(self.flow.match))
+        return ryu_match(self.flow)
 
     @cached_property
     def instructions(self) -> list[Any]:
@@ -115,15 +122,30 @@ def _ryu_instructions(f: Flow) -> list[Any]:
     return instructions
 
 
-@lru_cache(maxsize=None)  # one entry per field name (and masked or not) that the pipeline uses
+def ryu_match(f: Flow) -> Any:
+    """Ryu's ``OFPMatch`` of a flow, its fields in the order the encoder sends them (``_oxm_layout``)."""
+    fields = sorted(f.match, key=lambda kv: _oxm_layout(kv[0], isinstance(kv[1], tuple))[0])
+    return parser.OFPMatch(_ordered_fields=[ofp.oxm_normalize_user(k, v) for k, v in fields])
+
+
+@cache  # one entry per field name (and masked or not) that the pipeline uses
 def _oxm_layout(name: str, masked: bool) -> tuple[int, bytes, Any]:
-    """Ryu's sort key for a match field, its TLV header (Ryu's bytes), and its value type."""
+    """A match field's sort key, its TLV header (Ryu's bytes), and its value type.
+
+    The key is Ryu's (the OXM type), which puts prerequisites first (``eth_type`` before
+    ``ipv4_src``), except for the Ericsson ND fields: their class (0x1000) sorts before
+    OpenFlow's basic one (0x8000), and OVS checks each field's prerequisites against those
+    that came before it (``OFPBMC_BAD_PREREQ``), so they go last.
+    """
     num, kind = ofp.oxm_get_field_info_by_name(name)
     size = kind.size
     buf = bytearray()
     length = ofp.oxm_serialize(num, bytes(size), bytes(size) if masked else None, buf, 0)
     key = ofp.oxm_from_user_header(name)
-    return (key[0] if isinstance(key, tuple) else key), bytes(buf[:length - size * (1 + masked)]), kind
+    key = key[0] if isinstance(key, tuple) else key
+    if isinstance(num, int) and num >> 7 == ERICSSON_OXM_CLASS:
+        key += 1 << 40
+    return key, bytes(buf[:length - size * (1 + masked)]), kind
 
 
 def _field_bytes(kind: Any, value: Any) -> bytes:
@@ -182,7 +204,11 @@ def _flow_message(f: Flow) -> bytes:
 
 
 def _encode_flow(f: Flow) -> bytes:
-    fields = sorted((_oxm(name, value) for name, value in f.match), key=lambda kv: kv[0])
+    """The flow-mod's bytes. Match fields go in Ryu's order, except the Nicira fields that have
+    prerequisites (``nw_ttl``), which go last: Open vSwitch checks each field's prerequisites
+    (``eth_type``) as it reads it, and Ryu's order would put ``nw_ttl`` first (OFPBMC_BAD_PREREQ)."""
+    fields = sorted((_oxm(name, value) for name, value in f.match),
+                    key=lambda kv: (kv[1][:4] in NX_FIELDS_WITH_PREREQUISITES, kv[0]))
     oxms = b"".join(tlv for _, tlv in fields)
     match_len = 4 + len(oxms)
     match = struct.pack("!HH", ofp.OFPMT_OXM, match_len) + oxms + bytes(-match_len % 8)

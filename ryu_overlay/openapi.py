@@ -71,7 +71,8 @@ def _collection_paths(kind: str, item: str, put_codes: tuple[int, ...], delete_c
 
 
 # The collections a transaction may change, with the schema of a PUT body of each.
-TRANSACTION_KINDS = (("hypervisors", "HypervisorInput"), ("networks", "NetworkInput"), ("ports", "PortInput"))
+TRANSACTION_KINDS = (("hypervisors", "HypervisorInput"), ("networks", "NetworkInput"), ("ports", "PortInput"),
+                     ("routers", "RouterInput"))
 EVENT_TYPES = ("created", "changed", "deleted", "port_learned", "port_moved", "port_frozen", "duplicate_address",
                "switch_connected", "switch_disconnected", "switch_in_sync", "reloaded")
 MAX_SEQ = 2**53 - 1  # the largest integer a JavaScript client reads exactly
@@ -257,6 +258,45 @@ def openapi_document() -> dict[str, Any]:
                     "description": "the port's MAC was active at this other location while its own interface "
                                    "was present; the port is held where it is until an operator PUT",
                     "properties": {"hypervisor": NAME, "interface": IFNAME, "detected_at": {"type": "number"}}}}},
+        "RouterInput": {
+            "type": "object", "required": ["tenant", "interfaces"], "additionalProperties": False,
+            "properties": {
+                "tenant": NAME,
+                "interfaces": {
+                    "type": "array", "minItems": 1,
+                    "description": "the router's address in each subnet it routes; the prefix must be one of the "
+                                   "network's subnets (400), the network of the router's tenant (409) and of no "
+                                   "other router (409)",
+                    "items": {"type": "object", "required": ["network", "ip"], "additionalProperties": False,
+                              "properties": {"network": NAME,
+                                             "ip": {"type": "string", "example": "10.1.0.254/24"}}}},
+                "gateway": {
+                    "type": "object", "nullable": True, "additionalProperties": False,
+                    "required": ["hypervisor", "interface", "ip", "next_hop"],
+                    "description": "the uplink: an OVS port on the gateway hypervisor's bridge",
+                    "properties": {"hypervisor": NAME, "interface": IFNAME,
+                                   "ip": {"type": "string", "example": "198.51.100.2/24"},
+                                   "next_hop": {"type": "string", "format": "ipv4"}}},
+                "snat": {"type": "boolean", "description": "default: true when a gateway is set"},
+                "floating_ips": {"type": "object", "additionalProperties": NAME,
+                                 "description": "public IPv4 address (in the gateway's subnet, used once: 409) "
+                                                "-> port name"},
+            }},
+        "Router": {
+            "type": "object",
+            "required": ["name", "tenant", "interfaces", "gateway", "snat", "floating_ips", "mac"],
+            "properties": {
+                "name": NAME, "tenant": NAME,
+                "interfaces": {"type": "array", "items": {
+                    "type": "object", "required": ["network", "ip"],
+                    "properties": {"network": NAME, "ip": {"type": "string"}}}},
+                "gateway": {"type": "object", "nullable": True,
+                            "required": ["hypervisor", "interface", "ip", "next_hop"],
+                            "properties": {"hypervisor": NAME, "interface": IFNAME, "ip": {"type": "string"},
+                                           "next_hop": {"type": "string"}}},
+                "snat": {"type": "boolean"},
+                "floating_ips": {"type": "object", "additionalProperties": {"type": "string"}},
+                "mac": {**MAC, "description": "the router's MAC, allocated by the controller; kept for its life"}}},
     }
     schemas.update(_transaction_schemas())
     paths: dict[str, Any] = {}
@@ -265,9 +305,12 @@ def openapi_document() -> dict[str, Any]:
     paths.update(_collection_paths("networks", "Network", (400, 409, 413), (404, 409),
                                    {"vni": 5001, "tenant": "acme", "subnets": ["10.1.0.0/24", "fd00:1::/64"],
                                     "mtu": 1450}))
-    paths.update(_collection_paths("ports", "Port", (400, 404, 409, 413), (404,),
+    paths.update(_collection_paths("ports", "Port", (400, 404, 409, 413), (404, 409),
                                    {"network": "blue", "mac": "02:aa:00:00:00:01", "ips": ["10.1.0.1", "fd00:1::1"],
                                     "hypervisor": "hv1", "interface": "tapA1"}))
+    paths.update(_collection_paths("routers", "Router", (400, 404, 409, 413), (404,),
+                                   {"tenant": "acme", "interfaces": [{"network": "blue", "ip": "10.1.0.254/24"},
+                                                                     {"network": "blue", "ip": "fd00:1::fe/64"}]}))
     paths.update(_transaction_paths())
     paths["/v1/topology"] = {"get": {
         "summary": "The topology graph (networkx node-link JSON) of hypervisors, networks and ports",

@@ -125,13 +125,15 @@ def arp_reply(requester_mac: str, requester_ip: str, target_mac: str, target_ip:
     return frame + bytes(60 - len(frame))
 
 
-def neighbor_advert(target_mac: str, target_ip: str, dst_mac: str, dst_ip: str, solicited: bool) -> bytes:
+def neighbor_advert(target_mac: str, target_ip: str, dst_mac: str, dst_ip: str, solicited: bool,
+                    router: bool = False) -> bytes:
     """A Neighbor Advertisement for ``target_ip`` with the override flag and target link-layer option.
 
     ``solicited`` answers a normal NS (sent to the asker); an unsolicited one defends an address
     against a DAD probe and goes to all nodes (RFC 4861 section 7.2.4, RFC 4862 section 5.4.3).
+    ``router`` sets the R flag, for a router's own address.
     """
-    flags = (0b010 if solicited else 0) | 0b001  # R=0, S, O=1, as res bits R|S|O
+    flags = (0b100 if router else 0) | (0b010 if solicited else 0) | 0b001  # res bits R|S|O
     pkt = _pkt.Packet()
     pkt.add_protocol(_eth.ethernet(dst=dst_mac, src=target_mac, ethertype=_ether.ETH_TYPE_IPV6))
     pkt.add_protocol(_ipv6.ipv6(nxt=58, hop_limit=255, src=target_ip, dst=dst_ip))

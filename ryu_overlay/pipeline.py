@@ -16,7 +16,9 @@ Layouts shared by all tables:
   lists everything of VNI 5001.
 * **group ids**: bits 0-23 the VNI, bits 24-31 the group's role (``GroupRole``).
 * **meter** N limits what port N may send to the controller (``PACKET_IN_RATE``), so one VM
-  flooding ARP or ND cannot starve another's answers.
+  flooding ARP or ND cannot starve another's answers. ``ROUTER_METER`` limits, per hypervisor,
+  what the distributed routers send up (expired TTLs, unknown destinations, solicitations for
+  their addresses).
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ ARP_REQUEST: int = _arp.ARP_REQUEST
 ARP_REPLY: int = _arp.ARP_REPLY
 ND_NS: int = _icmpv6.ND_NEIGHBOR_SOLICIT
 ND_NA: int = _icmpv6.ND_NEIGHBOR_ADVERT
+ND_OPT_SLL: int = _icmpv6.ND_OPTION_SLA  # source link-layer address option
+ND_OPT_TLL: int = _icmpv6.ND_OPTION_TLA  # target link-layer address option
+ND_NA_SOLICITED_OVERRIDE = 0x60000000  # an NA's flags word (nd_reserved): R=0, S=1, O=1
+ND_NA_ROUTER_SOLICITED_OVERRIDE = 0xE0000000  # a router's: R=1, S=1, O=1
 ND_RS: int = _icmpv6.ND_ROUTER_SOLICIT
 ND_RA: int = _icmpv6.ND_ROUTER_ADVERT
 IP_PROTO_UDP: int = _in_proto.IPPROTO_UDP
@@ -78,9 +84,19 @@ class Priority:
     SPOOFED = 5  # ARP, IPv4, IPv6 from any other address
     OTHER_ETHERTYPE = 1  # e.g. RARP: on to arp_nd
     # arp_nd
-    ANSWER = 100  # in-switch ARP responder; ND and router solicitations to the controller
+    INVALID_NS = 110  # a solicitation from the unspecified address with a link-layer address option
+    ANSWER = 100  # in-switch ARP and ND responders (and nd_reply's last touch); RS to the controller
+    UNKNOWN_NS_DROP = 60  # a solicitation with the asker's link-layer address that no responder took
+    ND_CONTROLLER = 50  # other multicast solicitations (DAD probes, no link-layer option): controller
     UNSOLICITED_DROP = 40  # gratuitous ARP replies, unsolicited NAs
     UNKNOWN_ARP_DROP = 10  # ARP requests no responder took, in networks that drop them
+    # l3_route
+    TTL_EXPIRED = 30  # to the router's MAC with TTL / hop limit 1: to the controller (time exceeded)
+    ROUTE = 20  # to the router's MAC for one of its subnets: route into that subnet's network
+    ROUTER_MAC_DROP = 10  # anything else to the router's MAC
+    # l3_neighbour
+    NEIGHBOUR = 100  # a known address of the target network (or the router's own: dropped)
+    UNREACHABLE = 10  # an unknown address of a routed subnet: to the controller (unreachable)
     # l2_lookup
     EXACT = 100  # a known destination MAC of the network
     MULTICAST = 10  # broadcast and multicast: to flood
@@ -117,11 +133,31 @@ TABLES: tuple[Table, ...] = (
            "in_port eth_type arp_spa arp_sha ipv4_src ipv6_src ip_proto udp_src udp_dst icmpv6_type ipv6_nd_target",
            "arp_nd"),
     _table("arp_nd",
-           "Answer ARP requests for addresses the mapping knows inside the switch, and send "
-           "Neighbor and Router Solicitations to the controller, before either could be "
-           "flooded. Gratuitous ARP replies, unsolicited NAs and solicitations for unknown IPv6 "
-           "addresses stop here.",
-           "in_port metadata eth_type eth_dst arp_op arp_tpa ip_proto icmpv6_type ipv6_nd_target", "l2_lookup"),
+           "Answer ARP requests and Neighbor Solicitations for addresses the mapping knows inside "
+           "the switch, before either could be flooded; solicitations without the asker's "
+           "link-layer address (DAD probes) and Router Solicitations go to the controller. "
+           "Gratuitous ARP replies, unsolicited NAs and solicitations for unknown IPv6 addresses "
+           "stop here.",
+           "in_port metadata eth_type eth_dst arp_op arp_tpa ip_proto icmpv6_type ipv6_nd_target ipv6_src "
+           "nd_options_type", "nd_reply l3_route"),
+    _table("nd_reply",
+           "Finish a Neighbor Advertisement that an arp_nd responder made of a solicitation: write "
+           "its target link-layer address (Open vSwitch allows that only in a flow whose match is "
+           "an advertisement) and send it back out of the asking port.",
+           "eth_type ip_proto icmpv6_type nd_options_type"),
+    _table("l3_route",
+           "Distributed routing, on the hypervisor where the frame entered: a frame of a network "
+           "with a router, sent to the router's MAC for one of the router's subnets, has its TTL "
+           "or hop limit decremented, the router's MAC as source, and the target network as "
+           "metadata (not from a tunnel). TTL 1 goes to the controller for time exceeded; "
+           "anything else sent to the router's MAC stops here. Other frames go on to l2_lookup.",
+           "metadata eth_type eth_dst ipv4_dst ipv6_dst nw_ttl", "l3_neighbour l2_lookup"),
+    _table("l3_neighbour",
+           "The routed frame's destination MAC: the port owning the destination address in the "
+           "target network, from the mapping (every port of every network of the router, on every "
+           "hypervisor hosting one of them). An unknown address goes to the controller for "
+           "unreachable; the router's own addresses stop here.",
+           "metadata eth_type ipv4_dst ipv6_dst", "l2_lookup"),
     _table("l2_lookup",
            "Forward by (network, destination MAC): to the local VM port, or into the tunnel to "
            "the hypervisor hosting the MAC. Broadcast, multicast and unknown unicast go to flood.",
@@ -153,6 +189,14 @@ class Family(enum.IntEnum):
     UNKNOWN_ARP_DROP = 11  # not ARP_RESPONDER: the app counts that family's hits as answers
     HOST_CONFIG_TRAP = 12  # a port's DHCP requests and Router Solicitations, to the controller
     HOST_CONFIG_DROP = 13  # DHCP and RA from VMs that must reach no other VM
+    ND_RESPONDER = 14
+    ROUTER_ARP = 15  # in-switch ARP responder for a router's IPv4 addresses
+    ROUTER_ND = 16
+    ROUTE = 17
+    TTL_EXPIRED = 18
+    ROUTER_DROP = 19  # frames for the router itself that it does not answer
+    NEIGHBOUR = 20
+    UNREACHABLE = 21
 
 
 class GroupRole(enum.IntEnum):
@@ -162,6 +206,7 @@ class GroupRole(enum.IntEnum):
 
 PACKET_IN_RATE = 100  # packet-ins per second per VM interface
 UNKNOWN_PORT_METER = 0xFFFF  # above any OVS port number: frames from ports not yet announced
+ROUTER_METER = 0xFFFE  # what the hypervisor's routers send to the controller
 PACKET_IN_BURST = 50
 
 

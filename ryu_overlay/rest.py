@@ -17,14 +17,15 @@ import hmac
 import json
 import logging
 import re
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from webob import Request, Response
 
 from . import transactions
 from .controller import Batches, Controller
 from .events import MAX_WAIT, Watch
-from .model import OverlayError
+from .model import Network, OverlayError, Port, Router
 from .openapi import MAX_SEQ, openapi_document
 from .store import StoreUnavailable
 
@@ -33,8 +34,8 @@ LOG = logging.getLogger("ryu_overlay.rest")
 T = TypeVar("T")
 
 _ROUTES: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"^/v1/(hypervisors|networks|ports)$"), "collection"),
-    (re.compile(r"^/v1/(hypervisors|networks|ports)/([^/]+)$"), "item"),
+    (re.compile(r"^/v1/(hypervisors|networks|ports|routers)$"), "collection"),
+    (re.compile(r"^/v1/(hypervisors|networks|ports|routers)/([^/]+)$"), "item"),
     (re.compile(r"^/v1/(topology|stats|openapi\.json)$"), "info"),
     (re.compile(r"^/v1/transactions$"), "transactions"),
     (re.compile(r"^/v1/events$"), "events"),
@@ -107,6 +108,8 @@ class RestApp:
             items = [c.hypervisor_json(h) for h in c.topo.hypervisors.values()]
         elif kind == "networks":
             items = [n.to_json() for n in c.topo.networks.values()]
+        elif kind == "routers":
+            items = [r.to_json() for r in c.topo.routers.values()]
         else:
             items = [p.to_json() for p in c.topo.ports.values()]
         return _json(200, {kind: sorted(items, key=lambda i: i["name"])})
@@ -121,17 +124,23 @@ class RestApp:
         if method == "GET":
             if kind == "hypervisors":
                 return _json(200, c.hypervisor_json(c.topo.get_hypervisor(name)))
-            obj = c.topo.get_network(name) if kind == "networks" else c.topo.get_port(name)
-            return _json(200, obj.to_json())
+            get: Callable[[str], Network | Port | Router] = {
+                "networks": c.topo.get_network, "ports": c.topo.get_port, "routers": c.topo.get_router}[kind]
+            return _json(200, get(name).to_json())
         if method == "DELETE":
-            delete = {"hypervisors": c.delete_hypervisor, "networks": c.delete_network, "ports": c.delete_port}[kind]
+            delete = {"hypervisors": c.delete_hypervisor, "networks": c.delete_network, "ports": c.delete_port,
+                      "routers": c.delete_router}[kind]
             self.emit(delete(name))
             return Response(status=204)
-        put = {"hypervisors": c.put_hypervisor, "networks": c.put_network, "ports": c.put_port}[kind]
+        if kind == "hypervisors":
+            created, hv, batches = c.put_hypervisor(name, body)
+            self.emit(batches)
+            return _json(201 if created else 200, c.hypervisor_json(hv))
+        put: Callable[[str, Any], tuple[bool, Network | Port | Router, Batches]] = {
+            "networks": c.put_network, "ports": c.put_port, "routers": c.put_router}[kind]
         created, obj, batches = put(name, body)
         self.emit(batches)
-        out = c.hypervisor_json(obj) if kind == "hypervisors" else obj.to_json()
-        return _json(201 if created else 200, out)
+        return _json(201 if created else 200, obj.to_json())
 
     def _info(self, req: Request, what: str) -> Response:
         _allow(req, "GET")

@@ -13,10 +13,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .model import Hypervisor, Network, Port, hypervisor_from_record, network_from_record, port_from_record
+from .model import (
+    Hypervisor,
+    Network,
+    Port,
+    Router,
+    hypervisor_from_record,
+    network_from_record,
+    port_from_record,
+    router_from_record,
+)
 
-Obj = Hypervisor | Network | Port
-KINDS: dict[type, str] = {Hypervisor: "hypervisors", Network: "networks", Port: "ports"}
+Obj = Hypervisor | Network | Port | Router
+KINDS: dict[type, str] = {Hypervisor: "hypervisors", Network: "networks", Port: "ports", Router: "routers"}
+Loaded = tuple[list[Hypervisor], list[Network], list[Port], list[Router]]
 
 
 @dataclass(frozen=True)
@@ -38,7 +48,7 @@ class StoreUnavailable(Exception):
 
 
 class Store(Protocol):
-    def load(self) -> tuple[list[Hypervisor], list[Network], list[Port]]: ...
+    def load(self) -> Loaded: ...
 
     def apply(self, changes: Iterable[Change]) -> None:
         """Apply all ``changes`` atomically and durably, or none of them."""
@@ -63,13 +73,14 @@ class SqliteStore:
         for table in KINDS.values():
             self._db.execute(f"CREATE TABLE IF NOT EXISTS {table} (name TEXT PRIMARY KEY, doc TEXT NOT NULL)")
 
-    def load(self) -> tuple[list[Hypervisor], list[Network], list[Port]]:
+    def load(self) -> Loaded:
         def rows(table: str) -> list[dict[str, Any]]:
             return [json.loads(doc) for (doc,) in self._db.execute(f"SELECT doc FROM {table} ORDER BY name")]
 
         return ([hypervisor_from_record(r) for r in rows("hypervisors")],
                 [network_from_record(r) for r in rows("networks")],
-                [port_from_record(r) for r in rows("ports")])
+                [port_from_record(r) for r in rows("ports")],
+                [router_from_record(r) for r in rows("routers")])
 
     def apply(self, changes: Iterable[Change]) -> None:
         self._db.execute("BEGIN IMMEDIATE")

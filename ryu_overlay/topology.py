@@ -13,7 +13,9 @@ from typing import Any
 
 import networkx as nx
 
-from .model import BadRequest, Conflict, Hypervisor, IPAddress, Network, NotFound, Port
+from .model import BadRequest, Conflict, Hypervisor, IPAddress, Network, NotFound, Port, Router
+
+ROUTER_MAC_PREFIX = "0e:52:00"  # locally administered; the controller numbers routers' MACs below it
 
 
 def _hv(name: str) -> str:
@@ -33,6 +35,8 @@ class Topology:
         self.hypervisors: dict[str, Hypervisor] = {}
         self.networks: dict[str, Network] = {}
         self.ports: dict[str, Port] = {}
+        self.routers: dict[str, Router] = {}
+        self._router_of_net: dict[str, str] = {}
         self.graph = nx.Graph()
         self._net_by_vni: dict[int, str] = {}
         self._hv_by_dpid: dict[int, str] = {}
@@ -85,6 +89,39 @@ class Topology:
         name = self._port_by_interface.get((hypervisor, interface))
         return None if name is None else self.ports[name]
 
+    def router_of(self, network: str) -> Router | None:
+        """The router attached to ``network``, if any (a network has at most one)."""
+        name = self._router_of_net.get(network)
+        return None if name is None else self.routers[name]
+
+    def routed_networks(self, network: str) -> tuple[str, ...]:
+        """Every network of ``network``'s router, itself included; just itself without a router."""
+        router = self.router_of(network)
+        return (network,) if router is None else router.networks
+
+    def interested(self, network: str) -> set[str]:
+        """Hypervisors that need flows of ``network``: its hosts, and the hosts of every network
+        routed with it (a distributed router routes into it from there)."""
+        return set().union(*(self.hosts(n) for n in self.routed_networks(network)))
+
+    def router_address(self, network: str, ip: IPAddress) -> Router | None:
+        """The router owning address ``ip`` in ``network``."""
+        router = self.router_of(network)
+        if router is not None and any(i.ip.ip == ip for i in router.interfaces_of(network)):
+            return router
+        return None
+
+    def allocate_router_mac(self, name: str) -> str:
+        """The MAC of router ``name``: the one it has, else the lowest free one under ``ROUTER_MAC_PREFIX``."""
+        old = self.routers.get(name)
+        if old is not None:
+            return old.mac
+        taken = {r.mac for r in self.routers.values()} | {mac for _, mac in self._port_by_mac}
+        n = 1
+        while (mac := f"{ROUTER_MAC_PREFIX}:{n >> 16 & 0xFF:02x}:{n >> 8 & 0xFF:02x}:{n & 0xFF:02x}") in taken:
+            n += 1
+        return mac
+
     def derived(self, network: str) -> dict[Any, Any]:
         """A place for values computed from ``network``'s current state, emptied by every change to it.
 
@@ -122,6 +159,7 @@ class Topology:
         other = self._net_by_vni.get(net.vni)
         if other not in (None, net.name):
             raise Conflict(f"vni {net.vni} is already used by network {other}")
+        self._check_network_router(net)
         for port in self.ports_of(net.name):
             for ip in port.ips:
                 if not _in_subnets(ip, net):
@@ -132,7 +170,84 @@ class Topology:
         members = sorted(p.name for p in self.ports_of(name))
         if members:
             raise Conflict(f"network {name} still has port(s) {', '.join(members[:5])}")
+        router = self.router_of(name)
+        if router is not None:
+            raise Conflict(f"network {name} is still attached to router {router.name}")
         return net
+
+    def _check_network_router(self, net: Network) -> None:
+        router = self.router_of(net.name)
+        if router is None:
+            return
+        if router.tenant != net.tenant:
+            raise Conflict(f"network {net.name} is attached to router {router.name} of tenant {router.tenant}")
+        for iface in router.interfaces_of(net.name):
+            if iface.ip.network not in net.subnets:
+                raise Conflict(f"router {router.name} has interface {iface.ip} outside the new subnets")
+
+    def check_router(self, router: Router) -> None:
+        """400, then 404, then 409: a body wrong in itself, then references, then conflicts."""
+        for iface in router.interfaces:
+            net = self.get_network(iface.network)
+            if iface.ip.network not in net.subnets:
+                raise BadRequest(f"interface ip {iface.ip} is not an address of a subnet of network {net.name} "
+                                 f"({', '.join(map(str, net.subnets)) or 'none'})")
+        gw = router.gateway
+        if gw is not None:
+            self.get_hypervisor(gw.hypervisor)
+        for _, port_name in router.floating_ips:
+            self.get_port(port_name)
+        for iface in router.interfaces:
+            net = self.networks[iface.network]
+            if net.tenant != router.tenant:
+                raise Conflict(f"network {net.name} belongs to tenant {net.tenant}, not {router.tenant}")
+            other = self._router_of_net.get(net.name)
+            if other not in (None, router.name):
+                raise Conflict(f"network {net.name} already has router {other}")
+            owner = self._port_by_ip.get((net.name, iface.ip.ip))
+            if owner is not None:
+                raise Conflict(f"ip {iface.ip.ip} is already used by port {owner} in network {net.name}")
+            owner = self._port_by_mac.get((net.name, router.mac))
+            if owner is not None:
+                raise Conflict(f"mac {router.mac} is already used by port {owner} in network {net.name}")
+        public: dict[IPAddress, str] = {}
+        for rival in self.routers.values():
+            if rival.name != router.name:
+                public.update({ip: rival.name for ip, _ in rival.floating_ips})
+                if rival.gateway is not None:
+                    public[rival.gateway.ip.ip] = rival.name
+        if gw is not None and gw.ip.ip in public:
+            raise Conflict(f"gateway ip {gw.ip.ip} is already used by router {public[gw.ip.ip]}")
+        targets: set[str] = set()
+        for ip, port_name in router.floating_ips:
+            if gw is None or ip not in gw.ip.network or ip in (gw.ip.ip, gw.next_hop):
+                raise Conflict(f"floating ip {ip} is outside the gateway's subnet "
+                               f"{'(no gateway)' if gw is None else gw.ip.network} or is its own address")
+            if ip in public:
+                raise Conflict(f"floating ip {ip} is already used by router {public[ip]}")
+            port = self.get_port(port_name)
+            if port.network not in router.networks:
+                raise Conflict(f"port {port_name} of floating ip {ip} is not in a network of router {router.name}")
+            if port_name in targets:
+                raise Conflict(f"port {port_name} is given two floating ips")
+            targets.add(port_name)
+
+    def check_delete_port(self, name: str) -> Port:
+        port = self.get_port(name)
+        self._check_floating_target(port.name, None)
+        return port
+
+    def _check_floating_target(self, name: str, network: str | None) -> None:
+        for router in self.routers.values():
+            for ip, target in router.floating_ips:
+                if target == name and network not in router.networks:
+                    raise Conflict(f"port {name} is the target of floating ip {ip} of router {router.name}")
+
+    def get_router(self, name: str) -> Router:
+        try:
+            return self.routers[name]
+        except KeyError:
+            raise NotFound(f"router {name} does not exist") from None
 
     def check_port(self, port: Port) -> None:
         net = self.networks.get(port.network)
@@ -154,6 +269,14 @@ class Topology:
             other = self._port_by_interface.get((port.hypervisor, port.interface))
             if other not in (None, port.name):
                 raise Conflict(f"interface {port.interface} on {port.hypervisor} is already bound to port {other}")
+        router = self.router_of(port.network)
+        if router is not None:
+            if port.mac == router.mac:
+                raise Conflict(f"mac {port.mac} is router {router.name}'s in network {port.network}")
+            for ip in port.ips:
+                if self.router_address(port.network, ip) is not None:
+                    raise Conflict(f"ip {ip} is router {router.name}'s in network {port.network}")
+        self._check_floating_target(port.name, port.network)
 
     def get_hypervisor(self, name: str) -> Hypervisor:
         try:
@@ -246,14 +369,33 @@ class Topology:
         if port.hypervisor is not None and port.interface is not None:
             del self._port_by_interface[(port.hypervisor, port.interface)]
 
+    def put_router(self, router: Router) -> Router | None:
+        old = self.routers.get(router.name)
+        if old is not None:
+            self.delete_router(router.name)
+        self.routers[router.name] = router
+        for net in router.networks:
+            self._router_of_net[net] = router.name
+        self._changed(*router.networks)
+        return old
+
+    def delete_router(self, name: str) -> Router:
+        router = self.routers.pop(name)
+        for net in router.networks:
+            del self._router_of_net[net]
+        self._changed(*router.networks)
+        return router
+
     def load(self, hypervisors: Iterable[Hypervisor], networks: Iterable[Network],
-             ports: Iterable[Port]) -> None:
+             ports: Iterable[Port], routers: Iterable[Router] = ()) -> None:
         for hv in hypervisors:
             self.put_hypervisor(hv)
         for net in networks:
             self.put_network(net)
         for port in ports:
             self.put_port(port)
+        for router in routers:
+            self.put_router(router)
 
 
 def _in_subnets(ip: IPAddress, net: Network) -> bool:

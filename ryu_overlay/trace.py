@@ -15,19 +15,31 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from .compat import ofproto as ofp, parser
-from .pipeline import (ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6, IP_PROTO_ICMPV6, IP_PROTO_UDP, ND_NA, ND_NS,
-                       TABLE_NAMES)
+from .pipeline import (
+    ETH_TYPE_ARP,
+    ETH_TYPE_IPV4,
+    ETH_TYPE_IPV6,
+    IP_PROTO_ICMPV6,
+    IP_PROTO_UDP,
+    ND_NA,
+    ND_NS,
+    ND_OPT_SLL,
+    ND_OPT_TLL,
+    TABLE_NAMES,
+)
 
 Packet = dict[str, Any]
 
 MAC_FIELDS = {"eth_src", "eth_dst", "arp_sha", "arp_tha", "ipv6_nd_sll", "ipv6_nd_tll"}
 IPV4_FIELDS = {"arp_spa", "arp_tpa", "ipv4_src", "ipv4_dst", "tun_ipv4_src", "tun_ipv4_dst"}
 IPV6_FIELDS = {"ipv6_src", "ipv6_dst", "ipv6_nd_target"}
-ND_FIELDS = {"ipv6_nd_target", "ipv6_nd_sll", "ipv6_nd_tll"}
+ND_FIELDS = {"ipv6_nd_target", "ipv6_nd_sll", "ipv6_nd_tll", "nd_reserved", "nd_options_type"}
+ND_OPTION_FIELDS = {ND_OPT_SLL: "ipv6_nd_sll", ND_OPT_TLL: "ipv6_nd_tll"}
 PIPELINE_FIELDS = {"metadata", "tunnel_id", *(f"reg{i}" for i in range(8))}
 ETH_ARP, ETH_IPV4, ETH_IPV6 = ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6
 PREREQUISITES: dict[str, Mapping[str, tuple[int, ...]]] = {
@@ -35,11 +47,21 @@ PREREQUISITES: dict[str, Mapping[str, tuple[int, ...]]] = {
     **{f: {"eth_type": (ETH_IPV4,)} for f in ("ipv4_src", "ipv4_dst")},
     **{f: {"eth_type": (ETH_IPV6,)} for f in ("ipv6_src", "ipv6_dst")},
     "ip_proto": {"eth_type": (ETH_IPV4, ETH_IPV6)},
+    "nw_ttl": {"eth_type": (ETH_IPV4, ETH_IPV6)},
     "icmpv6_type": {"eth_type": (ETH_IPV6,), "ip_proto": (IP_PROTO_ICMPV6,)},
-    "ipv6_nd_target": {"eth_type": (ETH_IPV6,), "ip_proto": (IP_PROTO_ICMPV6,), "icmpv6_type": (ND_NS, ND_NA)},
+    **{f: {"eth_type": (ETH_IPV6,), "ip_proto": (IP_PROTO_ICMPV6,), "icmpv6_type": (ND_NS, ND_NA)}
+       for f in ("ipv6_nd_target", "nd_reserved", "nd_options_type")},
+    "ipv6_nd_sll": {"eth_type": (ETH_IPV6,), "ip_proto": (IP_PROTO_ICMPV6,), "icmpv6_type": (ND_NS,)},
+    "ipv6_nd_tll": {"eth_type": (ETH_IPV6,), "ip_proto": (IP_PROTO_ICMPV6,), "icmpv6_type": (ND_NA,)},
     **{f: {"eth_type": (ETH_IPV4, ETH_IPV6), "ip_proto": (IP_PROTO_UDP,)} for f in ("udp_src", "udp_dst")},
 }
 MAX_HOPS = 8
+DEFAULT_TTL = 64  # what dec_ttl finds in an IP packet given without nw_ttl
+
+
+class _TtlExpired(Exception):
+    """dec_ttl met a TTL of 0 or 1: Open vSwitch stops the pipeline (no controller asked for
+    OFPR_INVALID_TTL packet-ins), so the packet is dropped."""
 
 
 class SimError(Exception):
@@ -77,12 +99,33 @@ def _norm_match(match: Any) -> dict[str, tuple[int, int | None]]:
     return out
 
 
-def _check_prerequisites(match: Mapping[str, tuple[int, int | None]]) -> None:
-    for name in match:
+def _check_prerequisites(match: Mapping[str, tuple[int, int | None]], fields: Iterable[str] | None = None,
+                         what: str = "match on") -> None:
+    for name in match if fields is None else fields:
         for need, allowed in PREREQUISITES.get(name, {}).items():
             have = match.get(need)
             if have is None or have[1] is not None or have[0] not in allowed:
-                raise SimError(f"match on {name} needs {need} in {allowed}")
+                raise SimError(f"{what} {name} needs {need} in {allowed}")
+
+
+def _fields_touched(instructions: Iterable[Any]) -> set[str]:
+    """The fields a flow's actions write or copy from: OVS checks their prerequisites against the
+    flow's match alone (not as earlier actions changed the packet), and refuses the flow if unmet."""
+    touched: set[str] = set()
+    for inst in instructions:
+        for action in getattr(inst, "actions", ()):
+            if isinstance(action, parser.OFPActionSetField):
+                touched.add(action.key)
+            elif isinstance(action, parser.NXActionRegMove):
+                touched |= {action.src_field, action.dst_field}
+    return touched
+
+
+def nd_option_type(pkt: Mapping[str, Any]) -> int:
+    """What OVS reads as ``nd_options_type``: the type of the link-layer address option, 0 if none."""
+    if "nd_options_type" in pkt:
+        return int(pkt["nd_options_type"])
+    return next((kind for kind, name in ND_OPTION_FIELDS.items() if name in pkt), 0)
 
 
 @dataclass
@@ -98,6 +141,8 @@ class Entry:
         for name, (value, mask) in self.match.items():
             if name in ND_FIELDS and pkt.get("icmpv6_code", 0) != 0:
                 have = 0  # Open vSwitch reads no ND fields from a message whose code is not 0
+            elif name == "nd_options_type":
+                have = nd_option_type(pkt)
             elif name in pkt:
                 have = to_int(name, pkt[name])
             elif name in PIPELINE_FIELDS:
@@ -180,6 +225,7 @@ class SimSwitch:
         match = _norm_match(msg.match)
         if msg.command == ofp.OFPFC_ADD:
             _check_prerequisites(match)
+            _check_prerequisites(match, _fields_touched(msg.instructions), "action on")
             for inst in msg.instructions:
                 if isinstance(inst, parser.OFPInstructionGotoTable) and inst.table_id <= msg.table_id:
                     raise SimError(f"goto_table:{inst.table_id} from table {msg.table_id} goes backwards")
@@ -265,7 +311,11 @@ class SimSwitch:
                     raise SimError(f"meter {inst.meter_id} does not exist")
                 run.meters.append(inst.meter_id)
             elif isinstance(inst, parser.OFPInstructionActions) and inst.type == ofp.OFPIT_APPLY_ACTIONS:
-                self._actions(inst.actions, pkt, run, table_id, entry.cookie)
+                try:
+                    self._actions(inst.actions, pkt, run, table_id, entry.cookie)
+                except _TtlExpired:
+                    run.trace.append(Step(table_id, name, None, None, "dec_ttl", "TTL expired: drop"))
+                    return
             elif isinstance(inst, parser.OFPInstructionWriteMetadata):
                 old = pkt.get("metadata", 0)
                 pkt["metadata"] = (old & ~inst.metadata_mask) | (inst.metadata & inst.metadata_mask)
@@ -281,13 +331,24 @@ class SimSwitch:
             if isinstance(action, parser.OFPActionOutput):
                 self._output(action.port, pkt, run, table_id, cookie)
             elif isinstance(action, parser.OFPActionSetField):
+                if action.key == "nd_options_type":
+                    _retype_nd_option(pkt, action.value)
                 pkt[action.key] = action.value
+            elif isinstance(action, parser.OFPActionSetNwTtl):
+                pkt["nw_ttl"] = action.nw_ttl
             elif isinstance(action, parser.NXActionRegMove):
                 src = to_int(action.src_field, pkt.get(action.src_field, 0))
                 bits = (src >> action.src_ofs) & ((1 << action.n_bits) - 1)
                 dst_old = to_int(action.dst_field, pkt.get(action.dst_field, 0))
                 mask = ((1 << action.n_bits) - 1) << action.dst_ofs
                 pkt[action.dst_field] = from_int(action.dst_field, (dst_old & ~mask) | (bits << action.dst_ofs))
+            elif isinstance(action, parser.OFPActionDecNwTtl):
+                if pkt.get("eth_type") not in (ETH_IPV4, ETH_IPV6):
+                    continue  # OVS ignores dec_ttl on other frames
+                ttl = int(pkt.get("nw_ttl", DEFAULT_TTL))
+                if ttl <= 1:
+                    raise _TtlExpired()
+                pkt["nw_ttl"] = ttl - 1
             elif isinstance(action, parser.OFPActionGroup):
                 group = self.groups.get(action.group_id)
                 if group is None:
@@ -307,6 +368,17 @@ class SimSwitch:
             run.outputs.append(Output(pkt["in_port"], dict(pkt)))
         elif port != pkt.get("in_port"):  # OpenFlow never sends a frame back where it came from
             run.outputs.append(Output(port, dict(pkt)))
+
+
+def _retype_nd_option(pkt: Packet, new: int) -> None:
+    """OVS rewrites the type of the first ND option in place: its address now reads as the new kind."""
+    old = nd_option_type(pkt)
+    if old == 0:
+        raise SimError("set_field nd_options_type on a message without a link-layer address option")
+    if old != new and old in ND_OPTION_FIELDS:
+        value = pkt.pop(ND_OPTION_FIELDS[old], None)
+        if new in ND_OPTION_FIELDS and value is not None:
+            pkt[ND_OPTION_FIELDS[new]] = value
 
 
 def _groups_used(entry: Entry) -> set[int]:
@@ -335,6 +407,10 @@ def _fmt_action(action: Any) -> str:
         return f"move:{action.src_field}->{action.dst_field}"
     if isinstance(action, parser.OFPActionGroup):
         return f"group:{action.group_id:#x}"
+    if isinstance(action, parser.OFPActionSetNwTtl):
+        return f"mod_nw_ttl:{action.nw_ttl}"
+    if isinstance(action, parser.OFPActionDecNwTtl):
+        return "dec_ttl"
     return type(action).__name__
 
 
@@ -480,7 +556,8 @@ SHORTHANDS: dict[str, dict[str, int]] = {
     "udp": {"eth_type": ETH_IPV4, "ip_proto": 17},
 }
 KNOWN_FIELDS = MAC_FIELDS | IPV4_FIELDS | IPV6_FIELDS | PIPELINE_FIELDS | {
-    "in_port", "eth_type", "vlan_vid", "arp_op", "ip_proto", "icmpv6_type", "icmpv6_code", "tcp_dst", "udp_src", "udp_dst"}
+    "in_port", "eth_type", "vlan_vid", "arp_op", "ip_proto", "icmpv6_type", "icmpv6_code", "tcp_dst", "udp_src",
+    "udp_dst", "nd_options_type", "nd_reserved", "nw_ttl"}
 
 
 def parse_packet_spec(spec: str, interfaces: Mapping[str, int] | None = None) -> Packet:
@@ -600,6 +677,9 @@ def controller_from_rest(url: str, token: str | None = None) -> tuple[Any, dict[
         controller.put_network(n["name"], {k: n[k] for k in ("vni", "tenant", "subnets", "mtu", "unknown_arp")})
     for p in ports:
         controller.put_port(p["name"], {k: p[k] for k in ("network", "mac", "ips", "hypervisor", "interface")})
+    for r in _get(url, "/v1/routers", token)["routers"]:
+        body = {k: r[k] for k in ("tenant", "interfaces", "gateway", "snat", "floating_ips")}
+        controller.put_router(r["name"], body, mac=r["mac"])
     return controller, {h["name"]: h.get("ofports") for h in hvs}
 
 

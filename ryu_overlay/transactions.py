@@ -43,6 +43,8 @@ KINDS: dict[str, Kind] = {
                      Topology.put_network, Topology.delete_network),
     "ports": Kind(lambda t: t.ports, Controller.put_port, Controller.delete_port,
                   Topology.put_port, Topology.delete_port),
+    "routers": Kind(lambda t: t.routers, Controller.put_router, Controller.delete_router,
+                    Topology.put_router, Topology.delete_router),
 }
 
 
@@ -83,13 +85,12 @@ def parse_transaction(body: Any) -> Transaction:
     ops = body.get("operations")
     if not isinstance(ops, list):
         raise BadRequest("\"operations\" must be a list")
-    wait = body.get("wait", "none")
-    if wait not in ("none", "hv") or "wait" in body and wait != "hv":
+    if "wait" in body and body["wait"] != "hv":
         raise BadRequest("\"wait\" must be \"hv\" or absent")
     timeout = body.get("timeout", DEFAULT_WAIT)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 <= timeout <= MAX_WAIT:
         raise BadRequest(f"\"timeout\" must be a number of seconds from 0 to {MAX_WAIT:.0f}")
-    return Transaction(tuple(_operation(i, op) for i, op in enumerate(ops)), wait == "hv", float(timeout))
+    return Transaction(tuple(_operation(i, op) for i, op in enumerate(ops)), "wait" in body, float(timeout))
 
 
 def _operation(index: int, op: Any) -> Operation:

@@ -27,8 +27,7 @@ from eventlet import tpool
 
 from .compat import framework_module
 from .controller import Batches, Controller
-from .model import Hypervisor, Network, Port
-from .store import Change, Store, StoreUnavailable
+from .store import Change, Loaded, Store, StoreUnavailable
 
 LOG = logging.getLogger("ryu_overlay.worker")
 hub = framework_module("lib.hub")
@@ -37,7 +36,6 @@ EVENTLET = hub.HUB_TYPE == "eventlet"
 # os-ken's native hub.Event can miss a wake-up (it swaps its inner event after setting it).
 Event = hub.Event if EVENTLET else threading.Event
 RECOVERY_RETRY = 1.0  # seconds between attempts to reload the topology after a failed write
-Loaded = tuple[list[Hypervisor], list[Network], list[Port]]
 
 
 class _Outcome:

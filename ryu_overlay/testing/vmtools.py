@@ -129,10 +129,14 @@ class FrameCounter:
         return int(count), float(span)
 
 
-def solicitation(src_mac: str, src_ip: str, target: str) -> bytes:
-    """A Neighbor Solicitation to ``target``'s solicited-node group: the controller answers it."""
+def solicitation(src_mac: str, src_ip: str, target: str, source_lla: bool = True) -> bytes:
+    """A Neighbor Solicitation to ``target``'s solicited-node group.
+
+    With the source link-layer address option (as Linux sends it) the switch answers a known
+    target itself; without it the solicitation goes to the controller, through the port's meter.
+    """
     low = int(ipaddress.IPv6Address(target)) & 0xFFFFFF
     group_ip = str(ipaddress.IPv6Address(int(ipaddress.IPv6Address("ff02::1:ff00:0")) | low))
     group_mac = f"33:33:ff:{low >> 16:02x}:{low >> 8 & 0xFF:02x}:{low & 0xFF:02x}"
-    return bytes(Ether(src=src_mac, dst=group_mac) / IPv6(src=src_ip, dst=group_ip) / ICMPv6ND_NS(tgt=target)
-                 / ICMPv6NDOptSrcLLAddr(lladdr=src_mac))
+    ns = Ether(src=src_mac, dst=group_mac) / IPv6(src=src_ip, dst=group_ip, hlim=255) / ICMPv6ND_NS(tgt=target)
+    return bytes(ns / ICMPv6NDOptSrcLLAddr(lladdr=src_mac) if source_lla else ns)

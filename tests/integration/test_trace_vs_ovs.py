@@ -259,6 +259,9 @@ def sim_packet(case: Case, ofports: dict[str, int]) -> dict[str, Any]:
             pkt.update(icmpv6_type=icmp_type, icmpv6_code=icmp_code)
             if icmp_type in (135, 136):
                 pkt["ipv6_nd_target"] = upper.tgt
+                for option, name in ((ICMPv6NDOptSrcLLAddr, "ipv6_nd_sll"), (ICMPv6NDOptDstLLAddr, "ipv6_nd_tll")):
+                    if option in upper:
+                        pkt[name] = upper[option].lladdr
     return pkt
 
 
@@ -402,4 +405,10 @@ def test_trace_agrees_with_ovs_ofproto_trace_on_random_frames(ctl, make_bed):
         sw.entries = [e for e in sw.entries if cookie_family(e.cookie) != Family.ARP_RESPONDER]
     _, wrong = compare(net, cases, traces, real, odp)
     print(f"without the ARP responder flows: {len(wrong)} frames disagree")
+    assert wrong
+    net = SimNet(controller, real)
+    for sw in net.switches.values():
+        sw.entries = [e for e in sw.entries if cookie_family(e.cookie) != Family.ND_RESPONDER]
+    _, wrong = compare(net, cases, traces, real, odp)
+    print(f"without the ND responder flows: {len(wrong)} frames disagree")
     assert wrong

@@ -29,7 +29,7 @@ class Env:
     def snapshot(self) -> dict[str, Any]:
         """Everything a request could change: the store, and the controller's state through GET."""
         out: dict[str, Any] = {"store": self.store.load()}
-        for kind in ("hypervisors", "networks", "ports", "stats"):
+        for kind in ("hypervisors", "networks", "ports", "routers", "stats"):
             resp = self.api.get(f"/v1/{kind}")
             assert resp.status_int == 200
             out[kind] = resp.json

@@ -134,3 +134,15 @@ def test_a_cookie_given_to_another_flow_is_deleted_before_the_new_flow_is_added(
                                              "hypervisor": "hv2", "interface": "tapA3"})[2])
     assert answered_in_switch_by(net, "a1", "10.1.0.9") == PORTS["a3"][1]
     assert answered_in_switch_by(net, "a1", "10.1.0.3") is None
+
+
+def test_a_renumbered_table_gives_its_flows_new_cookies(monkeypatch):
+    """A switch still holding flows of an older pipeline, whose tables were numbered otherwise,
+    must not see them taken for the new ones: the cookie hashes the table numbers."""
+    def l2_flow() -> flows.Flow:
+        return flows.flow("l2_lookup", 100, Family.L2_LOCAL, {"eth_dst": "02:aa:00:00:00:01"}, 5001,
+                          actions=(flows.Output(3),))
+
+    before = l2_flow().cookie
+    monkeypatch.setitem(flows.TABLE_IDS, "l2_lookup", flows.TABLE_IDS["l2_lookup"] + 1)
+    assert l2_flow().cookie != before

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ryu_overlay.compat import ofproto as ofp, parser
-from ryu_overlay.ofmsg import FlowAdd, GroupMod, _ryu_instructions
+from ryu_overlay.ofmsg import FlowAdd, GroupMod, _ryu_instructions, ryu_match
 from ryu_overlay.pipeline import TABLE_IDS
 from ryu_overlay.testing.scenario import HYPERVISORS, build, connect
 
@@ -15,7 +15,7 @@ class FakeDatapath:
 
 def ryu_bytes(f) -> bytes:
     msg = parser.OFPFlowMod(FakeDatapath(), cookie=f.cookie, table_id=TABLE_IDS[f.table], command=ofp.OFPFC_ADD,
-                            priority=f.priority, match=parser.OFPMatch(**dict(f.match)),
+                            priority=f.priority, match=ryu_match(f),
                             instructions=_ryu_instructions(f))
     msg.xid = 0
     msg.serialize()

@@ -125,7 +125,7 @@ def test_delete_hypervisor_answers_204_and_it_is_gone(env):
     assert (resp.status_int, resp.body) == (204, b"")
     assert error(env.api.get("/v1/hypervisors/hv1")) == "hypervisor hv1 does not exist"
     assert env.api.get("/v1/hypervisors").json == {"hypervisors": []}
-    assert env.store.load() == ([], [], [])
+    assert env.store.load() == ([], [], [], [])
 
 
 def test_a_hypervisor_can_change_dpid_and_tunnel_ip(seeded):

@@ -62,15 +62,15 @@ def test_pragmas_are_set_again_on_reopen(store, db):
 
 
 def test_an_empty_store_loads_empty(store):
-    assert store.load() == ([], [], [])
+    assert store.load() == ([], [], [], [])
 
 
 def test_every_field_round_trips_through_a_reopen(store, db):
     store.apply([Put(HV2), Put(HV), Put(NET2), Put(NET), Put(DECLARED), Put(UNLOCATED), Put(LEARNED)])
     again = reopen(store, db)
     try:
-        assert again.load() == ([HV, HV2], [NET, NET2], [LEARNED, UNLOCATED, DECLARED])
-        hvs, nets, ports = again.load()
+        assert again.load() == ([HV, HV2], [NET, NET2], [LEARNED, UNLOCATED, DECLARED], [])
+        hvs, nets, ports, _ = again.load()
         assert [type(ip) for ip in ports[0].ips] == [ipaddress.IPv4Address, ipaddress.IPv6Address]
         assert isinstance(hvs[0].tunnel_ip, ipaddress.IPv4Address) and nets[1].mtu is None
     finally:
@@ -80,12 +80,12 @@ def test_every_field_round_trips_through_a_reopen(store, db):
 def test_put_replaces_and_delete_removes(store):
     store.apply([Put(NET), Put(NET2)])
     store.apply([Put(Network("blue", 9, "other")), Delete(Network, "red"), Delete(Network, "never-there")])
-    assert store.load() == ([], [Network("blue", 9, "other")], [])
+    assert store.load() == ([], [Network("blue", 9, "other")], [], [])
 
 
 def test_a_put_then_delete_in_one_change_list_leaves_nothing(store):
     store.apply([Put(UNLOCATED), Delete(Port, "a2")])
-    assert store.load() == ([], [], [])
+    assert store.load() == ([], [], [], [])
 
 
 def test_a_change_list_failing_midway_leaves_nothing(store, monkeypatch):
@@ -104,15 +104,15 @@ def test_a_change_list_failing_midway_leaves_nothing(store, monkeypatch):
         store.apply([Put(NET), Put(UNLOCATED), Put(LEARNED), Delete(Network, "red")])
     monkeypatch.undo()
     assert calls["n"] == 2
-    assert store.load() == ([], [NET2], [])
+    assert store.load() == ([], [NET2], [], [])
     store.apply([Put(HV)])
-    assert store.load() == ([HV], [NET2], [])
+    assert store.load() == ([HV], [NET2], [], [])
 
 
 def test_an_unknown_kind_midway_leaves_nothing(store):
     with pytest.raises(KeyError):
         store.apply([Put(HV), Delete(str, "x")])
-    assert store.load() == ([], [], [])
+    assert store.load() == ([], [], [], [])
     store.apply([Put(HV)])
     assert store.load()[0] == [HV]
 
@@ -140,12 +140,12 @@ def test_a_failed_commit_leaves_nothing_and_the_store_usable(store, db):
     with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
         store.apply([Put(HV)])
     assert not real.in_transaction
-    assert store.load() == ([], [], [])
+    assert store.load() == ([], [], [], [])
     store.apply([Put(HV2)])
     store._db = real
     again = reopen(store, db)
     try:
-        assert again.load() == ([HV2], [], [])
+        assert again.load() == ([HV2], [], [], [])
     finally:
         again.close()
 

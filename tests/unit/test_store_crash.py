@@ -37,7 +37,7 @@ def test_killing_the_writer_mid_transaction_never_leaves_a_half_write(tmp_path):
         finally:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
-        _, networks, _ = SqliteStore(db).load()
+        _, networks, _, _ = SqliteStore(db).load()
         tenants = {n.tenant for n in networks}
         assert len(networks) in (0, 10) and len(tenants) <= 1, tenants
         generations |= tenants

@@ -8,6 +8,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 import pytest
 
 from ryu_overlay.compat import ofproto as ofp, parser
+from ryu_overlay.pipeline import TABLE_IDS
 from ryu_overlay.rest import RestApp
 from ryu_overlay.testing.controller_proc import free_port
 from ryu_overlay.testing.scenario import build, connect
@@ -110,7 +111,7 @@ def test_trace_command_follows_a_frame_through_the_tunnel(tmp_path, capsys):
     assert main(["--db", db, "hv1",
                  "in_port=tapA1,eth_src=02:aa:00:00:00:01,eth_dst=02:aa:00:00:00:03,ip,ipv4_src=10.1.0.1"]) == 0
     text = capsys.readouterr().out
-    assert "0 ingress: priority 100" in text and "3 l2_lookup: priority 100" in text
+    assert "0 ingress: priority 100" in text and f"{TABLE_IDS['l2_lookup']} l2_lookup: priority 100" in text
     assert "tunnel hv1 -> hv2 (tun_id=5001, tun_dst=198.18.0.2)" in text
     assert text.rstrip().endswith("delivered on hv2 port 2")
 
