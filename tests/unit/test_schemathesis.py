@@ -29,7 +29,8 @@ def test_schemathesis_finds_nothing_against_the_live_server(tmp_path):
     config.write_text(CONFIG)
     ctl.start()
     try:
-        run = subprocess.run([str(SCHEMATHESIS), "--config-file", str(config), "run", f"{ctl.url}/v1/openapi.json", "--checks", "all",
+        run = subprocess.run([str(SCHEMATHESIS), "--config-file", str(config), "run", f"{ctl.url}/v1/openapi.json",
+                              "--checks", "all",
                               "--exclude-checks", "positive_data_acceptance",
                               "--max-examples", "25", "--seed", "1", "--no-color"],
                              capture_output=True, text=True, timeout=600, check=False)

@@ -86,7 +86,7 @@ def test_results_are_what_the_single_routes_answer(seeded, make_env, tmp_path):
     single = make_env(db=tmp_path / "single.sqlite")
     seed(single.api)
     connect(single.controller, 1, OFPORTS)
-    for op, result in zip(ops, resp.json["results"]):
+    for op, result in zip(ops, resp.json["results"], strict=True):
         answer = single.api.call(op["op"].upper(), f"/v1/{op['kind']}/{op['name']}", op.get("body"))
         assert (result["status"], result["body"]) == (answer.status_int, answer.json if answer.body else None)
 
@@ -94,7 +94,12 @@ def test_results_are_what_the_single_routes_answer(seeded, make_env, tmp_path):
 def test_all_changes_are_one_store_write_and_one_batch_per_switch(seeded, monkeypatch):
     writes: list[list[Any]] = []
     apply = seeded.store.apply
-    monkeypatch.setattr(seeded.store, "apply", lambda changes: (writes.append(list(changes)), apply(writes[-1])))
+
+    def counted(changes: Any) -> None:
+        writes.append(list(changes))
+        apply(writes[-1])
+
+    monkeypatch.setattr(seeded.store, "apply", counted)
     resp = seeded.api.post("/v1/transactions", {"operations": green_ops(5)})
     assert resp.status_int == 200
     assert [len(w) for w in writes] == [6]
@@ -170,7 +175,8 @@ def test_a_store_failure_undoes_the_whole_transaction(seeded, monkeypatch):
 
 @pytest.mark.parametrize(("body", "index"), [
     (None, None), ([], None), ({}, None), ({"operations": {}}, None), ({"operations": [], "extra": 1}, None),
-    ({"operations": [], "wait": "all"}, None), ({"operations": [], "wait": None}, None), ({"operations": [], "timeout": -1}, None),
+    ({"operations": [], "wait": "all"}, None), ({"operations": [], "wait": None}, None),
+    ({"operations": [], "timeout": -1}, None),
     ({"operations": [], "timeout": 301}, None), ({"operations": [], "timeout": True}, None),
     ({"operations": ["put"]}, 0), ({"operations": [{"op": "get", "kind": "ports", "name": "a1"}]}, 0),
     ({"operations": [delete("ports", "a1"), {"op": "delete", "kind": "things", "name": "a1"}]}, 1),
@@ -267,3 +273,30 @@ def test_without_wait_the_answer_does_not_wait_for_barriers(env, waiting):
     api, switches = waiting
     resp = api.post("/v1/transactions", {"operations": green_ops(2)})
     assert resp.status_int == 200 and switches.sent and len(env.controller.confirmations) == 0
+
+
+# --- routers: one more entry of the kind table ------------------------------------------------------
+
+R1 = {"tenant": "acme", "interfaces": [{"network": "green", "ip": "10.3.0.254/24"}]}
+
+
+def test_a_network_its_router_and_its_ports_in_one_transaction_then_all_removed_in_one(seeded):
+    ops = [put("networks", "green", GREEN), put("routers", "r1", R1), put("ports", "g1", green_port(1))]
+    resp = seeded.api.post("/v1/transactions", {"operations": ops})
+    assert [r["status"] for r in resp.json["results"]] == [201, 201, 201]
+    assert resp.json["results"][1]["body"] == seeded.api.get("/v1/routers/r1").json
+    assert seeded.api.delete("/v1/networks/green").status_int == 409  # held by its router and port
+    resp = seeded.api.post("/v1/transactions", {"operations": [delete("ports", "g1"), delete("routers", "r1"),
+                                                               delete("networks", "green")]})
+    assert [r["status"] for r in resp.json["results"]] == [204, 204, 204]
+    assert seeded.api.get("/v1/routers").json == {"routers": []}
+
+
+def test_a_refused_router_undoes_the_network_and_router_before_it(seeded):
+    before = seeded.snapshot()
+    ops = [put("networks", "green", GREEN), put("routers", "r1", R1),
+           put("routers", "r2", {**R1, "interfaces": [{"network": "green", "ip": "10.3.0.253/24"}]})]
+    resp = seeded.api.post("/v1/transactions", {"operations": ops})
+    assert (resp.status_int, resp.json["index"]) == (409, 2)
+    assert seeded.snapshot() == before and seeded.api.get("/v1/routers").json == {"routers": []}
+    assert seeded.emitted == []
