@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from common import (
-    Profiler,
-    add_placement_arguments,
-    inclusive,
-    profile_markdown,
+    add_profile_arguments,
+    bench_main,
+    placement_parser,
+    profiler_for,
     provenance,
     start_connected,
-    update_doc,
+    stopping,
     verdict,
     workdir,
 )
@@ -129,17 +129,19 @@ async def phase(pool: list[Asker], requests: int, window: int, duration: float, 
     return Phase(len({id(a.switch) for a in pool}), sent, len(latencies), lost, seconds, tuple(latencies))
 
 
+def add_request_timeout(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--request-timeout", type=float, default=5.0, help="a request unanswered by then is lost")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_placement_arguments(ap, "switches connected (the 'many' phase uses all)")
+    ap = placement_parser(__doc__, "switches connected (the 'many' phase uses all)")
     ap.add_argument("--requests", type=int, default=20000, help="ARP requests per phase (at most)")
     ap.add_argument("--warmup", type=int, default=500, help="unmeasured requests before each phase")
     ap.add_argument("--window", type=int, default=64, help="requests outstanding at once")
     ap.add_argument("--repeat", type=int, default=3, help="measure each phase this many times (median rate shown)")
     ap.add_argument("--duration", type=float, default=60.0, help="stop sending after this many seconds per phase")
-    ap.add_argument("--request-timeout", type=float, default=5.0, help="a request unanswered by then is lost")
-    ap.add_argument("--profile", action="store_true", help="py-spy the controller during the many-switch phase")
-    ap.add_argument("--profile-out", type=Path, help="keep py-spy's raw (collapsed) stacks in this file")
+    add_request_timeout(ap)
+    add_profile_arguments(ap, "the many-switch phase")
     return ap.parse_args(argv)
 
 
@@ -150,40 +152,33 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     with workdir("arp") as tmpname:
         tmp = Path(tmpname)
         ctl, fleet = await start_connected(placement, tmp, args.concurrency, args.timeout)
-        profiler = None
-        try:
+        profiler = profiler_for(args, ctl.pid, tmp)
+        with stopping(ctl, fleet, profiler):
             single = askers(placement, fleet, {placement.hypervisors[0].name})
             many = askers(placement, fleet, {hv.name for hv in placement.hypervisors})
             for pool in (single, many) if args.hypervisors > 1 else (single,):
                 if args.warmup:
                     await phase(pool, args.warmup, args.window, args.duration, args.request_timeout, rng)
-                raw_profile = args.profile_out or tmp / "profile.txt"
                 runs = []
                 for attempt in range(max(1, args.repeat)):
-                    if args.profile and pool is many and attempt == 0 and Profiler.available():
-                        profiler = Profiler(ctl.pid, raw_profile).start()
+                    profiling = profiler if pool is many and attempt == 0 else None
+                    if profiling is not None:
+                        profiling.start()
                     with quiet_gc():
                         cpu0, own0 = ctl.cpu_seconds(), time.process_time()
                         measured = await phase(pool, args.requests, args.window, args.duration,
                                                args.request_timeout, rng)
                         runs.append((measured, ctl.cpu_seconds() - cpu0, time.process_time() - own0))
-                    if profiler is not None:
-                        result["profile"] = profiler.stop()
-                        result["profile_extra"] = inclusive(raw_profile.read_text() if raw_profile.exists() else "",
-                                                            PROFILE_NEEDLES)
-                        profiler = None
+                    if profiling is not None:
+                        result.update(profiling.finish(PROFILE_NEEDLES))
                 result["phases"].append(runs)
-            rest = ctl.rest()
-            try:
-                result["stats"] = rest.ok("GET", "/v1/stats")
-            finally:
-                rest.close()
+            result["stats"] = ctl.ok("GET", "/v1/stats")
             result["errors"] = fleet.totals()["errors_sent"]
-        finally:
-            if profiler is not None:
-                profiler.stop()
-            fleet.close()
-            ctl.stop()
+    with workdir("arp-own") as owndir:
+        result["own_us"] = own_cost_us(make_placement(args.hypervisors, args.ports_per_hv, args.ports_per_network,
+                                                      args.seed), Path(owndir) / "overlay.db")
+    last = sorted(result["phases"][-1], key=lambda run: run[0].rate)
+    result["last_rate"] = last[len(last) // 2][0].rate
     return result
 
 
@@ -233,7 +228,7 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> list[str]:
                f"target >= {RATE_TARGET:,}/s / p99 < {P99_TARGET_MS:g} ms")
     title = f"ARP proxy, {args.hypervisors} hypervisors connected, window {args.window}, {args.repeat} runs per phase"
     print_table(headers, rows, title)
-    return [f"### {args.hypervisors:,} hypervisors connected, window {args.window}", "", *provenance(), "",
+    lines = [f"### {args.hypervisors:,} hypervisors connected, window {args.window}", "", *provenance(), "",
             f"{args.repeat} runs of {args.requests:,} requests per phase; latency percentiles over all runs.", "",
             *table(headers, rows), "",
             (f"Controller counters afterwards: arp_answered_controller {r['stats']['arp_answered_controller']:,}, "
@@ -243,31 +238,14 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> list[str]:
              f"(packet-in handler and packet-out encoding): {r['own_us']:.1f} µs, against "
              f"{1e6 / max(1.0, r['last_rate']):.0f} µs per answer at the last phase's median rate; the rest is "
              "Ryu's and eventlet's per-message work.")]
+    print(lines[-1])
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.profile and not Profiler.available():
-        print("py-spy is not installed (.venv/bin/pip install py-spy): --profile is ignored", file=sys.stderr)
-    result = asyncio.run(run(args))
-    with workdir("arp-own") as tmp:
-        result["own_us"] = own_cost_us(make_placement(args.hypervisors, args.ports_per_hv, args.ports_per_network,
-                                                      args.seed), Path(tmp) / "overlay.db")
-    last = sorted(result["phases"][-1], key=lambda run: run[0].rate)
-    result["last_rate"] = last[len(last) // 2][0].rate
-    lines = report(args, result)
-    print(lines[-1])
-    profile = result.get("profile")
-    if profile is not None:
-        plines = profile_markdown(profile, result.get("profile_extra"))
-        print("\n".join(plines))
-        if args.doc:
-            update_doc("hotspots", f"arp_proxy-{args.hypervisors}",
-                       [f"### During the ARP proxy run, {args.hypervisors:,} switches sending", "", *provenance(),
-                        "", *plines])
-    if args.doc:
-        update_doc("arp_proxy", f"hv{args.hypervisors:06d}-w{args.window:03d}", lines)
-    return 0 if all(run[0].answered for runs in result["phases"] for run in runs) else 1
+    return bench_main(argv, parse_args, run, report, "arp_proxy", lambda a: f"hv{a.hypervisors:06d}-w{a.window:03d}",
+                      lambda r: all(run[0].answered for runs in r["phases"] for run in runs),
+                      lambda a: f"### During the ARP proxy run, {a.hypervisors:,} switches sending")
 
 
 if __name__ == "__main__":

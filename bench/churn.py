@@ -21,13 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import (
-    add_placement_arguments,
-    provenance,
-    start_connected,
-    update_doc,
-    workdir,
-)
+from common import bench_main, placement_parser, provenance, start_connected, workdir
 
 from ryu_overlay.model import parse_port
 from ryu_overlay.testing.controller_proc import RestClient
@@ -147,8 +141,7 @@ class Churn:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_placement_arguments(ap)
+    ap = placement_parser(__doc__)
     ap.add_argument("--ops", type=int, default=300, help="operations to run (at most)")
     ap.add_argument("--duration", type=float, default=120.0, help="stop issuing operations after this many seconds")
     ap.add_argument("--window", type=int, default=1, help="operations in flight at once (REST clients)")
@@ -228,12 +221,8 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    result = asyncio.run(run(args))
-    lines = report(args, result)
-    if args.doc:
-        update_doc("churn", f"hv{args.hypervisors:06d}-w{args.window:03d}", lines)
-    return 0 if result["errors"] == 0 and result["ops"] and not result["failures"] else 1
+    return bench_main(argv, parse_args, run, report, "churn", lambda a: f"hv{a.hypervisors:06d}-w{a.window:03d}",
+                      lambda r: r["errors"] == 0 and bool(r["ops"]) and not r["failures"])
 
 
 if __name__ == "__main__":

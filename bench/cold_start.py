@@ -11,21 +11,22 @@ time until every switch holds exactly what ``ryu_overlay.flows`` computes for it
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 from common import (
-    Profiler,
-    add_placement_arguments,
+    add_profile_arguments,
+    bench_main,
     controller,
     create_via_rest,
-    inclusive,
-    profile_markdown,
+    placement_parser,
+    profiler_for,
     provenance,
-    update_doc,
+    stopping,
     verdict,
     workdir,
 )
@@ -49,15 +50,13 @@ PROFILE_NEEDLES = ("Datapath._recv_loop", "RyuApp._event_loop", "Datapath._send_
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_placement_arguments(ap)
+    ap = placement_parser(__doc__)
     ap.add_argument("--create", choices=("bulk", "rest"), default="bulk",
                     help="bulk: write the store before the controller starts; rest: PUT every object")
     ap.add_argument("--rest-sample", type=int, default=1000,
                     help="with --create bulk, also time REST creation of this many ports (with their networks "
                          "and a tenth as many extra hypervisors) on a throwaway controller; 0 skips it")
-    ap.add_argument("--profile", action="store_true", help="py-spy the controller during the cold start")
-    ap.add_argument("--profile-out", type=Path, help="keep py-spy's raw (collapsed) stacks in this file")
+    add_profile_arguments(ap, "the cold start")
     return ap.parse_args(argv)
 
 
@@ -77,22 +76,18 @@ def rest_sample(placement: Placement, count: int, tmp: Path) -> dict[str, tuple[
                for i in range(extra)]
     objects += [(k, n, b) for k, n, b in placement.rest_objects() if
                 (k == "networks" and n in sample_nets) or (k == "ports" and b["network"] in sample_nets)]
-    with controller(tmp, db=db) as ctl:
-        rest = ctl.rest()
-        try:
-            return create_via_rest(rest, objects)
-        finally:
-            rest.close()
+    with controller(tmp, db=db) as ctl, closing(ctl.rest()) as rest:
+        return create_via_rest(rest, objects)
 
 
-async def run(args: argparse.Namespace) -> dict[str, object]:
+async def run(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     placement = make_placement(args.hypervisors, args.ports_per_hv, args.ports_per_network, args.seed)
     topo = placement.topology()
     expected: dict[int, Expected] = {hv.dpid: expected_state(topo, hv, placement.ofports[hv.name])
                                      for hv in placement.hypervisors}
     print(f"placement and expected flows computed in {time.perf_counter() - t0:.1f} s", flush=True)
-    result: dict[str, object] = {}
+    result: dict[str, Any] = {}
     with workdir("cold") as tmpname:
         tmp = Path(tmpname)
         if args.create == "bulk":
@@ -104,18 +99,14 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 result["rest"] = rest_sample(placement, args.rest_sample, tmp / "sample")
         ctl = controller(tmp).start(timeout=args.timeout)
         result["controller_start"] = ctl.started_in
-        profiler = None
+        profiler = profiler_for(args, ctl.pid, tmp)
         fleet = Fleet(placement.specs())
-        try:
+        with stopping(ctl, fleet, profiler):
             if args.create == "rest":
-                rest = ctl.rest()
-                try:
+                with closing(ctl.rest()) as rest:
                     result["rest"] = create_via_rest(rest, placement.rest_objects())
-                finally:
-                    rest.close()
-            raw_profile = args.profile_out or tmp / "profile.txt"
-            if args.profile and Profiler.available():
-                profiler = Profiler(ctl.pid, raw_profile).start()
+            if profiler is not None:
+                profiler.start()
             deadline = time.monotonic() + args.timeout
             with quiet_gc():
                 cpu0, own0 = ctl.cpu_seconds(), time.process_time()
@@ -124,16 +115,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 result["controller_cpu"] = ctl.cpu_seconds() - cpu0
                 result["loadgen_cpu"] = time.process_time() - own0
             if profiler is not None:
-                profile = profiler.stop()
-                raw = raw_profile.read_text() if raw_profile.exists() else ""
-                result["profile"] = profile
-                result["profile_extra"] = inclusive(raw, PROFILE_NEEDLES)
-                profiler = None
-            rest = ctl.rest()
-            try:
-                stats = rest.ok("GET", "/v1/stats")
-            finally:
-                rest.close()
+                result.update(profiler.finish(PROFILE_NEEDLES))
+            stats = ctl.ok("GET", "/v1/stats")
             result["memory"] = ctl.memory_kib()
             totals = fleet.totals()
             flows = [sw.flow_count for sw in fleet.switches]
@@ -151,11 +134,6 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 flows_per_port=statistics.fmean(per_port),
                 controller_flows_installed=stats["flows_installed"], controller_flow_mods=stats["flow_mods"],
                 connected=stats["hypervisors_connected"], switch_errors=stats["switch_errors"])
-        finally:
-            if profiler is not None:
-                profiler.stop()
-            fleet.close()
-            ctl.stop()
     return result
 
 
@@ -207,24 +185,9 @@ def report(args: argparse.Namespace, r: dict[str, object]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.profile and not Profiler.available():
-        print("py-spy is not installed (.venv/bin/pip install py-spy): --profile is ignored", file=sys.stderr)
-    result = asyncio.run(run(args))
-    lines = report(args, result)
-    profile = result.get("profile")
-    if profile is not None:
-        extra = result.get("profile_extra")
-        plines = profile_markdown(profile, extra if isinstance(extra, dict) else None)  # type: ignore[arg-type]
-        print("\n".join(plines))
-        if args.doc:
-            update_doc("hotspots", f"cold_start-{args.hypervisors}",
-                       [f"### During the cold start of {args.hypervisors:,} hypervisors", "", *provenance(), "",
-                        *plines])
-    if args.doc:
-        update_doc("cold_start", f"hv{args.hypervisors:06d}-{args.create}", lines)
-    ok = result["errors"] == 0 and result["connected"] == args.hypervisors
-    return 0 if ok else 1
+    return bench_main(argv, parse_args, run, report, "cold_start", lambda a: f"hv{a.hypervisors:06d}-{a.create}",
+                      lambda r: r["errors"] == 0 and r["connected"] == r["hypervisors"],
+                      lambda a: f"### During the cold start of {a.hypervisors:,} hypervisors")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@ the machine description, py-spy profiles, and the writer of docs/performance.md.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import datetime
 import os
 import platform
@@ -15,7 +17,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,9 +41,11 @@ def controller(workdir: Path, db: Path | None = None, **kwargs: Any) -> Controll
                              gc=os.environ.get(GC_ENV, "on") != "off", **kwargs)
 
 
-def add_placement_arguments(ap: Any, hypervisors_help: str | None = None) -> None:
-    """The options every fake-switch benchmark shares: the size and shape of the placement, how the
-    switches connect, and whether to write the result into docs/performance.md."""
+def placement_parser(description: str | None, hypervisors_help: str | None = None) -> argparse.ArgumentParser:
+    """A fake-switch benchmark's argument parser (``description``: its module docstring) with the options
+    they all share: the size and shape of the placement, how the switches connect, and whether to write
+    the result into docs/performance.md."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hypervisors", type=int, default=100, help=hypervisors_help)
     ap.add_argument("--ports-per-hv", type=int, default=10)
     ap.add_argument("--ports-per-network", type=int, default=10)
@@ -48,6 +53,12 @@ def add_placement_arguments(ap: Any, hypervisors_help: str | None = None) -> Non
     ap.add_argument("--concurrency", type=int, default=32, help="switches connecting at once (Ryu's backlog is 50)")
     ap.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
     ap.add_argument("--doc", action="store_true", help="write the result into docs/performance.md")
+    return ap
+
+
+def add_profile_arguments(ap: argparse.ArgumentParser, during: str) -> None:
+    ap.add_argument("--profile", action="store_true", help=f"py-spy the controller during {during}")
+    ap.add_argument("--profile-out", type=Path, help="keep py-spy's raw (collapsed) stacks in this file")
 
 
 def workdir(prefix: str) -> tempfile.TemporaryDirectory[str]:
@@ -117,6 +128,19 @@ class Profiler:
             print("py-spy wrote nothing:", err.decode(errors="replace")[-500:], file=sys.stderr)
             return None
         return summarise(self.out.read_text(), self.seconds, self.rate)
+
+    def finish(self, needles: Iterable[str]) -> dict[str, Any]:
+        """Stop; the profile and the inclusive share of each needle, as result entries."""
+        profile = self.stop()
+        return {"profile": profile,
+                "profile_extra": inclusive(self.out.read_text() if self.out.exists() else "", needles)}
+
+
+def profiler_for(args: argparse.Namespace, pid: int, tmp: Path) -> Profiler | None:
+    """A profiler of ``pid`` (not started) when ``--profile`` asks for one and py-spy is installed."""
+    if args.profile and Profiler.available():
+        return Profiler(pid, args.profile_out or tmp / "profile.txt")
+    return None
 
 
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
@@ -331,6 +355,18 @@ def create_via_rest(rest: RestClient,
     return {k: (len(v), sum(v)) for k, v in spent.items()}
 
 
+@contextmanager
+def stopping(ctl: ControllerProcess, fleet: Fleet, profiler: Profiler | None = None) -> Iterator[None]:
+    """Stop the profiler (if still running), close the fleet and stop the controller on the way out."""
+    try:
+        yield
+    finally:
+        if profiler is not None:
+            profiler.stop()
+        fleet.close()
+        ctl.stop()
+
+
 async def start_connected(placement: Any, tmp: Path, concurrency: int = 32,
                           timeout: float = 900.0) -> tuple[ControllerProcess, Any]:
     """Seed the store in bulk, start the controller, connect a fleet and wait until every switch
@@ -349,3 +385,31 @@ async def start_connected(placement: Any, tmp: Path, concurrency: int = 32,
         ctl.stop()
         raise
     return ctl, fleet
+
+
+Result = dict[str, Any]
+
+
+def bench_main(argv: list[str] | None, parse_args: Callable[[list[str] | None], argparse.Namespace],
+               run: Callable[[argparse.Namespace], Coroutine[Any, Any, Result]],
+               report: Callable[[argparse.Namespace, Result], list[str]], section: str,
+               key: Callable[[argparse.Namespace], str], ok: Callable[[Result], bool],
+               profile_heading: Callable[[argparse.Namespace], str] | None = None) -> int:
+    """A fake-switch benchmark from its parts: parse, run, ``report`` (which prints), show the py-spy
+    profile if one was taken, and with ``--doc`` write the block ``key(args)`` of ``section`` (and the
+    profile into "hotspots"). Exit status 0 when ``ok(result)``."""
+    args = parse_args(argv)
+    if getattr(args, "profile", False) and not Profiler.available():
+        print("py-spy is not installed (.venv/bin/pip install py-spy): --profile is ignored", file=sys.stderr)
+    result = asyncio.run(run(args))
+    lines = report(args, result)
+    profile = result.get("profile")
+    if profile is not None and profile_heading is not None:
+        plines = profile_markdown(profile, result.get("profile_extra"))
+        print("\n".join(plines))
+        if args.doc:
+            update_doc("hotspots", f"{section}-{args.hypervisors}", [profile_heading(args), "", *provenance(), "",
+                                                                    *plines])
+    if args.doc:
+        update_doc(section, key(args), lines)
+    return 0 if ok(result) else 1

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from arp_proxy import Asker, askers
-from common import add_placement_arguments, provenance, start_connected, update_doc, workdir
+from arp_proxy import Asker, add_request_timeout, askers
+from common import bench_main, placement_parser, provenance, start_connected, workdir
 
 from ryu_overlay.testing.loadgen import mac_of, quiet_gc
 from ryu_overlay.testing.report import percentile, print_table, table
@@ -81,13 +81,12 @@ def burst(ctl: Any, networks: list[str], writes: int, clients: int) -> tuple[lis
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_placement_arguments(ap, "switches connected")
+    ap = placement_parser(__doc__, "switches connected")
     ap.add_argument("--writes", type=int, default=1000, help="ports created through REST during the burst")
     ap.add_argument("--clients", type=int, default=4, help="REST clients writing at once")
     ap.add_argument("--interval", type=float, default=0.002, help="seconds between ARP requests")
     ap.add_argument("--quiet", type=int, default=2000, help="ARP requests measured with the REST API idle")
-    ap.add_argument("--request-timeout", type=float, default=5.0, help="a request unanswered by then is lost")
+    add_request_timeout(ap)
     ap.add_argument("--label", default="", help="names this run's block in docs/performance.md")
     return ap.parse_args(argv)
 
@@ -136,12 +135,9 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    result = asyncio.run(run(args))
-    lines = report(args, result)
-    if args.doc:
-        update_doc("packet_in_latency", f"hv{args.hypervisors:06d}-w{args.writes:06d}-{args.label}", lines)
-    return 0 if result["quiet"][0] and result["during"][0] else 1
+    return bench_main(argv, parse_args, run, report, "packet_in_latency",
+                      lambda a: f"hv{a.hypervisors:06d}-w{a.writes:06d}-{a.label}",
+                      lambda r: bool(r["quiet"][0] and r["during"][0]))
 
 
 if __name__ == "__main__":

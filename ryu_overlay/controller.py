@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from . import ofmsg
 from .events import Confirmations, EventLog
-from .flows import Flow, Group, Meter, Output, SwitchView, desired_partition, hosted_vnis
+from .flows import Flow, Group, Meter, Output, SwitchView, desired_partition, hosted_vnis, mtu_frame_len
 from .hostconfig import ANSWER_BURST, ANSWER_RATE, dhcp_answer, router_advert_for
 from .model import (
     Conflict,
@@ -38,10 +38,12 @@ from .packets import (
     ALL_NODES,
     ALL_NODES_MAC,
     ARP_REQUEST,
+    IPV4_DF,
     ND_NS,
     Frame,
     MalformedFrame,
     arp_reply,
+    fragment_ipv4,
     icmp4_error,
     icmp6_error,
     neighbor_advert,
@@ -69,9 +71,15 @@ MOVE_WINDOW = 180.0  # seconds; EVPN's default MAC mobility window (RFC 7432 sec
 MOVE_LIMIT = 5  # moves allowed within the window before the port is frozen
 RESYNC_HOLDDOWN = 10.0  # seconds between resynchronisations forced by switch errors
 EARLY_FRAMES = 64  # per switch: frames kept from ports the controller has not heard of yet
-ROUTER_ICMP_RATE, ROUTER_ICMP_BURST = 10.0, 10  # ICMP errors per second each router may send
+ICMP_ERROR_RATE, ICMP_ERROR_BURST = 10.0, 10  # ICMP errors per second each router, and each port's PMTU, may cause
 ICMP4_TIME_EXCEEDED, ICMP4_UNREACHABLE, ICMP4_HOST_UNREACHABLE = 11, 3, 1
 ICMP6_UNREACHABLE, ICMP6_ADDRESS_UNREACHABLE, ICMP6_TIME_EXCEEDED = 1, 3, 3
+# Where ICMP errors come from when the network has no router: a locally administered MAC and an
+# IPv4 link-local address (RFC 3927); over IPv6, that MAC's link-local address. A VM accepts an
+# error from any source: what it checks is the packet the error quotes.
+ICMP_SOURCE_MAC = "02:00:00:00:ff:fe"
+ICMP_SOURCE_IPV4 = "169.254.0.254"
+ICMP4_ERRORS = frozenset({3, 4, 5, 11, 12})  # never answered with another error (RFC 1122 3.2.2)
 E = TypeVar("E")
 STAT_COUNTERS = (
     "flow_mods", "group_mods", "switch_connects", "switch_errors", "packet_in", "packet_in_ignored",
@@ -79,6 +87,7 @@ STAT_COUNTERS = (
     "ports_frozen", "moves_refused_frozen", "moves_refused_stale", "duplicates_detected", "moves_refused_duplicate",
     "dropped_unknown_source", "dropped_spoofed_source", "dhcp_answered", "ra_sent", "host_config_rate_limited",
     "router_nd_answered", "icmp_time_exceeded", "icmp_unreachable", "icmp_rate_limited",
+    "pmtu_frag_needed", "pmtu_packet_too_big", "pmtu_fragmented", "pmtu_rate_limited", "pmtu_dropped",
 )
 
 
@@ -142,7 +151,7 @@ class Controller:
         self._last_resync: dict[int, float] = {}
         self._responder_hits: dict[int, int] = {}
         self._host_answers = TokenBucket(ANSWER_RATE, ANSWER_BURST, clock)
-        self._icmp_bucket = TokenBucket(ROUTER_ICMP_RATE, ROUTER_ICMP_BURST, clock)
+        self._icmp_errors = TokenBucket(ICMP_ERROR_RATE, ICMP_ERROR_BURST, clock)
         self.events = EventLog(wall_clock)
         self.confirmations = Confirmations()
         self._deferred: Deferred | None = None
@@ -206,6 +215,7 @@ class Controller:
         self.topo.delete_port(name)
         self._note_deleted(Port, name)
         self._host_answers.forget(name)
+        self._icmp_errors.forget(("port", name))
         return self._refresh(hosts, self._vnis(nets))
 
     def put_router(self, name: str, body: Any, mac: str | None = None) -> tuple[bool, Router, Batches]:
@@ -220,7 +230,7 @@ class Controller:
         self.store.apply([Put(router)])
         self.topo.put_router(router)
         self._note("created" if old is None else "changed", router)
-        return old is None, router, self._refresh(hosts, self._vnis(nets))
+        return old is None, router, self._readvertise(nets, self._refresh(hosts, self._vnis(nets)))
 
     def delete_router(self, name: str) -> Batches:
         router = self.topo.get_router(name)
@@ -228,8 +238,16 @@ class Controller:
         self.store.apply([Delete(Router, name)])
         self.topo.delete_router(name)
         self._note_deleted(Router, name)
-        self._icmp_bucket.forget(name)
-        return self._refresh(hosts, self._vnis(router.networks))
+        self._icmp_errors.forget(("router", name))
+        return self._readvertise(router.networks, self._refresh(hosts, self._vnis(router.networks)))
+
+    def _readvertise(self, networks: Iterable[str], batches: Batches) -> Batches:
+        """A router came, changed or went: every located port of its networks gets a fresh Router
+        Advertisement (its default router and lifetime changed), after the flows that route."""
+        for net in sorted(set(networks)):
+            for port in self.topo.ports_of(net):
+                self._merge(batches, self._port_up(port))
+        return batches
 
     def _vnis(self, networks: Iterable[str]) -> set[int]:
         return {self.topo.networks[n].vni for n in networks}
@@ -245,7 +263,8 @@ class Controller:
         if claimed is not None and claimed < old.mobility_seq:
             raise Conflict(f"port {old.name} is at mobility_seq {old.mobility_seq}: a declaration based on "
                            f"{claimed} is older; read the port again")
-        if new.hypervisor is None and old.location_source == "learned" and (old.network, old.mac) == (new.network, new.mac):
+        same_port = (old.network, old.mac) == (new.network, new.mac)
+        if new.hypervisor is None and old.location_source == "learned" and same_port:
             new = new.with_location(old.hypervisor, old.interface, "learned")
         left = old.located and (old.hypervisor, old.interface) != (new.hypervisor, new.interface)
         seq = max(old.mobility_seq, claimed or 0) + int(left)
@@ -386,13 +405,16 @@ class Controller:
         if hv is None or sw is None or interface is None or interface == hv.tunnel_port:
             self.stats["packet_in_ignored"] += 1
             return {}
+        bound = self.topo.port_at(hv.name, interface)
+        if bound is not None and data[6:12].hex(":") == bound.mac and \
+                len(data) > mtu_frame_len(self.topo.networks[bound.network]):
+            return self._oversize(dpid, in_port, bound, data)
         try:
             frame = parse_frame(data)
         except MalformedFrame as exc:
             self.stats["packet_in_malformed"] += 1
             LOG.debug("dropped a malformed frame from %s/%s: %s", hv.name, interface, exc)
             return {}
-        bound = self.topo.port_at(hv.name, interface)
         if bound is not None:
             routed = self._router_error(dpid, in_port, bound, frame, data)
             if routed is not None:
@@ -463,6 +485,52 @@ class Controller:
             return {}
         return {dpid: [ofmsg.packet_out(OFPP_CONTROLLER, data, [Output(in_port)])]}
 
+    def _oversize(self, dpid: int, in_port: int, port: Port, data: bytes) -> Batches:
+        """A frame too big for its network once encapsulated (``mtu_oversize``): tell its sender
+        the MTU, ICMP "fragmentation needed" (RFC 1191) or "packet too big" (RFC 8201), rate-limited
+        per port; or, for IPv4 without DF, forward it in fragments as a router would (RFC 791)."""
+        mtu = self.topo.networks[port.network].announced_mtu
+        eth_type = int.from_bytes(data[12:14], "big")
+        datagram = data[14:]
+        if eth_type == ETH_TYPE_IPV4 and len(datagram) >= 20 and not int.from_bytes(datagram[6:8], "big") & IPV4_DF:
+            try:
+                fragments = fragment_ipv4(data, mtu)
+            except MalformedFrame:
+                self.stats["packet_in_malformed"] += 1
+                return {}
+            self.stats["pmtu_fragmented"] += 1
+            return {dpid: [ofmsg.packet_out(in_port, f, [Output(OFPP_TABLE)]) for f in fragments]}
+        if eth_type == ETH_TYPE_IPV4 and _reportable(data, 4):
+            src_ip, src_mac = self.icmp_source(port.network, 4)
+            answer = icmp4_error(src_mac, port.mac, src_ip, datagram, 3, 4, mtu=mtu)
+            counter = "pmtu_frag_needed"
+        elif eth_type == ETH_TYPE_IPV6 and _reportable(data, 6):
+            src_ip, src_mac = self.icmp_source(port.network, 6)
+            answer = icmp6_error(src_mac, port.mac, src_ip, datagram, 2, 0, mtu=mtu)
+            counter = "pmtu_packet_too_big"
+        else:
+            self.stats["pmtu_dropped"] += 1
+            return {}
+        if not self._icmp_errors.allow(("port", port.name)):
+            self.stats["pmtu_rate_limited"] += 1
+            return {}
+        self.stats[counter] += 1
+        return {dpid: [ofmsg.packet_out(OFPP_CONTROLLER, answer, [Output(in_port)])]}
+
+    def icmp_source(self, network: str, version: int) -> tuple[str, str]:
+        """The (IP, MAC) the ICMP errors about a frame of ``network`` come from: the network's
+        router address of that IP version, else the controller's own ``ICMP_SOURCE_*`` (the sender
+        only needs the error to quote its packet, not to come from a particular address).
+        """
+        router = self.topo.router_of(network)
+        own = None if router is None else next(
+            (i.ip.ip for i in router.interfaces_of(network) if i.ip.version == version), None)
+        if router is not None and own is not None:
+            return str(own), router.mac
+        if version == 4:
+            return ICMP_SOURCE_IPV4, ICMP_SOURCE_MAC
+        return str(link_local(ICMP_SOURCE_MAC)), ICMP_SOURCE_MAC
+
     def _host_config(self, dpid: int, ofport: int, port: Port, answer: bytes | None, counter: str) -> Batches:
         """Send a DHCP answer or RA out of ``port``'s interface, at most ``hostconfig.ANSWER_RATE``
         per second per port."""
@@ -505,7 +573,7 @@ class Controller:
         time exceeded for TTL 1 sent to the router's MAC, unreachable for one it routed to an
         address nobody owns (it then carries the router's MAC as source). None if it is neither.
 
-        At most ``ROUTER_ICMP_RATE`` a second per router; never about an ICMP error (RFC 1812 4.3.2.7).
+        At most ``ICMP_ERROR_RATE`` a second per router; never about an ICMP error (``_reportable``).
         """
         router = self.topo.router_of(source.network)
         if router is None or frame.eth_type not in (ETH_TYPE_IPV4, ETH_TYPE_IPV6):
@@ -520,9 +588,9 @@ class Controller:
         version = 4 if frame.eth_type == ETH_TYPE_IPV4 else 6
         own = next((i.ip.ip for i in router.interfaces_of(source.network) if i.ip.version == version), None)
         datagram = data[14:]
-        if own is None or _is_icmp_error(datagram, version):
+        if own is None or not _reportable(data, version):
             return {}
-        if not self._icmp_bucket.allow(router.name):
+        if not self._icmp_errors.allow(("router", router.name)):
             self.stats["icmp_rate_limited"] += 1
             return {}
         self.stats[what] += 1
@@ -617,7 +685,7 @@ class Controller:
         self.stats["moves"] += 1
         left = Move(now, port.hypervisor, port.interface)  # type: ignore[arg-type]
         new = replace(port.with_location(hv, interface, "learned"), mobility_seq=port.mobility_seq + 1,
-                      recent_moves=recent + (left,))
+                      recent_moves=(*recent, left))
         return self._save_port(port, new, "port_moved")
 
     def _hold(self, port: Port, event: str) -> Batches:
@@ -814,16 +882,21 @@ class Controller:
         }
 
 
-def _is_icmp_error(datagram: bytes, version: int) -> bool:
-    """The IP packet is itself an ICMP error (or too short to tell), which no error may be about."""
+def _reportable(frame: bytes, version: int) -> bool:
+    """An IP packet an ICMP error may be sent about: long enough to tell, and not itself an ICMP
+    error (RFC 1122 section 3.2.2, RFC 4443 section 2.4 e); over IPv4 also not sent to a broadcast
+    or multicast address, nor a later fragment. ("Packet too big" may go to IPv6 multicast senders.)"""
+    ip = frame[14:]
     if version == 4:
-        if len(datagram) < 20:
-            return True
-        ihl = (datagram[0] & 0x0F) * 4
-        return datagram[9] == 1 and (len(datagram) <= ihl or datagram[ihl] not in (0, 8, 13, 14, 15, 16, 17, 18))
-    if len(datagram) < 40:
-        return True
-    return datagram[6] == 58 and (len(datagram) <= 40 or datagram[40] < 128)
+        if len(ip) < 20:
+            return False
+        ihl = (ip[0] & 0x0F) * 4
+        is_error = ip[9] == 1 and (len(ip) <= ihl or ip[ihl] in ICMP4_ERRORS)
+        later_fragment = int.from_bytes(ip[6:8], "big") & 0x1FFF
+        return not (frame[0] & 1 or ip[16] >= 224 or later_fragment or is_error)
+    if len(ip) < 40:
+        return False
+    return not (ip[6] == 58 and (len(ip) <= 40 or ip[40] < 128))
 
 
 def _next_seq(port: Port) -> int:
@@ -843,7 +916,7 @@ def _entities(want: Mapping[int, E], have: Mapping[int, E | None], adds: list[E]
     deletes += [key for key in have if key not in want]
 
 
-def _set_or_drop(table: dict[int, dict], key: int, value: dict) -> None:
+def _set_or_drop(table: dict[int, dict[int, Any]], key: int, value: dict[int, Any]) -> None:
     if value:
         table[key] = value
     else:

@@ -14,7 +14,7 @@ import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import wraps
-from typing import Any, TypeVar, Union
+from typing import Any, TypeVar
 
 from .hostconfig import announces_prefixes, dhcp_address
 from .model import Hypervisor, Network, Port, Router, link_local
@@ -24,6 +24,7 @@ from .pipeline import (
     BROADCAST,
     DHCP_CLIENT_PORT,
     DHCP_SERVER_PORT,
+    ETH_HEADER_LEN,
     ETH_TYPE_ARP,
     ETH_TYPE_IPV4,
     ETH_TYPE_IPV6,
@@ -42,6 +43,7 @@ from .pipeline import (
     NETWORK_MASK,
     OFPP_CONTROLLER,
     OFPP_IN_PORT,
+    OVERSIZE_BIT,
     PACKET_IN_BURST,
     PACKET_IN_RATE,
     ROUTER_METER,
@@ -119,7 +121,20 @@ class ToGroup:
         return f"ToGroup(group_id={self.group_id!r})"
 
 
-Action = Union[Output, SetField, Move, SetNwTtl, DecTtl, ToGroup]
+@dataclass(frozen=True)
+class CheckPktLarger:
+    """Set bit ``offset`` of ``dst`` when the frame is longer than ``pkt_len`` bytes, else clear it
+    (Nicira check_pkt_larger; the length counts the Ethernet frame without its FCS)."""
+
+    pkt_len: int
+    dst: str
+    offset: int
+
+    def __repr__(self) -> str:
+        return f"CheckPktLarger(pkt_len={self.pkt_len!r}, dst={self.dst!r}, offset={self.offset!r})"
+
+
+Action = Output | SetField | Move | SetNwTtl | DecTtl | ToGroup | CheckPktLarger
 Match = tuple[tuple[str, Any], ...]
 
 
@@ -309,7 +324,8 @@ def base_partition(view: SwitchView) -> Partition:
         # A port the controller has not heard of yet (its port-status is on the way) shares one meter.
         flow("ingress", P.MISS, Family.LEARN, {}, actions=up, meter=UNKNOWN_PORT_METER),
         *(flow("ingress", P.LEARN_PORT, Family.LEARN, {"in_port": no}, actions=up, meter=no) for no in vm_ports),
-        *([flow("ingress", P.TUNNEL_DROP, m, {"in_port": view.tunnel_ofport})] if view.tunnel_ofport is not None else []),
+        *([flow("ingress", P.TUNNEL_DROP, m, {"in_port": view.tunnel_ofport})]
+          if view.tunnel_ofport is not None else []),
         flow("port_security", P.MISS, m, {}),
         *(flow("port_security", P.SPOOFED, m, {"eth_type": t}) for t in (ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6)),
         flow("port_security", P.OTHER_ETHERTYPE, m, {}, goto="arp_nd"),
@@ -318,7 +334,7 @@ def base_partition(view: SwitchView) -> Partition:
         # and the requests of ports the controller does not serve (no trap flow took them).
         *(flow("port_security", P.HOST_CONFIG_DROP, Family.HOST_CONFIG_DROP, match)
           for match in (DHCP_SERVER_REPLY, DHCP_REQUEST, {**ICMPV6, "icmpv6_type": ND_RA})),
-        flow("arp_nd", P.MISS, m, {}, goto="l3_route"),
+        flow("arp_nd", P.MISS, m, {}, goto="mtu_check"),
         flow("arp_nd", P.UNSOLICITED_DROP, m, {**ICMPV6, "icmpv6_type": ND_NA, "eth_dst": MULTICAST_BIT}),
         flow("arp_nd", P.UNSOLICITED_DROP, m, {"eth_type": ETH_TYPE_ARP, "arp_op": ARP_REPLY, "eth_dst": BROADCAST}),
         # RFC 4861 7.1.1: a solicitation from the unspecified address carries no link-layer address.
@@ -328,6 +344,8 @@ def base_partition(view: SwitchView) -> Partition:
         flow("nd_reply", P.ANSWER, Family.ND_RESPONDER, {**ICMPV6, "icmpv6_type": ND_NA, "nd_options_type": ND_OPT_TLL},
              actions=(Move("eth_src", "ipv6_nd_tll", 48), Output(OFPP_IN_PORT))),
         flow("nd_reply", P.MISS, m, {}),
+        flow("mtu_check", P.MISS, m, {}, goto="mtu_oversize"),
+        flow("mtu_oversize", P.MISS, m, {}, goto="l3_route"),
         flow("l3_route", P.MISS, m, {}, goto="l2_lookup"),
         flow("l3_neighbour", P.MISS, m, {}),
         flow("l2_lookup", P.MULTICAST, m, {"eth_dst": MULTICAST_BIT}, goto="flood"),
@@ -361,7 +379,8 @@ def memoised_on_owner(builder: Callable[..., R]) -> Callable[..., R]:
         if memo is None:
             memo = owner.__dict__[slot] = {}
         try:
-            return memo[args]
+            hit: R = memo[args]
+            return hit
         except KeyError:
             value = memo[args] = builder(owner, *args)
             return value
@@ -405,6 +424,9 @@ def local_port_flows(port: Port, ofport: int, vni: int) -> Flows:
     flows.append(allow({**ICMPV6, "ipv6_src": "::"}))
     flows.append(flow("arp_nd", P.ND_CONTROLLER, Family.ND_PROXY,
                       {"in_port": ofport, **ICMPV6, "icmpv6_type": ND_NS, "eth_dst": MULTICAST_BIT}, vni,
+                      actions=(Output(OFPP_CONTROLLER),), meter=ofport))
+    flows.append(flow("mtu_oversize", P.OVERSIZE, Family.OVERSIZE,
+                      {"in_port": ofport, "reg0": (OVERSIZE_BIT, OVERSIZE_BIT)}, vni,
                       actions=(Output(OFPP_CONTROLLER),), meter=ofport))
     return by_cookie(flows)
 
@@ -508,6 +530,8 @@ def network_flows(net: Network) -> Flows:
     """Flows every hypervisor hosting ``net`` has, whatever its ports."""
     vni = net.vni
     flows = [
+        flow("mtu_check", P.CHECK_MTU, Family.MTU_CHECK, {"metadata": (vni, NETWORK_MASK)}, vni,
+             actions=(CheckPktLarger(mtu_frame_len(net), "reg0", 0),), goto="mtu_oversize"),
         flow("flood", P.FLOOD, Family.FLOOD, {"metadata": (vni, NETWORK_MASK)}, vni,
              actions=(ToGroup(group_id(GroupRole.FLOOD, vni)),)),
         flow("flood", P.FLOOD, Family.FLOOD, {"metadata": (vni | FROM_TUNNEL, NETWORK_MASK)}, vni,
@@ -517,6 +541,15 @@ def network_flows(net: Network) -> Flows:
         flows.append(flow("arp_nd", P.UNKNOWN_ARP_DROP, Family.UNKNOWN_ARP_DROP,
                           {"metadata": (vni, VNI_MASK), "eth_type": ETH_TYPE_ARP, "arp_op": ARP_REQUEST}, vni))
     return by_cookie(flows)
+
+
+def mtu_frame_len(net: Network) -> int:
+    """The longest untagged frame whose IP packet fits the network's MTU: what ``mtu_check`` allows.
+
+    ``check_pkt_larger`` counts the whole frame as the datapath holds it (Ethernet header and any
+    VLAN tag, no FCS); the VXLAN tunnel carries exactly that frame.
+    """
+    return net.announced_mtu + ETH_HEADER_LEN
 
 
 @dataclass(frozen=True)
@@ -619,7 +652,8 @@ def router_source_flows(router: Router, network: str, vnis: tuple[tuple[str, int
     A route per router interface (every subnet of every network of the router), the TTL-expiry
     catch before them, a drop for anything else sent to the router's MAC, and the answers for
     the router's own addresses in ``network``: ARP and Neighbor Solicitations in the switch (a
-    solicitation without the asker's link-layer address goes to the controller, as for ports). Keyed by the router's networks' VNIs too: the routes carry them.
+    solicitation without the asker's link-layer address goes to the controller, as for ports).
+    Keyed by the router's networks' VNIs too: the routes carry them.
     """
     vni_of = dict(vnis)
     vni = vni_of[network]

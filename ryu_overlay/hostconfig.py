@@ -50,12 +50,12 @@ class AttachedRouter:
 
 
 def router_on(topo: Topology, network: Network) -> AttachedRouter | None:
-    """The router attached to ``network``, if any.
-
-    The one place DHCP and RA learn about routers: until the routers of issue #12 are merged
-    no network has one, so this is always None.
-    """
-    return None
+    """The router attached to ``network``, if any, with its addresses on it: the one place DHCP
+    (the router option) and RA (a non-zero router lifetime, the router's MAC) learn of routers."""
+    router = topo.router_of(network.name)
+    if router is None:
+        return None
+    return AttachedRouter(router.mac, tuple(i.ip for i in router.interfaces_of(network.name)))
 
 
 def service_mac(network: Network) -> str:

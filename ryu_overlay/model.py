@@ -11,11 +11,11 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
-IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
-IPInterface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 LocationSource = Literal["declared", "learned"]
 
 VNI_MIN, VNI_MAX = 1, (1 << 24) - 1
@@ -102,28 +102,29 @@ class Network:
         }
 
 
+class _Record:
+    """A record whose JSON form is its fields, in order."""
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
 @dataclass(frozen=True)
-class Move:
+class Move(_Record):
     """A port leaving a location (``hypervisor``/``interface``) at wall-clock time ``at`` (Unix seconds)."""
 
     at: float
     hypervisor: str
     interface: str
 
-    def to_json(self) -> dict[str, Any]:
-        return {"at": self.at, "hypervisor": self.hypervisor, "interface": self.interface}
-
 
 @dataclass(frozen=True)
-class Duplicate:
+class Duplicate(_Record):
     """The port's MAC seen active at another present location than its own, at ``detected_at``."""
 
     hypervisor: str
     interface: str
     detected_at: float
-
-    def to_json(self) -> dict[str, Any]:
-        return {"hypervisor": self.hypervisor, "interface": self.interface, "detected_at": self.detected_at}
 
 
 @dataclass(frozen=True)
@@ -248,7 +249,7 @@ def link_local(mac: str) -> ipaddress.IPv6Address:
     """The EUI-64 link-local address a host derives from ``mac`` (RFC 4291 appendix A)."""
     octets = [int(x, 16) for x in mac.split(":")]
     octets[0] ^= 0x02
-    eui = octets[:3] + [0xFF, 0xFE] + octets[3:]
+    eui = [*octets[:3], 255, 254, *octets[3:]]
     return ipaddress.IPv6Address(bytes([0xFE, 0x80] + [0] * 6 + eui))
 
 
@@ -326,7 +327,7 @@ def parse_tunnel_ip(value: Any) -> ipaddress.IPv4Address:
     ip = _unicast_ip(value, "tunnel_ip")
     if ip.version != 4:
         raise BadRequest("tunnel_ip must be an IPv4 address")
-    return ip  # type: ignore[return-value]
+    return ip
 
 
 def parse_hypervisor(name: str, body: Any) -> Hypervisor:

@@ -203,7 +203,9 @@ def openapi_document() -> dict[str, Any]:
                 "tenant": NAME,
                 "subnets": {"type": "array", "items": {"type": "string", "example": "10.1.0.0/24"}},
                 "mtu": {"type": "integer", "minimum": MTU_MIN, "maximum": MTU_MAX, "nullable": True,
-                        "description": f"what DHCP option 26 and the RA MTU option announce; null: {DEFAULT_MTU}"},
+                        "description": f"the largest IP packet a VM may send (larger ones get ICMP errors or are "
+                                       f"fragmented), and what DHCP option 26 and the RA MTU option announce; "
+                                       f"null: {DEFAULT_MTU}"},
                 "unknown_arp": {"type": "string", "enum": list(UNKNOWN_ARP_MODES), "default": "replicate",
                                 "description": "what happens to an ARP request for an address no port owns"},
                 "dhcp": {"type": "boolean", "default": True,

@@ -13,17 +13,20 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
-from .compat import framework_module
+from .compat import packet_lib
 from .model import IPAddress, link_local
-from .pipeline import ARP_REPLY, ARP_REQUEST, ETH_TYPE_RARP, ND_NA, ND_NS, ND_RA, ND_RS  # noqa: F401 (re-exported)
 
-_pkt = framework_module("lib.packet.packet")
-_eth = framework_module("lib.packet.ethernet")
-_arp = framework_module("lib.packet.arp")
-_ipv4 = framework_module("lib.packet.ipv4")
-_ipv6 = framework_module("lib.packet.ipv6")
-_icmpv6 = framework_module("lib.packet.icmpv6")
-_ether = framework_module("lib.packet.ether_types")
+# ARP_REQUEST and ND_NS are also the controller's (re-exported).
+from .pipeline import (
+    ARP_REPLY,
+    ARP_REQUEST as ARP_REQUEST,
+    ND_NA,
+    ND_NS as ND_NS,
+    ND_RA,
+)
+
+_pkt, _eth, _arp = packet_lib.packet, packet_lib.ethernet, packet_lib.arp
+_ipv4, _ipv6, _icmpv6, _ether = packet_lib.ipv4, packet_lib.ipv6, packet_lib.icmpv6, packet_lib.ether_types
 
 ALL_NODES_MAC = "33:33:00:00:00:01"
 ALL_NODES = "ff02::1"
@@ -371,3 +374,49 @@ def router_advert(src_mac: str, dst_mac: str, dst_ip: str, router_lifetime: int,
     icmp = icmp[:2] + struct.pack("!H", _checksum(pseudo + icmp)) + icmp[4:]
     header = struct.pack("!IHBB16s16s", 0x60000000, len(icmp), 58, 255, src_ip.packed, dst)
     return _mac_bytes(dst_mac) + _mac_bytes(src_mac) + b"\x86\xdd" + header + icmp
+
+
+IPV4_DF, IPV4_MF = 0x4000, 0x2000
+
+
+def _copied_options(options: bytes) -> bytes:
+    """The IPv4 options every fragment repeats (copied flag set), padded to a multiple of 4 bytes."""
+    kept, i = b"", 0
+    while i < len(options) and options[i] != 0:  # 0: end of options
+        size = 1 if options[i] == 1 else max(2, options[i + 1] if i + 1 < len(options) else 2)
+        if options[i] & 0x80:
+            kept += options[i:i + size]
+        i += size
+    return kept + bytes(-len(kept) % 4)
+
+
+def fragment_ipv4(frame: bytes, mtu: int) -> list[bytes]:
+    """Fragments (RFC 791 section 3.2) of the IPv4 packet in ``frame`` that each fit ``mtu``, as
+    frames with the original Ethernet header. A fragment is cut again with its offsets kept.
+    Raises ``MalformedFrame`` for a packet whose header lies, and ``ValueError`` when DF is set."""
+    ip = frame[14:]
+    if len(ip) < 20 or ip[0] >> 4 != 4:
+        raise MalformedFrame("not an IPv4 packet")
+    ihl = (ip[0] & 0x0F) * 4
+    total, flags = struct.unpack_from("!H2xH", ip, 2)
+    if ihl < 20 or not ihl <= total <= len(ip):
+        raise MalformedFrame(f"IPv4 header length {ihl}, total length {total}, {len(ip)} bytes")
+    if flags & IPV4_DF:
+        raise ValueError("the packet may not be fragmented (DF)")
+    first, later = ip[:ihl], ip[:20] + _copied_options(ip[20:ihl])
+    payload, offset, more = ip[ihl:total], flags & 0x1FFF, flags & IPV4_MF
+    fragments: list[bytes] = []
+    pos = 0
+    while pos < len(payload) or not fragments:
+        header = bytearray(first if pos == 0 else later)
+        chunk = payload[pos:pos + (mtu - len(header)) // 8 * 8]
+        last = pos + len(chunk) >= len(payload)
+        header[0] = 0x40 | len(header) // 4
+        struct.pack_into("!H", header, 2, len(header) + len(chunk))
+        struct.pack_into("!H", header, 6, (0 if last and not more else IPV4_MF) | (offset + pos // 8))
+        struct.pack_into("!H", header, 10, 0)
+        struct.pack_into("!H", header, 10, _checksum(bytes(header)))
+        out = frame[:14] + bytes(header) + chunk
+        fragments.append(out + bytes(max(0, 60 - len(out))))
+        pos += len(chunk)
+    return fragments

@@ -12,9 +12,12 @@ Layouts shared by all tables:
   (0 for flows of no network), bits 0-31 a fingerprint of the flow's content. Where two
   distinct flows of one partition would share a cookie, each gets a salted fingerprint instead
   (``flows.resolve_clashes``). The cookie therefore names one exact flow of a switch: the
-  controller deletes and resynchronises flows by cookie alone, and ``ovs-ofctl dump-flows br-int cookie=0x00001389_00000000/0x00ffffff00000000``
-  lists everything of VNI 5001.
+  controller deletes and resynchronises flows by cookie alone, and
+  ``ovs-ofctl dump-flows br-int cookie=0x00001389_00000000/0x00ffffff00000000`` lists everything
+  of VNI 5001.
 * **group ids**: bits 0-23 the VNI, bits 24-31 the group's role (``GroupRole``).
+* **reg0** bit 0: set by ``mtu_check`` when the frame is larger than its network's MTU allows
+  (``check_pkt_larger``), read by ``mtu_oversize``.
 * **meter** N limits what port N may send to the controller (``PACKET_IN_RATE``), so one VM
   flooding ARP or ND cannot starve another's answers. ``ROUTER_METER`` limits, per hypervisor,
   what the distributed routers send up (expired TTLs, unknown destinations, solicitations for
@@ -90,6 +93,10 @@ class Priority:
     ND_CONTROLLER = 50  # other multicast solicitations (DAD probes, no link-layer option): controller
     UNSOLICITED_DROP = 40  # gratuitous ARP replies, unsolicited NAs
     UNKNOWN_ARP_DROP = 10  # ARP requests no responder took, in networks that drop them
+    # mtu_check
+    CHECK_MTU = 100  # every frame of a network: compare its length with the network's MTU
+    # mtu_oversize
+    OVERSIZE = 100  # a frame too big for its network: to the controller, metered
     # l3_route
     TTL_EXPIRED = 30  # to the router's MAC with TTL / hop limit 1: to the controller (time exceeded)
     ROUTE = 20  # to the router's MAC for one of its subnets: route into that subnet's network
@@ -139,12 +146,22 @@ TABLES: tuple[Table, ...] = (
            "Gratuitous ARP replies, unsolicited NAs and solicitations for unknown IPv6 addresses "
            "stop here.",
            "in_port metadata eth_type eth_dst arp_op arp_tpa ip_proto icmpv6_type ipv6_nd_target ipv6_src "
-           "nd_options_type", "nd_reply l3_route"),
+           "nd_options_type", "nd_reply mtu_check"),
     _table("nd_reply",
            "Finish a Neighbor Advertisement that an arp_nd responder made of a solicitation: write "
            "its target link-layer address (Open vSwitch allows that only in a flow whose match is "
            "an advertisement) and send it back out of the asking port.",
            "eth_type ip_proto icmpv6_type nd_options_type"),
+    _table("mtu_check",
+           "Mark (reg0 bit 0) a frame from a VM that is longer than its network's MTU plus the "
+           "14-byte Ethernet header: once encapsulated it would not fit the underlay. Frames from "
+           "a tunnel never come here.",
+           "metadata", "mtu_oversize"),
+    _table("mtu_oversize",
+           "Send a marked frame to the controller through its port's meter, which answers ICMP "
+           "fragmentation needed or packet too big, or fragments an IPv4 packet that allows it. "
+           "Other frames go on to be forwarded.",
+           "in_port reg0", "l3_route"),
     _table("l3_route",
            "Distributed routing, on the hypervisor where the frame entered: a frame of a network "
            "with a router, sent to the router's MAC for one of the router's subnets, has its TTL "
@@ -197,6 +214,8 @@ class Family(enum.IntEnum):
     ROUTER_DROP = 19  # frames for the router itself that it does not answer
     NEIGHBOUR = 20
     UNREACHABLE = 21
+    MTU_CHECK = 22
+    OVERSIZE = 23
 
 
 class GroupRole(enum.IntEnum):
@@ -208,6 +227,8 @@ PACKET_IN_RATE = 100  # packet-ins per second per VM interface
 UNKNOWN_PORT_METER = 0xFFFF  # above any OVS port number: frames from ports not yet announced
 ROUTER_METER = 0xFFFE  # what the hypervisor's routers send to the controller
 PACKET_IN_BURST = 50
+ETH_HEADER_LEN = 14  # what check_pkt_larger counts besides the IP packet of an untagged frame
+OVERSIZE_BIT = 1  # reg0 bit 0
 
 
 def cookie(family: Family, vni: int, fingerprint: int) -> int:

@@ -141,24 +141,17 @@ class Topology:
     # --- checks: raise before anything changes --------------------------------------------------
 
     def check_hypervisor(self, hv: Hypervisor) -> None:
-        other = self._hv_by_dpid.get(hv.dpid)
-        if other not in (None, hv.name):
-            raise Conflict(f"dpid {hv.dpid:016x} is already used by hypervisor {other}")
-        other = self._hv_by_ip.get(str(hv.tunnel_ip))
-        if other not in (None, hv.name):
-            raise Conflict(f"tunnel_ip {hv.tunnel_ip} is already used by hypervisor {other}")
+        _refuse_taken(self._hv_by_dpid.get(hv.dpid), hv.name, f"dpid {hv.dpid:016x} is already used by hypervisor")
+        _refuse_taken(self._hv_by_ip.get(str(hv.tunnel_ip)), hv.name,
+                      f"tunnel_ip {hv.tunnel_ip} is already used by hypervisor")
 
     def check_delete_hypervisor(self, name: str) -> Hypervisor:
         hv = self.get_hypervisor(name)
-        hosted = sorted(p.name for p in self.ports_on(name))
-        if hosted:
-            raise Conflict(f"hypervisor {name} still hosts port(s) {', '.join(hosted[:5])}")
+        _refuse_while_used(f"hypervisor {name} still hosts", self.ports_on(name))
         return hv
 
     def check_network(self, net: Network) -> None:
-        other = self._net_by_vni.get(net.vni)
-        if other not in (None, net.name):
-            raise Conflict(f"vni {net.vni} is already used by network {other}")
+        _refuse_taken(self._net_by_vni.get(net.vni), net.name, f"vni {net.vni} is already used by network")
         self._check_network_router(net)
         for port in self.ports_of(net.name):
             for ip in port.ips:
@@ -167,9 +160,7 @@ class Topology:
 
     def check_delete_network(self, name: str) -> Network:
         net = self.get_network(name)
-        members = sorted(p.name for p in self.ports_of(name))
-        if members:
-            raise Conflict(f"network {name} still has port(s) {', '.join(members[:5])}")
+        _refuse_while_used(f"network {name} still has", self.ports_of(name))
         router = self.router_of(name)
         if router is not None:
             raise Conflict(f"network {name} is still attached to router {router.name}")
@@ -400,3 +391,16 @@ class Topology:
 
 def _in_subnets(ip: IPAddress, net: Network) -> bool:
     return not net.subnets or any(ip in subnet for subnet in net.subnets)
+
+
+def _refuse_taken(owner: str | None, name: str, what: str) -> None:
+    """Conflict when a unique value (``what``) already belongs to ``owner``, another object than ``name``."""
+    if owner not in (None, name):
+        raise Conflict(f"{what} {owner}")
+
+
+def _refuse_while_used(what: str, ports: Iterable[Port]) -> None:
+    """Conflict naming the first five ``ports`` (by name) that keep an object from being deleted."""
+    names = sorted(p.name for p in ports)
+    if names:
+        raise Conflict(f"{what} port(s) {', '.join(names[:5])}")

@@ -9,6 +9,8 @@ switch handshake and keeps one SimSwitch per hypervisor in step with what it sen
 
 Packets are mappings from OXM field names (as Ryu spells them: ``eth_src``, ``arp_tpa``,
 ``tunnel_id``, ``tun_ipv4_dst``...) to values in Ryu's user form (MAC and IP strings, ints).
+``frame_len``, the length of the Ethernet frame without FCS, is what ``check_pkt_larger``
+compares; a packet without one is a small frame (``SMALL_FRAME``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .compat import ofproto as ofp, parser
+from .ofmsg import NXActionCheckPktLarger
 from .pipeline import (
     ETH_TYPE_ARP,
     ETH_TYPE_IPV4,
@@ -56,6 +59,7 @@ PREREQUISITES: dict[str, Mapping[str, tuple[int, ...]]] = {
     **{f: {"eth_type": (ETH_IPV4, ETH_IPV6), "ip_proto": (IP_PROTO_UDP,)} for f in ("udp_src", "udp_dst")},
 }
 MAX_HOPS = 8
+SMALL_FRAME = 64
 DEFAULT_TTL = 64  # what dec_ttl finds in an IP packet given without nw_ttl
 
 
@@ -349,6 +353,10 @@ class SimSwitch:
                 if ttl <= 1:
                     raise _TtlExpired()
                 pkt["nw_ttl"] = ttl - 1
+            elif isinstance(action, NXActionCheckPktLarger):
+                larger = int(pkt.get("frame_len", SMALL_FRAME) > action.pkt_len)
+                old = to_int(action.dst, pkt.get(action.dst, 0))
+                pkt[action.dst] = (old & ~(1 << action.offset)) | (larger << action.offset)
             elif isinstance(action, parser.OFPActionGroup):
                 group = self.groups.get(action.group_id)
                 if group is None:
@@ -407,6 +415,8 @@ def _fmt_action(action: Any) -> str:
         return f"move:{action.src_field}->{action.dst_field}"
     if isinstance(action, parser.OFPActionGroup):
         return f"group:{action.group_id:#x}"
+    if isinstance(action, NXActionCheckPktLarger):
+        return f"check_pkt_larger({action.pkt_len})->{action.dst}[{action.offset}]"
     if isinstance(action, parser.OFPActionSetNwTtl):
         return f"mod_nw_ttl:{action.nw_ttl}"
     if isinstance(action, parser.OFPActionDecNwTtl):
@@ -557,7 +567,7 @@ SHORTHANDS: dict[str, dict[str, int]] = {
 }
 KNOWN_FIELDS = MAC_FIELDS | IPV4_FIELDS | IPV6_FIELDS | PIPELINE_FIELDS | {
     "in_port", "eth_type", "vlan_vid", "arp_op", "ip_proto", "icmpv6_type", "icmpv6_code", "tcp_dst", "udp_src",
-    "udp_dst", "nd_options_type", "nd_reserved", "nw_ttl"}
+    "udp_dst", "nd_options_type", "nd_reserved", "nw_ttl", "frame_len"}
 
 
 def parse_packet_spec(spec: str, interfaces: Mapping[str, int] | None = None) -> Packet:
@@ -695,7 +705,8 @@ def main(argv: list[str]) -> int:
                     "database file (--db), with guessed port numbers.")
     ap.add_argument("hypervisor", help="where the packet enters")
     ap.add_argument("packet", help="e.g. in_port=tapA1,eth_src=02:aa:00:00:00:01,eth_dst=ff:ff:ff:ff:ff:ff,"
-                                   "arp,arp_op=1,arp_spa=10.1.0.1,arp_tpa=10.1.0.2 (in_port may be an interface)")
+                                   "arp,arp_op=1,arp_spa=10.1.0.1,arp_tpa=10.1.0.2 (in_port may be an interface; "
+                                   "frame_len=N gives the frame's length, default 64)")
     ap.add_argument("--db", default="./ryu-overlay.db", help="the controller's SQLite file")
     ap.add_argument("--url", help="the running controller's REST API, e.g. http://127.0.0.1:8080: placement "
                                   "and port numbers of connected switches come from there instead of --db")

@@ -153,6 +153,11 @@ class ControllerProcess:
         with closing(self.rest(timeout=10)) as client:
             return client.call(method, path, body)
 
+    def ok(self, method: str, path: str, body: Any = None) -> Any:
+        """One request on a connection of its own that must succeed: the decoded body."""
+        with closing(self.rest()) as client:
+            return client.ok(method, path, body)
+
     def wait_in_sync(self, hypervisors: int | None = None, also: Callable[[], bool] = lambda: True,
                      timeout: float = 20.0) -> None:
         with closing(self.rest()) as client:

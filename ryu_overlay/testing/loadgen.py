@@ -77,6 +77,26 @@ BROADCAST_MAC = b"\xff" * 6
 FlowKey = tuple[int, int, bytes]
 
 
+@dataclass(frozen=True)
+class EntityCodes:
+    """The OpenFlow numbers of one kind of mod (group or meter): its commands, its "all" id and its errors."""
+
+    add: int
+    modify: int
+    delete: int
+    all: int
+    error_type: int
+    exists: int
+    unknown: int
+    bad_command: int
+
+
+GROUP_MOD = EntityCodes(ofp.OFPGC_ADD, ofp.OFPGC_MODIFY, ofp.OFPGC_DELETE, ofp.OFPG_ALL, ofp.OFPET_GROUP_MOD_FAILED,
+                        ofp.OFPGMFC_GROUP_EXISTS, ofp.OFPGMFC_UNKNOWN_GROUP, ofp.OFPGMFC_BAD_COMMAND)
+METER_MOD = EntityCodes(ofp.OFPMC_ADD, ofp.OFPMC_MODIFY, ofp.OFPMC_DELETE, ofp.OFPM_ALL, ofp.OFPET_METER_MOD_FAILED,
+                        ofp.OFPMMFC_METER_EXISTS, ofp.OFPMMFC_UNKNOWN_METER, ofp.OFPMMFC_BAD_COMMAND)
+
+
 # --- results ---------------------------------------------------------------------------------
 
 
@@ -404,46 +424,34 @@ class FakeSwitch(asyncio.Protocol):
     def _group_mod(self, buf: bytearray, off: int, end: int) -> None:
         self.group_mods += 1
         command, group_type, group_id = ENTITY.unpack_from(buf, off + 8)
-        buckets = bytes(buf[off + 16:end])
-        if command == ofp.OFPGC_ADD:
-            if group_id in self.groups:
-                self._error(ofp.OFPET_GROUP_MOD_FAILED, ofp.OFPGMFC_GROUP_EXISTS, buf, off, end)
-            else:
-                self.groups[group_id] = (group_type, buckets)
-        elif command == ofp.OFPGC_MODIFY:
-            if group_id not in self.groups:
-                self._error(ofp.OFPET_GROUP_MOD_FAILED, ofp.OFPGMFC_UNKNOWN_GROUP, buf, off, end)
-            else:
-                self.groups[group_id] = (group_type, buckets)
-        elif command == ofp.OFPGC_DELETE:
-            if group_id == ofp.OFPG_ALL:
-                self.groups.clear()
-            else:
-                self.groups.pop(group_id, None)
-        else:
-            self._error(ofp.OFPET_GROUP_MOD_FAILED, ofp.OFPGMFC_BAD_COMMAND, buf, off, end)
+        self._entity_mod(self.groups, GROUP_MOD, command, group_id, (group_type, bytes(buf[off + 16:end])),
+                         buf, off, end)
 
     def _meter_mod(self, buf: bytearray, off: int, end: int) -> None:
         self.meter_mods += 1
         command, flags, meter_id = METER_ENTITY.unpack_from(buf, off + 8)
-        bands = bytes(buf[off + 16:end])
-        if command == ofp.OFPMC_ADD:
-            if meter_id in self.meters:
-                self._error(ofp.OFPET_METER_MOD_FAILED, ofp.OFPMMFC_METER_EXISTS, buf, off, end)
+        self._entity_mod(self.meters, METER_MOD, command, meter_id, (flags, bytes(buf[off + 16:end])), buf, off, end)
+
+    def _entity_mod(self, table: dict[int, tuple[int, bytes]], codes: EntityCodes, command: int, entity_id: int,
+                    value: tuple[int, bytes], buf: bytearray, off: int, end: int) -> None:
+        """A group-mod or meter-mod applied to its table, refused with the error a switch sends."""
+        if command == codes.add:
+            if entity_id in table:
+                self._error(codes.error_type, codes.exists, buf, off, end)
             else:
-                self.meters[meter_id] = (flags, bands)
-        elif command == ofp.OFPMC_MODIFY:
-            if meter_id not in self.meters:
-                self._error(ofp.OFPET_METER_MOD_FAILED, ofp.OFPMMFC_UNKNOWN_METER, buf, off, end)
+                table[entity_id] = value
+        elif command == codes.modify:
+            if entity_id not in table:
+                self._error(codes.error_type, codes.unknown, buf, off, end)
             else:
-                self.meters[meter_id] = (flags, bands)
-        elif command == ofp.OFPMC_DELETE:
-            if meter_id == ofp.OFPM_ALL:
-                self.meters.clear()
+                table[entity_id] = value
+        elif command == codes.delete:
+            if entity_id == codes.all:
+                table.clear()
             else:
-                self.meters.pop(meter_id, None)
+                table.pop(entity_id, None)
         else:
-            self._error(ofp.OFPET_METER_MOD_FAILED, ofp.OFPMMFC_BAD_COMMAND, buf, off, end)
+            self._error(codes.error_type, codes.bad_command, buf, off, end)
 
     # --- multipart -----------------------------------------------------------------------------
 

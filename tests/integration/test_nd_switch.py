@@ -11,10 +11,10 @@ from __future__ import annotations
 import signal
 import time
 
+from scapy.compat import raw
 from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6NDOptDstLLAddr, IPv6
 from scapy.layers.l2 import Ether
 from scapy.layers.vxlan import VXLAN
-from scapy.packet import raw
 
 from ryu_overlay.model import link_local
 from ryu_overlay.testing.overlay import PORTS, deploy

@@ -40,7 +40,7 @@ from scapy.packet import Packet as ScapyPacket, Raw
 
 from ryu_overlay.model import link_local
 from ryu_overlay.pipeline import Family, cookie_family
-from ryu_overlay.testing.overlay import Overlay, deploy
+from ryu_overlay.testing.overlay import NETWORKS, PORTS as OVERLAY_PORTS, Overlay, deploy
 from ryu_overlay.trace import SimNet, assumed_ofports, controller_from_rest, format_fabric, port_numbers
 
 if TYPE_CHECKING:
@@ -48,17 +48,13 @@ if TYPE_CHECKING:
 
 SEED = 20261129
 FRAMES = 240
-# name -> network, mac, ips, hypervisor, interface; reverse name order (see the module docstring).
+# The deployed overlay's ports and one more, in reverse name order (see the module docstring).
 # r3's MAC and addresses are red's alone: to a blue VM they are another tenant's.
 PORTS: dict[str, tuple[str, str, list[str], str, str]] = {
     "r3": ("red", "02:bb:00:00:00:04", ["10.1.0.4", "fd00:1::4"], "hv2", "tapR3"),
-    "r2": ("red", "02:aa:00:00:00:02", ["10.1.0.2", "fd00:1::2"], "hv2", "tapR2"),
-    "r1": ("red", "02:aa:00:00:00:01", ["10.1.0.1", "fd00:1::1"], "hv1", "tapR1"),
-    "a3": ("blue", "02:aa:00:00:00:03", ["10.1.0.3", "fd00:1::3"], "hv3", "tapA3"),
-    "a2": ("blue", "02:aa:00:00:00:02", ["10.1.0.2", "fd00:1::2"], "hv2", "tapA2"),
-    "a1": ("blue", "02:aa:00:00:00:01", ["10.1.0.1", "fd00:1::1"], "hv1", "tapA1"),
+    **dict(sorted(OVERLAY_PORTS.items(), reverse=True)),
 }
-VNIS = {"blue": 5001, "red": 5002}
+VNIS = NETWORKS
 BROADCAST = "ff:ff:ff:ff:ff:ff"
 Verdict = tuple[tuple[Any, ...], ...]  # sorted: ("port", ofport) | ("tunnel", ip, vni) | ("controller",)
 
@@ -239,7 +235,7 @@ def sim_packet(case: Case, ofports: dict[str, int]) -> dict[str, Any]:
     """The frame as the simulator's field mapping (OXM names, as OVS would extract them)."""
     f = case.frame
     pkt: dict[str, Any] = {"in_port": ofports[case.in_port], "eth_src": f[Ether].src, "eth_dst": f[Ether].dst,
-                           "eth_type": f[Ether].type}
+                           "eth_type": f[Ether].type, "frame_len": len(raw(f))}
     if Dot1Q in f:  # OpenFlow's eth_type is the type after the tag
         pkt.update(eth_type=f[Dot1Q].type, vlan_vid=0x1000 | f[Dot1Q].vlan)
     if case.tun_id is not None:
@@ -309,7 +305,7 @@ def odp_to_ofport(dpif_show: str) -> dict[int, int]:
     return out
 
 
-def ovs_verdict(trace: str, odp: dict[int, int]) -> Verdict:
+def ovs_verdict(trace: str, odp: dict[int, int], frame_len: int) -> Verdict:
     m = re.search(r"^Datapath actions: (.*)$", trace, re.MULTILINE)
     assert m, trace
     out: list[tuple[Any, ...]] = []
@@ -322,6 +318,10 @@ def ovs_verdict(trace: str, odp: dict[int, int]) -> Verdict:
                     out.append(("port", odp[int(act)]))
             elif act.startswith("clone("):
                 walk(act[len("clone("):-1])
+            elif act.startswith("check_pkt_len("):  # check_pkt_len(size=N,gt(...),le(...)): the frame's branch
+                size, greater, smaller = split_top(act[len("check_pkt_len("):-1])
+                branch = greater if frame_len > int(size.removeprefix("size=")) else smaller
+                walk(branch[3:-1])
             elif act.startswith("tnl_push("):
                 dst = re.search(r"ipv4\(src=[^,]+,dst=([^,]+),", act)
                 vni = re.search(r"vxlan\(flags=[^,]+,vni=(0x[0-9a-f]+)\)", act)
@@ -362,7 +362,7 @@ def compare(net: SimNet, cases: list[Case], traces: list[str], ofports: dict[str
     mismatches: list[str] = []
     for case, trace in zip(cases, traces, strict=False):
         sim, sim_text = sim_verdict(net, case, ofports[case.hv], ofports[case.hv]["vxlan0"])
-        ovs = ovs_verdict(trace, odp[case.hv])
+        ovs = ovs_verdict(trace, odp[case.hv], len(raw(case.frame)))
         counts[f"{case.kind}: {kind_of(ovs)}"] += 1
         if sim != ovs:
             mismatches.append(f"--- {case.kind} on {case.hv} from {case.in_port} "
@@ -400,15 +400,10 @@ def test_trace_agrees_with_ovs_ofproto_trace_on_random_frames(ctl, make_bed):
     _, wrong = compare(SimNet(controller, guessed), cases, traces, guessed, odp)
     print(f"with guessed port numbers: {len(wrong)} frames disagree")
     assert wrong
-    net = SimNet(controller, real)
-    for sw in net.switches.values():
-        sw.entries = [e for e in sw.entries if cookie_family(e.cookie) != Family.ARP_RESPONDER]
-    _, wrong = compare(net, cases, traces, real, odp)
-    print(f"without the ARP responder flows: {len(wrong)} frames disagree")
-    assert wrong
-    net = SimNet(controller, real)
-    for sw in net.switches.values():
-        sw.entries = [e for e in sw.entries if cookie_family(e.cookie) != Family.ND_RESPONDER]
-    _, wrong = compare(net, cases, traces, real, odp)
-    print(f"without the ND responder flows: {len(wrong)} frames disagree")
-    assert wrong
+    for family, what in ((Family.ARP_RESPONDER, "ARP"), (Family.ND_RESPONDER, "ND")):
+        net = SimNet(controller, real)
+        for sw in net.switches.values():
+            sw.entries = [e for e in sw.entries if cookie_family(e.cookie) != family]
+        _, wrong = compare(net, cases, traces, real, odp)
+        print(f"without the {what} responder flows: {len(wrong)} frames disagree")
+        assert wrong

@@ -125,11 +125,17 @@ def declare_unlocated(c, name="m1", mac="02:bb:00:00:00:01", ip="10.1.0.50"):
     c.put_port(name, {"network": "blue", "mac": mac, "ips": [ip, "fd00:1::50"]})
 
 
-def test_port_without_location_is_learned_from_its_first_garp():
-    c = build()
-    for hv in HYPERVISORS:
+def unlocated_m1(clock=None, path=":memory:", hypervisors=HYPERVISORS):
+    """The scenario with ``hypervisors`` connected and port m1 declared without a location."""
+    c = build(clock=clock, path=path)
+    for hv in hypervisors:
         connect(c, hv)
     declare_unlocated(c)
+    return c
+
+
+def test_port_without_location_is_learned_from_its_first_garp():
+    c = unlocated_m1()
     appeared = c.port_status(4, "tapM1", 9)[4]  # an interface no port names: its meter and learning flow
     assert [m.meter_id for m in appeared if isinstance(m, parser.OFPMeterMod)] == [9]
     assert [(m.flow.family, m.flow.match) for m in appeared if isinstance(m, parser.OFPFlowMod)] == [
@@ -258,10 +264,7 @@ def hop(c, clock: Clock, to: int, seconds: float = 10) -> dict[int, list[Any]]:
 
 def test_a_port_moving_more_than_five_times_in_180s_is_frozen_at_its_last_location():
     clock = Clock()
-    c = build(clock=clock)
-    for hv in HYPERVISORS:
-        connect(c, hv)
-    declare_unlocated(c)
+    c = unlocated_m1(clock=clock)
     for dpid in [3, 4] * 3:  # the first sighting learns; five moves follow
         hop(c, clock, dpid)
     port = c.topo.ports["m1"]
@@ -278,10 +281,7 @@ def test_a_port_moving_more_than_five_times_in_180s_is_frozen_at_its_last_locati
 
 def test_moves_spread_over_more_than_180s_never_freeze():
     clock = Clock()
-    c = build(clock=clock)
-    for hv in ("hv3", "hv4"):
-        connect(c, hv)
-    declare_unlocated(c)
+    c = unlocated_m1(clock=clock, hypervisors=("hv3", "hv4"))
     for dpid in [3, 4] * 6:
         hop(c, clock, dpid, seconds=40)
     assert not c.topo.ports["m1"].frozen and c.topo.ports["m1"].mobility_seq == 11
@@ -303,10 +303,7 @@ def restarted(c, clock: Clock, path: str):
 def test_the_move_history_and_the_freeze_survive_a_restart(tmp_path, restart_after):
     clock = Clock()
     path = str(tmp_path / "db.sqlite")
-    c = build(clock=clock, path=path)
-    for hv in HYPERVISORS:
-        connect(c, hv)
-    declare_unlocated(c)
+    c = unlocated_m1(clock=clock, path=path)
     hop(c, clock, 3)  # learned
     for move in range(1, 7):
         hop(c, clock, 4 if move % 2 else 3)
@@ -320,10 +317,7 @@ def test_the_move_history_and_the_freeze_survive_a_restart(tmp_path, restart_aft
 def test_moves_older_than_the_window_by_the_wall_clock_do_not_count_after_a_restart(tmp_path):
     clock = Clock()
     path = str(tmp_path / "db.sqlite")
-    c = build(clock=clock, path=path)
-    for hv in HYPERVISORS:
-        connect(c, hv)
-    declare_unlocated(c)
+    c = unlocated_m1(clock=clock, path=path)
     for dpid in [3, 4, 3, 4, 3]:
         hop(c, clock, dpid)
     c = restarted(c, clock, path)
@@ -355,10 +349,7 @@ def test_an_early_frame_observed_before_a_newer_move_does_not_move_the_port_back
 
 def test_an_early_frame_is_handled_when_no_newer_report_came_in_between():
     clock = Clock()
-    c = build(clock=clock)
-    for hv in HYPERVISORS:
-        connect(c, hv)
-    declare_unlocated(c)
+    c = unlocated_m1(clock=clock)
     hop(c, clock, 3)
     c.port_status(3, "tapM", None)
     assert c.packet_in(4, 9, M1_GARP) == {}
@@ -369,10 +360,7 @@ def test_an_early_frame_is_handled_when_no_newer_report_came_in_between():
 @pytest.mark.parametrize("old_interface_gone", [False, True])
 def test_a_mac_active_in_two_places_is_a_duplicate_and_a_vm_moving_back_is_a_move(old_interface_gone):
     clock = Clock()
-    c = build(clock=clock)
-    for hv in HYPERVISORS:
-        connect(c, hv)
-    declare_unlocated(c)
+    c = unlocated_m1(clock=clock)
     c.port_status(3, "tapM", 9)
     c.packet_in(3, 9, M1_GARP)
     clock.now += 1
@@ -414,10 +402,7 @@ def test_switch_errors_resync_at_most_once_per_holddown():
 
 
 def test_a_frame_from_a_port_announced_later_is_handled_when_the_port_appears():
-    c = build()
-    for hv in HYPERVISORS:
-        connect(c, hv)
-    declare_unlocated(c)
+    c = unlocated_m1()
     assert c.packet_in(4, 9, garp("02:bb:00:00:00:01", "10.1.0.50")) == {}
     assert c.topo.ports["m1"].hypervisor is None
     batches = c.port_status(4, "tapM1", 9)

@@ -13,7 +13,7 @@ import pytest
 
 from ryu_overlay import flows, ofmsg
 from ryu_overlay.flows import by_cookie, flow
-from ryu_overlay.pipeline import Family
+from ryu_overlay.pipeline import TABLE_IDS, Family
 from ryu_overlay.testing.scenario import HYPERVISORS, PORTS, build, connect, ofports
 from ryu_overlay.trace import SimNet
 
@@ -144,5 +144,5 @@ def test_a_renumbered_table_gives_its_flows_new_cookies(monkeypatch):
                           actions=(flows.Output(3),))
 
     before = l2_flow().cookie
-    monkeypatch.setitem(flows.TABLE_IDS, "l2_lookup", flows.TABLE_IDS["l2_lookup"] + 1)
+    monkeypatch.setitem(TABLE_IDS, "l2_lookup", TABLE_IDS["l2_lookup"] + 1)  # the dict flows reads
     assert l2_flow().cookie != before

@@ -225,6 +225,28 @@ def test_an_attached_router_is_the_gateway_and_the_advertising_router(ctl, monke
         router.mac, str(link_local(router.mac)), hostconfig.ROUTER_LIFETIME)
 
 
+def test_a_declared_router_is_the_gateway_and_the_advertising_router(ctl):
+    ctl.put_port("a1", {"network": "blue", "mac": A1_MAC, "ips": ["10.1.0.7"], "hypervisor": "hv1",
+                        "interface": "tapA1"})
+    router = ctl.put_router("r1", {"tenant": "acme", "interfaces": [{"network": "blue", "ip": "10.1.0.254/24"},
+                                                                    {"network": "blue", "ip": "fd00:1::fe/64"}]})[1]
+    frame = answers(ctl.packet_in(1, 1, dhcp_frame("discover")))[0][1]
+    assert Ether(frame).src == router.mac
+    assert options(frame)["router"] == options(frame)["server_id"] == "10.1.0.254"
+    pkt = Ether(answers(ctl.packet_in(1, 1, rs_frame()))[0][1])
+    assert (pkt.src, pkt[ICMPv6ND_RA].routerlifetime) == (router.mac, hostconfig.ROUTER_LIFETIME)
+    gone = ctl.delete_router("r1")
+    assert [Ether(d)[ICMPv6ND_RA].routerlifetime for ports, d in answers(gone) if ports == [1]] == [0]
+
+
+def test_attaching_a_router_readvertises_to_the_located_ports_of_its_networks(ctl):
+    ctl.put_port("a1", {"network": "blue", "mac": A1_MAC, "ips": ["10.1.0.7"], "hypervisor": "hv1",
+                        "interface": "tapA1"})
+    batches = ctl.put_router("r1", {"tenant": "acme", "interfaces": [{"network": "blue", "ip": "fd00:1::fe/64"}]})[2]
+    ras = [Ether(d) for ports, d in answers(batches) if ports == [1]]
+    assert [ra[ICMPv6ND_RA].routerlifetime for ra in ras] == [hostconfig.ROUTER_LIFETIME]
+
+
 def test_port_up_sends_a_router_advertisement():
     c = build()
     for hv in HYPERVISORS:

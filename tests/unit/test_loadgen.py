@@ -50,112 +50,109 @@ async def connected_fleet(controller: ControllerProcess, placement: Placement) -
     return fleet
 
 
-def test_each_switch_receives_exactly_the_flows_computed_for_its_hypervisor(controller, placement):
+def run_with_fleet(controller: ControllerProcess, placement: Placement,
+                   check: Callable[[Fleet], Awaitable[None]]) -> None:
+    """``check`` on a connected fleet holding every expected flow; the fleet is closed after."""
     async def scenario() -> None:
         fleet = await connected_fleet(controller, placement)
         try:
-            topo = placement.topology()
-            for hv in placement.hypervisors:
-                sw = fleet.by_dpid[hv.dpid]
-                want = expected_state(topo, hv, placement.ofports[hv.name])
-                assert len(want.flows) > 20 and want.groups and want.meters
-                assert sw.cookies() == want.flows
-                assert (sw.flow_count, len(sw.groups), len(sw.meters)) == (
-                    len(want.flows), len(want.groups), len(want.meters))
-                assert sw.errors_sent == 0 and sw.flow_deletes == 0
-                mods = [decode(raw) for raw in sw.recorded or () if raw[1] == ofp.OFPT_FLOW_MOD]
-                assert sorted(m.cookie for m in mods) == sorted(want.flows)
-                entries = {e.cookie: e for e in sw.flow_entries()}
-                for m in mods:
-                    assert m.command == ofp.OFPFC_ADD
-                    assert (m.table_id, m.priority) == (entries[m.cookie].table_id, entries[m.cookie].priority)
-            status, stats = controller.api("GET", "/v1/stats")
-            assert status == 200
-            assert stats["hypervisors_connected"] == len(placement.hypervisors)
-            assert stats["flows_installed"] == sum(sw.flow_count for sw in fleet.switches)
-            assert stats["switch_errors"] == 0
+            await check(fleet)
         finally:
             fleet.close()
 
     run(scenario)
+
+
+def test_each_switch_receives_exactly_the_flows_computed_for_its_hypervisor(controller, placement):
+    async def check(fleet: Fleet) -> None:
+        topo = placement.topology()
+        for hv in placement.hypervisors:
+            sw = fleet.by_dpid[hv.dpid]
+            want = expected_state(topo, hv, placement.ofports[hv.name])
+            assert len(want.flows) > 20 and want.groups and want.meters
+            assert sw.cookies() == want.flows
+            assert (sw.flow_count, len(sw.groups), len(sw.meters)) == (
+                len(want.flows), len(want.groups), len(want.meters))
+            assert sw.errors_sent == 0 and sw.flow_deletes == 0
+            mods = [decode(raw) for raw in sw.recorded or () if raw[1] == ofp.OFPT_FLOW_MOD]
+            assert sorted(m.cookie for m in mods) == sorted(want.flows)
+            entries = {e.cookie: e for e in sw.flow_entries()}
+            for m in mods:
+                assert m.command == ofp.OFPFC_ADD
+                assert (m.table_id, m.priority) == (entries[m.cookie].table_id, entries[m.cookie].priority)
+        status, stats = controller.api("GET", "/v1/stats")
+        assert status == 200
+        assert stats["hypervisors_connected"] == len(placement.hypervisors)
+        assert stats["flows_installed"] == sum(sw.flow_count for sw in fleet.switches)
+        assert stats["switch_errors"] == 0
+
+    run_with_fleet(controller, placement, check)
 
 
 def test_reconnect_with_everything_installed_sends_nothing_new(controller, placement):
-    async def scenario() -> None:
-        fleet = await connected_fleet(controller, placement)
-        try:
-            sw = fleet.by_dpid[placement.hypervisors[0].dpid]
-            before = sw.stats()
-            asked = Counter(sw.multipart_requests)
-            await sw.reconnect(HOST, controller.ofp_port, DEADLINE)
-            sync = Counter({ofp.OFPMP_PORT_DESC: 2, ofp.OFPMP_FLOW: 1, ofp.OFPMP_GROUP_DESC: 1,
-                            ofp.OFPMP_METER_CONFIG: 1})  # Ryu asks for the ports too
+    async def check(fleet: Fleet) -> None:
+        sw = fleet.by_dpid[placement.hypervisors[0].dpid]
+        before = sw.stats()
+        asked = Counter(sw.multipart_requests)
+        await sw.reconnect(HOST, controller.ofp_port, DEADLINE)
+        sync = Counter({ofp.OFPMP_PORT_DESC: 2, ofp.OFPMP_FLOW: 1, ofp.OFPMP_GROUP_DESC: 1,
+                        ofp.OFPMP_METER_CONFIG: 1})  # Ryu asks for the ports too
 
-            def sync_asked() -> Counter[int]:
-                return Counter({t: sw.multipart_requests[t] - asked[t] for t in sync})
+        def sync_asked() -> Counter[int]:
+            return Counter({t: sw.multipart_requests[t] - asked[t] for t in sync})
 
-            for _ in range(int(DEADLINE / 0.01)):
-                if sync_asked() == sync:
-                    break
-                await asyncio.sleep(0.01)
-            await sw.sync_point(DEADLINE)
-            status, hv = controller.api("GET", f"/v1/hypervisors/{placement.hypervisors[0].name}")
-            assert status == 200 and hv["connected"] is True
-            after = sw.stats()
-            assert sync_asked() == sync
-            assert (after.flow_adds, after.flow_deletes, after.group_mods, after.meter_mods, after.barriers) == (
-                before.flow_adds, before.flow_deletes, before.group_mods, before.meter_mods, before.barriers)
-            assert after.errors_sent == 0
-        finally:
-            fleet.close()
+        for _ in range(int(DEADLINE / 0.01)):
+            if sync_asked() == sync:
+                break
+            await asyncio.sleep(0.01)
+        await sw.sync_point(DEADLINE)
+        status, hv = controller.api("GET", f"/v1/hypervisors/{placement.hypervisors[0].name}")
+        assert status == 200 and hv["connected"] is True
+        after = sw.stats()
+        assert sync_asked() == sync
+        assert (after.flow_adds, after.flow_deletes, after.group_mods, after.meter_mods, after.barriers) == (
+            before.flow_adds, before.flow_deletes, before.group_mods, before.meter_mods, before.barriers)
+        assert after.errors_sent == 0
 
-    run(scenario)
+    run_with_fleet(controller, placement, check)
 
 
 def test_reconnect_after_losing_a_flow_gets_exactly_that_flow_back(controller, placement):
-    async def scenario() -> None:
-        fleet = await connected_fleet(controller, placement)
-        try:
-            sw = fleet.by_dpid[placement.hypervisors[1].dpid]
-            key, entry = next(iter(sw.flows.items()))
-            del sw.flows[key]
-            sw.by_cookie.pop(entry[0])
-            adds = sw.flow_adds
-            await sw.reconnect(HOST, controller.ofp_port, DEADLINE)
-            await asyncio.wait_for(sw.when(lambda s: entry[0] in s.by_cookie), DEADLINE)
-            await sw.sync_point(DEADLINE)
-            assert sw.flow_adds == adds + 1
-            assert sw.flows[key][0] == entry[0]
-        finally:
-            fleet.close()
+    async def check(fleet: Fleet) -> None:
+        sw = fleet.by_dpid[placement.hypervisors[1].dpid]
+        key, entry = next(iter(sw.flows.items()))
+        del sw.flows[key]
+        sw.by_cookie.pop(entry[0])
+        adds = sw.flow_adds
+        await sw.reconnect(HOST, controller.ofp_port, DEADLINE)
+        await asyncio.wait_for(sw.when(lambda s: entry[0] in s.by_cookie), DEADLINE)
+        await sw.sync_point(DEADLINE)
+        assert sw.flow_adds == adds + 1
+        assert sw.flows[key][0] == entry[0]
 
-    run(scenario)
+    run_with_fleet(controller, placement, check)
 
 
 def test_packet_in_arp_request_is_answered_with_a_packet_out_arp_reply(controller, placement):
-    async def scenario() -> None:
-        fleet = await connected_fleet(controller, placement)
-        try:
-            asker = placement.ports[0]
-            target = next(p for p in placement.ports if p.network == asker.network and p.name != asker.name)
-            sw = fleet.by_dpid[next(h.dpid for h in placement.hypervisors if h.name == asker.hypervisor)]
-            in_port = sw.ports[asker.interface]
-            latency = await asyncio.wait_for(
-                sw.arp_request(in_port, asker.mac, str(asker.ips[0]), str(target.ips[0])), DEADLINE)
-            assert latency > 0
-            out = sw.packet_outs[-1]
-            assert out.outputs == (in_port,)
-            frame = Ether(out.data)
-            assert frame[Ether].dst == asker.mac and frame[Ether].src == target.mac
-            assert (frame[ARP].op, frame[ARP].hwsrc, frame[ARP].psrc, frame[ARP].hwdst, frame[ARP].pdst) == (
-                2, target.mac, str(target.ips[0]), asker.mac, str(asker.ips[0]))
-            status, stats = controller.api("GET", "/v1/stats")
-            assert status == 200
-            assert stats["arp_answered_controller"] == 1
-        finally:
-            fleet.close()
+    async def check(fleet: Fleet) -> None:
+        asker = placement.ports[0]
+        target = next(p for p in placement.ports if p.network == asker.network and p.name != asker.name)
+        sw = fleet.by_dpid[next(h.dpid for h in placement.hypervisors if h.name == asker.hypervisor)]
+        in_port = sw.ports[asker.interface]
+        latency = await asyncio.wait_for(
+            sw.arp_request(in_port, asker.mac, str(asker.ips[0]), str(target.ips[0])), DEADLINE)
+        assert latency > 0
+        out = sw.packet_outs[-1]
+        assert out.outputs == (in_port,)
+        frame = Ether(out.data)
+        assert frame[Ether].dst == asker.mac and frame[Ether].src == target.mac
+        assert (frame[ARP].op, frame[ARP].hwsrc, frame[ARP].psrc, frame[ARP].hwdst, frame[ARP].pdst) == (
+            2, target.mac, str(target.ips[0]), asker.mac, str(asker.ips[0]))
+        status, stats = controller.api("GET", "/v1/stats")
+        assert status == 200
+        assert stats["arp_answered_controller"] == 1
 
-    run(scenario)
+    run_with_fleet(controller, placement, check)
 
 
 class Transport(asyncio.Transport):

@@ -10,7 +10,7 @@ from scapy.layers.inet import ICMP, IP, UDP
 from scapy.layers.inet6 import ICMPv6DestUnreach, ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6TimeExceeded, IPv6
 from scapy.layers.l2 import Ether
 
-from ryu_overlay.controller import ROUTER_ICMP_BURST, ROUTER_ICMP_RATE, Controller
+from ryu_overlay.controller import ICMP_ERROR_BURST, ICMP_ERROR_RATE, Controller
 from ryu_overlay.pipeline import ROUTER_METER, TABLE_IDS
 from ryu_overlay.testing.scenario import HYPERVISORS, PORTS, build, ofports
 from ryu_overlay.trace import SimNet
@@ -121,8 +121,9 @@ def test_ipv6_is_routed_with_the_hop_limit_decremented_once(net):
 def test_the_routed_frame_is_not_flagged_from_the_tunnel_on_its_ingress(net):
     r = net.send("hv1", ip_frame(net, "a1", "10.2.0.1"))
     first = r.hops[0].result.trace
-    assert [s.table for s in first] == ["ingress", "port_security", "arp_nd", "l3_route", "l3_neighbour", "l2_lookup"]
-    assert "write_metadata:0x138b/0x1ffffff" in first[3].actions  # green's VNI, FROM_TUNNEL clear
+    assert [s.table for s in first] == ["ingress", "port_security", "arp_nd", "mtu_check", "mtu_oversize", "l3_route",
+                                        "l3_neighbour", "l2_lookup"]
+    assert "write_metadata:0x138b/0x1ffffff" in first[5].actions  # green's VNI, FROM_TUNNEL clear
 
 
 def test_ttl_one_goes_to_the_controller_through_the_router_meter_and_nowhere_else(net):
@@ -228,17 +229,17 @@ def _datagram(src: str, dst: str, ttl: int, rmac_: str) -> bytes:
 
 def test_ttl_expiry_is_answered_with_time_exceeded_from_the_routers_address_at_most_at_the_rate(net, clock):
     c = net.controller
-    sent = [c.packet_in(1, 1, _datagram("a1", "10.2.0.1", 1, rmac(net))) for _ in range(3 * ROUTER_ICMP_BURST)]
+    sent = [c.packet_in(1, 1, _datagram("a1", "10.2.0.1", 1, rmac(net))) for _ in range(3 * ICMP_ERROR_BURST)]
     replies = [b[1][0] for b in sent if b]
-    assert len(replies) == ROUTER_ICMP_BURST
+    assert len(replies) == ICMP_ERROR_BURST
     err = Ether(replies[0].data)
     assert (err.src, err.dst, err[IP].src, err[IP].dst) == (rmac(net), "02:aa:00:00:00:01", "10.1.0.254", "10.1.0.1")
     assert (err[ICMP].type, err[ICMP].code) == (11, 0)
     assert replies[0].actions[0].port == 1
-    assert c.stats["icmp_rate_limited"] == 2 * ROUTER_ICMP_BURST
+    assert c.stats["icmp_rate_limited"] == 2 * ICMP_ERROR_BURST
     clock.now += 1.0
-    again = [c.packet_in(1, 1, _datagram("a1", "10.2.0.1", 1, rmac(net))) for _ in range(3 * ROUTER_ICMP_BURST)]
-    assert sum(bool(b) for b in again) == int(ROUTER_ICMP_RATE)
+    again = [c.packet_in(1, 1, _datagram("a1", "10.2.0.1", 1, rmac(net))) for _ in range(3 * ICMP_ERROR_BURST)]
+    assert sum(bool(b) for b in again) == int(ICMP_ERROR_RATE)
 
 
 def test_ipv6_hop_limit_expiry_is_answered_with_time_exceeded(net):
