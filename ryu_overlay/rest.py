@@ -22,9 +22,11 @@ from typing import Any, TypeVar
 
 from webob import Request, Response
 
+from . import transactions
 from .controller import Batches, Controller
+from .events import MAX_WAIT, Watch
 from .model import Network, OverlayError, Port, Router
-from .openapi import openapi_document
+from .openapi import MAX_SEQ, openapi_document
 from .store import StoreUnavailable
 
 MAX_BODY = 1 << 20
@@ -35,6 +37,8 @@ _ROUTES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^/v1/(hypervisors|networks|ports|routers)$"), "collection"),
     (re.compile(r"^/v1/(hypervisors|networks|ports|routers)/([^/]+)$"), "item"),
     (re.compile(r"^/v1/(topology|stats|openapi\.json)$"), "info"),
+    (re.compile(r"^/v1/transactions$"), "transactions"),
+    (re.compile(r"^/v1/events$"), "events"),
 ]
 
 
@@ -65,6 +69,8 @@ class RestApp:
         try:
             self._authorize(req)
             return self._route(req)
+        except transactions.OperationFailed as exc:
+            return _json(exc.status, {"error": str(exc), **({} if exc.index is None else {"index": exc.index})})
         except OverlayError as exc:
             return _json(exc.status, {"error": str(exc)})
         except StoreUnavailable as exc:
@@ -143,6 +149,67 @@ class RestApp:
         if what == "stats":
             return self.run(lambda: _json(200, self.controller.stats_json()))
         return _json(200, openapi_document())
+
+
+    def _transactions(self, req: Request) -> Response:
+        _allow(req, "POST")
+        tx = transactions.parse_transaction(_body(req))
+        results, watch = self.run(lambda: self._transaction_step(tx))
+        answer: dict[str, Any] = {"results": results}
+        if watch is not None:
+            watch.done.wait(tx.timeout)
+            answer["unconfirmed"] = watch.unconfirmed()
+        return _json(200, answer)
+
+    def _transaction_step(self, tx: transactions.Transaction) -> tuple[list[dict[str, Any]], Watch | None]:
+        c = self.controller
+        results, batches = transactions.run(c, tx)
+        self.emit(batches)
+        if not tx.wait:
+            return results, None
+        pending = {dpid: set(sw.barriers) for dpid in batches if (sw := c.switches.get(dpid)) is not None}
+        names = {dpid: hv.name for dpid in batches if (hv := c.topo.hypervisor_by_dpid(dpid)) is not None}
+        return results, c.confirmations.watch(pending, names, tx.timeout)
+
+    def _events(self, req: Request) -> Response:
+        """Read without the state path: the event log is safe to read from here, and waiting on it
+        holds only this connection."""
+        _allow(req, "GET")
+        since = _query_int(req, "since")
+        if "text/event-stream" in req.headers.get("Accept", ""):
+            last_id = req.headers.get("Last-Event-ID")
+            if last_id is not None and last_id.strip().isdigit():
+                since = int(last_id)
+            timeout = _query_seconds(req, "timeout", None)
+            req.environ["eventlet.minimum_write_chunk_size"] = 0  # write each event as it comes
+            resp = Response(status=200, content_type="text/event-stream", charset=None,
+                            app_iter=self.controller.events.stream(since, timeout))
+            resp.headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            return resp
+        page = self.controller.events.wait(since, _query_seconds(req, "timeout", 0.0) or 0.0)
+        return _json(200, page.to_json())
+
+
+def _query_int(req: Request, name: str) -> int | None:
+    raw = req.GET.get(name)
+    if raw is None:
+        return None
+    if not re.fullmatch(r"[0-9]{1,16}", raw) or int(raw) > MAX_SEQ:
+        raise HTTPError(400, f"{name} must be an integer from 0 to {MAX_SEQ}")
+    return int(raw)
+
+
+def _query_seconds(req: Request, name: str, default: float | None) -> float | None:
+    raw = req.GET.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= MAX_WAIT:
+        raise HTTPError(400, f"{name} must be a number of seconds from 0 to {MAX_WAIT:.0f}")
+    return value
 
 
 def _direct(step: Callable[[], T]) -> T:
