@@ -2,8 +2,9 @@
 //
 // Data: GET /v1/hypervisors, /v1/networks, /v1/ports, /v1/stats (and /metrics, when served, for the
 // counters of the selected object). Updates: GET /v1/events read with fetch() as a server-sent event
-// stream; each event makes the console read the placement again, so it shows the controller's state
-// whatever the event says. Where the controller has no /v1/events (404), it reads it every 2 s.
+// stream (a long poll if the answer is JSON); each event makes the console read the placement again,
+// so it shows the controller's state whatever the event says. Where the controller has no
+// /v1/events (404), it reads the placement every 2 s.
 //
 // Token (--rest-token): asked once, kept in sessionStorage (this tab only), sent as
 // "Authorization: Bearer" on every request, the event stream included: that is why the stream is
@@ -114,25 +115,34 @@ function setTransport(what, label) {
   el.textContent = label;
 }
 
+// As docs/rest.md advises: the latest seq first, then the state, then every event after that seq
+// (one met twice changes nothing: each event only makes the console read the state again).
 async function follow(generation) {
   let since = null;
   let counters = null;
   try {
     while (generation === state.generation) {
       try {
-        const query = since === null ? "" : `?since=${encodeURIComponent(since)}`;
-        const resp = await request("/v1/events" + query, "text/event-stream", abort.signal);
+        if (since === null) {
+          const first = await request("/v1/events?timeout=0", "application/json", abort.signal);
+          if (first.status === 404) return await poll(generation);
+          if (!first.ok) throw new Error(`/v1/events answered ${first.status}`);
+          since = lastSeq(await first.json(), 0);
+          await refresh();
+          if (!counters) counters = setInterval(() => refreshCounters().catch(() => {}), COUNTERS_MS);
+        }
+        const resp = await request(`/v1/events?since=${encodeURIComponent(since)}`, "text/event-stream",
+                                   abort.signal);
         if (resp.status === 404) return await poll(generation);
         if (!resp.ok) throw new Error(`/v1/events answered ${resp.status}`);
-        if (!counters) counters = setInterval(() => refreshCounters().catch(() => {}), COUNTERS_MS);
-        await refresh();  // after the stream is open, so that nothing falls between the two
         if ((resp.headers.get("Content-Type") || "").startsWith("text/event-stream")) {
           setTransport("stream", "live: event stream");
           since = await readStream(resp, since);
-        } else {  // a long-poll answer: JSON events; ask again from the last one
+        } else {  // a server without the stream: long poll from the last seq
           setTransport("long-poll", "live: long poll");
           since = lastSeq(await resp.json(), since);
-          await longPoll(generation, since);
+          await refresh();
+          since = await longPoll(generation, since);
         }
       } catch (err) {
         if (err instanceof AuthNeeded || generation !== state.generation) return;
@@ -172,19 +182,18 @@ async function readStream(resp, since) {
 
 async function longPoll(generation, since) {
   while (generation === state.generation) {
-    const resp = await request(`/v1/events?since=${encodeURIComponent(since ?? 0)}&timeout=25`,
-                               "application/json", abort.signal);
+    const resp = await request(`/v1/events?since=${encodeURIComponent(since)}&timeout=25`, "application/json",
+                               abort.signal);
     if (!resp.ok) throw new Error(`/v1/events answered ${resp.status}`);
-    const next = lastSeq(await resp.json(), since);
-    if (next !== since) await refresh();
-    since = next;
+    const body = await resp.json();
+    if ((body.events || []).length || body.resync) refresh().catch(() => {});
+    since = lastSeq(body, since);
   }
+  return since;
 }
 
 function lastSeq(body, since) {
-  const events = Array.isArray(body) ? body : body.events || [];
-  const seqs = events.map((e) => e.seq).filter((s) => s !== undefined);
-  return seqs.length ? seqs[seqs.length - 1] : body.seq ?? body.last ?? since;
+  return body.last ?? since;
 }
 
 async function poll(generation) {
