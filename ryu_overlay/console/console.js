@@ -135,14 +135,15 @@ async function follow(generation) {
                                    abort.signal);
         if (resp.status === 404) return await poll(generation);
         if (!resp.ok) throw new Error(`/v1/events answered ${resp.status}`);
-        if ((resp.headers.get("Content-Type") || "").startsWith("text/event-stream")) {
-          setTransport("stream", "live: event stream");
-          since = await readStream(resp, since);
-        } else {  // a server without the stream: long poll from the last seq
+        if ((resp.headers.get("Content-Type") || "").startsWith("application/json")) {
+          // a server without the stream answers the long poll: follow it that way
           setTransport("long-poll", "live: long poll");
           since = lastSeq(await resp.json(), since);
           await refresh();
           since = await longPoll(generation, since);
+        } else {
+          setTransport("stream", "live: event stream");
+          since = await readStream(resp, since);
         }
       } catch (err) {
         if (err instanceof AuthNeeded || generation !== state.generation) return;

@@ -1,6 +1,6 @@
 """The web console's files: served at ``/`` and ``/console/<file>`` without the token, nothing else on disk
 reachable through them, and shipped in the wheel (no build step at install). The console itself runs in a
-real browser in tests/integration/test_console.py."""
+real browser in tests/integration/test_console_browser.py."""
 
 from __future__ import annotations
 
