@@ -432,10 +432,11 @@ function place() {
     }
     order.set(hv.id(), i);
     const ports = hv.children().sort(byName);
-    const cols = Math.max(2, Math.ceil(Math.sqrt(ports.length)));
+    // one row up to 6 ports (the edges to the networks above then cross no port), a square beyond
+    const cols = Math.min(Math.max(6, Math.ceil(Math.sqrt(ports.length))), Math.max(ports.length, 2));
     ports.forEach((p, k) => p.position({ x: x + (k % cols) * GAP, y: y + Math.floor(k / cols) * GAP }));
     if (ports.empty()) hv.position({ x: x + GAP / 2, y });
-    const w = Math.max(1, cols - 1) * GAP;
+    const w = (cols - 1) * GAP;
     rowHeight = Math.max(rowHeight, Math.floor(Math.max(ports.length - 1, 0) / cols) * GAP);
     width = Math.max(width, x + w);
     x += w + 2.5 * GAP;
