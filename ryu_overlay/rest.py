@@ -36,7 +36,8 @@ LOG = logging.getLogger("ryu_overlay.rest")
 T = TypeVar("T")
 CONSOLE_DIR = Path(__file__).parent / "console"
 CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".LICENSE": "text/plain"}
-# The console's page may load only its own files and talk only to this server.
+# The console's page may load only its own files and talk only to this server (Cytoscape.js sets
+# inline styles on the elements it draws in, hence 'unsafe-inline' for styles, not scripts).
 CONSOLE_CSP = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'"
 
 _ROUTES: list[tuple[re.Pattern[str], str]] = [

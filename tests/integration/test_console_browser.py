@@ -131,6 +131,9 @@ def test_a_new_port_appears_and_a_moved_port_changes_hypervisor_without_a_reload
         == ["r1", "r2"]
     assert node(browser, "port:r1") is not None and node(browser, "net:blue") is None
     assert browser.execute_script("return window.sameDocument;") is True
+    # no script error and no blocked resource (a 404 on /v1/events, where it is missing, is not one)
+    logged = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert [m for m in logged if "Failed to load resource" not in m] == []
 
 
 def http(url: str, method: str = "GET", body: Any = None, token: str | None = None) -> int:
