@@ -19,7 +19,7 @@ const PALETTE = ["#1a73e8", "#d93025", "#188038", "#e37400", "#9334e6", "#12b5cb
                  "#3949ab", "#00897b"];
 
 const state = {
-  hypervisors: new Map(), networks: new Map(), ports: new Map(), stats: {},
+  hypervisors: new Map(), networks: new Map(), ports: new Map(), routers: new Map(), stats: {},
   metrics: null, loaded: false, tenant: "", selected: null, generation: 0,
 };
 let cy = null;
@@ -62,9 +62,10 @@ async function refresh() {
     try {
       do {
         refreshAgain = false;
-        const [h, n, p, s] = await Promise.all(
-          ["/v1/hypervisors", "/v1/networks", "/v1/ports", "/v1/stats"].map(getJson));
-        const next = { hypervisors: byName(h.hypervisors), networks: byName(n.networks), ports: byName(p.ports) };
+        const [h, n, p, s, r] = await Promise.all(
+          [...["/v1/hypervisors", "/v1/networks", "/v1/ports", "/v1/stats"].map(getJson), getRouters()]);
+        const next = { hypervisors: byName(h.hypervisors), networks: byName(n.networks), ports: byName(p.ports),
+                       routers: byName(r) };
         if (state.loaded) logChanges(next);
         Object.assign(state, next, { stats: s, loaded: true });
         if (state.selected) await readMetrics();
@@ -75,6 +76,14 @@ async function refresh() {
     }
   })();
   return refreshing;
+}
+
+async function getRouters() {
+  // routers where the controller has them (a 404 from one that predates them)
+  const resp = await request("/v1/routers");
+  if (resp.status === 404) return [];
+  if (!resp.ok) throw new Error(`/v1/routers answered ${resp.status}`);
+  return (await resp.json()).routers;
 }
 
 async function refreshCounters() {
@@ -246,7 +255,7 @@ function tokenGiven(event) {
 
 function logChanges(next) {
   const lines = [];
-  for (const kind of ["hypervisors", "networks", "ports"]) {
+  for (const kind of ["hypervisors", "networks", "ports", "routers"]) {
     const before = state[kind];
     const after = next[kind];
     for (const [name, obj] of after) {
@@ -293,7 +302,8 @@ function visible() {
   const ports = [...state.ports.values()].filter((p) => netNames.has(p.network));
   const hosting = new Set(ports.map((p) => p.hypervisor).filter(Boolean));
   const hypervisors = [...state.hypervisors.values()].filter((h) => !tenant || hosting.has(h.name));
-  return { networks, ports, hypervisors };
+  const routers = [...state.routers.values()].filter((r) => !tenant || r.tenant === tenant);
+  return { networks, ports, hypervisors, routers };
 }
 
 function colour(name) {
@@ -332,7 +342,7 @@ function tunnels(ports) {
 }
 
 function elements() {
-  const { networks, ports, hypervisors } = visible();
+  const { networks, ports, hypervisors, routers } = visible();
   const hvNames = new Set(hypervisors.map((h) => h.name));
   const out = [];
   for (const h of hypervisors) {
@@ -351,6 +361,19 @@ function elements() {
                classes: p.frozen || p.duplicate ? "alarm" : "" });
     out.push({ group: "edges", data: { id: "member:" + p.name, kind: "member", source: "port:" + p.name,
                                        target: "net:" + p.network, colour: colour(p.network) } });
+  }
+  const netNames = new Set(networks.map((n) => n.name));
+  for (const r of routers) {
+    out.push({ group: "nodes", data: { id: "router:" + r.name, kind: "routers", name: r.name,
+                                       label: `${r.name}\nrouter · ${r.tenant}` } });
+    r.interfaces.filter((i) => netNames.has(i.network)).forEach((i, k) => {
+      out.push({ group: "edges", data: { id: `iface:${r.name}:${k}`, kind: "interface", source: "router:" + r.name,
+                                         target: "net:" + i.network, label: i.ip } });
+    });
+    if (r.gateway && hvNames.has(r.gateway.hypervisor)) {
+      out.push({ group: "edges", data: { id: `uplink:${r.name}`, kind: "uplink", source: "router:" + r.name,
+                                         target: "hv:" + r.gateway.hypervisor, label: `uplink ${r.gateway.ip}` } });
+    }
   }
   for (const t of tunnels(ports)) {
     if (!hvNames.has(t.a) || !hvNames.has(t.b)) continue;
@@ -374,6 +397,13 @@ const STYLE = [
   { selector: 'node[kind = "ports"]', style: {
     width: 22, height: 22, "background-color": "data(colour)", "text-valign": "bottom", "text-margin-y": 2,
     "font-size": 10 } },
+  { selector: 'node[kind = "routers"]', style: {
+    shape: "round-diamond", width: 40, height: 40, "background-color": "#3c4043", "text-valign": "top",
+    "text-margin-y": -4 } },
+  { selector: 'edge[kind = "interface"], edge[kind = "uplink"]', style: {
+    width: 2, "line-color": "#3c4043", "curve-style": "straight", label: "data(label)", "font-size": 9,
+    "text-background-color": "#fff", "text-background-opacity": 1 } },
+  { selector: 'edge[kind = "uplink"]', style: { "line-style": "dotted" } },
   { selector: "node.alarm", style: { "border-width": 3, "border-color": "#b3261e" } },
   { selector: 'edge[kind = "member"]', style: {
     width: 1.5, "line-color": "data(colour)", opacity: 0.45, "curve-style": "straight" } },
@@ -412,7 +442,7 @@ function renderGraph() {
 
 // Where things go: networks in a row on top, hypervisors in rows below (at most HV_ROW each), each
 // with its ports in a grid inside it, tunnels as arcs under the hypervisors, ports without a
-// location above their network. Placed again on every change, so a moved port jumps to its new box.
+// location above their network, routers above the networks they join. Placed again on every change, so a moved port jumps to its new box.
 const GAP = 64;
 const HV_ROW = 6;
 
@@ -447,7 +477,12 @@ function place() {
   nets.forEach((n, i) => {
     n.position({ x: left + i * step, y: -3 * GAP });
     cy.nodes('[kind = "ports"]').filter((p) => p.isOrphan() && p.connectedEdges().targets().same(n))
-      .sort(byName).forEach((p, k) => p.position({ x: left + i * step + (k - 1) * GAP / 2, y: -4.5 * GAP }));
+      .sort(byName).forEach((p, k) => p.position({ x: left + i * step + (k - 1) * GAP / 2, y: -4.3 * GAP }));
+  });
+  cy.nodes('[kind = "routers"]').sort(byName).forEach((r, i) => {
+    const xs = r.outgoers('node[kind = "networks"]').map((n) => n.position("x"));
+    const at = xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : left + i * step;
+    r.position({ x: at + (i % 2) * GAP / 2, y: -6 * GAP });
   });
   cy.edges('[kind = "tunnel"]').forEach((t) => {
     const span = Math.abs(order.get(t.data("target")) - order.get(t.data("source")));
@@ -514,6 +549,11 @@ function countersOf(kind, obj) {
     return { ports: mine.length, "ports located": mine.filter((p) => p.hypervisor).length,
              hypervisors: new Set(mine.map((p) => p.hypervisor).filter(Boolean)).size };
   }
+  if (kind === "routers") {
+    return { interfaces: obj.interfaces.length, networks: new Set(obj.interfaces.map((i) => i.network)).size,
+             "floating IPs": Object.keys(obj.floating_ips || {}).length,
+             gateway: obj.gateway ? `${obj.gateway.hypervisor}/${obj.gateway.interface}` : "none" };
+  }
   return { mobility_seq: obj.mobility_seq, "recent moves": obj.recent_moves.length, frozen: obj.frozen,
            duplicate: obj.duplicate ? `${obj.duplicate.hypervisor}/${obj.duplicate.interface}` : "no" };
 }
@@ -552,7 +592,8 @@ function renderDetails() {
     if (sel.kind === "hypervisors") [text, cls] = syncOf(obj);
     else if (sel.kind === "ports") [text, cls] = syncOf(state.hypervisors.get(obj.hypervisor));
     else {
-      const hosts = new Set([...state.ports.values()].filter((p) => p.network === obj.name && p.hypervisor)
+      const nets = new Set(sel.kind === "routers" ? obj.interfaces.map((i) => i.network) : [obj.name]);
+      const hosts = new Set([...state.ports.values()].filter((p) => nets.has(p.network) && p.hypervisor)
         .map((p) => p.hypervisor));
       const synced = [...hosts].filter((h) => state.hypervisors.get(h)?.in_sync).length;
       [text, cls] = [`in sync on ${synced} of ${hosts.size} hypervisors`, synced === hosts.size ? "in-sync" : "syncing"];
@@ -585,7 +626,7 @@ function render() {
 function select(kind, name) {
   state.selected = kind ? { kind, name } : null;
   cy.elements().unselect();
-  if (kind) cy.getElementById(`${{ hypervisors: "hv", networks: "net", ports: "port" }[kind]}:${name}`).select();
+  if (kind) cy.getElementById(`${{ hypervisors: "hv", networks: "net", ports: "port", routers: "router" }[kind]}:${name}`).select();
   renderDetails();
   if (kind) readMetrics().then(renderDetails).catch(() => {});
 }
