@@ -348,7 +348,7 @@ function elements() {
   for (const h of hypervisors) {
     const [sync, cls] = syncOf(h);
     out.push({ group: "nodes", data: { id: "hv:" + h.name, kind: "hypervisors", name: h.name,
-                                       label: `${h.name}  ${h.tunnel_ip}  ${sync}` }, classes: cls });
+                                       label: `${h.name} · ${sync}\n${h.tunnel_ip}` }, classes: cls });
   }
   for (const n of networks) {
     out.push({ group: "nodes", data: { id: "net:" + n.name, kind: "networks", name: n.name, colour: colour(n.name),
@@ -469,7 +469,7 @@ function place() {
     const w = (cols - 1) * GAP;
     rowHeight = Math.max(rowHeight, Math.floor(Math.max(ports.length - 1, 0) / cols) * GAP);
     width = Math.max(width, x + w);
-    x += w + 2.5 * GAP;
+    x += Math.max(w, 2 * GAP) + 2.5 * GAP;  // room for the label too
   });
   const nets = cy.nodes('[kind = "networks"]').sort(byName);
   const step = nets.length > 1 ? Math.max(2 * GAP, width / (nets.length - 1)) : 0;

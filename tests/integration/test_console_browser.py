@@ -37,6 +37,10 @@ ROW = """return Object.fromEntries([...document.querySelectorAll('#ports tr[data
 NODE = """const n = window.overlayGraph.getElementById(arguments[0]);
           return n.empty() ? null : {parent: n.parent().empty() ? null : n.parent().id(), classes: n.classes(),
                                      edges: n.connectedEdges().map((e) => e.id())};"""
+DETAILS = """const text = (id) => document.getElementById(id).textContent;
+             return [text("details-title"), text("details-sync"), Object.fromEntries(
+               [...document.querySelectorAll("#details-counters tr")].map((tr) => [tr.cells[0].textContent,
+                                                                                 tr.cells[1].textContent]))];"""
 
 
 @pytest.fixture
@@ -79,13 +83,23 @@ def shown_at(driver: webdriver.Chrome, port: str, hv: str) -> bool:
 
 
 def click_node(driver: webdriver.Chrome, element_id: str) -> None:
-    """Click where the graph draws the node, as a user does."""
+    """Click where the graph draws the node, as a user does: its centre, or for a hypervisor's box
+    a point inside its border, below its ports."""
     canvas = driver.find_element(By.ID, "graph")
-    pos = driver.execute_script("return window.overlayGraph.getElementById(arguments[0]).renderedPosition();",
-                                element_id)
+    box = driver.execute_script("return window.overlayGraph.getElementById(arguments[0]).renderedBoundingBox("
+                                "{includeLabels: false});", element_id)
+    x = (box["x1"] + box["x2"]) / 2
+    y = box["y2"] - 6 if element_id.startswith("hv:") else (box["y1"] + box["y2"]) / 2
     size = canvas.size
-    ActionChains(driver).move_to_element_with_offset(canvas, int(pos["x"] - size["width"] / 2),
-                                                     int(pos["y"] - size["height"] / 2)).click().perform()
+    ActionChains(driver).move_to_element_with_offset(canvas, int(x - size["width"] / 2),
+                                                     int(y - size["height"] / 2)).click().perform()
+
+
+def details(driver: webdriver.Chrome) -> tuple[str, str, dict[str, str]]:
+    """What the details panel shows: its title, the sync line and the counters (read at once: the
+    panel is redrawn as the state changes)."""
+    title, sync, counters = driver.execute_script(DETAILS)
+    return title, sync, counters
 
 
 def test_a_new_port_appears_and_a_moved_port_changes_hypervisor_without_a_reload(ctl, make_bed, browser):
@@ -113,13 +127,14 @@ def test_a_new_port_appears_and_a_moved_port_changes_hypervisor_without_a_reload
           "the move in the event list")
 
     # clicking the port shows its JSON, its sync state and its counters
+    click_node(browser, "hv:hv2")
+    until(browser, lambda: details(browser)[:2] == ("hypervisor hv2", "sync: in sync"), "hv2's details")
+    assert details(browser)[2]["ports"] == "1"  # r2 alone, now that a2 left
+    assert json.loads(browser.find_element(By.ID, "details-json").text) == ctl.api("GET", "/v1/hypervisors/hv2")[1]
     click_node(browser, "port:a2")
-    until(browser, lambda: browser.find_element(By.ID, "details-title").text == "port a2", "a2's details")
-    shown = json.loads(browser.find_element(By.ID, "details-json").text)
-    assert shown == ctl.api("GET", "/v1/ports/a2")[1]
-    until(browser, lambda: browser.find_element(By.ID, "details-sync").text == "sync: in sync", "a2 in sync")
-    counters = {r.find_element(By.TAG_NAME, "th").text: r.find_element(By.TAG_NAME, "td").text
-                for r in browser.find_elements(By.CSS_SELECTOR, "#details-counters tr")}
+    until(browser, lambda: details(browser)[:2] == ("port a2", "sync: in sync"), "a2's details")
+    assert json.loads(browser.find_element(By.ID, "details-json").text) == ctl.api("GET", "/v1/ports/a2")[1]
+    counters = details(browser)[2]
     assert counters["mobility_seq"] == "1" and counters["recent moves"] == "1"
     if os.environ.get("CONSOLE_SCREENSHOT"):
         browser.save_screenshot(os.environ["CONSOLE_SCREENSHOT"])
