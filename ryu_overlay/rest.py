@@ -33,7 +33,7 @@ T = TypeVar("T")
 _ROUTES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^/v1/(hypervisors|networks|ports)$"), "collection"),
     (re.compile(r"^/v1/(hypervisors|networks|ports)/([^/]+)$"), "item"),
-    (re.compile(r"^/v1/(topology|stats|openapi\.json)$"), "info"),
+    (re.compile(r"^/v1/(topology|stats|instances|openapi\.json)$"), "info"),
 ]
 
 
@@ -133,6 +133,8 @@ class RestApp:
             return self.run(lambda: _json(200, self.controller.topo.node_link()))
         if what == "stats":
             return self.run(lambda: _json(200, self.controller.stats_json()))
+        if what == "instances":
+            return self.run(lambda: _json(200, {"instances": self.controller.instances_json()}))
         return _json(200, openapi_document())
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -17,6 +17,9 @@ from .model import Hypervisor, Network, Port, hypervisor_from_record, network_fr
 
 Obj = Hypervisor | Network | Port
 KINDS: dict[type, str] = {Hypervisor: "hypervisors", Network: "networks", Port: "ports"}
+# How a stored document of each kind becomes an object again; a new kind adds one entry here and in KINDS.
+FROM_RECORD: dict[str, Callable[[dict[str, Any]], Obj]] = {
+    "hypervisors": hypervisor_from_record, "networks": network_from_record, "ports": port_from_record}
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,18 @@ Change = Put | Delete
 
 class StoreUnavailable(Exception):
     """The store could not make a change durable, so the change was undone (HTTP 503)."""
+
+
+def change_key(change: Change) -> tuple[str, str]:
+    """(kind, name) of the object a change writes."""
+    if isinstance(change, Put):
+        return KINDS[type(change.obj)], change.obj.name
+    return KINDS[change.kind], change.name
+
+
+def document(obj: Obj) -> str:
+    """The stored JSON document of an object, the same bytes in every store and on every instance."""
+    return json.dumps(obj.to_json(), sort_keys=True)
 
 
 class Store(Protocol):
@@ -78,7 +93,7 @@ class SqliteStore:
                 if isinstance(change, Put):
                     self._db.execute(
                         f"INSERT OR REPLACE INTO {KINDS[type(change.obj)]} (name, doc) VALUES (?, ?)",
-                        (change.obj.name, json.dumps(change.obj.to_json(), sort_keys=True)))
+                        (change.obj.name, document(change.obj)))
                 else:
                     self._db.execute(f"DELETE FROM {KINDS[change.kind]} WHERE name = ?", (change.name,))
             self._db.execute("COMMIT")
