@@ -33,7 +33,7 @@ from .store import FROM_RECORD, KINDS, Change, Delete, Obj, Put, StoreUnavailabl
 
 LOG = logging.getLogger("ryu_overlay.etcd")
 MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
-TIMEOUT = 3.0  # seconds an etcd request may take before the write answers 503
+TIMEOUT = 2.0  # seconds an etcd request may take; a write is tried for twice that before it answers 503
 INSTANCES = "instances"
 Loaded = tuple[list[Hypervisor], list[Network], list[Port]]
 
@@ -104,9 +104,11 @@ class Endpoints:
                 errors.append(f"{client.host}:{client.port}: {exc.detail_text or exc or 'unreachable'}")
                 continue
             except self._module.exceptions.Etcd3Exception as exc:
-                raise StoreUnavailable(f"etcd did not confirm the request ({type(exc).__name__}: "
-                                       f"{(exc.detail_text or '').strip()[:200]}); is a quorum of its members up?"
-                                       ) from None
+                self.current = (self.current + step + 1) % len(self.clients)
+                raise StoreUnavailable(f"etcd did not confirm the request in time; is a quorum of its members up? "
+                                       f"Not acknowledged: a write may still take effect once etcd has a quorum "
+                                       f"again, so read it then ({type(exc).__name__}: "
+                                       f"{(exc.detail_text or '').strip()[:160]})") from None
             self.current = (self.current + step) % len(self.clients)
             return answer
         raise StoreUnavailable("no etcd member reachable: " + "; ".join(errors))
@@ -213,9 +215,22 @@ class EtcdStore:
         for i in range(0, len(writes), MAX_TXN_OPS):
             self._commit(writes[i:i + MAX_TXN_OPS])
 
+    def _txn(self, writes: list[Write]) -> dict[str, Any]:
+        """One transaction, tried again (on the next member) for up to twice the timeout: a proposal made
+        just as the leader died waits longer than that in etcd, while the next attempt meets the new
+        leader. Trying again is safe: if an attempt did commit, the next finds its value and commutes."""
+        deadline = time.monotonic() + 2 * self._timeout
+        while True:
+            try:
+                return self.client.post("/kv/txn", _txn(writes))
+            except StoreUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
     def _commit(self, writes: list[Write]) -> None:
         for _attempt in range(2):
-            answer = self.client.post("/kv/txn", _txn(writes))
+            answer = self._txn(writes)
             if answer.get("succeeded"):
                 return
             current = {}
