@@ -178,16 +178,20 @@ class EtcdStore:
         return objects["hypervisors"], objects["networks"], objects["ports"]  # type: ignore[return-value]
 
     def _serializable_range(self, body: dict[str, Any]) -> dict[str, Any]:
+        errors = []
         for host, port in self._endpoints:
             one = Endpoints([(host, port)], self._timeout)
             try:
                 answer = one.post("/kv/range", {**body, "serializable": True})
-            except StoreUnavailable:
+            except StoreUnavailable as exc:
+                errors.append(str(exc))
                 continue
             if int(answer["header"]["revision"]) >= self.seen:
                 LOG.warning("etcd has no quorum; read the state from member %s:%d at revision %s", host, port,
                             answer["header"]["revision"])
                 return answer
+        if len(errors) == len(self._endpoints):
+            raise StoreUnavailable("; ".join(errors))
         raise StoreUnavailable("etcd has no quorum and no reachable member is as recent as this instance")
 
     # --- writing -------------------------------------------------------------------------------
