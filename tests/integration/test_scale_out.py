@@ -78,10 +78,10 @@ def deploy(c: Cluster) -> None:
     for name, hv in c.bed.hvs.items():
         put(ctl, f"/v1/hypervisors/{name}", {"dpid": hv.dpid, "tunnel_ip": hv.tunnel_ip})
     put(ctl, "/v1/networks/blue", {"vni": 5001, "tenant": "acme", "subnets": ["10.1.0.0/24"]})
-    for name, (mac, ip, hv, iface) in PORTS.items():
-        put(c.ctls["c1"], f"/v1/ports/{name}", {"network": "blue", "mac": mac, "ips": [ip], "hypervisor": hv,
+    for name, (mac, ip, hv_name, iface) in PORTS.items():
+        put(c.ctls["c1"], f"/v1/ports/{name}", {"network": "blue", "mac": mac, "ips": [ip], "hypervisor": hv_name,
                                                 "interface": iface})
-        c.bed.add_vm(name, hv, iface, mac, [ip])
+        c.bed.add_vm(name, hv_name, iface, mac, [ip])
     c.wait_in_sync()
 
 
