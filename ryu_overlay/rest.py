@@ -46,7 +46,7 @@ CONSOLE_CSP = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'se
 _ROUTES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^/v1/(hypervisors|networks|ports|routers)$"), "collection"),
     (re.compile(r"^/v1/(hypervisors|networks|ports|routers)/([^/]+)$"), "item"),
-    (re.compile(r"^/v1/(topology|stats|openapi\.json)$"), "info"),
+    (re.compile(r"^/v1/(topology|stats|instances|openapi\.json)$"), "info"),
     (re.compile(r"^/v1/transactions$"), "transactions"),
     (re.compile(r"^/v1/events$"), "events"),
 ]
@@ -162,6 +162,8 @@ class RestApp:
             return self.run(lambda: _json(200, self.controller.topo.node_link()))
         if what == "stats":
             return self.run(lambda: _json(200, self.controller.stats_json()))
+        if what == "instances":
+            return self.run(lambda: _json(200, {"instances": self.controller.instances_json()}))
         return _json(200, openapi_document())
 
 
