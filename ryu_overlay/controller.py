@@ -235,7 +235,8 @@ class Controller:
         if claimed is not None and claimed < old.mobility_seq:
             raise Conflict(f"port {old.name} is at mobility_seq {old.mobility_seq}: a declaration based on "
                            f"{claimed} is older; read the port again")
-        if new.hypervisor is None and old.location_source == "learned" and (old.network, old.mac) == (new.network, new.mac):
+        same_port = (old.network, old.mac) == (new.network, new.mac)
+        if new.hypervisor is None and old.location_source == "learned" and same_port:
             new = new.with_location(old.hypervisor, old.interface, "learned")
         left = old.located and (old.hypervisor, old.interface) != (new.hypervisor, new.interface)
         seq = max(old.mobility_seq, claimed or 0) + int(left)
@@ -638,7 +639,7 @@ class Controller:
         self.stats["moves"] += 1
         left = Move(now, port.hypervisor, port.interface)  # type: ignore[arg-type]
         new = replace(port.with_location(hv, interface, "learned"), mobility_seq=port.mobility_seq + 1,
-                      recent_moves=recent + (left,))
+                      recent_moves=(*recent, left))
         return self._save_port(port, new)
 
     def _hold(self, port: Port) -> Batches:
@@ -803,7 +804,7 @@ def _entities(want: Mapping[int, E], have: Mapping[int, E | None], adds: list[E]
     deletes += [key for key in have if key not in want]
 
 
-def _set_or_drop(table: dict[int, dict], key: int, value: dict) -> None:
+def _set_or_drop(table: dict[int, dict[int, Any]], key: int, value: dict[int, Any]) -> None:
     if value:
         table[key] = value
     else:

@@ -58,7 +58,7 @@ class RestApp:
         self.token = token
         self.run = run or _direct
 
-    def __call__(self, environ: dict, start_response: Callable) -> Any:
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         return self.handle(Request(environ))(environ, start_response)
 
     def handle(self, req: Request) -> Response:
@@ -118,9 +118,9 @@ class RestApp:
         if method == "GET":
             if kind == "hypervisors":
                 return _json(200, c.hypervisor_json(c.topo.get_hypervisor(name)))
-            get: Callable[[str], Network | Port | Router] = {
-                "networks": c.topo.get_network, "ports": c.topo.get_port, "routers": c.topo.get_router}[kind]
-            return _json(200, get(name).to_json())
+            getters: dict[str, Callable[[str], Network | Port | Router]] = {
+                "networks": c.topo.get_network, "ports": c.topo.get_port, "routers": c.topo.get_router}
+            return _json(200, getters[kind](name).to_json())
         if method == "DELETE":
             delete = {"hypervisors": c.delete_hypervisor, "networks": c.delete_network, "ports": c.delete_port,
                       "routers": c.delete_router}[kind]
@@ -130,9 +130,9 @@ class RestApp:
             created, hv, batches = c.put_hypervisor(name, body)
             self.emit(batches)
             return _json(201 if created else 200, c.hypervisor_json(hv))
-        put: Callable[[str, Any], tuple[bool, Network | Port | Router, Batches]] = {
-            "networks": c.put_network, "ports": c.put_port, "routers": c.put_router}[kind]
-        created, obj, batches = put(name, body)
+        putters: dict[str, Callable[[str, Any], tuple[bool, Network | Port | Router, Batches]]] = {
+            "networks": c.put_network, "ports": c.put_port, "routers": c.put_router}
+        created, obj, batches = putters[kind](name, body)
         self.emit(batches)
         return _json(201 if created else 200, obj.to_json())
 
@@ -151,9 +151,10 @@ def _direct(step: Callable[[], T]) -> T:
 
 def _path(req: Request) -> str:
     try:
-        return req.path_info
+        path: str = req.path_info
     except UnicodeDecodeError:
-        return req.environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8", "replace")
+        path = str(req.environ.get("PATH_INFO", "")).encode("latin-1").decode("utf-8", "replace")
+    return path
 
 
 def _allow(req: Request, *methods: str) -> None:
