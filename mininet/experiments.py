@@ -1,7 +1,7 @@
 """Experiments on the Mininet overlay (ryu_overlay/testing/mininet_topo.py), one command each;
 each writes a CSV and a PNG.
 
-    python mininet/experiments.py connectivity|flooding|migration|throughput|east-west|all \\
+    python mininet/experiments.py connectivity|flooding|migration|throughput|east-west|north-south|all \\
         --pods 2 --hv-per-pod 2 --tenants 2 --vms 2 --out results/
 
 Every experiment builds its own topology (with the real ``ryu-overlay`` controller) and removes
@@ -683,9 +683,76 @@ def _plot_east_west(out: Path, rows: list[list[Any]], pairs: list[Any], central:
     plt.close(fig)
 
 
+# --- north-south through the gateway --------------------------------------------------------------------
+
+def north_south(on: OverlayNet, out: Path, seconds: int = 5, repeats: int = 3) -> dict[str, Any]:
+    """iperf3 TCP from ``rblue1`` to the outside host through the router's external gateway, with SNAT.
+
+    Declares the gateway over REST (``PUT /v1/routers/rt`` with ``gateway`` on the gateway
+    hypervisor's ``uplink0``, next hop the outside host, ``snat: true``), checks that the outside
+    host sees the SNAT address as the source of the VM's pings, then per run: iperf3 from the VM
+    to the outside host, and for reference the underlay between the VM's hypervisor and the
+    gateway hypervisor (their ``br-phy`` addresses, the same fabric).
+
+    Needs the gateway's flows (SNAT; issue #12 item 2). Without them the SNAT check stops the
+    experiment with an error saying so, before anything is measured.
+    """
+    if not on.routedinfo:
+        raise SystemExit("north-south needs the routed tenant and the outside host (without --no-l3)")
+    vm = on.routedinfo["rblue1"]
+    gw_hv = on.gateway_hv
+    snat_ip = topo_mod.GATEWAY_IP.split("/")[0]
+    gateway = {"hypervisor": gw_hv, "interface": topo_mod.UPLINK, "ip": topo_mod.GATEWAY_IP,
+               "next_hop": topo_mod.OUTSIDE_IP}
+    on.put(f"/v1/routers/{topo_mod.ROUTER}", topo_mod.router_body(gateway, snat=True))
+    on.wait_in_sync()
+    on.ping(vm.name, topo_mod.OUTSIDE_IP, count=3, wait=2)  # the controller resolves the next hop meanwhile
+    path = out / "north-south-outside.pcap"
+    cap = on.capture(on.outside, "eth0", "-Q in icmp", path)
+    try:
+        replied = on.ping(vm.name, topo_mod.OUTSIDE_IP, count=3, wait=2)
+    finally:
+        time.sleep(0.3)
+        _stop(cap)
+    from scapy.layers.inet import ICMP, IP
+    sources = sorted({p[IP].src for p in _read_pcap(path) if ICMP in p and p[ICMP].type == 8})
+    if not replied or sources != [snat_ip]:
+        raise RuntimeError(f"{vm.name} -> outside host {topo_mod.OUTSIDE_IP}: replied {replied}, echo requests "
+                           f"seen outside from {sources} (expected {snat_ip}); the gateway's SNAT flows "
+                           "(issue #12 item 2) must be on this branch")
+    src_hv, dst_hv = on.hvinfo[vm.hv], on.hvinfo[gw_hv]
+    rows = []
+    for r in range(1, repeats + 1):
+        snat = _iperf(on, on.outside, on.vm(vm.name), topo_mod.OUTSIDE_IP, seconds)
+        under = _iperf(on, on.hv(gw_hv), on.hv(vm.hv), dst_hv.tunnel_ip, seconds)
+        rows.append([r, f"{vm.name}->outside", f"{src_hv.name}->{gw_hv}", round(snat, 1), round(under, 1),
+                     round(snat / under, 3)])
+    def mean(i: int) -> float:
+        return sum(r[i] for r in rows) / len(rows)
+
+    rows.append(["mean", rows[0][1], rows[0][2], round(mean(3), 1), round(mean(4), 1), round(mean(3) / mean(4), 3)])
+    header = ["run", "snat_pair", "underlay_pair", "snat_mbps", "underlay_mbps", "ratio"]
+    write_csv(out / "north-south.csv", header, rows)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    runs = rows[:-1]
+    xs = range(len(runs))
+    ax.bar([x - 0.2 for x in xs], [r[3] for r in runs], 0.4, label=f"{vm.name} → outside host, SNAT via {gw_hv}")
+    ax.bar([x + 0.2 for x in xs], [r[4] for r in runs], 0.4, label=f"underlay {src_hv.name} → {gw_hv}")
+    ax.set_xticks(list(xs), [f"run {r[0]}\nratio {r[5]:.2f}" for r in runs])
+    ax.set_ylabel("iperf3 TCP Mbit/s")
+    ax.set_title(f"North-south through the gateway with SNAT, {seconds} s runs", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "north-south.png", dpi=110)
+    plt.close(fig)
+    print_table(header, rows)
+    return {"snat_source_seen": sources, "snat_mbps": mean(3), "underlay_mbps": mean(4), "ratio": mean(3) / mean(4)}
+
+
 EXPERIMENTS: dict[str, Callable[..., dict[str, Any]]] = {
     "connectivity": connectivity, "throughput": throughput, "migration": migration, "flooding": flooding,
-    "east-west": east_west}
+    "east-west": east_west, "north-south": north_south}
 
 
 def run(name: str, spec: Spec, out: Path, **kw: Any) -> dict[str, Any]:
@@ -709,8 +776,8 @@ def main(argv: list[str] | None = None) -> int:
     Spec.add_arguments(ap)
     ap.add_argument("--out", type=Path, default=Path("results"))
     ap.add_argument("--moves", type=int, default=4, help="migration: number of moves")
-    ap.add_argument("--seconds", type=int, default=5, help="throughput: iperf3 duration")
-    ap.add_argument("--repeats", type=int, default=3, help="throughput: runs")
+    ap.add_argument("--seconds", type=int, default=5, help="throughput, north-south: iperf3 duration")
+    ap.add_argument("--repeats", type=int, default=3, help="throughput, north-south: runs")
     ap.add_argument("--count", type=int, default=200, help="east-west: pings per pair, variant and round")
     ap.add_argument("--rounds", type=int, default=3, help="east-west: rounds (variants alternate)")
     args = ap.parse_args(argv)
@@ -719,6 +786,7 @@ def main(argv: list[str] | None = None) -> int:
     names = list(EXPERIMENTS) if args.experiment == "all" else [args.experiment]
     options: dict[str, dict[str, Any]] = {"migration": {"moves": args.moves},
                                           "throughput": {"seconds": args.seconds, "repeats": args.repeats},
+                                          "north-south": {"seconds": args.seconds, "repeats": args.repeats},
                                           "east-west": {"count": args.count, "rounds": args.rounds}}
     results = {}
     for name in names:
