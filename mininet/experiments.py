@@ -753,6 +753,8 @@ def north_south(on: OverlayNet, out: Path, seconds: int = 5, repeats: int = 3) -
 EXPERIMENTS: dict[str, Callable[..., dict[str, Any]]] = {
     "connectivity": connectivity, "throughput": throughput, "migration": migration, "flooding": flooding,
     "east-west": east_west, "north-south": north_south}
+# TODO(#12 item 2): north-south joins `all` (and so `make demo`) once the gateway's flows are merged.
+ALL = [name for name in EXPERIMENTS if name != "north-south"]
 
 
 def run(name: str, spec: Spec, out: Path, **kw: Any) -> dict[str, Any]:
@@ -783,7 +785,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     sigterm_as_interrupt()
     spec = Spec.from_arguments(args)
-    names = list(EXPERIMENTS) if args.experiment == "all" else [args.experiment]
+    names = ALL if args.experiment == "all" else [args.experiment]
     options: dict[str, dict[str, Any]] = {"migration": {"moves": args.moves},
                                           "throughput": {"seconds": args.seconds, "repeats": args.repeats},
                                           "north-south": {"seconds": args.seconds, "repeats": args.repeats},
