@@ -8,6 +8,10 @@ become ``{"error": ...}`` with their HTTP status; nothing is changed by a refuse
 because the controller validates before it writes. A write the store failed to make durable
 answers 503 and is undone.
 
+``GET /`` and ``GET /console/<file>`` serve the web console: the files of ``ryu_overlay/console``,
+by name only (nothing else on disk is reachable) and without the token, which the console asks
+for and sends with its own data requests.
+
     curl -X PUT localhost:8080/v1/networks/blue -d '{"vni": 5001, "tenant": "acme"}'
 """
 
@@ -18,23 +22,33 @@ import json
 import logging
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from webob import Request, Response
 
+from . import transactions
 from .controller import Batches, Controller
+from .events import MAX_WAIT, Watch
 from .model import Network, OverlayError, Port, Router
-from .openapi import openapi_document
+from .openapi import MAX_SEQ, openapi_document
 from .store import StoreUnavailable
 
 MAX_BODY = 1 << 20
 LOG = logging.getLogger("ryu_overlay.rest")
 T = TypeVar("T")
+CONSOLE_DIR = Path(__file__).parent / "console"
+CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".LICENSE": "text/plain"}
+# The console's page may load only its own files and talk only to this server (Cytoscape.js sets
+# inline styles on the elements it draws in, hence 'unsafe-inline' for styles, not scripts).
+CONSOLE_CSP = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'"
 
 _ROUTES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^/v1/(hypervisors|networks|ports|routers)$"), "collection"),
     (re.compile(r"^/v1/(hypervisors|networks|ports|routers)/([^/]+)$"), "item"),
     (re.compile(r"^/v1/(topology|stats|openapi\.json)$"), "info"),
+    (re.compile(r"^/v1/transactions$"), "transactions"),
+    (re.compile(r"^/v1/events$"), "events"),
 ]
 
 
@@ -63,8 +77,14 @@ class RestApp:
 
     def handle(self, req: Request) -> Response:
         try:
+            static = _console_file(_path(req))
+            if static is not None:
+                _allow(req, "GET", "HEAD")
+                return _static(static)
             self._authorize(req)
             return self._route(req)
+        except transactions.OperationFailed as exc:
+            return _json(exc.status, {"error": str(exc), **({} if exc.index is None else {"index": exc.index})})
         except OverlayError as exc:
             return _json(exc.status, {"error": str(exc)})
         except StoreUnavailable as exc:
@@ -143,6 +163,92 @@ class RestApp:
         if what == "stats":
             return self.run(lambda: _json(200, self.controller.stats_json()))
         return _json(200, openapi_document())
+
+
+    def _transactions(self, req: Request) -> Response:
+        _allow(req, "POST")
+        tx = transactions.parse_transaction(_body(req))
+        results, watch = self.run(lambda: self._transaction_step(tx))
+        answer: dict[str, Any] = {"results": results}
+        if watch is not None:
+            watch.done.wait(tx.timeout)
+            answer["unconfirmed"] = watch.unconfirmed()
+        return _json(200, answer)
+
+    def _transaction_step(self, tx: transactions.Transaction) -> tuple[list[dict[str, Any]], Watch | None]:
+        c = self.controller
+        results, batches = transactions.run(c, tx)
+        self.emit(batches)
+        if not tx.wait:
+            return results, None
+        pending = {dpid: set(sw.barriers) for dpid in batches if (sw := c.switches.get(dpid)) is not None}
+        names = {dpid: hv.name for dpid in batches if (hv := c.topo.hypervisor_by_dpid(dpid)) is not None}
+        return results, c.confirmations.watch(pending, names, tx.timeout)
+
+    def _events(self, req: Request) -> Response:
+        """Read without the state path: the event log is safe to read from here, and waiting on it
+        holds only this connection."""
+        _allow(req, "GET")
+        since = _query_int(req, "since")
+        if "text/event-stream" in req.headers.get("Accept", ""):
+            last_id = req.headers.get("Last-Event-ID")
+            if last_id is not None and last_id.strip().isdigit():
+                since = int(last_id)
+            timeout = _query_seconds(req, "timeout", None)
+            req.environ["eventlet.minimum_write_chunk_size"] = 0  # write each event as it comes
+            resp = Response(status=200, content_type="text/event-stream", charset=None,
+                            app_iter=self.controller.events.stream(since, timeout))
+            resp.headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            return resp
+        page = self.controller.events.wait(since, _query_seconds(req, "timeout", 0.0) or 0.0)
+        return _json(200, page.to_json())
+
+
+def _query_int(req: Request, name: str) -> int | None:
+    raw = req.GET.get(name)
+    if raw is None:
+        return None
+    if not re.fullmatch(r"[0-9]{1,16}", raw) or int(raw) > MAX_SEQ:
+        raise HTTPError(400, f"{name} must be an integer from 0 to {MAX_SEQ}")
+    return int(raw)
+
+
+def _query_seconds(req: Request, name: str, default: float | None) -> float | None:
+    raw = req.GET.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= MAX_WAIT:
+        raise HTTPError(400, f"{name} must be a number of seconds from 0 to {MAX_WAIT:.0f}")
+    return value
+
+
+def _console_file(path: str) -> str | None:
+    """The console file a path names (``/`` is its page), or None for any path outside the console."""
+    if path == "/":
+        return "index.html"
+    if not path.startswith("/console/"):
+        return None
+    name = path.removeprefix("/console/")
+    if name not in _console_files():
+        raise HTTPError(404, f"no such resource: {path}")
+    return name
+
+
+def _console_files() -> frozenset[str]:
+    """The names a request may ask for: the files of the console directory itself, no others."""
+    return frozenset(p.name for p in CONSOLE_DIR.iterdir() if p.is_file() and p.suffix in CONTENT_TYPES)
+
+
+def _static(name: str) -> Response:
+    resp = Response(status=200, content_type=CONTENT_TYPES[Path(name).suffix], charset="utf-8",
+                    body=(CONSOLE_DIR / name).read_bytes())
+    resp.headers.update({"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff",
+                         "Content-Security-Policy": CONSOLE_CSP, "Referrer-Policy": "no-referrer"})
+    return resp
 
 
 def _direct(step: Callable[[], T]) -> T:
