@@ -650,7 +650,8 @@ def router_source_flows(router: Router, network: str, vnis: tuple[tuple[str, int
     A route per router interface (every subnet of every network of the router), the TTL-expiry
     catch before them, a drop for anything else sent to the router's MAC, and the answers for
     the router's own addresses in ``network``: ARP and Neighbor Solicitations in the switch (a
-    solicitation without the asker's link-layer address goes to the controller, as for ports). Keyed by the router's networks' VNIs too: the routes carry them.
+    solicitation without the asker's link-layer address goes to the controller, as for ports).
+    Keyed by the router's networks' VNIs too: the routes carry them.
     """
     vni_of = dict(vnis)
     vni = vni_of[network]
@@ -711,6 +712,21 @@ def neighbour_flows(port: Port, vni: int) -> Flows:
                           actions=(SetField("eth_dst", port.mac),), goto="l2_lookup") for ip in port.ips)
 
 
+@memoised_on_owner
+def tunnelled_neighbour_flows(port: Port, host: Hypervisor, tunnel_ofport: int, vni: int) -> Flows:
+    """The neighbour entries of a located port for a hypervisor that hosts no port of its network:
+    each sets the port's MAC and sends the frame into the tunnel towards ``host``, in one flow.
+
+    Where the network is hosted, ``neighbour_flows`` leave the delivery to ``l2_lookup``, whose
+    flow for the port switched frames need anyway; here that second flow would serve nothing else.
+    """
+    return by_cookie(flow("l3_neighbour", P.NEIGHBOUR, Family.NEIGHBOUR,
+                          {"metadata": (vni, VNI_MASK), "eth_type": IP_ETH_TYPES[ip.version],
+                           IP_DST[ip.version]: str(ip)}, vni,
+                          actions=(SetField("eth_dst", port.mac), *tunnel_bucket(host, vni, tunnel_ofport)))
+                     for ip in port.ips)
+
+
 def router_target(topo: Topology, router: Router, net: Network) -> dict[int, Flow]:
     """Every ``l3_neighbour`` flow of ``net``: what all hypervisors hosting a network of its router share."""
     memo = topo.derived(net.name)
@@ -727,14 +743,24 @@ def router_target(topo: Topology, router: Router, net: Network) -> dict[int, Flo
 
 def routed_partition(topo: Topology, view: SwitchView, net: Network, router: Router) -> Partition:
     """What a hypervisor hosting another network of ``net``'s router, but no port of ``net``, needs
-    of it: the neighbour entries and the tunnels to the hypervisors of its located ports."""
-    flows = dict(router_target(topo, router, net))
-    clashes: Clashes = {}
+    of it: ``router_target_flows`` and, per address of a located port, a neighbour entry that
+    tunnels the frame straight to the port's hypervisor (``tunnelled_neighbour_flows``).
+    The same on every such hypervisor with the same tunnel port number: computed once per
+    network and change."""
     tun = view.tunnel_ofport
-    if tun is not None:
-        gather(flows, clashes, [remote_port_flow(p, topo.hypervisors[p.hypervisor], tun, net.vni)
-                                for p in topo.ports_of(net.name) if p.hypervisor is not None])
-    return _partition(resolve_clashes(flows, clashes) if clashes else flows)
+    if tun is None:
+        return _partition(dict(router_target(topo, router, net)))
+    memo = topo.derived(net.name)
+    flows: dict[int, Flow] | None = memo.get(("routed", tun))
+    if flows is None:
+        clashes: Clashes = {}
+        flows = dict(router_target_flows(router, net.name, net.vni))
+        for port in topo.ports_of(net.name):
+            if port.hypervisor is not None and port.interface is not None:
+                gather(flows, clashes,
+                       tunnelled_neighbour_flows(port, topo.hypervisors[port.hypervisor], tun, net.vni))
+        flows = memo[("routed", tun)] = resolve_clashes(flows, clashes) if clashes else flows
+    return _partition(dict(flows))
 
 
 def desired_partition(topo: Topology, view: SwitchView, vni: int) -> Partition:
