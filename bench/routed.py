@@ -155,23 +155,20 @@ def _ttls(seen: set[int]) -> str:
 
 
 def _flow_sets(flows: dict[str, set[frozenset[str]]]) -> tuple[str, str]:
-    same = all(len(v) == 1 for v in flows.values())
-    sizes = ", ".join(f"{k} {len(next(iter(v)))}" for k, v in flows.items() if v)
-    return (("the same in every run of each kind" if same else
-             "; ".join(f"{k}: {len(v)} different sets over the runs" for k, v in flows.items())),
-            f"flows on the two hypervisors: {sizes} (listed below)")
+    union = {k: frozenset().union(*v) for k, v in flows.items()}
+    return (", ".join(f"{k}: {len(union[k])} distinct over all runs" for k in flows),
+            "on the two hypervisors, listed below (a run lists those that carried more than 10,000 of its "
+            "packets: " + "; ".join(f"{k} {', '.join(str(len(s)) for s in sorted(v, key=len))}"
+                                     for k, v in flows.items()) + ")")
 
 
 def _listing(flows: dict[str, set[frozenset[str]]]) -> list[str]:
-    """The datapath flows of the first run of each kind, without statistics."""
+    """The datapath flows that carried each kind's streams, over all runs, without statistics."""
     lines = []
     for kind, sets in flows.items():
-        if not sets:
-            continue
-        lines += [f"Datapath flows that carried the {kind} stream (`ovs-appctl dpctl/dump-flows`, more than "
-                  "10,000 packets, statistics removed):", "", "```"]
-        lines += sorted(min(sets, key=sorted))
-        lines += ["```", ""]
+        lines += [f"Datapath flows that carried the {kind} streams (`ovs-appctl dpctl/dump-flows`, more than "
+                  "10,000 packets in a run, statistics removed):", "", "```", *sorted(frozenset().union(*sets)),
+                  "```", ""]
     return lines[:-1]
 
 

@@ -346,7 +346,9 @@ def base_partition(view: SwitchView) -> Partition:
         flow("mtu_check", P.MISS, m, {}, goto="mtu_oversize"),
         flow("mtu_oversize", P.MISS, m, {}, goto="l3_route"),
         flow("l3_route", P.MISS, m, {}, goto="l2_lookup"),
-        flow("l3_neighbour", P.MISS, m, {}),
+        # Only routes lead to l3_neighbour: a frame no neighbour entry takes was routed to an
+        # address nobody owns, whatever its network (the controller answers unreachable).
+        flow("l3_neighbour", P.MISS, Family.UNREACHABLE, {}, actions=up, meter=ROUTER_METER),
         flow("l2_lookup", P.MULTICAST, m, {"eth_dst": MULTICAST_BIT}, goto="flood"),
         flow("l2_lookup", P.TUNNEL_UNKNOWN_DROP, m, {"metadata": (FROM_TUNNEL, FROM_TUNNEL)}),
         flow("l2_lookup", P.MISS, m, {}, goto="flood"),
@@ -690,17 +692,13 @@ def router_arp_responder(router: Router, ip: str, vni: int) -> list[Flow]:
 
 @memoised_on_owner
 def router_target_flows(router: Router, network: str, vni: int) -> Flows:
-    """In ``l3_neighbour``, for frames routed into ``network``: the router's own addresses stop,
-    addresses no neighbour entry knows go to the controller (it answers unreachable)."""
-    match = {"metadata": (vni, VNI_MASK)}
-    ifaces = router.interfaces_of(network)
-    flows = [flow("l3_neighbour", P.NEIGHBOUR, Family.ROUTER_DROP,
-                  {**match, "eth_type": IP_ETH_TYPES[i.ip.version], IP_DST[i.ip.version]: str(i.ip.ip)}, vni)
-             for i in ifaces]
-    flows += [flow("l3_neighbour", P.UNREACHABLE, Family.UNREACHABLE, {**match, "eth_type": IP_ETH_TYPES[v]}, vni,
-                   actions=(Output(OFPP_CONTROLLER),), meter=ROUTER_METER)
-              for v in sorted({i.ip.version for i in ifaces})]
-    return by_cookie(flows)
+    """In ``l3_neighbour``, for frames routed into ``network``: the router's own addresses stop.
+    Addresses no neighbour entry knows go to the controller by the table's miss flow
+    (``base_partition``), one for every network."""
+    return by_cookie(flow("l3_neighbour", P.NEIGHBOUR, Family.ROUTER_DROP,
+                          {"metadata": (vni, VNI_MASK), "eth_type": IP_ETH_TYPES[i.ip.version],
+                           IP_DST[i.ip.version]: str(i.ip.ip)}, vni)
+                     for i in router.interfaces_of(network))
 
 
 @memoised_on_owner
