@@ -9,7 +9,9 @@ on hv1, tunnelled straight to hv2 with green's VNI; the replies routed on hv2). 
 * Throughput: iperf3 TCP, switched and routed alternating in ABBA order, ``--rounds`` runs each of
   ``--seconds``; the figure is the ratio of the medians. After each run, the datapath flows that
   carried the stream (``ovs-appctl dpctl/dump-flows``, match and actions) and how the datapaths
-  classified its packets (exact-match cache, megaflow, upcall).
+  classified its packets (exact-match cache, megaflow, upcall), and the CPU time both ovs-vswitchd
+  used per such packet (``/proc/<pid>/stat``): a cost that other load on the machine changes
+  less than it changes throughput.
 * Latency: ``--pings`` ICMP echoes a1 -> a2 and a1 -> g2, 10 ms apart, in alternating blocks
   (ABBA), after a warm-up; round-trip p50 and p99 of each.
 
@@ -19,9 +21,11 @@ on hv1, tunnelled straight to hv2 with green's VNI; the replies routed on hv2). 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from collections import Counter
+from pathlib import Path
 
 from common import provenance, update_doc
 from datapath import classified, iperf
@@ -67,11 +71,27 @@ def datapath_flows(overlay: Overlay) -> dict[str, int]:
     return out
 
 
-def measure(overlay: Overlay, seconds: int, counters: Counter[str], flows: set[frozenset[str]], server: str) -> float:
+def vswitchd_cpu(overlay: Overlay) -> float:
+    """CPU seconds (user and system, all threads) the two hypervisors' ovs-vswitchd have used."""
+    ticks = 0
+    for hv in overlay.bed.hvs.values():
+        pid = int((hv.ovs.base / "ovs-vswitchd.pid").read_text())
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def measure(overlay: Overlay, seconds: int, counters: Counter[str], flows: set[frozenset[str]], server: str,
+            cost: list[float]) -> float:
     """``datapath.iperf`` a1 -> ``server``, keeping the datapath flows that carried more than 10,000
-    packets during this run (earlier runs' flows stay in the datapath with their counts)."""
+    packets during this run (earlier runs' flows stay in the datapath with their counts) and adding
+    to ``cost`` the run's ovs-vswitchd CPU per packet the datapaths classified, in µs."""
     before = datapath_flows(overlay)
-    gbps = iperf(overlay, seconds, counters, set(), "a1", server)
+    run: Counter[str] = Counter()
+    cpu = vswitchd_cpu(overlay)
+    gbps = iperf(overlay, seconds, run, set(), "a1", server)
+    cost.append((vswitchd_cpu(overlay) - cpu) / max(1, sum(run.values())) * 1e6)
+    counters.update(run)
     flows.add(frozenset(f for f, n in datapath_flows(overlay).items() if n - before.get(f, 0) > 10_000))
     return gbps
 
@@ -97,6 +117,7 @@ def main() -> int:
     rtt: dict[str, list[float]] = {k: [] for k in KINDS}
     ttls: dict[str, set[int]] = {k: set() for k in KINDS}
     sent = dict.fromkeys(KINDS, 0)
+    cost: dict[str, list[float]] = {k: [] for k in KINDS}
     ports = {k: PORTS[k] for k in ("a1", "a2")}
     with running(2, ports) as overlay:
         add_router(overlay)
@@ -106,7 +127,7 @@ def main() -> int:
                 raise RuntimeError(f"a1 cannot reach {addresses[kind]} ({kind})")
         for i in range(args.rounds):  # ABBA: neither kind always runs first
             for kind in (("switched", "routed") if i % 2 == 0 else ("routed", "switched")):
-                gbps[kind].append(measure(overlay, args.seconds, dp[kind], flows[kind], KINDS[kind]))
+                gbps[kind].append(measure(overlay, args.seconds, dp[kind], flows[kind], KINDS[kind], cost[kind]))
         blocks = max(1, -(-args.pings // BLOCK))
         for i in range(blocks):
             for kind in (("switched", "routed") if i % 2 == 0 else ("routed", "switched")):
@@ -128,6 +149,8 @@ def main() -> int:
          "both bridges, all runs"),
         ("the same, routed", classified(dp["routed"]), ""),
         ("datapath flows that carried the stream", *_flow_sets(flows)),
+        *((f"ovs-vswitchd CPU per packet, {k} (median; both hypervisors)", f"{percentile(v, 50):.2f} µs",
+           ", ".join(f"{x:.2f}" for x in v)) for k, v in cost.items()),
         ("ping a1 -> a2, switched: RTT p50 / p99", f"{p50['switched']:.3f} / {p99['switched']:.3f} ms",
          f"{len(rtt['switched'])} of {sent['switched']} answered; reply TTL {_ttls(ttls['switched'])}"),
         ("ping a1 -> g2, routed: RTT p50 / p99", f"{p50['routed']:.3f} / {p99['routed']:.3f} ms",
@@ -147,7 +170,10 @@ def main() -> int:
             f"every VM's default route through it. Switched: a1 -> a2 (same subnet); routed: a1 -> g2 (routed "
             f"on hv1 and tunnelled straight to hv2 with green's VNI; the replies routed on hv2). VMs with MTU "
             f"1450 and TX checksum offload off. Throughput: iperf3 TCP, {args.rounds} runs of {args.seconds} s "
-            f"of each kind in ABBA order. Latency: {sent['switched']} echoes of each kind, 10 ms apart, in "
+            f"of each kind in ABBA order; per run, the datapath flows that carried more than 10,000 packets, "
+            f"how the datapaths classified the packets, and the CPU time of both ovs-vswitchd per packet "
+            f"(less sensitive to other load than throughput). Latency: {sent['switched']} echoes of each kind, "
+            f"10 ms apart, in "
             f"blocks of {BLOCK} alternating ABBA, after a warm-up.", "",
             *table(headers, rows), "", *listing])
     return 0 if ratio > 0 else 1
