@@ -72,6 +72,7 @@ bench: install
 	$(PY) bench/migration.py --moves 20 --doc
 	$(PY) bench/placement.py --ports 30 --doc
 	$(PY) bench/datapath.py --rounds 7 --seconds 5 --doc
+	$(PY) bench/routed.py --rounds 7 --seconds 5 --pings 1000 --doc
 	$(PY) bench/soak.py --hypervisors 100 --seconds 300 --doc
 
 clean:

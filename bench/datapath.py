@@ -87,27 +87,29 @@ def stream_flows(overlay: Overlay) -> frozenset[str]:
     return frozenset(out)
 
 
-def iperf(overlay: Overlay, seconds: int, counters: Counter[str], flows: set[frozenset[str]]) -> float:
-    """TCP throughput a1 -> a2 in Gbit/s; adds the datapaths' classification counters to ``counters``
-    and the datapath flows that carried the stream to ``flows``."""
+def iperf(overlay: Overlay, seconds: int, counters: Counter[str], flows: set[frozenset[str]],
+          client: str = "a1", server: str = "a2") -> float:
+    """TCP throughput ``client`` -> ``server`` (its first address) in Gbit/s; adds the datapaths'
+    classification counters to ``counters`` and the datapath flows that carried the stream to ``flows``."""
     bed = overlay.bed
+    address = bed.vms[server].ips[0]
     datapath_counters(overlay, clear=True)
-    server = subprocess.Popen(["ip", "netns", "exec", bed.vms["a2"].netns, "iperf3", "-s", "-B", "10.1.0.2"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    listener = subprocess.Popen(["ip", "netns", "exec", bed.vms[server].netns, "iperf3", "-s", "-B", address],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
-        while not bed.vm_exec("a2", ["ss", "-Hltn", "sport = :5201"]).stdout.strip():
+        while not bed.vm_exec(server, ["ss", "-Hltn", "sport = :5201"]).stdout.strip():
             if time.monotonic() > deadline:
                 raise RuntimeError("iperf3 server did not start")
             time.sleep(0.05)
-        out = bed.vm_exec("a1", ["iperf3", "-c", "10.1.0.2", "-t", str(seconds), "-J"], timeout=seconds + 30)
+        out = bed.vm_exec(client, ["iperf3", "-c", address, "-t", str(seconds), "-J"], timeout=seconds + 30)
         if out.returncode != 0:
             raise RuntimeError(f"iperf3 failed: {out.stdout[-500:]} {out.stderr[-500:]}")
         counters.update(datapath_counters(overlay))
         flows.add(stream_flows(overlay))
         return json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
     finally:
-        kill_all([server])
+        kill_all([listener])
 
 
 def one_rule_pipeline(overlay: Overlay, on: bool) -> None:
@@ -188,7 +190,7 @@ def nd_under_flood(overlay: Overlay, seconds: float, rounds: int) -> tuple[list[
     return quiet, loud, sent[0] if sent else 0
 
 
-def _classified(c: Counter[str]) -> str:
+def classified(c: Counter[str]) -> str:
     emc, mega, upcalls = (c[k] for k in DATAPATH_COUNTERS)
     return f"{emc / max(1, emc + mega + upcalls):.2%} / {mega:,} / {upcalls:,}"
 
@@ -241,8 +243,8 @@ def main() -> int:
         ("TCP a1 -> a2 through one hand-written rule per direction (median)",
          f"{percentile(baseline, 50):.2f} Gbit/s", ", ".join(f"{x:.2f}" for x in baseline)),
         ("packets classified by the exact-match cache / by megaflow / upcalls, controller's pipeline",
-         _classified(ours_dp), "both bridges, all runs"),
-        ("the same, one-rule pipeline", _classified(baseline_dp), ""),
+         classified(ours_dp), "both bridges, all runs"),
+        ("the same, one-rule pipeline", classified(baseline_dp), ""),
         ("datapath flows that carried the stream (match and actions)",
          "identical in every run of both pipelines" if len(ours_flows | baseline_flows) == 1 else
          f"{len(ours_flows | baseline_flows)} different sets over the runs",

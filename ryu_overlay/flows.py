@@ -347,7 +347,9 @@ def base_partition(view: SwitchView) -> Partition:
         flow("mtu_check", P.MISS, m, {}, goto="mtu_oversize"),
         flow("mtu_oversize", P.MISS, m, {}, goto="l3_route"),
         flow("l3_route", P.MISS, m, {}, goto="l2_lookup"),
-        flow("l3_neighbour", P.MISS, m, {}),
+        # Only routes lead to l3_neighbour: a frame no neighbour entry takes was routed to an
+        # address nobody owns, whatever its network (the controller answers unreachable).
+        flow("l3_neighbour", P.MISS, Family.UNREACHABLE, {}, actions=up, meter=ROUTER_METER),
         flow("l2_lookup", P.MULTICAST, m, {"eth_dst": MULTICAST_BIT}, goto="flood"),
         flow("l2_lookup", P.TUNNEL_UNKNOWN_DROP, m, {"metadata": (FROM_TUNNEL, FROM_TUNNEL)}),
         flow("l2_lookup", P.MISS, m, {}, goto="flood"),
@@ -692,17 +694,13 @@ def router_arp_responder(router: Router, ip: str, vni: int) -> list[Flow]:
 
 @memoised_on_owner
 def router_target_flows(router: Router, network: str, vni: int) -> Flows:
-    """In ``l3_neighbour``, for frames routed into ``network``: the router's own addresses stop,
-    addresses no neighbour entry knows go to the controller (it answers unreachable)."""
-    match = {"metadata": (vni, VNI_MASK)}
-    ifaces = router.interfaces_of(network)
-    flows = [flow("l3_neighbour", P.NEIGHBOUR, Family.ROUTER_DROP,
-                  {**match, "eth_type": IP_ETH_TYPES[i.ip.version], IP_DST[i.ip.version]: str(i.ip.ip)}, vni)
-             for i in ifaces]
-    flows += [flow("l3_neighbour", P.UNREACHABLE, Family.UNREACHABLE, {**match, "eth_type": IP_ETH_TYPES[v]}, vni,
-                   actions=(Output(OFPP_CONTROLLER),), meter=ROUTER_METER)
-              for v in sorted({i.ip.version for i in ifaces})]
-    return by_cookie(flows)
+    """In ``l3_neighbour``, for frames routed into ``network``: the router's own addresses stop.
+    Addresses no neighbour entry knows go to the controller by the table's miss flow
+    (``base_partition``), one for every network."""
+    return by_cookie(flow("l3_neighbour", P.NEIGHBOUR, Family.ROUTER_DROP,
+                          {"metadata": (vni, VNI_MASK), "eth_type": IP_ETH_TYPES[i.ip.version],
+                           IP_DST[i.ip.version]: str(i.ip.ip)}, vni)
+                     for i in router.interfaces_of(network))
 
 
 @memoised_on_owner
@@ -712,6 +710,21 @@ def neighbour_flows(port: Port, vni: int) -> Flows:
                           {"metadata": (vni, VNI_MASK), "eth_type": IP_ETH_TYPES[ip.version],
                            IP_DST[ip.version]: str(ip)}, vni,
                           actions=(SetField("eth_dst", port.mac),), goto="l2_lookup") for ip in port.ips)
+
+
+@memoised_on_owner
+def tunnelled_neighbour_flows(port: Port, host: Hypervisor, tunnel_ofport: int, vni: int) -> Flows:
+    """The neighbour entries of a located port for a hypervisor that hosts no port of its network:
+    each sets the port's MAC and sends the frame into the tunnel towards ``host``, in one flow.
+
+    Where the network is hosted, ``neighbour_flows`` leave the delivery to ``l2_lookup``, whose
+    flow for the port switched frames need anyway; here that second flow would serve nothing else.
+    """
+    return by_cookie(flow("l3_neighbour", P.NEIGHBOUR, Family.NEIGHBOUR,
+                          {"metadata": (vni, VNI_MASK), "eth_type": IP_ETH_TYPES[ip.version],
+                           IP_DST[ip.version]: str(ip)}, vni,
+                          actions=(SetField("eth_dst", port.mac), *tunnel_bucket(host, vni, tunnel_ofport)))
+                     for ip in port.ips)
 
 
 def router_target(topo: Topology, router: Router, net: Network) -> dict[int, Flow]:
@@ -730,14 +743,24 @@ def router_target(topo: Topology, router: Router, net: Network) -> dict[int, Flo
 
 def routed_partition(topo: Topology, view: SwitchView, net: Network, router: Router) -> Partition:
     """What a hypervisor hosting another network of ``net``'s router, but no port of ``net``, needs
-    of it: the neighbour entries and the tunnels to the hypervisors of its located ports."""
-    flows = dict(router_target(topo, router, net))
-    clashes: Clashes = {}
+    of it: ``router_target_flows`` and, per address of a located port, a neighbour entry that
+    tunnels the frame straight to the port's hypervisor (``tunnelled_neighbour_flows``).
+    The same on every such hypervisor with the same tunnel port number: computed once per
+    network and change."""
     tun = view.tunnel_ofport
-    if tun is not None:
-        gather(flows, clashes, [remote_port_flow(p, topo.hypervisors[p.hypervisor], tun, net.vni)
-                                for p in topo.ports_of(net.name) if p.hypervisor is not None])
-    return _partition(resolve_clashes(flows, clashes) if clashes else flows)
+    if tun is None:
+        return _partition(dict(router_target(topo, router, net)))
+    memo = topo.derived(net.name)
+    flows: dict[int, Flow] | None = memo.get(("routed", tun))
+    if flows is None:
+        clashes: Clashes = {}
+        flows = dict(router_target_flows(router, net.name, net.vni))
+        for port in topo.ports_of(net.name):
+            if port.hypervisor is not None and port.interface is not None:
+                gather(flows, clashes,
+                       tunnelled_neighbour_flows(port, topo.hypervisors[port.hypervisor], tun, net.vni))
+        flows = memo[("routed", tun)] = resolve_clashes(flows, clashes) if clashes else flows
+    return _partition(dict(flows))
 
 
 def desired_partition(topo: Topology, view: SwitchView, vni: int) -> Partition:

@@ -103,7 +103,6 @@ class Priority:
     ROUTER_MAC_DROP = 10  # anything else to the router's MAC
     # l3_neighbour
     NEIGHBOUR = 100  # a known address of the target network (or the router's own: dropped)
-    UNREACHABLE = 10  # an unknown address of a routed subnet: to the controller (unreachable)
     # l2_lookup
     EXACT = 100  # a known destination MAC of the network
     MULTICAST = 10  # broadcast and multicast: to flood

@@ -126,13 +126,16 @@ class Topology:
         """A place for values computed from ``network``'s current state, emptied by every change to it.
 
         A change to the network, to one of its ports, or to a hypervisor hosting one of its
-        ports empties it; the flow builders keep there what all hosts of the network share.
+        ports empties it, and so does such a change to a network routed with it: which
+        hypervisors route into a network (``interested``) depends on where its router's other
+        networks are. The flow builders keep there what all hosts of the network share.
         """
         return self._derived.setdefault(network, {})
 
     def _changed(self, *networks: str) -> None:
         for name in networks:
-            self._derived.pop(name, None)
+            for routed in self.routed_networks(name):
+                self._derived.pop(routed, None)
 
     def node_link(self) -> dict[str, Any]:
         data: dict[str, Any] = nx.node_link_data(self.graph, edges="links")

@@ -3,6 +3,7 @@ controller's ICMP errors and router answers."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -11,8 +12,9 @@ from scapy.layers.inet6 import ICMPv6DestUnreach, ICMPv6ND_NA, ICMPv6ND_NS, ICMP
 from scapy.layers.l2 import Ether
 
 from ryu_overlay.controller import ICMP_ERROR_BURST, ICMP_ERROR_RATE, Controller
+from ryu_overlay.flows import Output, SetField, SwitchView, desired_partition
 from ryu_overlay.pipeline import ROUTER_METER, TABLE_IDS
-from ryu_overlay.testing.scenario import HYPERVISORS, PORTS, build, ofports
+from ryu_overlay.testing.scenario import HYPERVISORS, PORTS, TUNNEL_OFPORT, build, ofports
 from ryu_overlay.trace import SimNet
 
 HV_IP = {name: ip for name, (_, ip) in HYPERVISORS.items()}
@@ -357,3 +359,16 @@ def test_trace_url_reads_the_routers_with_their_macs(capsys, clock):
         server.server_close()
         thread.join(5)
     _trace_says_routed(capsys.readouterr().out)
+
+
+def test_a_hypervisor_routing_into_a_network_it_does_not_host_holds_one_flow_per_neighbour_address(clock):
+    # hv3 hosts blue and orange, no green: for green it needs a neighbour entry per address of a
+    # located port (g1, g4, g5; g9 is not located), each tunnelling straight to the port's
+    # hypervisor, and the drops for the router's own green addresses; no l2_lookup flow.
+    c = placement(clock)
+    view = SwitchView(c.topo.hypervisors["hv3"], bridge_ports("hv3"))
+    flows = desired_partition(c.topo, view, 5003).flows.values()
+    assert Counter(f.table for f in flows) == {"l3_neighbour": 6 + 2}
+    to_g4 = [f for f in flows if ("ipv4_dst", "10.2.0.4") in f.match]
+    assert [f.actions for f in to_g4] == [(SetField("eth_dst", "02:bb:00:00:00:04"), SetField("tunnel_id", 5003),
+                                           SetField("tun_ipv4_dst", HV_IP["hv4"]), Output(TUNNEL_OFPORT))]
