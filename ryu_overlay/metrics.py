@@ -122,6 +122,9 @@ class Metrics:
     def render(self, snapshot: Snapshot) -> bytes:
         return generate_latest(_Both(self.registry, snapshot))
 
+    def render_histograms(self) -> str:
+        return generate_latest(self.registry).decode()
+
 
 class _Both:
     """The registry's histograms and a snapshot's metrics, as one registry for ``generate_latest``."""
