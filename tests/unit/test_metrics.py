@@ -166,8 +166,8 @@ def test_counters_move_with_real_traffic(controller: ControllerProcess, placemen
             # an ARP request the switch sent up: answered by the controller
             asker = placement.ports[0]
             target = next(p for p in placement.ports if p.network == asker.network and p.name != asker.name)
-            sw = fleet.by_dpid[hvs[asker.hypervisor].dpid]  # type: ignore[index]
-            await asyncio.wait_for(sw.arp_request(sw.ports[asker.interface], asker.mac, str(asker.ips[0]),
+            sw = fleet.by_dpid[hvs[str(asker.hypervisor)].dpid]
+            await asyncio.wait_for(sw.arp_request(sw.ports[str(asker.interface)], asker.mac, str(asker.ips[0]),
                                                   str(target.ips[0])), DEADLINE)
             # the port shows up on another hypervisor: a move
             other = next(h for h in placement.hypervisors if h.name != asker.hypervisor)
