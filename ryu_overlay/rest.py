@@ -8,6 +8,7 @@ become ``{"error": ...}`` with their HTTP status; nothing is changed by a refuse
 because the controller validates before it writes. A write the store failed to make durable
 answers 503 and is undone.
 
+``GET /metrics`` serves the Prometheus metrics (``metrics.py``), with the token like the API.
 ``GET /`` and ``GET /console/<file>`` serve the web console: the files of ``ryu_overlay/console``,
 by name only (nothing else on disk is reachable) and without the token, which the console asks
 for and sends with its own data requests.
