@@ -25,6 +25,7 @@ from .cluster import Mastership
 from .compat import app_base, framework_module, ofproto as ofp, parser
 from .controller import Batches, Controller
 from .etcdstore import EtcdStore, Event, is_etcd
+from .metrics import Metrics
 from .ofmsg import decode_group, decode_meter, family_counter_request, role_request, wire
 from .pipeline import Family
 from .rest import RestApp
@@ -37,7 +38,8 @@ hub = framework_module("lib.hub")
 event = framework_module("controller.event")
 cfg = framework_module("cfg")
 
-COUNTER_POLL = 5.0  # seconds between reads of the in-switch ARP responders' counters
+COUNTER_POLL = 5.0  # seconds between reads of the in-switch ARP and ND responders' counters
+COUNTED = {Family.ARP_RESPONDER: "arp", Family.ND_RESPONDER: "nd"}  # responder family -> protocol
 MAIN, CONFIG, DEAD = handler.MAIN_DISPATCHER, handler.CONFIG_DISPATCHER, handler.DEAD_DISPATCHER
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -90,12 +92,14 @@ class OverlayApp(app_base()):  # type: ignore[misc]
         self.instance_id: str = cfg.CONF.instance_id or f"{socket.gethostname()}:{port}"
         self.etcd = EtcdStore(cfg.CONF.db) if is_etcd(cfg.CONF.db) else None
         backing: Store = self.etcd if self.etcd is not None else SqliteStore(cfg.CONF.db)
-        self.store = WriteBehindStore(backing)
+        self.metrics = Metrics()
+        self.store = WriteBehindStore(backing, on_commit=self.metrics.store_commit.observe)
         self.controller = Controller(self.store)
         self.datapaths: dict[int, Any] = {}
         self.mastership = Mastership(self.instance_id)
         self.roles: dict[int, bool] = {}  # dpid -> the role last requested (True: MASTER), several instances only
         self._connected: list[int] = []  # the dpids connected here, as published in etcd
+        self._counter_requests: dict[tuple[int, int], str] = {}  # (dpid, xid) of the last poll -> protocol
         if self.etcd is None:
             self.controller.master_of = lambda dpid: self.instance_id if dpid in self.controller.switches else None
             self.controller.instances = lambda: [self.instance_id]
@@ -104,7 +108,7 @@ class OverlayApp(app_base()):  # type: ignore[misc]
             self.controller.instances = lambda: sorted(self.mastership.instances)
         token = cfg.CONF.rest_token or os.environ.get("RYU_OVERLAY_REST_TOKEN") or None
         self.path = StatePath(self.controller, self._post, self.send)
-        self.rest = RestApp(self.controller, self.send, token, self.path.call)
+        self.rest = RestApp(self.controller, self.send, token, self.path.call, self.metrics)
         self.rest_address = (cfg.CONF.rest_host, cfg.CONF.rest_port)
         # The controller holds millions of long-lived objects (flows, encoded messages); full
         # garbage collections over them stalled it for up to 0.8 s (docs/performance.md). What
@@ -202,7 +206,11 @@ class OverlayApp(app_base()):  # type: ignore[misc]
             self._post(self._request_counters)
 
     def _request_counters(self) -> None:
-        self.send({dpid: [family_counter_request(Family.ARP_RESPONDER)] for dpid in self.datapaths})
+        """Ask each switch for its responders' packet counts; a reply is matched to its family by xid."""
+        batches = {dpid: [family_counter_request(f) for f in COUNTED] for dpid in self.datapaths}
+        self.send(batches)
+        self._counter_requests = {(dpid, msg.xid): COUNTED[Family(msg.cookie >> 56)]
+                                  for dpid, msgs in batches.items() for msg in msgs if msg.xid is not None}
 
     def _post(self, fn: Callable[[], None]) -> None:
         self._send_event(Call(fn), None)
@@ -219,9 +227,13 @@ class OverlayApp(app_base()):  # type: ignore[misc]
                 continue
             if msgs:
                 dp.send(b"".join(wire(msg, dp) for msg in msgs))
+                last = None
                 for msg in msgs:
                     if isinstance(msg, parser.OFPBarrierRequest):
                         self.controller.barrier_sent(dpid, msg.xid)
+                        last = msg.xid
+                if last is not None:
+                    self.metrics.batch_sent(dpid, last)
 
     def _send_one(self, dpid: int, msgs: Iterable[Any]) -> None:
         self.send({dpid: list(msgs)})
@@ -245,15 +257,20 @@ class OverlayApp(app_base()):  # type: ignore[misc]
             del self.datapaths[dpid]
             self.roles.pop(dpid, None)
             self.controller.switch_disconnected(dpid)
+            self.metrics.switch_gone(dpid)
             self._connected = sorted(self.datapaths)
 
     @set_ev_cls(ofp_event.EventOFPAggregateStatsReply, MAIN)
     def _aggregate(self, ev: Any) -> None:
-        self.controller.responder_hits(ev.msg.datapath.id, ev.msg.body.packet_count)
+        dpid = ev.msg.datapath.id
+        protocol = self._counter_requests.pop((dpid, ev.msg.xid), None)
+        if protocol is not None:
+            self.controller.responder_hits(dpid, ev.msg.body.packet_count, protocol)
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN)
     def _barrier_reply(self, ev: Any) -> None:
         self.controller.barrier_replied(ev.msg.datapath.id, ev.msg.xid)
+        self.metrics.barrier_replied(ev.msg.datapath.id, ev.msg.xid)
 
     @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN)
     def _port_desc(self, ev: Any) -> None:

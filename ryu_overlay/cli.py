@@ -1,11 +1,12 @@
 """The ``ryu-overlay`` command.
 
 ``ryu-overlay [ryu-manager options] [more apps]`` runs the controller through Ryu's own
-manager with ryu_overlay.app loaded, so every ``ryu-manager`` flag keeps working. Two
+manager with ryu_overlay.app loaded, so every ``ryu-manager`` flag keeps working. Three
 subcommands do other jobs:
 
 * ``ryu-overlay setup-hypervisor ...`` prepares a hypervisor's Open vSwitch bridge;
-* ``ryu-overlay trace ...`` shows what the pipeline would do with a packet.
+* ``ryu-overlay trace ...`` shows what the pipeline would do with a packet;
+* ``ryu-overlay ctl ...`` is a client of a running controller's REST API (``ctl.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ USAGE_EXTRA = """
 subcommands:
   ryu-overlay setup-hypervisor --help   prepare a hypervisor's Open vSwitch bridge
   ryu-overlay trace --help              trace a packet through the desired pipeline
+  ryu-overlay ctl --help                show and change a running controller's state
 """
 
 
@@ -27,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "trace":
         from . import trace
         return trace.main(argv[1:])
+    if argv and argv[0] == "ctl":
+        from . import ctl
+        return ctl.main(argv[1:])
     return run_controller(argv)
 
 

@@ -81,6 +81,9 @@ ICMP_SOURCE_MAC = "02:00:00:00:ff:fe"
 ICMP_SOURCE_IPV4 = "169.254.0.254"
 ICMP4_ERRORS = frozenset({3, 4, 5, 11, 12})  # never answered with another error (RFC 1122 3.2.2)
 E = TypeVar("E")
+# What the controller did with a frame sent up to it (Controller.packet_ins; docs/operations.md).
+PACKET_IN_REASONS = ("arp", "nd", "dhcp", "learn", "oversize", "router", "spoofed", "early", "ignored",
+                     "malformed", "other")
 STAT_COUNTERS = (
     "flow_mods", "group_mods", "switch_connects", "switch_errors", "packet_in", "packet_in_ignored",
     "packet_in_malformed", "arp_answered_controller", "nd_answered", "nd_dad_defended", "learned", "moves",
@@ -148,8 +151,9 @@ class Controller:
         self.topo.load(*store.load())
         self.switches: dict[int, SwitchState] = {}
         self.stats: Counter[str] = Counter()
+        self.packet_ins: Counter[str] = Counter()  # by what was done with the frame: PACKET_IN_REASONS
         self._last_resync: dict[int, float] = {}
-        self._responder_hits: dict[int, int] = {}
+        self._responder_hits: dict[int, dict[str, int]] = {}  # dpid -> "arp"/"nd" -> packets answered
         self._host_answers = TokenBucket(ANSWER_RATE, ANSWER_BURST, clock)
         self._icmp_errors = TokenBucket(ICMP_ERROR_RATE, ICMP_ERROR_BURST, clock)
         self.events = EventLog(wall_clock)
@@ -462,8 +466,15 @@ class Controller:
 
         ``reports`` gives, for a frame handled after it was observed, the sequence number its
         location report carried then (``_reports``); a frame handled at once reports the current one.
+        Each frame is counted in ``packet_ins`` under what was done with it (docs/operations.md).
         """
         self.stats["packet_in"] += 1
+        reason, batches = self._packet_in(dpid, in_port, data, reports)
+        self.packet_ins[reason] += 1
+        return batches
+
+    def _packet_in(self, dpid: int, in_port: int, data: bytes,
+                   reports: Mapping[str, int] | None) -> tuple[str, Batches]:
         hv = self.topo.hypervisor_by_dpid(dpid)
         sw = self.switches.get(dpid)
         interface = None if sw is None else sw.interface(in_port)
@@ -471,41 +482,42 @@ class Controller:
             # A frame from a port whose port-status has not arrived yet (a VM resumed the moment
             # its interface appeared): keep its latest frame and handle it when the port is known.
             sw.early_frames[in_port] = (data, self._reports(data))
-            return {}
+            return "early", {}
         if hv is None or sw is None or interface is None or interface == hv.tunnel_port:
             self.stats["packet_in_ignored"] += 1
-            return {}
+            return "ignored", {}
         bound = self.topo.port_at(hv.name, interface)
         if bound is not None and data[6:12].hex(":") == bound.mac and \
                 len(data) > mtu_frame_len(self.topo.networks[bound.network]):
-            return self._oversize(dpid, in_port, bound, data)
+            return "oversize", self._oversize(dpid, in_port, bound, data)
         try:
             frame = parse_frame(data)
         except MalformedFrame as exc:
             self.stats["packet_in_malformed"] += 1
             LOG.debug("dropped a malformed frame from %s/%s: %s", hv.name, interface, exc)
-            return {}
+            return "malformed", {}
         if bound is not None:
             routed = self._router_error(dpid, in_port, bound, frame, data)
             if routed is not None:
-                return routed
+                return "router", routed
         if bound is not None and bound.mac == frame.eth_src:
-            return self._answer(dpid, in_port, bound, frame, data)
+            return _asked(frame, data), self._answer(dpid, in_port, bound, frame, data)
         port = self._claimant(hv.name, interface, bound, frame)
+        reason = "learn" if bound is None else "spoofed"
         if port is None:
-            return {}
+            return reason, {}
         report = None if reports is None else reports.get(port.name, 0)
         batches = self._relocate(port, hv.name, interface, report)
         port = self.topo.ports[port.name]
         if not (port.hypervisor == hv.name and port.interface == interface):
-            return batches
+            return reason, batches
         answer = self._answer(dpid, in_port, port, frame, data)
         consumed = frame.gratuitous or frame.unsolicited_na or frame.eth_type == ETH_TYPE_RARP
         if not answer and not consumed:
             # Now that the port is bound, let the frame take the pipeline it would have taken.
             answer = {dpid: [ofmsg.packet_out(in_port, data, [Output(OFPP_TABLE)])]}
         self._merge(batches, answer)
-        return batches
+        return reason, batches
 
     def _answer(self, dpid: int, in_port: int, asker: Port, frame: Frame, data: bytes) -> Batches:
         """Reply to an ARP request or Neighbor Solicitation for an address of the asker's network,
@@ -924,9 +936,12 @@ class Controller:
                 self._note_switch("switch_in_sync", dpid)
         self.confirmations.replied(dpid, xid)
 
-    def responder_hits(self, dpid: int, packets: int) -> None:
-        """The packet count of a switch's in-switch ARP responders, polled by the app."""
-        self._responder_hits[dpid] = packets
+    def responder_hits(self, dpid: int, packets: int, protocol: str = "arp") -> None:
+        """The packet count of a switch's in-switch ARP (or ND: ``protocol`` "nd") responders, polled by the app."""
+        self._responder_hits.setdefault(dpid, {})[protocol] = packets
+
+    def answered_in_switch(self, dpid: int, protocol: str) -> int:
+        return self._responder_hits.get(dpid, {}).get(protocol, 0)
 
     def in_sync(self, hv: Hypervisor) -> bool:
         """Connected, reconciled, and every batch sent to it confirmed by its barrier reply."""
@@ -958,7 +973,7 @@ class Controller:
             "ports_located": sum(p.located for p in self.topo.ports.values()),
             "ports_duplicate": sum(p.duplicate is not None for p in self.topo.ports.values()),
             "flows_installed": sum(len(f) for sw in self.switches.values() for f in sw.flows.values()),
-            "arp_answered_in_switch": sum(self._responder_hits.get(d, 0) for d in self.switches),
+            "arp_answered_in_switch": sum(self.answered_in_switch(d, "arp") for d in self.switches),
         }
 
 
@@ -977,6 +992,19 @@ def _reportable(frame: bytes, version: int) -> bool:
     if len(ip) < 40:
         return False
     return not (ip[6] == 58 and (len(ip) <= 40 or ip[40] < 128))
+
+
+def _asked(frame: Frame, data: bytes) -> str:
+    """The packet-in reason of a frame from a port where it belongs: what it asks the controller."""
+    if frame.arp_op is not None:
+        return "arp"
+    if frame.icmpv6_type is not None:
+        return "nd"
+    if frame.eth_type == ETH_TYPE_IPV4 and len(data) >= 38 and data[23] == 17:
+        udp = 14 + (data[14] & 0x0F) * 4
+        if data[udp + 2:udp + 4] == b"\x00\x43":  # to port 67
+            return "dhcp"
+    return "other"
 
 
 _PUT = {Hypervisor: "put_hypervisor", Network: "put_network", Port: "put_port", Router: "put_router"}

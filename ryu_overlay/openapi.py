@@ -338,6 +338,10 @@ def openapi_document() -> dict[str, Any]:
                 "type": "object", "required": ["id", "hypervisors"],
                 "properties": {"id": {"type": "string"},
                                "hypervisors": {"type": "array", "items": NAME}}}}}}), **_errors()}}}
+    paths["/metrics"] = {"get": {
+        "summary": "Metrics in the Prometheus text format (docs/operations.md lists them)", "operationId": "metrics",
+        "responses": {"200": {"description": "the metrics",
+                              "content": {"text/plain": {"schema": {"type": "string"}}}}, **_errors()}}}
     paths["/v1/openapi.json"] = {"get": {
         "summary": "This document", "operationId": "openapi",
         "responses": {"200": _answer("OpenAPI 3 document", {"type": "object"}), **_errors()}}}

@@ -8,6 +8,7 @@ become ``{"error": ...}`` with their HTTP status; nothing is changed by a refuse
 because the controller validates before it writes. A write the store failed to make durable
 answers 503 and is undone.
 
+``GET /metrics`` serves the Prometheus metrics (``metrics.py``), with the token like the API.
 ``GET /`` and ``GET /console/<file>`` serve the web console: the files of ``ryu_overlay/console``,
 by name only (nothing else on disk is reachable) and without the token, which the console asks
 for and sends with its own data requests.
@@ -21,6 +22,7 @@ import hmac
 import json
 import logging
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,6 +32,7 @@ from webob import Request, Response
 from . import transactions
 from .controller import Batches, Controller
 from .events import MAX_WAIT, Watch
+from .metrics import CONTENT_TYPE as METRICS_TYPE, Metrics, Snapshot
 from .model import Network, OverlayError, Port, Router
 from .openapi import MAX_SEQ, openapi_document
 from .store import StoreUnavailable
@@ -49,6 +52,7 @@ _ROUTES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^/v1/(topology|stats|instances|openapi\.json)$"), "info"),
     (re.compile(r"^/v1/transactions$"), "transactions"),
     (re.compile(r"^/v1/events$"), "events"),
+    (re.compile(r"^/metrics$"), "metrics"),
 ]
 
 
@@ -66,16 +70,25 @@ def _json(status: int, body: Any) -> Response:
 
 class RestApp:
     def __init__(self, controller: Controller, emit: Callable[[Batches], None],
-                 token: str | None = None, run: Callable[[Callable[[], Any]], Any] | None = None) -> None:
+                 token: str | None = None, run: Callable[[Callable[[], Any]], Any] | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.controller = controller
         self.emit = emit
         self.token = token
         self.run = run or _direct
+        self.metrics = metrics or Metrics()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         return self.handle(Request(environ))(environ, start_response)
 
     def handle(self, req: Request) -> Response:
+        started = time.perf_counter()
+        resp = self._handle(req)
+        self.metrics.rest.labels(req.method, route_template(_path(req)), str(resp.status_int)).observe(
+            time.perf_counter() - started)
+        return resp
+
+    def _handle(self, req: Request) -> Response:
         try:
             static = _console_file(_path(req))
             if static is not None:
@@ -167,6 +180,14 @@ class RestApp:
         return _json(200, openapi_document())
 
 
+    def _metrics(self, req: Request) -> Response:
+        """The controller's part is copied on the state path; the histograms lock themselves."""
+        _allow(req, "GET")
+        snapshot = self.run(lambda: Snapshot.of(self.controller))
+        resp = Response(status=200, body=self.metrics.render(snapshot))
+        resp.headers["Content-Type"] = METRICS_TYPE
+        return resp
+
     def _transactions(self, req: Request) -> Response:
         _allow(req, "POST")
         tx = transactions.parse_transaction(_body(req))
@@ -204,6 +225,18 @@ class RestApp:
             return resp
         page = self.controller.events.wait(since, _query_seconds(req, "timeout", 0.0) or 0.0)
         return _json(200, page.to_json())
+
+
+def route_template(path: str) -> str:
+    """The route a path matched, with its variable part named (``/v1/ports/{name}``), for the REST
+    latency histogram: raw paths would make one series per object, or per typo."""
+    if path == "/" or path.startswith("/console/"):
+        return "/" if path == "/" else "/console/{file}"
+    for pattern, kind in _ROUTES:
+        m = pattern.fullmatch(path)
+        if m:
+            return f"/v1/{m.group(1)}/{{name}}" if kind == "item" else path
+    return "other"
 
 
 def _query_int(req: Request, name: str) -> int | None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -83,9 +84,11 @@ class WriteBehindStore:
     before it are durable, or raises ``StoreUnavailable``.
     """
 
-    def __init__(self, store: Store, on_failure: Callable[[], None] | None = None) -> None:
+    def __init__(self, store: Store, on_failure: Callable[[], None] | None = None,
+                 on_commit: Callable[[float], None] | None = None) -> None:
         self.store = store
         self.on_failure = on_failure
+        self.on_commit = on_commit  # told each successful commit's duration in seconds (for /metrics)
         self._queue = hub.Queue()
         self._lock = threading.Lock()  # never held across a wait
         # Held by the native thread while it is inside the wrapped store: closing the store waits
@@ -210,10 +213,13 @@ class WriteBehindStore:
             self.on_failure()
 
     def _store_apply(self, changes: list[Any]) -> None:
+        started = time.perf_counter()
         if getattr(self.store, "native", True):
             _blocking(_in_store, self._in_store, self.store.apply, changes)
         else:
             self.store.apply(changes)  # green I/O: a native thread would not share the hub's sockets
+        if self.on_commit is not None:
+            self.on_commit(time.perf_counter() - started)
 
     def _load(self, marker: _Load) -> None:
         try:

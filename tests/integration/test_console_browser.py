@@ -130,6 +130,11 @@ def test_a_new_port_appears_and_a_moved_port_changes_hypervisor_without_a_reload
     click_node(browser, "hv:hv2")
     until(browser, lambda: details(browser)[:2] == ("hypervisor hv2", "sync: in sync"), "hv2's details")
     assert details(browser)[2]["ports"] == "1"  # r2 alone, now that a2 left
+    # and its lines of /metrics, those labelled hypervisor="hv2"
+    until(browser, lambda: details(browser)[2].get("ryu_overlay_switch_in_sync") == "1.0", "hv2's /metrics lines")
+    counters = details(browser)[2]
+    assert float(counters["ryu_overlay_switch_flows"]) > 0 and counters["ryu_overlay_switch_connected"] == "1.0"
+    assert "ryu_overlay_answered_in_switch_total{protocol=arp}" in counters
     assert json.loads(browser.find_element(By.ID, "details-json").text) == ctl.api("GET", "/v1/hypervisors/hv2")[1]
     click_node(browser, "port:a2")
     until(browser, lambda: details(browser)[:2] == ("port a2", "sync: in sync"), "a2's details")
