@@ -444,6 +444,36 @@ def _iperf(on: OverlayNet, server, client, addr: str, seconds: int) -> float:
         srv.wait(5)
 
 
+def _versus_underlay(out: Path, name: str, repeats: int, measure: Callable[[], tuple[float, float]],
+                     pairs: tuple[str, str], header: list[str], labels: tuple[str, str], title: str,
+                     extra: tuple[Any, ...] = ()) -> tuple[float, float]:
+    """``repeats`` runs of ``measure`` (a path's Mbit/s and the underlay's between the same
+    hypervisors): ``name``.csv with a mean row, ``name``.png with a bar pair per run, a table; the
+    two means. ``title`` may name the mean ratio as ``{ratio}``."""
+    rows: list[list[Any]] = []
+    for r in range(1, repeats + 1):
+        path_mbps, under = measure()
+        rows.append([r, *pairs, round(path_mbps, 1), round(under, 1), round(path_mbps / under, 3), *extra])
+    means = tuple(sum(row[i] for row in rows) / len(rows) for i in (3, 4))
+    rows.append(["mean", *pairs, round(means[0], 1), round(means[1], 1), round(means[0] / means[1], 3), *extra])
+    write_csv(out / f"{name}.csv", header, rows)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    runs = rows[:-1]
+    xs = range(len(runs))
+    ax.bar([x - 0.2 for x in xs], [r[3] for r in runs], 0.4, label=labels[0])
+    ax.bar([x + 0.2 for x in xs], [r[4] for r in runs], 0.4, label=labels[1])
+    ax.set_xticks(list(xs), [f"run {r[0]}\nratio {r[5]:.2f}" for r in runs])
+    ax.set_ylabel("iperf3 TCP Mbit/s")
+    ax.set_title(title.format(ratio=means[0] / means[1]), fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / f"{name}.png", dpi=110)
+    plt.close(fig)
+    print_table(header, rows)
+    return means[0], means[1]
+
+
 def throughput(on: OverlayNet, out: Path, seconds: int = 5, repeats: int = 3) -> dict[str, Any]:
     pair = next(((a, b) for a in on.vminfo.values() for b in on.vminfo.values()
                  if a.tenant == b.tenant and on.hvinfo[a.hv].pod != on.hvinfo[b.hv].pod), None)
@@ -451,35 +481,18 @@ def throughput(on: OverlayNet, out: Path, seconds: int = 5, repeats: int = 3) ->
         raise SystemExit("throughput needs two VMs of one tenant in different pods")
     a, b = pair
     ha, hb = on.hvinfo[a.hv], on.hvinfo[b.hv]
-    rows = []
-    for r in range(1, repeats + 1):
-        over = _iperf(on, on.vm(b.name), on.vm(a.name), b.ips[0], seconds)
-        under = _iperf(on, on.hv(hb.name), on.hv(ha.name), hb.tunnel_ip, seconds)
-        rows.append([r, f"{a.name}->{b.name}", f"{ha.name}->{hb.name}", round(over, 1), round(under, 1),
-                     round(over / under, 3), round(VXLAN_LIMIT, 3)])
-    def mean(i: int) -> float:
-        return sum(r[i] for r in rows) / len(rows)
 
-    rows.append(["mean", rows[0][1], rows[0][2], round(mean(3), 1), round(mean(4), 1), round(mean(3) / mean(4), 3),
-                 round(VXLAN_LIMIT, 3)])
-    header = ["run", "overlay_pair", "underlay_pair", "overlay_mbps", "underlay_mbps", "ratio", "vxlan_limit"]
-    write_csv(out / "throughput.csv", header, rows)
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    runs = rows[:-1]
-    xs = range(len(runs))
-    ax.bar([x - 0.2 for x in xs], [r[3] for r in runs], 0.4, label=f"overlay {a.name}→{b.name}")
-    ax.bar([x + 0.2 for x in xs], [r[4] for r in runs], 0.4, label=f"underlay {ha.name}→{hb.name}")
-    ax.set_xticks(list(xs), [f"run {r[0]}\nratio {r[5]:.2f}" for r in runs])
-    ax.set_ylabel("iperf3 TCP Mbit/s")
-    ax.set_title(f"Overlay/underlay {mean(3) / mean(4):.2f} (50-byte VXLAN limit {VXLAN_LIMIT:.3f}), "
-                 f"{seconds} s runs", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "throughput.png", dpi=110)
-    plt.close(fig)
-    print_table(header, rows)
-    return {"overlay_mbps": mean(3), "underlay_mbps": mean(4), "ratio": mean(3) / mean(4)}
+    def measure() -> tuple[float, float]:
+        return (_iperf(on, on.vm(b.name), on.vm(a.name), b.ips[0], seconds),
+                _iperf(on, on.hv(hb.name), on.hv(ha.name), hb.tunnel_ip, seconds))
+
+    over, under = _versus_underlay(
+        out, "throughput", repeats, measure, (f"{a.name}->{b.name}", f"{ha.name}->{hb.name}"),
+        ["run", "overlay_pair", "underlay_pair", "overlay_mbps", "underlay_mbps", "ratio", "vxlan_limit"],
+        (f"overlay {a.name}→{b.name}", f"underlay {ha.name}→{hb.name}"),
+        f"Overlay/underlay {{ratio:.2f}} (50-byte VXLAN limit {VXLAN_LIMIT:.3f}), {seconds} s runs",
+        (round(VXLAN_LIMIT, 3),))
+    return {"overlay_mbps": over, "underlay_mbps": under, "ratio": over / under}
 
 
 # --- east-west routing: distributed versus one central router ----------------------------------------
@@ -721,33 +734,17 @@ def north_south(on: OverlayNet, out: Path, seconds: int = 5, repeats: int = 3) -
                            f"seen outside from {sources} (expected {snat_ip}); the gateway's SNAT flows "
                            "(issue #12 item 2) must be on this branch")
     src_hv, dst_hv = on.hvinfo[vm.hv], on.hvinfo[gw_hv]
-    rows = []
-    for r in range(1, repeats + 1):
-        snat = _iperf(on, on.outside, on.vm(vm.name), topo_mod.OUTSIDE_IP, seconds)
-        under = _iperf(on, on.hv(gw_hv), on.hv(vm.hv), dst_hv.tunnel_ip, seconds)
-        rows.append([r, f"{vm.name}->outside", f"{src_hv.name}->{gw_hv}", round(snat, 1), round(under, 1),
-                     round(snat / under, 3)])
-    def mean(i: int) -> float:
-        return sum(r[i] for r in rows) / len(rows)
 
-    rows.append(["mean", rows[0][1], rows[0][2], round(mean(3), 1), round(mean(4), 1), round(mean(3) / mean(4), 3)])
-    header = ["run", "snat_pair", "underlay_pair", "snat_mbps", "underlay_mbps", "ratio"]
-    write_csv(out / "north-south.csv", header, rows)
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    runs = rows[:-1]
-    xs = range(len(runs))
-    ax.bar([x - 0.2 for x in xs], [r[3] for r in runs], 0.4, label=f"{vm.name} → outside host, SNAT via {gw_hv}")
-    ax.bar([x + 0.2 for x in xs], [r[4] for r in runs], 0.4, label=f"underlay {src_hv.name} → {gw_hv}")
-    ax.set_xticks(list(xs), [f"run {r[0]}\nratio {r[5]:.2f}" for r in runs])
-    ax.set_ylabel("iperf3 TCP Mbit/s")
-    ax.set_title(f"North-south through the gateway with SNAT, {seconds} s runs", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "north-south.png", dpi=110)
-    plt.close(fig)
-    print_table(header, rows)
-    return {"snat_source_seen": sources, "snat_mbps": mean(3), "underlay_mbps": mean(4), "ratio": mean(3) / mean(4)}
+    def measure() -> tuple[float, float]:
+        return (_iperf(on, on.outside, on.vm(vm.name), topo_mod.OUTSIDE_IP, seconds),
+                _iperf(on, on.hv(gw_hv), on.hv(vm.hv), dst_hv.tunnel_ip, seconds))
+
+    snat, under = _versus_underlay(
+        out, "north-south", repeats, measure, (f"{vm.name}->outside", f"{src_hv.name}->{gw_hv}"),
+        ["run", "snat_pair", "underlay_pair", "snat_mbps", "underlay_mbps", "ratio"],
+        (f"{vm.name} → outside host, SNAT via {gw_hv}", f"underlay {src_hv.name} → {gw_hv}"),
+        f"North-south through the gateway with SNAT, {seconds} s runs")
+    return {"snat_source_seen": sources, "snat_mbps": snat, "underlay_mbps": under, "ratio": snat / under}
 
 
 EXPERIMENTS: dict[str, Callable[..., dict[str, Any]]] = {

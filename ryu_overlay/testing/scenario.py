@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from scapy.layers.l2 import ARP, Ether
+
 from ryu_overlay.compat import parser
 from ryu_overlay.controller import Batches, Controller
 from ryu_overlay.store import SqliteStore
@@ -47,10 +49,16 @@ def ofports(hv: str) -> dict[str, int]:
 def connect(c: Controller, hv: str, ports: dict[str, int] | None = None, cookies: Sequence[int] = (),
             groups: Sequence[tuple[int, Any]] = (), meters: Sequence[tuple[int, Any]] = ()) -> list[Any]:
     """Run the connect handshake of ``hv``'s switch; return what the controller sends it."""
-    dpid = c.topo.hypervisors[hv].dpid
+    return handshake(c, c.topo.hypervisors[hv].dpid, ofports(hv) if ports is None else ports, cookies, groups, meters)
+
+
+def handshake(c: Controller, dpid: int, ports: dict[str, int], cookies: Sequence[int] = (),
+              groups: Sequence[tuple[int, Any]] = (), meters: Sequence[tuple[int, Any]] = ()) -> list[Any]:
+    """A switch ``dpid`` (known to the controller or not) connects reporting ``ports`` and holding
+    ``cookies``, ``groups`` and ``meters``; return what the controller sends it."""
     c.switch_connected(dpid)
     out: Batches = {}
-    for step in (c.ports_reply(dpid, ofports(hv) if ports is None else ports, False),
+    for step in (c.ports_reply(dpid, ports, False),
                  c.flows_reply(dpid, list(cookies), False),
                  c.groups_reply(dpid, list(groups), False),
                  c.meters_reply(dpid, list(meters), False)):
@@ -62,3 +70,9 @@ def connect(c: Controller, hv: str, ports: dict[str, int] | None = None, cookies
 def kind(msg: Any) -> str:
     """The Ryu message class a message is, or derives from (``FlowAdd`` is an ``OFPFlowMod``)."""
     return next(k.__name__ for k in type(msg).__mro__ if k.__module__ == parser.__name__)
+
+
+def garp(mac: str, ip: str) -> bytes:
+    """A gratuitous ARP request from ``mac`` announcing ``ip``, as a VM sends after it moves."""
+    return bytes(Ether(src=mac, dst="ff:ff:ff:ff:ff:ff") / ARP(op=1, hwsrc=mac, psrc=ip, hwdst="00:00:00:00:00:00",
+                                                           pdst=ip))

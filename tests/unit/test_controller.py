@@ -10,7 +10,7 @@ from scapy.layers.l2 import ARP, Ether
 
 from ryu_overlay.compat import ofproto as ofp, parser
 from ryu_overlay.pipeline import Family, GroupRole, cookie_family, cookie_vni, group_id
-from ryu_overlay.testing.scenario import HYPERVISORS, build, connect, kind, ofports
+from ryu_overlay.testing.scenario import HYPERVISORS, build, connect, garp, kind, ofports
 from ryu_overlay.trace import SimNet
 
 BCAST = "ff:ff:ff:ff:ff:ff"
@@ -116,9 +116,6 @@ def test_interface_appearing_later_is_bound_when_it_appears():
 def packet_outs(batches: dict[int, list[Any]], dpid: int) -> list[Any]:
     return [m for m in batches.get(dpid, []) if isinstance(m, parser.OFPPacketOut)]
 
-
-def garp(mac: str, ip: str) -> bytes:
-    return bytes(Ether(src=mac, dst=BCAST) / ARP(op=1, hwsrc=mac, psrc=ip, hwdst="00:00:00:00:00:00", pdst=ip))
 
 
 def declare_unlocated(c, name="m1", mac="02:bb:00:00:00:01", ip="10.1.0.50"):

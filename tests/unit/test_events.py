@@ -10,11 +10,10 @@ from typing import Any
 
 import eventlet
 import pytest
-from scapy.layers.l2 import ARP, Ether
 
-from ryu_overlay.controller import Controller
 from ryu_overlay.events import EventLog
 from ryu_overlay.testing.controller_proc import ControllerProcess
+from ryu_overlay.testing.scenario import garp, handshake
 
 HV1 = {"dpid": "0000000000000001", "tunnel_ip": "198.18.0.1"}
 HV2 = {"dpid": 2, "tunnel_ip": "198.18.0.2"}
@@ -24,16 +23,6 @@ A2_MAC = "02:aa:00:00:00:02"
 A2 = {"network": "blue", "mac": A2_MAC, "ips": ["10.1.0.2"]}
 
 
-def connect(c: Controller, dpid: int, ofports: dict[str, int]) -> None:
-    c.switch_connected(dpid)
-    c.ports_reply(dpid, ofports, False)
-    c.flows_reply(dpid, [], False)
-    c.groups_reply(dpid, [], False)
-    c.meters_reply(dpid, [], False)
-
-
-def garp(mac: str, ip: str) -> bytes:
-    return bytes(Ether(src=mac, dst="ff:ff:ff:ff:ff:ff") / ARP(op=1, hwsrc=mac, psrc=ip, pdst=ip))
 
 
 def events(api: Any, since: int, **query: Any) -> list[dict[str, Any]]:
@@ -80,8 +69,8 @@ def test_switch_and_mobility_events(env, start):
                        ("/v1/ports/a2", A2)):
         api.put(path, body)
     mark = api.get("/v1/events").json["last"]
-    connect(c, 1, {"vxlan0": 100, "tapM": 9})
-    connect(c, 2, {"vxlan0": 100, "tapM": 9})
+    handshake(c, 1, {"vxlan0": 100, "tapM": 9})
+    handshake(c, 2, {"vxlan0": 100, "tapM": 9})
     c.switch_connected(3)  # a bridge no hypervisor declares
     c.packet_in(1, 9, garp(A2_MAC, "10.1.0.2"))
     c.packet_in(2, 9, garp(A2_MAC, "10.1.0.2"))
@@ -106,7 +95,7 @@ def test_switch_and_mobility_events(env, start):
 def test_a_switch_that_already_has_its_flows_is_in_sync_once_read_back(env, start):
     env.api.put("/v1/hypervisors/hv1", HV1)
     c = env.controller
-    connect(c, 1, {"vxlan0": 100})
+    handshake(c, 1, {"vxlan0": 100})
     cookies = [cookie for flows in c.switches[1].flows.values() for cookie in flows]
     meters = list(c.switches[1].meters.items())
     c.switch_disconnected(1)
@@ -124,8 +113,8 @@ def test_a_port_that_moves_too_often_is_announced_frozen(env, start):
     for path, body in (("/v1/hypervisors/hv1", HV1), ("/v1/hypervisors/hv2", HV2), ("/v1/networks/blue", BLUE),
                        ("/v1/ports/a2", A2)):
         api.put(path, body)
-    connect(c, 1, {"vxlan0": 100, "tapM": 9})
-    connect(c, 2, {"vxlan0": 100, "tapM": 9})
+    handshake(c, 1, {"vxlan0": 100, "tapM": 9})
+    handshake(c, 2, {"vxlan0": 100, "tapM": 9})
     for hop in range(8):
         dpid = 1 + hop % 2
         c.port_status(3 - dpid, "tapM", None)  # the interface left behind is gone: real moves

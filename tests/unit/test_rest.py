@@ -11,12 +11,11 @@ from typing import Any
 
 import openapi_spec_validator
 import pytest
-from scapy.layers.l2 import ARP, Ether
 
-from ryu_overlay.controller import Controller
 from ryu_overlay.model import VNI_MAX
 from ryu_overlay.rest import MAX_BODY
 from ryu_overlay.store import SqliteStore
+from ryu_overlay.testing.scenario import garp, handshake
 
 HV1 = {"dpid": "0000000000000001", "tunnel_ip": "198.18.0.1", "tunnel_port": "vxlan0"}
 HV2 = {"dpid": 2, "tunnel_ip": "198.18.0.2"}
@@ -62,16 +61,6 @@ def error(resp: Any) -> str:
     return resp.json["error"]
 
 
-def connect(c: Controller, dpid: int, ofports: dict[str, int]) -> None:
-    c.switch_connected(dpid)
-    c.ports_reply(dpid, ofports, False)
-    c.flows_reply(dpid, [], False)
-    c.groups_reply(dpid, [], False)
-    c.meters_reply(dpid, [], False)
-
-
-def garp(mac: str, ip: str) -> bytes:
-    return bytes(Ether(src=mac, dst="ff:ff:ff:ff:ff:ff") / ARP(op=1, hwsrc=mac, psrc=ip, pdst=ip))
 
 
 # --- hypervisors --------------------------------------------------------------------------------
@@ -110,7 +99,7 @@ def test_connected_becomes_true_once_the_switch_is_reconciled(seeded):
     c = seeded.controller
     c.switch_connected(1)
     assert seeded.api.get("/v1/hypervisors/hv1").json["connected"] is False
-    connect(c, 1, {"vxlan0": 100, "tapA1": 1})
+    handshake(c, 1, {"vxlan0": 100, "tapA1": 1})
     assert seeded.api.get("/v1/hypervisors/hv1").json == {**HV1_JSON, "connected": True, "in_sync": True,
                                                           "ofports": {"tapA1": 1, "vxlan0": 100}}
     assert seeded.api.get("/v1/hypervisors/hv2").json["connected"] is False
@@ -235,7 +224,7 @@ def test_delete_port_answers_204_and_then_the_network_can_go(seeded):
 
 def test_learned_location_is_shown_and_kept_by_a_put_without_location(seeded):
     c = seeded.controller
-    connect(c, 2, {"vxlan0": 100, "tapM": 9})
+    handshake(c, 2, {"vxlan0": 100, "tapM": 9})
     c.packet_in(2, 9, garp("02:aa:00:00:00:02", "10.1.0.2"))
     learned = {**A2_JSON, "hypervisor": "hv2", "interface": "tapM", "location_source": "learned"}
     assert seeded.api.get("/v1/ports/a2").json == learned
@@ -245,7 +234,7 @@ def test_learned_location_is_shown_and_kept_by_a_put_without_location(seeded):
 
 
 def test_put_emits_the_batches_for_connected_switches(seeded):
-    connect(seeded.controller, 1, {"vxlan0": 100, "tapA1": 1, "tapA3": 3})
+    handshake(seeded.controller, 1, {"vxlan0": 100, "tapA1": 1, "tapA3": 3})
     seeded.api.put("/v1/ports/a3", {"network": "blue", "mac": "02:aa:00:00:00:03", "hypervisor": "hv1",
                                     "interface": "tapA3"})
     assert len(seeded.emitted) == 1 and list(seeded.emitted[0]) == [1] and seeded.emitted[0][1]
@@ -535,8 +524,8 @@ def test_a_failing_store_answers_500_json_and_changes_nothing(seeded, monkeypatc
 
 def test_a_refused_put_keeps_the_move_history_of_a_port(seeded):
     c = seeded.controller
-    connect(c, 1, {"vxlan0": 100, "tapA1": 1, "tapM": 9})
-    connect(c, 2, {"vxlan0": 100, "tapM": 9})
+    handshake(c, 1, {"vxlan0": 100, "tapA1": 1, "tapM": 9})
+    handshake(c, 2, {"vxlan0": 100, "tapM": 9})
     frame = garp("02:aa:00:00:00:02", "10.1.0.2")
 
     def vm_moves_to(dpid: int) -> None:  # its interface leaves the other bridge
@@ -556,7 +545,7 @@ def test_a_refused_put_keeps_the_move_history_of_a_port(seeded):
 
 def test_a_put_based_on_an_older_mobility_seq_is_refused_and_changes_nothing(seeded):
     c = seeded.controller
-    connect(c, 2, {"vxlan0": 100, "tapM": 9})
+    handshake(c, 2, {"vxlan0": 100, "tapM": 9})
     seeded.api.put("/v1/ports/a2", {**A2, "hypervisor": "hv1", "interface": "tapA2"})
     c.packet_in(2, 9, garp("02:aa:00:00:00:02", "10.1.0.2"))  # the VM moved to hv2 by itself: seq 1
     assert seeded.api.get("/v1/ports/a2").json["mobility_seq"] == 1
@@ -577,8 +566,8 @@ def test_a_put_based_on_an_older_mobility_seq_is_refused_and_changes_nothing(see
 
 def test_a_duplicate_is_shown_in_the_port_and_counted_and_a_put_clears_it(seeded):
     c = seeded.controller
-    connect(c, 1, {"vxlan0": 100, "tapA1": 1, "tapM": 9})
-    connect(c, 2, {"vxlan0": 100, "tapM": 9})
+    handshake(c, 1, {"vxlan0": 100, "tapA1": 1, "tapM": 9})
+    handshake(c, 2, {"vxlan0": 100, "tapM": 9})
     frame = garp("02:aa:00:00:00:02", "10.1.0.2")
     for dpid in (1, 2, 1, 1):  # learned on hv1, moved to hv2, then talking from both
         c.packet_in(dpid, 9, frame)
@@ -674,8 +663,8 @@ def test_writes_are_durable_before_the_answer(seeded):
 def test_the_move_history_and_a_duplicate_are_shown_the_same_after_a_restart(make_env):
     env = make_env()
     seed(env.api)
-    connect(env.controller, 1, {"vxlan0": 100, "tapA1": 1, "tapM": 9})
-    connect(env.controller, 2, {"vxlan0": 100, "tapM": 9})
+    handshake(env.controller, 1, {"vxlan0": 100, "tapA1": 1, "tapM": 9})
+    handshake(env.controller, 2, {"vxlan0": 100, "tapM": 9})
     for dpid in (1, 2, 1):
         env.controller.packet_in(dpid, 9, garp("02:aa:00:00:00:02", "10.1.0.2"))
     before = env.api.get("/v1/ports/a2").json

@@ -8,10 +8,11 @@ from typing import Any
 import eventlet
 import pytest
 
-from ryu_overlay.controller import Batches, Controller
+from ryu_overlay.controller import Batches
 from ryu_overlay.ofmsg import barrier
 from ryu_overlay.rest import RestApp
 from ryu_overlay.testing.rest_client import Api
+from ryu_overlay.testing.scenario import handshake
 
 HV1 = {"dpid": "0000000000000001", "tunnel_ip": "198.18.0.1", "tunnel_port": "vxlan0"}
 BLUE = {"vni": 5001, "tenant": "acme", "subnets": ["10.1.0.0/24", "fd00:1::/64"], "mtu": 1450}
@@ -28,13 +29,6 @@ def seed(api: Api) -> None:
     for path, body in SEED:
         assert api.put(path, body).status_int == 201
 
-
-def connect(c: Controller, dpid: int, ofports: dict[str, int]) -> None:
-    c.switch_connected(dpid)
-    c.ports_reply(dpid, ofports, False)
-    c.flows_reply(dpid, [], False)
-    c.groups_reply(dpid, [], False)
-    c.meters_reply(dpid, [], False)
 
 
 def messages(emitted: list[Batches]) -> list[dict[int, list[str]]]:
@@ -64,7 +58,7 @@ OFPORTS = {"vxlan0": 100, "tapA1": 1, **{f"tapG{i}": 10 + i for i in range(1, 9)
 @pytest.fixture
 def seeded(env: Any) -> Any:
     seed(env.api)
-    connect(env.controller, 1, OFPORTS)
+    handshake(env.controller, 1, OFPORTS)
     env.emitted.clear()
     return env
 
@@ -85,7 +79,7 @@ def test_results_are_what_the_single_routes_answer(seeded, make_env, tmp_path):
     resp = seeded.api.post("/v1/transactions", {"operations": ops})
     single = make_env(db=tmp_path / "single.sqlite")
     seed(single.api)
-    connect(single.controller, 1, OFPORTS)
+    handshake(single.controller, 1, OFPORTS)
     for op, result in zip(ops, resp.json["results"], strict=True):
         answer = single.api.call(op["op"].upper(), f"/v1/{op['kind']}/{op['name']}", op.get("body"))
         assert (result["status"], result["body"]) == (answer.status_int, answer.json if answer.body else None)
@@ -111,7 +105,7 @@ def test_the_flows_are_those_the_single_requests_leave(seeded, make_env, tmp_pat
                                                         put("ports", "g3", green_port(7))]})
     single = make_env(db=tmp_path / "single.sqlite")
     seed(single.api)
-    connect(single.controller, 1, OFPORTS)
+    handshake(single.controller, 1, OFPORTS)
     for op in [*green_ops(4), delete("ports", "g2"), put("ports", "g3", green_port(7))]:
         assert single.api.call(op["op"].upper(), f"/v1/{op['kind']}/{op['name']}", op.get("body")).status_int < 300
     tx, one_by_one = seeded.controller.switches[1], single.controller.switches[1]
@@ -154,7 +148,7 @@ def test_after_a_refused_transaction_the_same_one_without_its_fault_sends_what_i
     seeded.api.post("/v1/transactions", {"operations": green_ops(3)})
     fresh = make_env(db=tmp_path / "fresh.sqlite")
     seed(fresh.api)
-    connect(fresh.controller, 1, OFPORTS)
+    handshake(fresh.controller, 1, OFPORTS)
     fresh.emitted.clear()
     fresh.api.post("/v1/transactions", {"operations": green_ops(3)})
     assert messages(seeded.emitted) == messages(fresh.emitted)
@@ -229,8 +223,8 @@ def waiting(env: Any) -> Any:
     switches.app = app
     api = Api(app)
     seed(api)
-    connect(env.controller, 1, OFPORTS)
-    connect(env.controller, 2, {"vxlan0": 100, **{f"tapG{i}": 10 + i for i in range(1, 9)}})
+    handshake(env.controller, 1, OFPORTS)
+    handshake(env.controller, 2, {"vxlan0": 100, **{f"tapG{i}": 10 + i for i in range(1, 9)}})
     return api, switches
 
 
