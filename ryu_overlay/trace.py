@@ -442,10 +442,10 @@ def _fmt_instructions(instructions: Iterable[Any]) -> str:
 
 
 @dataclass(frozen=True)
-class Delivery:
+class Delivery(Output):
+    """An output of the last switch a frame reached, to one of its ports."""
+
     switch: str
-    port: int
-    packet: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -502,7 +502,7 @@ class SimFabric:
             hops.append(Hop(here, result))
             for out in result.outputs:
                 if out.port != member.tunnel_ofport:
-                    deliveries.append(Delivery(here, out.port, out.packet))
+                    deliveries.append(Delivery(out.port, out.packet, here))
                     continue
                 dst = str(out.packet.get("tun_ipv4_dst", ""))
                 vni = int(out.packet.get("tunnel_id", 0))
