@@ -22,6 +22,7 @@ import eventlet.wsgi
 from .compat import app_base, framework_module, ofproto as ofp, parser
 from .controller import Batches, Controller
 from .ofmsg import decode_group, decode_meter, family_counter_request, wire
+from .ovsdb import OvsdbManager, Provisioning
 from .pipeline import Family
 from .rest import RestApp
 from .store import SqliteStore
@@ -49,6 +50,9 @@ CLI_OPTS = [
     cfg.StrOpt("db", default="./ryu-overlay.db", help="SQLite file holding the placement state"),
     cfg.StrOpt("rest-token", default=None,
                help="bearer token every REST request must carry (default: $RYU_OVERLAY_REST_TOKEN, else none)"),
+    cfg.StrOpt("ovsdb-listen", default=None,
+               help="where hypervisors declared with \"ovsdb\": \"passive\" connect, e.g. ptcp:6640:0.0.0.0"),
+    cfg.StrOpt("ovsdb-datapath-type", default=None, help="datapath type of the bridges it creates (netdev: userspace)"),
 ]
 
 # The ryu-overlay launcher registers these as command-line options before Ryu parses its
@@ -82,6 +86,12 @@ class OverlayApp(app_base()):  # type: ignore[misc]
         self.path = StatePath(self.controller, self._post, self.send)
         self.rest = RestApp(self.controller, self.send, token, self.path.call)
         self.rest_address = (cfg.CONF.rest_host, cfg.CONF.rest_port)
+        self.ovsdb = OvsdbManager(self._post, lambda *state: self.send(self.controller.ovsdb_state(*state)),
+                                  Provisioning(datapath_type=cfg.CONF.ovsdb_datapath_type,
+                                               of_port=getattr(cfg.CONF, "ofp_tcp_listen_port", None) or 6653),
+                                  cfg.CONF.ovsdb_listen)
+        self.controller.on_hypervisors = self.ovsdb.wanted
+        self.ovsdb.wanted(self.controller.topo.hypervisors.values())
         # The controller holds millions of long-lived objects (flows, encoded messages); full
         # garbage collections over them stalled it for up to 0.8 s (docs/performance.md). What
         # was loaded is frozen out of collection, and collections run less often.
@@ -96,6 +106,7 @@ class OverlayApp(app_base()):  # type: ignore[misc]
         self.logger.info("REST API on http://%s:%d/v1/", *sock.getsockname()[:2])
         self.threads.append(hub.spawn(eventlet.wsgi.server, sock, self.rest, log_output=False))
         self.threads.append(hub.spawn(self._poll_counters))
+        self.threads.append(hub.spawn(self.ovsdb.run, hub.sleep))
         return thread
 
     def _poll_counters(self) -> None:

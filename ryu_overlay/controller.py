@@ -23,6 +23,7 @@ from .model import (
     Conflict,
     Duplicate,
     Hypervisor,
+    LocationSource,
     Move,
     Network,
     Port,
@@ -33,6 +34,7 @@ from .model import (
     parse_port,
     parse_router,
 )
+from .ovsdb import OvsdbView
 from .packets import (
     ALL_NODES,
     ALL_NODES_MAC,
@@ -87,6 +89,7 @@ STAT_COUNTERS = (
     "dropped_unknown_source", "dropped_spoofed_source", "dhcp_answered", "ra_sent", "host_config_rate_limited",
     "router_nd_answered", "icmp_time_exceeded", "icmp_unreachable", "icmp_rate_limited",
     "pmtu_frag_needed", "pmtu_packet_too_big", "pmtu_fragmented", "pmtu_rate_limited", "pmtu_dropped",
+    "ovsdb_bound", "ovsdb_unbound", "moves_refused_tunnel_type",
 )
 
 
@@ -136,6 +139,10 @@ class Controller:
         self._responder_hits: dict[int, int] = {}
         self._host_answers = TokenBucket(ANSWER_RATE, ANSWER_BURST, clock)
         self._icmp_errors = TokenBucket(ICMP_ERROR_RATE, ICMP_ERROR_BURST, clock)
+        self.ovsdb_views: dict[str, OvsdbView] = {}
+        self.ovsdb_connected: set[str] = set()
+        self.on_hypervisors: Callable[[Iterable[Hypervisor]], None] | None = None
+        """Told every hypervisor after each change to them (the OVSDB manager keeps its sessions by it)."""
 
     # --- placement API ----------------------------------------------------------------------
 
@@ -143,8 +150,12 @@ class Controller:
         hv = parse_hypervisor(name, body)
         self.topo.check_hypervisor(hv)
         old = self.topo.hypervisors.get(name)
+        if old is not None and old.tunnel_type != hv.tunnel_type:
+            peers = set().union(*(self.topo.interested(n) for n in self.topo.networks_on(name))) - {name}
+            self._one_tunnel_type(hv, peers, "its networks are")
         self.store.apply([Put(hv)])
         self.topo.put_hypervisor(hv)
+        self._hypervisors_changed()
         vnis = hosted_vnis(self.topo, name)
         batches = self._refresh(self._hosts_of(vnis) - {name}, vnis)
         if old is None or old.dpid != hv.dpid:
@@ -157,6 +168,9 @@ class Controller:
         self.topo.check_delete_hypervisor(name)
         self.store.apply([Delete(Hypervisor, name)])
         self.topo.delete_hypervisor(name)
+        self.ovsdb_views.pop(name, None)
+        self.ovsdb_connected.discard(name)
+        self._hypervisors_changed()
         return {}
 
     def put_network(self, name: str, body: Any) -> tuple[bool, Network, Batches]:
@@ -180,7 +194,13 @@ class Controller:
         if old is not None:
             port = self._carry_over(old, port, body.get("mobility_seq"))
         self.topo.check_port(port)
-        return old is None, port, self._save_port(old, port)
+        if port.hypervisor is not None:
+            self._one_tunnel_type(self.topo.hypervisors[port.hypervisor], self._hosts_with(port),
+                                  f"network {port.network} is")
+        batches = self._save_port(old, port)
+        if not port.located:
+            self._merge(batches, self._bind_by_iface_id(port))
+        return old is None, self.topo.ports[name], batches
 
     def delete_port(self, name: str) -> Batches:
         port = self.topo.check_delete_port(name)
@@ -201,6 +221,10 @@ class Controller:
         old = self.topo.routers.get(name)
         nets = set(router.networks) | set(old.networks if old else ())
         hosts = set().union(*(self.topo.hosts(n) for n in nets))
+        routed_hosts = sorted(set().union(*(self.topo.hosts(n) for n in router.networks)))
+        if routed_hosts:
+            self._one_tunnel_type(self.topo.hypervisors[routed_hosts[0]], set(routed_hosts),
+                                  f"router {name}'s networks are")
         self.store.apply([Put(router)])
         self.topo.put_router(router)
         return old is None, router, self._readvertise(nets, self._refresh(hosts, self._vnis(nets)))
@@ -235,8 +259,9 @@ class Controller:
         if claimed is not None and claimed < old.mobility_seq:
             raise Conflict(f"port {old.name} is at mobility_seq {old.mobility_seq}: a declaration based on "
                            f"{claimed} is older; read the port again")
-        if new.hypervisor is None and old.location_source == "learned" and (old.network, old.mac) == (new.network, new.mac):
-            new = new.with_location(old.hypervisor, old.interface, "learned")
+        if new.hypervisor is None and old.location_source in ("learned", "ovsdb") and \
+                (old.network, old.mac) == (new.network, new.mac):
+            new = new.with_location(old.hypervisor, old.interface, old.location_source)
         left = old.located and (old.hypervisor, old.interface) != (new.hypervisor, new.interface)
         seq = max(old.mobility_seq, claimed or 0) + int(left)
         return replace(new, mobility_seq=seq, frozen=False, recent_moves=(), duplicate=None)
@@ -264,6 +289,7 @@ class Controller:
         topo = Topology()
         topo.load(*self.store.load())
         self.topo = topo
+        self._hypervisors_changed()
         return {dpid: self.switch_connected(dpid) for dpid in list(self.switches)}
 
     # --- switch events ----------------------------------------------------------------------
@@ -378,6 +404,9 @@ class Controller:
                 return routed
         if bound is not None and bound.mac == frame.eth_src:
             return self._answer(dpid, in_port, bound, frame, data)
+        if hv.managed and bound is None:
+            self.stats["packet_in_ignored"] += 1  # a managed hypervisor's ports are bound by iface-id
+            return {}
         port = self._claimant(hv.name, interface, bound, frame)
         if port is None:
             return {}
@@ -598,7 +627,8 @@ class Controller:
         sw = None if hv is None else self.switches.get(hv.dpid)
         return sw is not None and interface in sw.ofports
 
-    def _relocate(self, port: Port, hv: str, interface: str, report: int | None) -> Batches:
+    def _relocate(self, port: Port, hv: str, interface: str, report: int | None,
+                  source: LocationSource = "learned") -> Batches:
         """Bind ``port`` where its traffic was seen, as EVPN's MAC mobility does (RFC 7432 section 15).
 
         A report older than the port's location is ignored. A port that moves too often is
@@ -619,9 +649,17 @@ class Controller:
         if port.duplicate is not None:
             self.stats["moves_refused_duplicate"] += 1
             return {}
+        try:
+            self._one_tunnel_type(self.topo.hypervisors[hv],
+                                  self._hosts_with(port.with_location(hv, interface, source)),
+                                  f"network {port.network} is")
+        except Conflict as exc:
+            self.stats["moves_refused_tunnel_type"] += 1
+            LOG.warning("port %s not bound at %s/%s: %s", port.name, hv, interface, exc)
+            return {}
         if not port.located:
-            self.stats["learned"] += 1
-            return self._save_port(port, port.with_location(hv, interface, "learned"))
+            self.stats["learned" if source == "learned" else "ovsdb_bound"] += 1
+            return self._save_port(port, port.with_location(hv, interface, source))
         now = self.wall_clock()
         recent = tuple(m for m in port.recent_moves if now - m.at <= MOVE_WINDOW)
         if (hv, interface) in {(m.hypervisor, m.interface) for m in recent} and \
@@ -637,8 +675,8 @@ class Controller:
             return self._hold(replace(port, recent_moves=recent, frozen=True))
         self.stats["moves"] += 1
         left = Move(now, port.hypervisor, port.interface)  # type: ignore[arg-type]
-        new = replace(port.with_location(hv, interface, "learned"), mobility_seq=port.mobility_seq + 1,
-                      recent_moves=recent + (left,))
+        new = replace(port.with_location(hv, interface, source), mobility_seq=port.mobility_seq + 1,
+                      recent_moves=(*recent, left))
         return self._save_port(port, new)
 
     def _hold(self, port: Port) -> Batches:
@@ -646,6 +684,84 @@ class Controller:
         self.store.apply([Put(port)])
         self.topo.put_port(port)
         return {}
+
+    # --- hypervisors managed over OVSDB (ovsdb.py, docs/hypervisors.md) -----------------------
+
+    def _hypervisors_changed(self) -> None:
+        if self.on_hypervisors is not None:
+            self.on_hypervisors(list(self.topo.hypervisors.values()))
+
+    def ovsdb_status(self, hv: Hypervisor) -> str | None:
+        if not hv.managed:
+            return None
+        return "connected" if hv.name in self.ovsdb_connected else "disconnected"
+
+    def ovsdb_state(self, name: str, view: OvsdbView | None, connected: bool) -> Batches:
+        """Hypervisor ``name``'s OVSDB session is up or down, and its database reads ``view`` (None:
+        as last read). An interface whose iface-id appeared binds or moves that port; a bound one
+        that went away unbinds it, and it binds again wherever else its iface-id is. Moves follow
+        the rules of learned moves (``_relocate``); ports declared with a location are left alone.
+        """
+        if connected:
+            self.ovsdb_connected.add(name)
+        else:
+            self.ovsdb_connected.discard(name)
+        hv = self.topo.hypervisors.get(name)
+        if view is None or hv is None or not hv.managed:
+            return {}
+        old = self.ovsdb_views.get(name, OvsdbView())
+        self.ovsdb_views[name] = view
+        batches: Batches = {}
+        for iface, iface_id in sorted(old.iface_ids.items()):
+            port = self.topo.ports.get(iface_id)
+            if view.iface_ids.get(iface) != iface_id and port is not None and port.location_source == "ovsdb" \
+                    and (port.hypervisor, port.interface) == (name, iface):
+                self._merge(batches, self._unbind(port))
+                self._merge(batches, self._bind_by_iface_id(self.topo.ports[iface_id]))
+        for iface, iface_id in sorted(view.iface_ids.items()):
+            port = self.topo.ports.get(iface_id)
+            if old.iface_ids.get(iface) != iface_id and port is not None and port.location_source != "declared":
+                self._merge(batches, self._relocate(port, name, iface, None, "ovsdb"))
+        return batches
+
+    def _bind_by_iface_id(self, port: Port) -> Batches:
+        """Bind an unlocated port to the first managed hypervisor's interface with its name as iface-id."""
+        if port.located:
+            return {}
+        for name, view in sorted(self.ovsdb_views.items()):
+            hv = self.topo.hypervisors.get(name)
+            iface = next((i for i, p in sorted(view.iface_ids.items()) if p == port.name), None)
+            if hv is not None and hv.managed and iface is not None:
+                return self._relocate(port, name, iface, None, "ovsdb")
+        return {}
+
+    def _unbind(self, port: Port) -> Batches:
+        """The interface of a port bound by iface-id went away: the port leaves its location
+        (its sequence number goes up, the move is recorded), unless frozen or held as a duplicate."""
+        if port.frozen or port.duplicate is not None:
+            return {}
+        self.stats["ovsdb_unbound"] += 1
+        now = self.wall_clock()
+        left = Move(now, port.hypervisor, port.interface)  # type: ignore[arg-type]
+        recent = (*(m for m in port.recent_moves if now - m.at <= MOVE_WINDOW), left)
+        return self._save_port(port, replace(port.with_location(None, None, None),
+                                             mobility_seq=port.mobility_seq + 1, recent_moves=recent))
+
+    def _hosts_with(self, port: Port) -> set[str]:
+        """The hypervisors exchanging tunnel traffic with ``port``'s, were it where it says."""
+        hosts = {p.hypervisor for n in self.topo.routed_networks(port.network) for p in self.topo.ports_of(n)
+                 if p.hypervisor is not None and p.name != port.name}
+        return hosts | ({port.hypervisor} if port.hypervisor is not None else set())
+
+    def _one_tunnel_type(self, hv: Hypervisor, peers: set[str], what: str) -> None:
+        """Refuse to make ``hv`` exchange tunnel traffic with a hypervisor of another tunnel type."""
+        others = sorted(n for n in peers if n in self.topo.hypervisors and n != hv.name
+                        and self.topo.hypervisors[n].tunnel_type != hv.tunnel_type)
+        if others:
+            peer = self.topo.hypervisors[others[0]]
+            raise Conflict(f"hypervisor {hv.name} tunnels with {hv.tunnel_type} but {what} also on {peer.name}, "
+                           f"which tunnels with {peer.tunnel_type}: hypervisors sharing a network (or its router) "
+                           "must use one tunnel type")
 
     def switch_error(self, dpid: int, description: str) -> list[Any]:
         """The switch refused something: count it and resynchronise it from scratch.
@@ -753,7 +869,8 @@ class Controller:
     def hypervisor_json(self, hv: Hypervisor) -> dict[str, Any]:
         sw = self.switches.get(hv.dpid)
         ofports = None if sw is None or "ports" in sw.awaiting else dict(sorted(sw.ofports.items()))
-        return {**hv.to_json(), "connected": self.connected(hv), "in_sync": self.in_sync(hv), "ofports": ofports}
+        return {**hv.to_json(), "connected": self.connected(hv), "in_sync": self.in_sync(hv), "ofports": ofports,
+                "ovsdb": self.ovsdb_status(hv)}
 
     def stats_json(self) -> dict[str, Any]:
         return {

@@ -88,7 +88,8 @@ class OvsInstance:
         db = self.base / "conf.db"
         if not db.exists():
             self.run(["ovsdb-tool", "create", str(db), SCHEMA])
-        self._spawn("ovsdb-server", str(db), f"--remote=punix:{self.db_sock}")
+        self._spawn("ovsdb-server", str(db), f"--remote=punix:{self.db_sock}",
+                    "--remote=db:Open_vSwitch,Open_vSwitch,manager_options")
         self._until(lambda: self.vsctl("--no-wait", "init"), "ovsdb-server", timeout)
         self._spawn("ovs-vswitchd", f"unix:{self.db_sock}")
         self._until(lambda: self.appctl("version"), "ovs-vswitchd", timeout)
@@ -192,6 +193,7 @@ class Vm:
     mac: str
     ips: tuple[str, ...]
     mtu: int
+    iface_id: str | None = None
 
 
 @dataclass
@@ -215,8 +217,14 @@ class Capture:
 
 @dataclass
 class Testbed:
+    """``managed``: hypervisors get no ``br-int`` of their own; an OVSDB manager (the controller)
+    provisions it. ``"passive"``: each runs ``set-manager tcp:<controller>:<ovsdb_port>``;
+    ``"active"``: each listens on ``ptcp:<ovsdb_port>:<its management address>``."""
+
     workdir: Path
     controller_port: int | None = None
+    managed: str | None = None
+    ovsdb_port: int = 6640
     prefix: str = field(default_factory=lambda: f"ro{random.randrange(0x10000):04x}")
     hvs: dict[str, Hv] = field(default_factory=dict)
     vms: dict[str, Vm] = field(default_factory=dict)
@@ -304,10 +312,28 @@ class Testbed:
         sh(["ip", "link", "set", "eth0", "arp", "off"], netns=ns)
         sh(["ip", "addr", "add", f"{hv.tunnel_ip}/24", "dev", "br-phy"], netns=ns)
         sh(["ip", "link", "set", "br-phy", "up"], netns=ns)
-        controllers = [] if self.controller_port is None else [f"tcp:{hv.mgmt_root_ip}:{self.controller_port}"]
-        for cmd in prepare_hypervisor_commands("br-int", TUNNEL_PORT, hv.tunnel_ip, controllers, "netdev", hv.dpid):
-            hv.ovs.vsctl(*cmd)
+        if self.managed:
+            hv.ovs.vsctl("set", "Open_vSwitch", ".", f"external_ids:system-id={name}")
+        if self.managed == "passive":
+            hv.ovs.vsctl("set-manager", f"tcp:{hv.mgmt_root_ip}:{self.ovsdb_port}")
+        elif self.managed == "active":
+            hv.ovs.vsctl("set-manager", f"ptcp:{self.ovsdb_port}:{hv.mgmt_ip}")
+        else:
+            controllers = [] if self.controller_port is None else [f"tcp:{hv.mgmt_root_ip}:{self.controller_port}"]
+            for cmd in prepare_hypervisor_commands("br-int", TUNNEL_PORT, hv.tunnel_ip, controllers, "netdev",
+                                                   hv.dpid):
+                hv.ovs.vsctl(*cmd)
         return hv
+
+    def plug_vm(self, name: str, hv: str, tap: str, iface_id: str, mac: str, ips: Sequence[str],
+                mtu: int = 1450) -> Vm:
+        """A VM plugged as libvirt (and os-vif) plug one: a tap of their choosing on ``br-int`` with
+        ``external_ids`` ``iface-id``, ``attached-mac`` and ``vm-uuid``."""
+        ns = self._netns(f"{self.prefix}{name}")
+        vm = Vm(name, ns, hv, tap, mac, tuple(ips), mtu, iface_id)
+        self.vms[name] = vm
+        self._configure_vm(vm)
+        return vm
 
     def add_vm(self, name: str, hv: str, interface: str, mac: str, ips: Sequence[str], mtu: int = 1450) -> Vm:
         ns = self._netns(f"{self.prefix}{name}")
@@ -331,7 +357,14 @@ class Testbed:
                 sh(["ip", "-6", "addr", "add", f"{ip}/64", "dev", "eth0", "nodad"], netns=vm.netns)
             else:
                 sh(["ip", "addr", "add", f"{ip}/24", "dev", "eth0"], netns=vm.netns)
-        hv.ovs.vsctl("--may-exist", "add-port", "br-int", vm.interface)
+        if vm.iface_id is None:
+            hv.ovs.vsctl("--may-exist", "add-port", "br-int", vm.interface)
+            return
+        vm_uuid = f"{random.getrandbits(128):032x}"
+        hv.ovs.vsctl("--may-exist", "add-port", "br-int", vm.interface, "--", "set", "Interface", vm.interface,
+                     f"external_ids:iface-id={vm.iface_id}", f"external_ids:attached-mac={vm.mac}",
+                     f"external_ids:vm-uuid={vm_uuid[:8]}-{vm_uuid[8:12]}-{vm_uuid[12:16]}-{vm_uuid[16:20]}-"
+                     f"{vm_uuid[20:]}", "external_ids:iface-status=active")
 
     def move_vm(self, name: str, new_hv: str) -> Vm:
         """Live-migrate: the interface leaves the old bridge, the same VM reappears on the new one."""

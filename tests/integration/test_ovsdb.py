@@ -1,0 +1,108 @@
+"""Hypervisors managed over OVSDB on real Open vSwitch: provisioning, iface-id binding as libvirt plugs VMs."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from ryu_overlay.testing.controller_proc import ControllerProcess, free_port
+
+if TYPE_CHECKING:
+    from ryu_overlay.testing.netns_testbed import Testbed
+
+
+@pytest.fixture
+def managed_ctl(tmp_path: Path, requirements: None) -> Iterator[ControllerProcess]:
+    """The controller as OVSDB manager: passive connections on a free port, netdev bridges."""
+    port = free_port("0.0.0.0")
+    proc = ControllerProcess(tmp_path / "overlay.db", tmp_path / "controller.log",
+                             extra_args=["--ovsdb-listen", f"ptcp:{port}", "--ovsdb-datapath-type", "netdev"])
+    proc.ovsdb_port = port  # type: ignore[attr-defined]
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def until(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def declare_managed(ctl: ControllerProcess, bed: Testbed, ovsdb: Callable[[str], str], **extra: Any) -> None:
+    for name, hv in bed.hvs.items():
+        status, body = ctl.api("PUT", f"/v1/hypervisors/{name}",
+                               {"dpid": hv.dpid, "tunnel_ip": hv.tunnel_ip, "ovsdb": ovsdb(name), **extra})
+        assert status == 201, body
+
+    def ready() -> bool:
+        hvs = ctl.api("GET", "/v1/hypervisors")[1]["hypervisors"]
+        return all(h["ovsdb"] == "connected" and h["connected"] for h in hvs)
+
+    until(ready, "managed hypervisors connected over OVSDB and OpenFlow")
+    bed.warm_underlay()
+
+
+def located(ctl: ControllerProcess, port: str, hv: str, iface: str) -> Callable[[], bool]:
+    def check() -> bool:
+        body = ctl.api("GET", f"/v1/ports/{port}")[1]
+        return (body["hypervisor"], body["interface"], body["location_source"]) == (hv, iface, "ovsdb")
+    return check
+
+
+def versions(bed: Testbed, hv: str, table: str) -> str:
+    """Every row's ``_version``: it changes with each write to the row."""
+    ovs = bed.hvs[hv].ovs
+    query = json.dumps(["Open_vSwitch", {"op": "select", "table": table, "where": [], "columns": ["_version"]}])
+    return ovs.run(["ovsdb-client", "transact", f"unix:{ovs.db_sock}", query])
+
+
+def test_passive_hypervisors_are_provisioned_and_vms_plugged_as_libvirt_does_are_bound_by_iface_id(
+        managed_ctl: ControllerProcess, make_bed: Callable[..., Testbed]) -> None:
+    ctl = managed_ctl
+    bed = make_bed(3, ctl.ofp_port, managed="passive", ovsdb_port=ctl.ovsdb_port)  # type: ignore[attr-defined]
+    ovs1 = bed.hvs["hv1"].ovs
+    ovs1.vsctl("add-br", "br-mine", "--", "set", "bridge", "br-mine", "datapath_type=netdev")
+    declare_managed(ctl, bed, lambda _: "passive")
+    # Provisioned: the bridge as the contract says, the tunnel port; what it did not create is untouched.
+    assert ovs1.vsctl("get", "bridge", "br-int", "fail_mode").strip() == "secure"
+    assert ovs1.vsctl("get", "bridge", "br-int", "protocols").strip() == '[OpenFlow13]'
+    assert ovs1.vsctl("get", "bridge", "br-int", "other_config:datapath-id").strip() == '"0000000000000001"'
+    assert ovs1.vsctl("get", "interface", "vxlan0", "type").strip() == "vxlan"
+    assert ovs1.vsctl("list-ports", "br-mine").strip() == ""
+    ovs1.vsctl("add-port", "br-int", "extra0", "--", "set", "interface", "extra0", "type=internal")
+    before = [versions(bed, "hv1", t) for t in ("Bridge", "Port")]
+    time.sleep(2)  # idempotent: nothing rewritten while nothing changes
+    assert [versions(bed, "hv1", t) for t in ("Bridge", "Port")] == before
+    assert "extra0" in ovs1.vsctl("list-ports", "br-int")
+
+    for net, vni in (("blue", 5001),):
+        assert ctl.api("PUT", f"/v1/networks/{net}", {"vni": vni, "tenant": "acme",
+                                                       "subnets": ["10.1.0.0/24"]})[0] == 201
+    for port, mac, ip in (("a", "02:aa:00:00:00:0a", "10.1.0.10"), ("b", "02:aa:00:00:00:0b", "10.1.0.11")):
+        assert ctl.api("PUT", f"/v1/ports/{port}", {"network": "blue", "mac": mac, "ips": [ip]})[0] == 201
+    bed.plug_vm("a", "hv1", "vnet7", "a", "02:aa:00:00:00:0a", ["10.1.0.10"])
+    bed.plug_vm("b", "hv2", "tap1a2b3c4d-5e", "b", "02:aa:00:00:00:0b", ["10.1.0.11"])
+    until(located(ctl, "a", "hv1", "vnet7"), "a bound by iface-id")
+    until(located(ctl, "b", "hv2", "tap1a2b3c4d-5e"), "b bound by iface-id")
+    seq = ctl.api("GET", "/v1/ports/a")[1]["mobility_seq"]
+    until(lambda: bed.ping("a", "10.1.0.11"), "a reaching b", timeout=20)
+    # Live migration: the tap goes from hv1 and comes up on hv3 with the same iface-id.
+    bed.move_vm("a", "hv3")
+    until(located(ctl, "a", "hv3", "vnet7"), "a moved to hv3 by iface-id")
+    assert ctl.api("GET", "/v1/ports/a")[1]["mobility_seq"] == seq + 1
+    until(lambda: bed.ping("b", "10.1.0.10"), "b reaching a on hv3", timeout=20)
+    stats = ctl.api("GET", "/v1/stats")[1]
+    assert stats["learned"] == 0 and stats["ovsdb_bound"] >= 3 and stats["ovsdb_unbound"] == 1
