@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from scapy.contrib.geneve import GENEVE
+from scapy.layers.inet import ICMP, UDP
+from scapy.layers.l2 import GRE, Ether
 
 from ryu_overlay.testing.controller_proc import ControllerProcess, free_port
 
@@ -106,3 +109,39 @@ def test_passive_hypervisors_are_provisioned_and_vms_plugged_as_libvirt_does_are
     until(lambda: bed.ping("b", "10.1.0.10"), "b reaching a on hv3", timeout=20)
     stats = ctl.api("GET", "/v1/stats")[1]
     assert stats["learned"] == 0 and stats["ovsdb_bound"] >= 3 and stats["ovsdb_unbound"] == 1
+
+
+def encapsulated(packets: list[Any], tunnel_type: str) -> set[int]:
+    """The VNIs of the ICMP echo requests seen inside ``tunnel_type`` tunnels."""
+    vnis = set()
+    for p in packets:
+        if tunnel_type == "geneve" and UDP in p and p[UDP].dport == 6081:
+            inner = GENEVE(bytes(p[UDP].payload))
+            if ICMP in inner:
+                vnis.add(inner.vni)
+        elif tunnel_type == "gre" and GRE in p and p[GRE].key_present:
+            inner = Ether(bytes(p[GRE].payload))
+            if ICMP in inner:
+                vnis.add(p[GRE].key)
+    return vnis
+
+
+@pytest.mark.parametrize("tunnel_type", ["geneve", "gre"])
+def test_connect_out_hypervisors_tunnel_with_geneve_or_gre_carrying_the_vni(
+        managed_ctl: ControllerProcess, make_bed: Callable[..., Testbed], tunnel_type: str) -> None:
+    ctl = managed_ctl
+    bed = make_bed(2, ctl.ofp_port, managed="active")
+    declare_managed(ctl, bed, lambda name: f"tcp:{bed.hvs[name].mgmt_ip}:6640", tunnel_type=tunnel_type)
+    ovs1 = bed.hvs["hv1"].ovs
+    assert ovs1.vsctl("get", "interface", f"{tunnel_type}0", "type").strip() == tunnel_type
+    assert ctl.api("PUT", "/v1/networks/blue", {"vni": 5001, "tenant": "acme", "subnets": ["10.1.0.0/24"]})[0] == 201
+    for port, mac, ip, hv in (("a", "02:aa:00:00:00:0a", "10.1.0.10", "hv1"),
+                              ("b", "02:aa:00:00:00:0b", "10.1.0.11", "hv2")):
+        assert ctl.api("PUT", f"/v1/ports/{port}", {"network": "blue", "mac": mac, "ips": [ip]})[0] == 201
+        bed.plug_vm(port, hv, f"vnet{port}", port, mac, [ip])
+        until(located(ctl, port, hv, f"vnet{port}"), f"{port} bound by iface-id")
+    until(lambda: bed.ping("a", "10.1.0.11"), "a reaching b", timeout=20)
+    bpf = "udp port 6081" if tunnel_type == "geneve" else "proto gre"
+    cap = bed.capture(bed.fabric, f"u{bed.hvs['hv2'].index}", bpf)
+    assert bed.ping("a", "10.1.0.11", count=3)
+    assert encapsulated(cap.stop(), tunnel_type) == {5001}
