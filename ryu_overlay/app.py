@@ -91,6 +91,7 @@ class OverlayApp(app_base()):  # type: ignore[misc]
                                                of_port=getattr(cfg.CONF, "ofp_tcp_listen_port", None) or 6653),
                                   cfg.CONF.ovsdb_listen)
         self.controller.on_hypervisors = self.ovsdb.wanted
+        self.controller.on_bfd_peers = self.ovsdb.bfd_peers
         self.ovsdb.wanted(self.controller.topo.hypervisors.values())
         # The controller holds millions of long-lived objects (flows, encoded messages); full
         # garbage collections over them stalled it for up to 0.8 s (docs/performance.md). What

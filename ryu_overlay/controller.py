@@ -17,7 +17,17 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from . import ofmsg
-from .flows import Flow, Group, Meter, Output, SwitchView, desired_partition, hosted_vnis, mtu_frame_len
+from .flows import (
+    Flow,
+    Group,
+    Meter,
+    Output,
+    SwitchView,
+    bfd_port,
+    desired_partition,
+    hosted_vnis,
+    mtu_frame_len,
+)
 from .hostconfig import ANSWER_BURST, ANSWER_RATE, dhcp_answer, router_advert_for
 from .model import (
     Conflict,
@@ -143,6 +153,10 @@ class Controller:
         self.ovsdb_connected: set[str] = set()
         self.on_hypervisors: Callable[[Iterable[Hypervisor]], None] | None = None
         """Told every hypervisor after each change to them (the OVSDB manager keeps its sessions by it)."""
+        self.on_bfd_peers: Callable[[str, Iterable[tuple[str, str]]], None] | None = None
+        """Told, for a managed hypervisor, the managed peers (name, tunnel IP) it shares networks with."""
+        self._bfd_told: dict[str, frozenset[tuple[str, str]]] = {}
+        self._bfd_up_once: set[tuple[str, str]] = set()
 
     # --- placement API ----------------------------------------------------------------------
 
@@ -710,8 +724,13 @@ class Controller:
         if view is None or hv is None or not hv.managed:
             return {}
         old = self.ovsdb_views.get(name, OvsdbView())
+        down = self._bfd_down(hv)
         self.ovsdb_views[name] = view
+        self._bfd_up_once |= {(name, port) for port, state in view.bfd.items() if state == "up"}
         batches: Batches = {}
+        if self._bfd_down(hv) != down:
+            LOG.warning("hypervisor %s: BFD reports peers %s down", name, sorted(self._bfd_down(hv)) or "none")
+            batches = self._refresh({name}, hosted_vnis(self.topo, name))
         for iface, iface_id in sorted(old.iface_ids.items()):
             port = self.topo.ports.get(iface_id)
             if view.iface_ids.get(iface) != iface_id and port is not None and port.location_source == "ovsdb" \
@@ -723,6 +742,37 @@ class Controller:
             if old.iface_ids.get(iface) != iface_id and port is not None and port.location_source != "declared":
                 self._merge(batches, self._relocate(port, name, iface, None, "ovsdb"))
         return batches
+
+    def _tunnel_peers(self, hv: Hypervisor) -> set[str]:
+        """The hypervisors ``hv`` exchanges tunnel traffic with."""
+        return set().union(*(self.topo.interested(n) for n in self.topo.networks_on(hv.name))) - {hv.name}
+
+    def _tell_bfd_peers(self, hv: Hypervisor) -> None:
+        """BFD runs between managed hypervisors that share a network; tell the OVSDB manager when
+        ``hv``'s set changes, so that it makes or removes the per-peer BFD ports."""
+        peers = frozenset((p, str(self.topo.hypervisors[p].tunnel_ip)) for p in self._tunnel_peers(hv)
+                          if self.topo.hypervisors[p].managed)
+        if self._bfd_told.get(hv.name) != peers:
+            self._bfd_told[hv.name] = peers
+            if self.on_bfd_peers is not None:
+                self.on_bfd_peers(hv.name, peers)
+
+    def _bfd_down(self, hv: Hypervisor) -> frozenset[str]:
+        """The peers whose BFD session from ``hv`` was up and is not any more: nothing is sent to them.
+        A session that never came up yet (a new peer) takes no one out."""
+        view = self.ovsdb_views.get(hv.name) if hv.managed else None
+        if view is None or not view.bfd:
+            return frozenset()
+        return frozenset(p for p in self._tunnel_peers(hv)
+                         if view.bfd.get(bfd_port(p), "up") != "up" and (hv.name, bfd_port(p)) in self._bfd_up_once)
+
+    def tunnels(self, hv: Hypervisor) -> dict[str, str]:
+        """The BFD state of each peer that ``hv`` has a BFD port towards: "up" or "down"."""
+        view = self.ovsdb_views.get(hv.name)
+        if view is None:
+            return {}
+        return {p: "up" if view.bfd[bfd_port(p)] == "up" else "down" for p in sorted(self._tunnel_peers(hv))
+                if bfd_port(p) in view.bfd}
 
     def _bind_by_iface_id(self, port: Port) -> Batches:
         """Bind an unlocated port to the first managed hypervisor's interface with its name as iface-id."""
@@ -782,7 +832,7 @@ class Controller:
 
     def view(self, hv: Hypervisor) -> SwitchView | None:
         sw = self.switches.get(hv.dpid)
-        return None if sw is None else SwitchView(hv, sw.ofports)
+        return None if sw is None else SwitchView(hv, sw.ofports, self._bfd_down(hv))
 
     def connected(self, hv: Hypervisor) -> bool:
         sw = self.switches.get(hv.dpid)
@@ -804,9 +854,13 @@ class Controller:
             sw = None if hv is None else self.switches.get(hv.dpid)
             if hv is None or sw is None or not sw.synced:
                 continue
-            msgs = self._diff(sw, SwitchView(hv, sw.ofports), vnis)
+            msgs = self._diff(sw, SwitchView(hv, sw.ofports, self._bfd_down(hv)), vnis)
             if msgs:
                 batches[hv.dpid] = msgs
+        for name in hypervisors:
+            hv = self.topo.hypervisors.get(name)
+            if hv is not None and hv.managed:
+                self._tell_bfd_peers(hv)
         return batches
 
     def _diff(self, sw: SwitchState, view: SwitchView, vnis: list[int]) -> list[Any]:
@@ -869,8 +923,11 @@ class Controller:
     def hypervisor_json(self, hv: Hypervisor) -> dict[str, Any]:
         sw = self.switches.get(hv.dpid)
         ofports = None if sw is None or "ports" in sw.awaiting else dict(sorted(sw.ofports.items()))
-        return {**hv.to_json(), "connected": self.connected(hv), "in_sync": self.in_sync(hv), "ofports": ofports,
-                "ovsdb": self.ovsdb_status(hv)}
+        out = {**hv.to_json(), "connected": self.connected(hv), "in_sync": self.in_sync(hv), "ofports": ofports,
+               "ovsdb": self.ovsdb_status(hv)}
+        if hv.managed:
+            out["tunnels"] = self.tunnels(hv)
+        return out
 
     def stats_json(self) -> dict[str, Any]:
         return {

@@ -98,6 +98,9 @@ def openapi_document() -> dict[str, Any]:
                            "tunnel_type": {"type": "string", "enum": ["vxlan", "geneve", "gre"]},
                            "ovsdb": {"type": "string", "enum": ["connected", "disconnected", None], "nullable": True,
                                      "description": "the OVSDB session of a managed hypervisor; null if unmanaged"},
+                           "tunnels": {"type": "object", "additionalProperties": {"enum": ["up", "down"]},
+                                       "description": "managed hypervisors only: the BFD state of the tunnel "
+                                                      "towards each managed peer sharing a network with it"},
                            "connected": {"type": "boolean",
                                          "description": "its bridge is connected and reconciled"},
                            "in_sync": {"type": "boolean",

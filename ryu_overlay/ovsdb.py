@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .flows import BFD_PORT_RE, bfd_port
 from .model import OVSDB_PASSIVE, Hypervisor
 
 LOG = logging.getLogger("ryu_overlay.ovsdb")
@@ -29,12 +30,14 @@ VSWITCH_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 OWNER_KEY, OWNER_VALUE = "ryu-overlay", "owned"
 POLL = 0.05  # seconds between rounds over the sessions
 MAX_BACKOFF = 1000  # ms: a bridge reconnects to the controller within a second
+# BFD every 100 ms each way, down after 3 missed (OVS's default multiplier): about 0.3 s to detect.
+BFD_OPTIONS = {"enable": "true", "min_rx": "100", "min_tx": "100"}
 COLUMNS: dict[str, list[str]] = {
     "Open_vSwitch": ["bridges", "external_ids"],
     "Bridge": ["name", "ports", "controller", "fail_mode", "protocols", "datapath_type", "other_config",
                "external_ids", "datapath_id"],
     "Port": ["name", "interfaces", "external_ids"],
-    "Interface": ["name", "type", "options", "external_ids", "ofport"],
+    "Interface": ["name", "type", "options", "external_ids", "ofport", "bfd", "bfd_status"],
     "Controller": ["target", "max_backoff", "external_ids"],
 }
 
@@ -44,12 +47,14 @@ class OvsdbView:
     """What the controller needs of one hypervisor's database.
 
     ``iface_ids`` maps each interface of the integration bridge that has an
-    ``external_ids:iface-id`` to it, as libvirt, os-vif and OVN plug a VM.
+    ``external_ids:iface-id`` to it, as libvirt, os-vif and OVN plug a VM. ``bfd`` maps each
+    BFD port it made (``flows.bfd_port``) to its session state (``up``, ``down``, ``init``...).
     """
 
     system_id: str | None = None
     dpids: frozenset[int] = frozenset()
     iface_ids: Mapping[str, str] = field(default_factory=dict)
+    bfd: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -89,13 +94,16 @@ def view_of(idl: Any, bridge: str) -> OvsdbView:
         if dpid:
             dpids.add(int(dpid, 16))
     iface_ids: dict[str, str] = {}
+    bfd: dict[str, str] = {}
     br = _bridge(idl, bridge)
     for port in [] if br is None else br.ports:
         for iface in port.interfaces:
             iface_id = iface.external_ids.get("iface-id")
             if iface_id:
                 iface_ids[iface.name] = iface_id
-    return OvsdbView(system_id, frozenset(dpids), iface_ids)
+            if BFD_PORT_RE.fullmatch(iface.name) and _owned(iface):
+                bfd[iface.name] = iface.bfd_status.get("state", "down")
+    return OvsdbView(system_id, frozenset(dpids), iface_ids, bfd)
 
 
 def tunnel_options(hv: Hypervisor) -> dict[str, str]:
@@ -103,7 +111,8 @@ def tunnel_options(hv: Hypervisor) -> dict[str, str]:
     return {"remote_ip": "flow", "key": "flow", "local_ip": str(hv.tunnel_ip)}
 
 
-def provision(idl: Any, txn: Any, hv: Hypervisor, prov: Provisioning, targets: Iterable[str]) -> bool:
+def provision(idl: Any, txn: Any, hv: Hypervisor, prov: Provisioning, targets: Iterable[str],
+              peers: Iterable[tuple[str, str]] = ()) -> bool:
     """Add to ``txn`` whatever ``hv``'s database lacks; False if it lacks nothing.
 
     Idempotent: run against a database that has it all, it changes nothing. Rows it creates
@@ -137,7 +146,7 @@ def provision(idl: Any, txn: Any, hv: Hypervisor, prov: Provisioning, targets: I
         br.other_config = {**other, "datapath-id": dpid}
         changed = True
     changed |= _controllers(idl, txn, br, list(targets), new)
-    changed |= _tunnel_port(idl, txn, br, hv)
+    changed |= _tunnel_ports(idl, txn, br, hv, tunnel_ports(hv, peers))
     return changed
 
 
@@ -157,31 +166,53 @@ def _controllers(idl: Any, txn: Any, br: Any, targets: list[str], fresh: bool) -
     return False
 
 
-def _tunnel_port(idl: Any, txn: Any, br: Any, hv: Hypervisor) -> bool:
-    """The flow-based tunnel port ``hv.tunnel_port`` of type ``hv.tunnel_type``; stale ones we made go."""
+@dataclass(frozen=True)
+class TunnelPort:
+    name: str
+    type: str
+    options: Mapping[str, str]
+    bfd: Mapping[str, str] = field(default_factory=dict)
+
+
+def tunnel_ports(hv: Hypervisor, peers: Iterable[tuple[str, str]]) -> list[TunnelPort]:
+    """The flow-based port that carries the traffic, and one BFD port per peer (name, tunnel IP).
+
+    A BFD port has the peer's address and key 0; traffic carries a VNI (never 0) as its key, so
+    Open vSwitch hands it to the flow-based port and only BFD reaches these: the pipeline is the
+    same with or without them.
+    """
+    ports = [TunnelPort(hv.tunnel_port, hv.tunnel_type, tunnel_options(hv))]
+    for peer, ip in sorted(peers):
+        ports.append(TunnelPort(bfd_port(peer), hv.tunnel_type, {"remote_ip": ip, "local_ip": str(hv.tunnel_ip)},
+                                BFD_OPTIONS))
+    return ports
+
+
+def _tunnel_ports(idl: Any, txn: Any, br: Any, hv: Hypervisor, wanted: list[TunnelPort]) -> bool:
+    """Make ``wanted`` on ``br``; owned tunnel ports no longer wanted go; others' ports are left alone."""
+    names = {w.name for w in wanted}
     ports = list(br.ports)
-    changed = False
-    stale = [p for p in ports if _owned(p) and p.name not in (br.name, hv.tunnel_port)]
-    if stale:
-        ports = [p for p in ports if p not in stale]
-        changed = True
-    port = next((p for p in ports if p.name == hv.tunnel_port), None)
-    options = tunnel_options(hv)
-    if port is None:
-        iface = txn.insert(idl.tables["Interface"])
-        iface.name, iface.type, iface.options = hv.tunnel_port, hv.tunnel_type, options
-        iface.external_ids = {OWNER_KEY: OWNER_VALUE}
-        port = txn.insert(idl.tables["Port"])
-        port.name, port.interfaces, port.external_ids = hv.tunnel_port, [iface], {OWNER_KEY: OWNER_VALUE}
-        ports.append(port)
-        changed = True
-    elif _owned(port):
-        for iface in port.interfaces:
-            if iface.type != hv.tunnel_type or dict(iface.options) != options:
-                iface.type, iface.options = hv.tunnel_type, options
-                changed = True
-    else:
-        LOG.warning("port %s on %s was not made by ryu_overlay; left as it is", hv.tunnel_port, hv.name)
+    stale = [p for p in ports if _owned(p) and p.name != br.name and p.name not in names]
+    changed = bool(stale)
+    ports = [p for p in ports if p not in stale]
+    for want in wanted:
+        port = next((p for p in ports if p.name == want.name), None)
+        if port is None:
+            iface = txn.insert(idl.tables["Interface"])
+            iface.name, iface.type, iface.options = want.name, want.type, dict(want.options)
+            iface.bfd, iface.external_ids = dict(want.bfd), {OWNER_KEY: OWNER_VALUE}
+            port = txn.insert(idl.tables["Port"])
+            port.name, port.interfaces, port.external_ids = want.name, [iface], {OWNER_KEY: OWNER_VALUE}
+            ports.append(port)
+            changed = True
+        elif _owned(port):
+            for iface in port.interfaces:
+                if (iface.type, dict(iface.options), dict(iface.bfd)) != (want.type, dict(want.options),
+                                                                          dict(want.bfd)):
+                    iface.type, iface.options, iface.bfd = want.type, dict(want.options), dict(want.bfd)
+                    changed = True
+        else:
+            LOG.warning("port %s on %s was not made by ryu_overlay; left as it is", want.name, hv.name)
     if changed:
         br.ports = ports
     return changed
@@ -256,7 +287,7 @@ class Session:
             self.view = view
         return changed
 
-    def provision(self, hv: Hypervisor, prov: Provisioning) -> None:
+    def provision(self, hv: Hypervisor, prov: Provisioning, peers: Iterable[tuple[str, str]] = ()) -> None:
         """Start a transaction that brings the database to what ``hv`` needs, unless one is under way."""
         import ovs.db.idl
 
@@ -265,7 +296,7 @@ class Session:
         address = self.local_address()
         targets = prov.controllers or ((f"tcp:{address}:{prov.of_port}",) if address else ())
         txn = ovs.db.idl.Transaction(self.idl)
-        if provision(self.idl, txn, hv, prov, targets):
+        if provision(self.idl, txn, hv, prov, targets, peers):
             txn.add_comment(f"ryu_overlay: provision {hv.name}")
             self.txn = txn
             self.run_txn()
@@ -340,12 +371,17 @@ class OvsdbManager:
         self.prov = prov
         self.listen = listen
         self.hypervisors: dict[str, Hypervisor] = {}
+        self.peers: dict[str, tuple[tuple[str, str], ...]] = {}
         self.sessions: dict[str, Session] = {}
         self.pending: list[Session] = []
         self._listener: socket.socket | None = None
 
     def wanted(self, hypervisors: Iterable[Hypervisor]) -> None:
         self.hypervisors = {hv.name: hv for hv in hypervisors if hv.managed}
+
+    def bfd_peers(self, hypervisor: str, peers: Iterable[tuple[str, str]]) -> None:
+        """The peers (name, tunnel IP) ``hypervisor`` runs BFD with (``Controller.on_bfd_peers``)."""
+        self.peers = {**self.peers, hypervisor: tuple(sorted(peers))}
 
     def run(self, sleep: Callable[[float], None]) -> None:
         if self.listen:
@@ -376,7 +412,7 @@ class OvsdbManager:
             if session.run():
                 self._report(name, session)
             if session.connected and name in hvs:
-                session.provision(hvs[name], self.prov)
+                session.provision(hvs[name], self.prov, self.peers.get(name, ()))
 
     def _report(self, name: str, session: Session) -> None:
         view, connected = session.view, session.connected

@@ -145,3 +145,39 @@ def test_connect_out_hypervisors_tunnel_with_geneve_or_gre_carrying_the_vni(
     cap = bed.capture(bed.fabric, f"u{bed.hvs['hv2'].index}", bpf)
     assert bed.ping("a", "10.1.0.11", count=3)
     assert encapsulated(cap.stop(), tunnel_type) == {5001}
+
+
+def tunnels(ctl: ControllerProcess, hv: str) -> dict[str, str]:
+    return ctl.api("GET", f"/v1/hypervisors/{hv}")[1].get("tunnels", {})  # type: ignore[no-any-return]
+
+
+def flood_targets(bed: Testbed, hv: str) -> set[str]:
+    """The tunnel destinations in ``hv``'s flood groups."""
+    out = bed.hvs[hv].ovs.ofctl("dump-groups")
+    return {part.split("->")[0].split(":")[-1] for part in out.replace(",", " ").split() if "->tun_dst" in part}
+
+
+def test_bfd_takes_a_dead_hypervisor_out_of_flooding_and_unicast_and_brings_it_back(
+        managed_ctl: ControllerProcess, make_bed: Callable[..., Testbed]) -> None:
+    ctl = managed_ctl
+    bed = make_bed(3, ctl.ofp_port, managed="passive", ovsdb_port=ctl.ovsdb_port)  # type: ignore[attr-defined]
+    declare_managed(ctl, bed, lambda _: "passive")
+    assert ctl.api("PUT", "/v1/networks/blue", {"vni": 5001, "tenant": "acme", "subnets": ["10.1.0.0/24"]})[0] == 201
+    for i, hv in enumerate(("hv1", "hv2", "hv3"), start=1):
+        mac, ip = f"02:aa:00:00:00:0{i}", f"10.1.0.{i}"
+        assert ctl.api("PUT", f"/v1/ports/v{i}", {"network": "blue", "mac": mac, "ips": [ip]})[0] == 201
+        bed.plug_vm(f"v{i}", hv, f"vnet{i}", f"v{i}", mac, [ip])
+    until(lambda: tunnels(ctl, "hv1") == {"hv2": "up", "hv3": "up"}, "BFD up from hv1")
+    until(lambda: flood_targets(bed, "hv1") == {"198.18.0.2", "198.18.0.3"}, "hv1 flooding to both peers")
+    until(lambda: bed.ping("v1", "10.1.0.3"), "v1 reaching v3")
+    # BFD ports carry no VM flows: the pipeline on hv1 still matches only its VM port and the flow-based tunnel.
+    assert ctl.api("GET", "/v1/stats")[1]["dropped_unknown_source"] == 0
+    bed.hvs["hv3"].ovs.kill()
+    until(lambda: tunnels(ctl, "hv1").get("hv3") == "down", "hv1 seeing hv3 down", timeout=10)
+    until(lambda: flood_targets(bed, "hv1") == {"198.18.0.2"}, "hv3 out of hv1's flood group", timeout=10)
+    assert not any("198.18.0.3" in line for line in bed.dump_flows("hv1"))  # no unicast towards it either
+    assert bed.ping("v1", "10.1.0.2")
+    bed.hvs["hv3"].ovs.start()
+    until(lambda: tunnels(ctl, "hv1").get("hv3") == "up", "hv3 back up from hv1", timeout=30)
+    until(lambda: flood_targets(bed, "hv1") == {"198.18.0.2", "198.18.0.3"}, "hv3 back in hv1's flood group")
+    until(lambda: bed.ping("v1", "10.1.0.3"), "v1 reaching v3 again", timeout=30)

@@ -10,6 +10,7 @@ import pytest
 from scapy.layers.l2 import ARP, Ether
 
 from ryu_overlay.model import BadRequest, Conflict, Hypervisor
+from ryu_overlay.flows import bfd_port
 from ryu_overlay.ovsdb import OvsdbManager, OvsdbView, Provisioning, identify, listener
 from ryu_overlay.testing.scenario import HYPERVISORS, build, connect, ofports
 from ryu_overlay.trace import SimNet
@@ -299,3 +300,59 @@ def test_free_port_listener_accepts_nothing_until_a_client_connects():
         assert m.pending == []
     finally:
         m._listener.close()
+
+
+# --- BFD liveness ------------------------------------------------------------------------------------------
+
+
+def bfd_pair() -> tuple[Any, SimNet, list[tuple[str, set[str]]]]:
+    """hv3 (a4) and hv4 (m1, declared) managed and sharing blue; what the manager was told."""
+    told: list[tuple[str, set[str]]] = []
+    c = managed()
+    c.on_bfd_peers = lambda hv, peers: told.append((hv, {p for p, _ in peers}))
+    net = SimNet(c, {hv: {**ofports(hv), **({"tapM1": 9} if hv == "hv4" else {})} for hv in HYPERVISORS})
+    net.apply(c.put_port("m1", {**M1, "hypervisor": "hv4", "interface": "tapM1"})[2])
+    return c, net, told
+
+
+TO_A4 = {"in_port": 9, "eth_src": "02:bb:00:00:00:01", "eth_dst": "02:aa:00:00:00:04", "eth_type": 0x0800,
+         "ipv4_src": "10.1.0.50", "ipv4_dst": "10.1.0.4", "ip_proto": 17}
+BCAST = {**TO_A4, "eth_dst": "ff:ff:ff:ff:ff:ff"}
+
+
+def test_managed_hypervisors_sharing_a_network_are_told_to_run_bfd_with_each_other_only():
+    c, _, told = bfd_pair()
+    assert ("hv4", {"hv3"}) in told and ("hv3", {"hv4"}) in told  # hv1/hv2 share blue but are unmanaged
+    c.delete_port("m1")
+    assert sorted(told[-2:]) == [("hv3", set()), ("hv4", set())]
+
+
+def test_a_peer_whose_bfd_goes_down_gets_no_unicast_nor_flood_and_comes_back_when_it_recovers():
+    c, net, _ = bfd_pair()
+    hv4 = c.topo.hypervisors["hv4"]
+    session = bfd_port("hv3")
+    assert c.hypervisor_json(hv4)["tunnels"] == {}
+    net.apply(c.ovsdb_state("hv4", OvsdbView(bfd={session: "init"}), True))
+    assert c.hypervisor_json(hv4)["tunnels"] == {"hv3": "down"}
+    assert [(d.switch, d.port) for d in net.send("hv4", TO_A4).deliveries] == [("hv3", 1)]  # never up: kept
+    net.apply(c.ovsdb_state("hv4", OvsdbView(bfd={session: "up"}), True))
+    assert c.hypervisor_json(hv4)["tunnels"] == {"hv3": "up"}
+    assert "hv3" in {d.switch for d in net.send("hv4", BCAST).deliveries}
+    net.apply(c.ovsdb_state("hv4", OvsdbView(bfd={session: "down"}), True))
+    assert c.hypervisor_json(hv4)["tunnels"] == {"hv3": "down"}
+    assert net.send("hv4", TO_A4).deliveries == ()
+    assert "hv3" not in {d.switch for d in net.send("hv4", BCAST).deliveries}
+    assert {d.switch for d in net.send("hv4", BCAST).deliveries} == {"hv1", "hv2"}  # the others still get it
+    net.apply(c.ovsdb_state("hv4", OvsdbView(bfd={session: "up"}), True))
+    assert [(d.switch, d.port) for d in net.send("hv4", TO_A4).deliveries] == [("hv3", 1)]
+
+
+def test_bfd_ports_carry_no_vm_flows():
+    c, net, _ = bfd_pair()
+    view = c.view(c.topo.hypervisors["hv4"])
+    assert view is not None
+    ports = {**view.ofports, bfd_port("hv3"): 77}
+    from ryu_overlay.flows import SwitchView, base_partition
+    flows = base_partition(SwitchView(view.hypervisor, ports)).flows.values()
+    on_77 = [f for f in flows if dict(f.match).get("in_port") == 77]
+    assert [f.family.name for f in on_77] == ["TABLE_MISS"]  # dropped at ingress: no learning, no meter
