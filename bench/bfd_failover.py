@@ -117,8 +117,8 @@ def main() -> int:
             "(`ryu_overlay/ovsdb.py` `BFD_OPTIONS`). The times include BFD's detection, ovs-vswitchd "
             "writing the session state to its database, the OVSDB update reaching the controller (polled "
             "every 50 ms) and the flows and group rewritten on hv1; the return includes the daemons' "
-            "restart and the reconnections. VMs on the surviving hypervisors lose nothing: BFD takes out "
-            "only the dead peer's buckets and unicast flows.")
+            "restart and the reconnections. The last row is what VMs on the two surviving hypervisors lost "
+            "meanwhile: BFD takes out only the dead peer's buckets and unicast flows.")
     return 0
 
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from scapy.layers.l2 import ARP, Ether
 
-from ryu_overlay.model import BadRequest, Conflict, Hypervisor
 from ryu_overlay.flows import bfd_port
+from ryu_overlay.model import BadRequest, Conflict, Hypervisor
 from ryu_overlay.ovsdb import OvsdbManager, OvsdbView, Provisioning, identify, listener
 from ryu_overlay.testing.scenario import HYPERVISORS, build, connect, ofports
 from ryu_overlay.trace import SimNet
@@ -348,7 +348,7 @@ def test_a_peer_whose_bfd_goes_down_gets_no_unicast_nor_flood_and_comes_back_whe
 
 
 def test_bfd_ports_carry_no_vm_flows():
-    c, net, _ = bfd_pair()
+    c, _, _ = bfd_pair()
     view = c.view(c.topo.hypervisors["hv4"])
     assert view is not None
     ports = {**view.ofports, bfd_port("hv3"): 77}
