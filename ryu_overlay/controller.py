@@ -164,7 +164,7 @@ class Controller:
         hv = parse_hypervisor(name, body)
         self.topo.check_hypervisor(hv)
         old = self.topo.hypervisors.get(name)
-        if old is not None and old.tunnel_type != hv.tunnel_type:
+        if old is not None and (old.tunnel_type, old.tunnel_ip.version) != (hv.tunnel_type, hv.tunnel_ip.version):
             peers = set().union(*(self.topo.interested(n) for n in self.topo.networks_on(name))) - {name}
             self._one_tunnel_type(hv, peers, "its networks are")
         self.store.apply([Put(hv)])
@@ -805,13 +805,16 @@ class Controller:
 
     def _one_tunnel_type(self, hv: Hypervisor, peers: set[str], what: str) -> None:
         """Refuse to make ``hv`` exchange tunnel traffic with a hypervisor of another tunnel type."""
+        def tunnel(h: Hypervisor) -> str:
+            return f"{h.tunnel_type} over IPv{h.tunnel_ip.version}"
+
         others = sorted(n for n in peers if n in self.topo.hypervisors and n != hv.name
-                        and self.topo.hypervisors[n].tunnel_type != hv.tunnel_type)
+                        and tunnel(self.topo.hypervisors[n]) != tunnel(hv))
         if others:
             peer = self.topo.hypervisors[others[0]]
-            raise Conflict(f"hypervisor {hv.name} tunnels with {hv.tunnel_type} but {what} also on {peer.name}, "
-                           f"which tunnels with {peer.tunnel_type}: hypervisors sharing a network (or its router) "
-                           "must use one tunnel type")
+            raise Conflict(f"hypervisor {hv.name} tunnels with {tunnel(hv)} but {what} also on {peer.name}, "
+                           f"which tunnels with {tunnel(peer)}: hypervisors sharing a network (or its router) "
+                           "must use one tunnel type and one underlay IP version")
 
     def switch_error(self, dpid: int, description: str) -> list[Any]:
         """The switch refused something: count it and resynchronise it from scratch.

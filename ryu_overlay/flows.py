@@ -412,7 +412,8 @@ def salted(f: Flow, salt: int) -> Flow:
 
 @memoised_on_owner
 def tunnel_bucket(remote: Hypervisor, vni: int, tunnel_ofport: int) -> tuple[Action, ...]:
-    return (SetField("tunnel_id", vni), SetField("tun_ipv4_dst", str(remote.tunnel_ip)), Output(tunnel_ofport))
+    return (SetField("tunnel_id", vni), SetField(f"tun_ipv{remote.tunnel_ip.version}_dst", str(remote.tunnel_ip)),
+            Output(tunnel_ofport))
 
 
 @memoised_on_owner
@@ -537,7 +538,8 @@ def remote_port_flow(port: Port, host: Hypervisor, tunnel_ofport: int, vni: int)
 @memoised_on_owner
 def tunnel_in_flow(peer: Hypervisor, tunnel_ofport: int, vni: int) -> Flow:
     return flow("ingress", P.CLASSIFY, Family.TUNNEL_IN,
-                {"in_port": tunnel_ofport, "tun_ipv4_src": str(peer.tunnel_ip), "tunnel_id": vni}, vni,
+                {"in_port": tunnel_ofport, f"tun_ipv{peer.tunnel_ip.version}_src": str(peer.tunnel_ip),
+                 "tunnel_id": vni}, vni,
                 metadata=(vni | FROM_TUNNEL, NETWORK_MASK), goto="l2_lookup")
 
 

@@ -64,7 +64,7 @@ class Hypervisor:
 
     name: str
     dpid: int
-    tunnel_ip: ipaddress.IPv4Address
+    tunnel_ip: ipaddress.IPv4Address | ipaddress.IPv6Address
     tunnel_port: str = "vxlan0"
     ovsdb: str | None = None
     """``tcp:IP:PORT`` (the controller connects out), ``passive`` (the hypervisor connects to the
@@ -336,10 +336,11 @@ def _unicast_ip(value: Any, what: str) -> IPAddress:
     return ip
 
 
-def parse_tunnel_ip(value: Any) -> ipaddress.IPv4Address:
+def parse_tunnel_ip(value: Any) -> IPAddress:
+    """An IPv4 or IPv6 underlay address; not IPv6 link-local, which tunnels cannot be routed from."""
     ip = _unicast_ip(value, "tunnel_ip")
-    if ip.version != 4:
-        raise BadRequest("tunnel_ip must be an IPv4 address")
+    if ip.version == 6 and ip.is_link_local:
+        raise BadRequest(f"tunnel_ip {ip} is link-local")
     return ip
 
 
@@ -513,7 +514,7 @@ def parse_router(name: str, body: Any) -> Router:
 
 
 def hypervisor_from_record(rec: Mapping[str, Any]) -> Hypervisor:
-    return Hypervisor(rec["name"], int(rec["dpid"], 16), ipaddress.IPv4Address(rec["tunnel_ip"]),
+    return Hypervisor(rec["name"], int(rec["dpid"], 16), ipaddress.ip_address(rec["tunnel_ip"]),
                       rec["tunnel_port"], rec.get("ovsdb"), rec.get("tunnel_type", "vxlan"))
 
 

@@ -79,7 +79,7 @@ def openapi_document() -> dict[str, Any]:
                 "dpid": {"oneOf": [{"type": "string", "pattern": r"^(0x)?[0-9a-fA-F]{1,16}$"},
                                    {"type": "integer", "minimum": 1, "maximum": 2**64 - 1}],
                          "description": "OpenFlow datapath id: hex digits or an integer"},
-                "tunnel_ip": {"type": "string", "format": "ipv4", "description": "underlay address of the VTEP"},
+                "tunnel_ip": {"type": "string", "description": "underlay address of the VTEP, IPv4 or IPv6"},
                 "tunnel_port": {**IFNAME, "description": "name of the flow-based tunnel port on the hypervisor's "
                                                          "bridge (default: the tunnel type and 0, e.g. vxlan0)"},
                 "ovsdb": {"type": "string", "nullable": True,

@@ -219,12 +219,14 @@ class Capture:
 class Testbed:
     """``managed``: hypervisors get no ``br-int`` of their own; an OVSDB manager (the controller)
     provisions it. ``"passive"``: each runs ``set-manager tcp:<controller>:<ovsdb_port>``;
-    ``"active"``: each listens on ``ptcp:<ovsdb_port>:<its management address>``."""
+    ``"active"``: each listens on ``ptcp:<ovsdb_port>:<its management address>``. ``underlay6``:
+    the underlay is IPv6 (2001:2::/64, RFC 5180's benchmarking prefix), tunnel addresses 2001:2::<i>."""
 
     workdir: Path
     controller_port: int | None = None
     managed: str | None = None
     ovsdb_port: int = 6640
+    underlay6: bool = False
     prefix: str = field(default_factory=lambda: f"ro{random.randrange(0x10000):04x}")
     hvs: dict[str, Hv] = field(default_factory=dict)
     vms: dict[str, Vm] = field(default_factory=dict)
@@ -263,7 +265,7 @@ class Testbed:
             self.root_links.append(a_name)
 
     def build(self, hypervisors: int) -> Testbed:
-        self._netns(self.fabric, ipv6=False)
+        self._netns(self.fabric, ipv6=self.underlay6)
         sh(["ip", "link", "add", "br0", "type", "bridge"], netns=self.fabric)
         sh(["ip", "link", "set", "br0", "up"], netns=self.fabric)
         for i in range(1, hypervisors + 1):
@@ -296,8 +298,9 @@ class Testbed:
 
     def add_hypervisor(self, name: str) -> Hv:
         i = len(self.hvs) + 1
-        ns = self._netns(f"{self.prefix}{name}", ipv6=False)
-        hv = Hv(name, i, ns, OvsInstance(self.workdir / self.prefix / name, ns), f"198.18.0.{i}",
+        ns = self._netns(f"{self.prefix}{name}", ipv6=self.underlay6)
+        hv = Hv(name, i, ns, OvsInstance(self.workdir / self.prefix / name, ns),
+                f"2001:2::{i}" if self.underlay6 else f"198.18.0.{i}",
                 f"198.19.{self.mgmt_net}.{4 * i + 1}", f"198.19.{self.mgmt_net}.{4 * i + 2}", i)
         self.hvs[name] = hv
         self._veth(self.fabric, f"u{i}", ns, "eth0")
@@ -310,7 +313,13 @@ class Testbed:
             hv.ovs.vsctl(*cmd)
         # eth0 is a br-phy port now; without this its kernel side would also answer ARP for the tunnel IP.
         sh(["ip", "link", "set", "eth0", "arp", "off"], netns=ns)
-        sh(["ip", "addr", "add", f"{hv.tunnel_ip}/24", "dev", "br-phy"], netns=ns)
+        if self.underlay6:
+            sh(["sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=1"], netns=ns)
+            sh(["ip", "-6", "addr", "add", f"{hv.tunnel_ip}/64", "dev", "br-phy", "nodad"], netns=ns)
+            # Interfaces made from now on (br-int, VM ends) keep quiet, as on an IPv4 underlay.
+            sh(["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"], netns=ns)
+        else:
+            sh(["ip", "addr", "add", f"{hv.tunnel_ip}/24", "dev", "br-phy"], netns=ns)
         sh(["ip", "link", "set", "br-phy", "up"], netns=ns)
         if self.managed:
             hv.ovs.vsctl("set", "Open_vSwitch", ".", f"external_ids:system-id={name}")

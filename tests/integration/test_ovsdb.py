@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from scapy.contrib.geneve import GENEVE
 from scapy.layers.inet import ICMP, UDP
+from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import GRE, Ether
+from scapy.layers.vxlan import VXLAN
 
 from ryu_overlay.testing.controller_proc import ControllerProcess, free_port
 
@@ -179,3 +181,26 @@ def test_bfd_takes_a_dead_hypervisor_out_of_flooding_and_unicast_and_brings_it_b
     until(lambda: tunnels(ctl, "hv1").get("hv3") == "up", "hv3 back up from hv1", timeout=30)
     until(lambda: flood_targets(bed, "hv1") == {"198.18.0.2", "198.18.0.3"}, "hv3 back in hv1's flood group")
     until(lambda: bed.ping("v1", "10.1.0.3"), "v1 reaching v3 again", timeout=30)
+
+
+def test_an_ipv6_underlay_carries_the_overlay_with_tun_ipv6_dst(
+        managed_ctl: ControllerProcess, make_bed: Callable[..., Testbed]) -> None:
+    ctl = managed_ctl
+    bed = make_bed(2, ctl.ofp_port, managed="passive", ovsdb_port=ctl.ovsdb_port,  # type: ignore[attr-defined]
+                   underlay6=True)
+    declare_managed(ctl, bed, lambda _: "passive")
+    assert bed.hvs["hv2"].ovs.vsctl("get", "interface", "vxlan0", "options:local_ip").strip() == '"2001:2::2"'
+    # VXLAN over IPv6 takes 70 bytes: the network's MTU leaves room for them on a 1500-byte underlay.
+    assert ctl.api("PUT", "/v1/networks/blue", {"vni": 5001, "tenant": "acme", "subnets": ["10.1.0.0/24"],
+                                                "mtu": 1430})[0] == 201
+    for port, mac, ip, hv in (("a", "02:aa:00:00:00:0a", "10.1.0.10", "hv1"),
+                              ("b", "02:aa:00:00:00:0b", "10.1.0.11", "hv2")):
+        assert ctl.api("PUT", f"/v1/ports/{port}", {"network": "blue", "mac": mac, "ips": [ip]})[0] == 201
+        bed.plug_vm(port, hv, f"vnet{port}", port, mac, [ip], mtu=1430)
+        until(located(ctl, port, hv, f"vnet{port}"), f"{port} bound by iface-id")
+    until(lambda: bed.ping("a", "10.1.0.11"), "a reaching b over the IPv6 underlay", timeout=20)
+    assert any("tun_ipv6_dst" in line or "ipv6_dst=2001:2::2" in line for line in bed.dump_flows("hv1"))
+    cap = bed.capture(bed.fabric, f"u{bed.hvs['hv2'].index}", "ip6 and udp port 4789")
+    assert bed.vm_exec("a", ["ping", "-c", "3", "-i", "0.2", "-s", "1402", "-M", "do", "10.1.0.11"]).returncode == 0
+    vnis = {p[VXLAN].vni for p in cap.stop() if IPv6 in p and VXLAN in p and ICMP in p[VXLAN]}
+    assert vnis == {5001}

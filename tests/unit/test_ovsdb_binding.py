@@ -193,8 +193,8 @@ def test_ipv6_ovsdb_target_in_brackets_is_accepted():
 def test_a_port_on_a_hypervisor_of_another_tunnel_type_than_its_networks_hosts_is_refused():
     c = build()
     c.put_hypervisor("hv9", {"dpid": 9, "tunnel_ip": "198.18.0.9", "tunnel_type": "geneve"})
-    with pytest.raises(Conflict, match="hypervisor hv9 tunnels with geneve but network blue is also on hv1, "
-                                       "which tunnels with vxlan"):
+    with pytest.raises(Conflict, match="hypervisor hv9 tunnels with geneve over IPv4 but network blue is also on hv1, "
+                                       "which tunnels with vxlan over IPv4"):
         c.put_port("g1", {**M1, "hypervisor": "hv9", "interface": "tapG1"})
     assert "g1" not in c.topo.ports
     # A network of its own is fine, and so is the last port of blue leaving for a geneve hypervisor.
@@ -356,3 +356,35 @@ def test_bfd_ports_carry_no_vm_flows():
     flows = base_partition(SwitchView(view.hypervisor, ports)).flows.values()
     on_77 = [f for f in flows if dict(f.match).get("in_port") == 77]
     assert [f.family.name for f in on_77] == ["TABLE_MISS"]  # dropped at ingress: no learning, no meter
+
+
+# --- IPv6 underlay ------------------------------------------------------------------------------------------
+
+
+def test_ipv6_tunnels_set_tun_ipv6_dst_and_match_tun_ipv6_src():
+    c = build()
+    ports = list(c.topo.ports.values())
+    for p in ports:  # take the ports out, move every underlay to IPv6, put them back
+        c.delete_port(p.name)
+    for name, h in sorted(c.topo.hypervisors.items()):
+        c.put_hypervisor(name, {"dpid": h.dpid, "tunnel_ip": f"2001:2::{h.dpid}"})
+    for p in ports:
+        c.put_port(p.name, {"network": p.network, "mac": p.mac, "ips": [str(ip) for ip in p.ips],
+                            "hypervisor": p.hypervisor, "interface": p.interface})
+    net = SimNet(c, {hv: ofports(hv) for hv in HYPERVISORS})
+    a1_to_a3 = {"in_port": ofports("hv1")["tapA1"], "eth_src": "02:aa:00:00:00:01", "eth_dst": "02:aa:00:00:00:03",
+                "eth_type": 0x0800, "ipv4_src": "10.1.0.1", "ipv4_dst": "10.1.0.3", "ip_proto": 17}
+    result = net.send("hv1", a1_to_a3)
+    assert [(d.switch, d.port) for d in result.deliveries] == [("hv2", 1)]
+    assert [(t[3], t[2]) for t in result.tunnelled] == [("2001:2::2", 5001)]
+    flows = [f for part in c.switches[1].flows.values() for f in part.values() if f is not None]
+    assert any(("tun_ipv6_src", "2001:2::2") in f.match for f in flows)
+    assert not any(k.startswith("tun_ipv4") for f in flows for k, _ in f.match)
+
+
+def test_ipv4_and_ipv6_underlays_do_not_mix_in_a_network():
+    c = build()
+    c.put_hypervisor("hv9", {"dpid": 9, "tunnel_ip": "2001:2::9"})
+    with pytest.raises(Conflict, match="hv9 tunnels with vxlan over IPv6 but network blue is also on hv1, which "
+                                       "tunnels with vxlan over IPv4"):
+        c.put_port("g1", {**M1, "hypervisor": "hv9", "interface": "tapG1"})

@@ -384,7 +384,7 @@ REFUSALS: list[tuple[str, str, R, int, str]] = [
     ("PUT", "/v1/hypervisors/hv3", {"dpid": 0, "tunnel_ip": "198.18.0.3"}, 400, "dpid must be between 1 and 2^64-1"),
     ("PUT", "/v1/hypervisors/hv3", {"dpid": 1 << 64, "tunnel_ip": "198.18.0.3"}, 400,
      "dpid must be between 1 and 2^64-1"),
-    ("PUT", "/v1/hypervisors/hv3", {"dpid": 3, "tunnel_ip": "fd00::3"}, 400, "tunnel_ip must be an IPv4 address"),
+    ("PUT", "/v1/hypervisors/hv3", {"dpid": 3, "tunnel_ip": "fe80::3"}, 400, "tunnel_ip fe80::3 is link-local"),
     ("PUT", "/v1/hypervisors/hv3", {"dpid": 3, "tunnel_ip": "198.18.0.256"}, 400,
      "tunnel_ip '198.18.0.256' is not an IP address"),
     ("PUT", "/v1/hypervisors/hv3", {"dpid": 3, "tunnel_ip": "224.0.0.3"}, 400,
