@@ -723,7 +723,10 @@ class Controller:
         hv = self.topo.hypervisors.get(name)
         if view is None or hv is None or not hv.managed:
             return {}
-        old = self.ovsdb_views.get(name, OvsdbView())
+        old = self.ovsdb_views.get(name)
+        if old is None:  # first view since start: what is bound here by iface-id is what it had
+            old = OvsdbView(iface_ids={p.interface: p.name for p in self.topo.ports_on(name)
+                                       if p.location_source == "ovsdb" and p.interface is not None})
         down = self._bfd_down(hv)
         self.ovsdb_views[name] = view
         self._bfd_up_once |= {(name, port) for port, state in view.bfd.items() if state == "up"}

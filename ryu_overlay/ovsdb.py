@@ -127,7 +127,7 @@ def provision(idl: Any, txn: Any, hv: Hypervisor, prov: Provisioning, targets: I
     new = changed = br is None
     if br is None:
         iface = txn.insert(idl.tables["Interface"])
-        iface.name, iface.type = prov.bridge, "internal"
+        iface.name, iface.type, iface.external_ids = prov.bridge, "internal", owner
         port = txn.insert(idl.tables["Port"])
         port.name, port.interfaces, port.external_ids = prov.bridge, [iface], owner
         br = txn.insert(idl.tables["Bridge"])

@@ -388,3 +388,21 @@ def test_ipv4_and_ipv6_underlays_do_not_mix_in_a_network():
     with pytest.raises(Conflict, match="hv9 tunnels with vxlan over IPv6 but network blue is also on hv1, which "
                                        "tunnels with vxlan over IPv4"):
         c.put_port("g1", {**M1, "hypervisor": "hv9", "interface": "tapG1"})
+
+
+def test_a_tap_that_went_away_while_the_controller_was_down_is_unbound_at_the_first_view(tmp_path):
+    from ryu_overlay.controller import Controller
+    from ryu_overlay.store import SqliteStore
+
+    path = str(tmp_path / "overlay.db")
+    c = build(path=path)
+    c.put_hypervisor("hv4", {"dpid": 4, "tunnel_ip": "198.18.0.4", "ovsdb": "passive"})
+    c.put_port("m1", M1)
+    c.put_port("m2", {**M1, "mac": "02:bb:00:00:00:02", "ips": ["10.1.0.51"]})
+    c.ovsdb_state("hv4", plugged(vnet7="m1", vnet8="m2"), True)
+    c.store.close()
+    restarted = Controller(SqliteStore(path))
+    assert where(restarted, "m1")[:3] == ("hv4", "vnet7", "ovsdb")
+    restarted.ovsdb_state("hv4", plugged(vnet8="m2"), True)  # vnet7 went meanwhile
+    assert where(restarted, "m1") == (None, None, None, 1)
+    assert where(restarted, "m2")[:3] == ("hv4", "vnet8", "ovsdb")
