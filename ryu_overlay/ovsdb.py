@@ -388,7 +388,10 @@ class OvsdbManager:
             self._listener = listener(self.listen)
             LOG.info("OVSDB manager connections on %s", self.listen)
         while True:
-            self.step()
+            try:
+                self.step()
+            except Exception:  # one bad session or database must not stop the others
+                LOG.exception("OVSDB manager step failed")
             sleep(POLL)
 
     def step(self) -> None:
