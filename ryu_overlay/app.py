@@ -92,7 +92,7 @@ class OverlayApp(app_base()):  # type: ignore[misc]
                                   cfg.CONF.ovsdb_listen)
         self.controller.on_hypervisors = self.ovsdb.wanted
         self.controller.on_bfd_peers = self.ovsdb.bfd_peers
-        self.ovsdb.wanted(self.controller.topo.hypervisors.values())
+        self.controller.tell_hypervisors()
         # The controller holds millions of long-lived objects (flows, encoded messages); full
         # garbage collections over them stalled it for up to 0.8 s (docs/performance.md). What
         # was loaded is frozen out of collection, and collections run less often.

@@ -169,7 +169,7 @@ class Controller:
             self._one_tunnel_type(hv, peers, "its networks are")
         self.store.apply([Put(hv)])
         self.topo.put_hypervisor(hv)
-        self._hypervisors_changed()
+        self.tell_hypervisors()
         vnis = hosted_vnis(self.topo, name)
         batches = self._refresh(self._hosts_of(vnis) - {name}, vnis)
         if old is None or old.dpid != hv.dpid:
@@ -184,7 +184,7 @@ class Controller:
         self.topo.delete_hypervisor(name)
         self.ovsdb_views.pop(name, None)
         self.ovsdb_connected.discard(name)
-        self._hypervisors_changed()
+        self.tell_hypervisors()
         return {}
 
     def put_network(self, name: str, body: Any) -> tuple[bool, Network, Batches]:
@@ -303,7 +303,7 @@ class Controller:
         topo = Topology()
         topo.load(*self.store.load())
         self.topo = topo
-        self._hypervisors_changed()
+        self.tell_hypervisors()
         return {dpid: self.switch_connected(dpid) for dpid in list(self.switches)}
 
     # --- switch events ----------------------------------------------------------------------
@@ -701,9 +701,14 @@ class Controller:
 
     # --- hypervisors managed over OVSDB (ovsdb.py, docs/hypervisors.md) -----------------------
 
-    def _hypervisors_changed(self) -> None:
+    def tell_hypervisors(self) -> None:
+        """Tell ``on_hypervisors`` every hypervisor, and ``on_bfd_peers`` each managed one's peers
+        (at start and after each hypervisor change), so that nothing is provisioned from a guess."""
         if self.on_hypervisors is not None:
             self.on_hypervisors(list(self.topo.hypervisors.values()))
+        for hv in self.topo.hypervisors.values():
+            if hv.managed:
+                self._tell_bfd_peers(hv)
 
     def ovsdb_status(self, hv: Hypervisor) -> str | None:
         if not hv.managed:
@@ -857,16 +862,14 @@ class Controller:
         batches: Batches = {}
         for name in sorted(set(hypervisors)):
             hv = self.topo.hypervisors.get(name)
+            if hv is not None and hv.managed:
+                self._tell_bfd_peers(hv)
             sw = None if hv is None else self.switches.get(hv.dpid)
             if hv is None or sw is None or not sw.synced:
                 continue
             msgs = self._diff(sw, SwitchView(hv, sw.ofports, self._bfd_down(hv)), vnis)
             if msgs:
                 batches[hv.dpid] = msgs
-        for name in hypervisors:
-            hv = self.topo.hypervisors.get(name)
-            if hv is not None and hv.managed:
-                self._tell_bfd_peers(hv)
         return batches
 
     def _diff(self, sw: SwitchState, view: SwitchView, vnis: list[int]) -> list[Any]:

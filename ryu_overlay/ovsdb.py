@@ -414,8 +414,8 @@ class OvsdbManager:
             session.bridge = self.prov.bridge
             if session.run():
                 self._report(name, session)
-            if session.connected and name in hvs:
-                session.provision(hvs[name], self.prov, self.peers.get(name, ()))
+            if session.connected and name in hvs and name in self.peers:
+                session.provision(hvs[name], self.prov, self.peers[name])
 
     def _report(self, name: str, session: Session) -> None:
         view, connected = session.view, session.connected

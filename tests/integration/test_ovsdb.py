@@ -111,6 +111,21 @@ def test_passive_hypervisors_are_provisioned_and_vms_plugged_as_libvirt_does_are
     until(lambda: bed.ping("b", "10.1.0.10"), "b reaching a on hv3", timeout=20)
     stats = ctl.api("GET", "/v1/stats")[1]
     assert stats["learned"] == 0 and stats["ovsdb_bound"] >= 3 and stats["ovsdb_unbound"] == 1
+    # A restarted controller finds everything in place and rewrites nothing (the BFD ports included).
+    until(lambda: tunnels(ctl, "hv2") == {"hv3": "up"}, "BFD between hv2 and hv3")
+    before = [versions(bed, hv, t) for hv in ("hv2", "hv3") for t in ("Bridge", "Port")]
+    ctl.stop()
+    again = ControllerProcess(ctl.db, ctl.log.with_name("restarted.log"), ofp_port=ctl.ofp_port,
+                              extra_args=ctl.extra_args)
+    again.start()
+    try:
+        until(lambda: all(h["ovsdb"] == "connected" and h["connected"]
+                          for h in again.api("GET", "/v1/hypervisors")[1]["hypervisors"]), "reconnections")
+        time.sleep(2)
+        assert [versions(bed, hv, t) for hv in ("hv2", "hv3") for t in ("Bridge", "Port")] == before
+        assert bed.ping("b", "10.1.0.10")
+    finally:
+        again.stop()
 
 
 def encapsulated(packets: list[Any], tunnel_type: str) -> set[int]:

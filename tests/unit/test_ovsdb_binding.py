@@ -253,6 +253,7 @@ def test_listener_takes_open_vswitch_syntax_and_refuses_anything_else():
 def test_the_manager_opens_a_session_per_connect_out_hypervisor_and_closes_it_when_it_goes(monkeypatch):
     opened: list[tuple[str, str]] = []
     closed: list[str] = []
+    provisioned: list[tuple[str, Any]] = []
 
     class FakeSession:
         def __init__(self, remote: str, name: str) -> None:
@@ -261,7 +262,11 @@ def test_the_manager_opens_a_session_per_connect_out_hypervisor_and_closes_it_wh
             opened.append((remote, name))
 
         def run(self) -> bool:
+            self.connected = True
             return False
+
+        def provision(self, hv: Hypervisor, prov: Provisioning, peers: Any) -> None:
+            provisioned.append((hv.name, peers))
 
         def close(self) -> None:
             closed.append(self.hypervisor)
@@ -273,6 +278,10 @@ def test_the_manager_opens_a_session_per_connect_out_hypervisor_and_closes_it_wh
     m.wanted([hv("hv1", 1, "tcp:198.19.0.1:6640"), hv("hv2", 2), hv("hv3", 3, None)])
     m.step()
     assert opened == [("tcp:198.19.0.1:6640", "hv1")]
+    assert provisioned == []  # not before its BFD peers are known: it would remove their ports
+    m.bfd_peers("hv1", [("hv2", "198.18.0.2")])
+    m.step()
+    assert provisioned == [("hv1", (("hv2", "198.18.0.2"),))]
     m.wanted([hv("hv1", 1, "tcp:198.19.0.1:6641")])
     m.step()
     assert closed == ["hv1"] and opened[-1] == ("tcp:198.19.0.1:6641", "hv1") and reports == [("hv1", None, False)]
