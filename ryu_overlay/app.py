@@ -27,6 +27,7 @@ from .controller import Batches, Controller
 from .etcdstore import EtcdStore, Event, is_etcd
 from .metrics import Metrics
 from .ofmsg import decode_group, decode_meter, family_counter_request, role_request, wire
+from .ovsdb import OvsdbManager, Provisioning
 from .pipeline import Family
 from .rest import RestApp
 from .store import SqliteStore, Store, change_key
@@ -62,6 +63,9 @@ CLI_OPTS = [
                     "taken over (default 10)"),
     cfg.StrOpt("rest-token", default=None,
                help="bearer token every REST request must carry (default: $RYU_OVERLAY_REST_TOKEN, else none)"),
+    cfg.StrOpt("ovsdb-listen", default=None,
+               help="where hypervisors declared with \"ovsdb\": \"passive\" connect, e.g. ptcp:6640:0.0.0.0"),
+    cfg.StrOpt("ovsdb-datapath-type", default=None, help="datapath type of the bridges it creates (netdev: userspace)"),
 ]
 
 # The ryu-overlay launcher registers these as command-line options before Ryu parses its
@@ -110,6 +114,13 @@ class OverlayApp(app_base()):  # type: ignore[misc]
         self.path = StatePath(self.controller, self._post, self.send)
         self.rest = RestApp(self.controller, self.send, token, self.path.call, self.metrics)
         self.rest_address = (cfg.CONF.rest_host, cfg.CONF.rest_port)
+        self.ovsdb = OvsdbManager(self._post, lambda *state: self.send(self.controller.ovsdb_state(*state)),
+                                  Provisioning(datapath_type=cfg.CONF.ovsdb_datapath_type,
+                                               of_port=getattr(cfg.CONF, "ofp_tcp_listen_port", None) or 6653),
+                                  cfg.CONF.ovsdb_listen)
+        self.controller.on_hypervisors = self.ovsdb.wanted
+        self.controller.on_bfd_peers = self.ovsdb.bfd_peers
+        self.controller.tell_hypervisors()
         # The controller holds millions of long-lived objects (flows, encoded messages); full
         # garbage collections over them stalled it for up to 0.8 s (docs/performance.md). What
         # was loaded is frozen out of collection, and collections run less often.
@@ -129,6 +140,7 @@ class OverlayApp(app_base()):  # type: ignore[misc]
                                           lambda: self._post(self._resync)))
             self.threads.append(hub.spawn(self._lease_loop))
             self._post(lambda: self._reassign(self.etcd.revision if self.etcd else 0))
+        self.threads.append(hub.spawn(self.ovsdb.run, hub.sleep))
         return thread
 
     # --- several instances on etcd (docs/scale-out.md) -----------------------------------------

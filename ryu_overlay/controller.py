@@ -18,12 +18,23 @@ from typing import Any, TypeVar
 
 from . import ofmsg
 from .events import Confirmations, EventLog
-from .flows import Flow, Group, Meter, Output, SwitchView, desired_partition, hosted_vnis, mtu_frame_len
+from .flows import (
+    Flow,
+    Group,
+    Meter,
+    Output,
+    SwitchView,
+    bfd_port,
+    desired_partition,
+    hosted_vnis,
+    mtu_frame_len,
+)
 from .hostconfig import ANSWER_BURST, ANSWER_RATE, dhcp_answer, router_advert_for
 from .model import (
     Conflict,
     Duplicate,
     Hypervisor,
+    LocationSource,
     Move,
     Network,
     Port,
@@ -34,6 +45,7 @@ from .model import (
     parse_port,
     parse_router,
 )
+from .ovsdb import OvsdbView
 from .packets import (
     ALL_NODES,
     ALL_NODES_MAC,
@@ -91,6 +103,7 @@ STAT_COUNTERS = (
     "dropped_unknown_source", "dropped_spoofed_source", "dhcp_answered", "ra_sent", "host_config_rate_limited",
     "router_nd_answered", "icmp_time_exceeded", "icmp_unreachable", "icmp_rate_limited",
     "pmtu_frag_needed", "pmtu_packet_too_big", "pmtu_fragmented", "pmtu_rate_limited", "pmtu_dropped",
+    "ovsdb_bound", "ovsdb_unbound", "moves_refused_tunnel_type",
 )
 
 
@@ -164,6 +177,14 @@ class Controller:
         # every switch connected to it.
         self.master_of: Callable[[int], str | None] = lambda dpid: None
         self.instances: Callable[[], list[str]] = list  # the live instances' ids
+        self.ovsdb_views: dict[str, OvsdbView] = {}
+        self.ovsdb_connected: set[str] = set()
+        self.on_hypervisors: Callable[[Iterable[Hypervisor]], None] | None = None
+        """Told every hypervisor after each change to them (the OVSDB manager keeps its sessions by it)."""
+        self.on_bfd_peers: Callable[[str, Iterable[tuple[str, str]]], None] | None = None
+        """Told, for a managed hypervisor, the managed peers (name, tunnel IP) it shares networks with."""
+        self._bfd_told: dict[str, frozenset[tuple[str, str]]] = {}
+        self._bfd_up_once: set[tuple[str, str]] = set()
 
     # --- placement API ----------------------------------------------------------------------
 
@@ -171,9 +192,13 @@ class Controller:
         hv = parse_hypervisor(name, body)
         self.topo.check_hypervisor(hv)
         old = self.topo.hypervisors.get(name)
+        if old is not None and (old.tunnel_type, old.tunnel_ip.version) != (hv.tunnel_type, hv.tunnel_ip.version):
+            peers = set().union(*(self.topo.interested(n) for n in self.topo.networks_on(name))) - {name}
+            self._one_tunnel_type(hv, peers, "its networks are")
         self.store.apply([Put(hv)])
         self.topo.put_hypervisor(hv)
         self._note("created" if old is None else "changed", hv)
+        self.tell_hypervisors()
         vnis = hosted_vnis(self.topo, name)
         batches = self._refresh(self._hosts_of(vnis) - {name}, vnis)
         if old is None or old.dpid != hv.dpid:
@@ -187,6 +212,9 @@ class Controller:
         self.store.apply([Delete(Hypervisor, name)])
         self.topo.delete_hypervisor(name)
         self._note_deleted(Hypervisor, name)
+        self.ovsdb_views.pop(name, None)
+        self.ovsdb_connected.discard(name)
+        self.tell_hypervisors()
         return {}
 
     def put_network(self, name: str, body: Any) -> tuple[bool, Network, Batches]:
@@ -212,9 +240,14 @@ class Controller:
         if old is not None:
             port = self._carry_over(old, port, body.get("mobility_seq"))
         self.topo.check_port(port)
+        if port.hypervisor is not None:
+            self._one_tunnel_type(self.topo.hypervisors[port.hypervisor], self._hosts_with(port),
+                                  f"network {port.network} is")
         batches = self._save_port(old, port)
         self._note("created" if old is None else "changed", port)
-        return old is None, port, batches
+        if not port.located:
+            self._merge(batches, self._bind_by_iface_id(port))
+        return old is None, self.topo.ports[name], batches
 
     def delete_port(self, name: str) -> Batches:
         port = self.topo.check_delete_port(name)
@@ -236,6 +269,10 @@ class Controller:
         old = self.topo.routers.get(name)
         nets = set(router.networks) | set(old.networks if old else ())
         hosts = set().union(*(self.topo.hosts(n) for n in nets))
+        routed_hosts = sorted(set().union(*(self.topo.hosts(n) for n in router.networks)))
+        if routed_hosts:
+            self._one_tunnel_type(self.topo.hypervisors[routed_hosts[0]], set(routed_hosts),
+                                  f"router {name}'s networks are")
         self.store.apply([Put(router)])
         self.topo.put_router(router)
         self._note("created" if old is None else "changed", router)
@@ -272,9 +309,9 @@ class Controller:
         if claimed is not None and claimed < old.mobility_seq:
             raise Conflict(f"port {old.name} is at mobility_seq {old.mobility_seq}: a declaration based on "
                            f"{claimed} is older; read the port again")
-        same_port = (old.network, old.mac) == (new.network, new.mac)
-        if new.hypervisor is None and old.location_source == "learned" and same_port:
-            new = new.with_location(old.hypervisor, old.interface, "learned")
+        if new.hypervisor is None and old.location_source in ("learned", "ovsdb") and \
+                (old.network, old.mac) == (new.network, new.mac):
+            new = new.with_location(old.hypervisor, old.interface, old.location_source)
         left = old.located and (old.hypervisor, old.interface) != (new.hypervisor, new.interface)
         seq = max(old.mobility_seq, claimed or 0) + int(left)
         return replace(new, mobility_seq=seq, frozen=False, recent_moves=(), duplicate=None)
@@ -305,6 +342,7 @@ class Controller:
         topo.load(*self.store.load())
         self.topo = topo
         self.events.append("reloaded", None, None, None)
+        self.tell_hypervisors()
         return {dpid: self.switch_connected(dpid) for dpid in list(self.switches)}
 
     def apply_remote(self, changes: Iterable[Change]) -> Batches:
@@ -502,6 +540,9 @@ class Controller:
                 return "router", routed
         if bound is not None and bound.mac == frame.eth_src:
             return _asked(frame, data), self._answer(dpid, in_port, bound, frame, data)
+        if hv.managed and bound is None:
+            self.stats["packet_in_ignored"] += 1  # a managed hypervisor's ports are bound by iface-id
+            return "ignored", {}
         port = self._claimant(hv.name, interface, bound, frame)
         reason = "learn" if bound is None else "spoofed"
         if port is None:
@@ -726,7 +767,8 @@ class Controller:
         sw = None if hv is None else self.switches.get(hv.dpid)
         return sw is not None and interface in sw.ofports
 
-    def _relocate(self, port: Port, hv: str, interface: str, report: int | None) -> Batches:
+    def _relocate(self, port: Port, hv: str, interface: str, report: int | None,
+                  source: LocationSource = "learned") -> Batches:
         """Bind ``port`` where its traffic was seen, as EVPN's MAC mobility does (RFC 7432 section 15).
 
         A report older than the port's location is ignored. A port that moves too often is
@@ -747,9 +789,17 @@ class Controller:
         if port.duplicate is not None:
             self.stats["moves_refused_duplicate"] += 1
             return {}
+        try:
+            self._one_tunnel_type(self.topo.hypervisors[hv],
+                                  self._hosts_with(port.with_location(hv, interface, source)),
+                                  f"network {port.network} is")
+        except Conflict as exc:
+            self.stats["moves_refused_tunnel_type"] += 1
+            LOG.warning("port %s not bound at %s/%s: %s", port.name, hv, interface, exc)
+            return {}
         if not port.located:
-            self.stats["learned"] += 1
-            return self._save_port(port, port.with_location(hv, interface, "learned"), "port_learned")
+            self.stats["learned" if source == "learned" else "ovsdb_bound"] += 1
+            return self._save_port(port, port.with_location(hv, interface, source), "port_learned")
         now = self.wall_clock()
         recent = tuple(m for m in port.recent_moves if now - m.at <= MOVE_WINDOW)
         if (hv, interface) in {(m.hypervisor, m.interface) for m in recent} and \
@@ -766,7 +816,7 @@ class Controller:
             return self._hold(replace(port, recent_moves=recent, frozen=True), "port_frozen")
         self.stats["moves"] += 1
         left = Move(now, port.hypervisor, port.interface)  # type: ignore[arg-type]
-        new = replace(port.with_location(hv, interface, "learned"), mobility_seq=port.mobility_seq + 1,
+        new = replace(port.with_location(hv, interface, source), mobility_seq=port.mobility_seq + 1,
                       recent_moves=(*recent, left))
         return self._save_port(port, new, "port_moved")
 
@@ -776,6 +826,131 @@ class Controller:
         self.topo.put_port(port)
         self._note(event, port)
         return {}
+
+    # --- hypervisors managed over OVSDB (ovsdb.py, docs/hypervisors.md) -----------------------
+
+    def tell_hypervisors(self) -> None:
+        """Tell ``on_hypervisors`` every hypervisor, and ``on_bfd_peers`` each managed one's peers
+        (at start and after each hypervisor change), so that nothing is provisioned from a guess."""
+        if self.on_hypervisors is not None:
+            self.on_hypervisors(list(self.topo.hypervisors.values()))
+        for hv in self.topo.hypervisors.values():
+            if hv.managed:
+                self._tell_bfd_peers(hv)
+
+    def ovsdb_status(self, hv: Hypervisor) -> str | None:
+        if not hv.managed:
+            return None
+        return "connected" if hv.name in self.ovsdb_connected else "disconnected"
+
+    def ovsdb_state(self, name: str, view: OvsdbView | None, connected: bool) -> Batches:
+        """Hypervisor ``name``'s OVSDB session is up or down, and its database reads ``view`` (None:
+        as last read). An interface whose iface-id appeared binds or moves that port; a bound one
+        that went away unbinds it, and it binds again wherever else its iface-id is. Moves follow
+        the rules of learned moves (``_relocate``); ports declared with a location are left alone.
+        """
+        if connected:
+            self.ovsdb_connected.add(name)
+        else:
+            self.ovsdb_connected.discard(name)
+        hv = self.topo.hypervisors.get(name)
+        if view is None or hv is None or not hv.managed:
+            return {}
+        old = self.ovsdb_views.get(name)
+        if old is None:  # first view since start: what is bound here by iface-id is what it had
+            old = OvsdbView(iface_ids={p.interface: p.name for p in self.topo.ports_on(name)
+                                       if p.location_source == "ovsdb" and p.interface is not None})
+        down = self._bfd_down(hv)
+        self.ovsdb_views[name] = view
+        self._bfd_up_once |= {(name, port) for port, state in view.bfd.items() if state == "up"}
+        batches: Batches = {}
+        if self._bfd_down(hv) != down:
+            LOG.warning("hypervisor %s: BFD reports peers %s down", name, sorted(self._bfd_down(hv)) or "none")
+            batches = self._refresh({name}, hosted_vnis(self.topo, name))
+        for iface, iface_id in sorted(old.iface_ids.items()):
+            port = self.topo.ports.get(iface_id)
+            if view.iface_ids.get(iface) != iface_id and port is not None and port.location_source == "ovsdb" \
+                    and (port.hypervisor, port.interface) == (name, iface):
+                self._merge(batches, self._unbind(port))
+                self._merge(batches, self._bind_by_iface_id(self.topo.ports[iface_id]))
+        for iface, iface_id in sorted(view.iface_ids.items()):
+            port = self.topo.ports.get(iface_id)
+            if old.iface_ids.get(iface) != iface_id and port is not None and port.location_source != "declared":
+                self._merge(batches, self._relocate(port, name, iface, None, "ovsdb"))
+        return batches
+
+    def _tunnel_peers(self, hv: Hypervisor) -> set[str]:
+        """The hypervisors ``hv`` exchanges tunnel traffic with."""
+        return set().union(*(self.topo.interested(n) for n in self.topo.networks_on(hv.name))) - {hv.name}
+
+    def _tell_bfd_peers(self, hv: Hypervisor) -> None:
+        """BFD runs between managed hypervisors that share a network; tell the OVSDB manager when
+        ``hv``'s set changes, so that it makes or removes the per-peer BFD ports."""
+        peers = frozenset((p, str(self.topo.hypervisors[p].tunnel_ip)) for p in self._tunnel_peers(hv)
+                          if self.topo.hypervisors[p].managed)
+        if self._bfd_told.get(hv.name) != peers:
+            self._bfd_told[hv.name] = peers
+            if self.on_bfd_peers is not None:
+                self.on_bfd_peers(hv.name, peers)
+
+    def _bfd_down(self, hv: Hypervisor) -> frozenset[str]:
+        """The peers whose BFD session from ``hv`` was up and is not any more: nothing is sent to them.
+        A session that never came up yet (a new peer) takes no one out."""
+        view = self.ovsdb_views.get(hv.name) if hv.managed else None
+        if view is None or not view.bfd:
+            return frozenset()
+        return frozenset(p for p in self._tunnel_peers(hv)
+                         if view.bfd.get(bfd_port(p), "up") != "up" and (hv.name, bfd_port(p)) in self._bfd_up_once)
+
+    def tunnels(self, hv: Hypervisor) -> dict[str, str]:
+        """The BFD state of each peer that ``hv`` has a BFD port towards: "up" or "down"."""
+        view = self.ovsdb_views.get(hv.name)
+        if view is None:
+            return {}
+        return {p: "up" if view.bfd[bfd_port(p)] == "up" else "down" for p in sorted(self._tunnel_peers(hv))
+                if bfd_port(p) in view.bfd}
+
+    def _bind_by_iface_id(self, port: Port) -> Batches:
+        """Bind an unlocated port to the first managed hypervisor's interface with its name as iface-id."""
+        if port.located:
+            return {}
+        for name, view in sorted(self.ovsdb_views.items()):
+            hv = self.topo.hypervisors.get(name)
+            iface = next((i for i, p in sorted(view.iface_ids.items()) if p == port.name), None)
+            if hv is not None and hv.managed and iface is not None:
+                return self._relocate(port, name, iface, None, "ovsdb")
+        return {}
+
+    def _unbind(self, port: Port) -> Batches:
+        """The interface of a port bound by iface-id went away: the port leaves its location
+        (its sequence number goes up, the move is recorded), unless frozen or held as a duplicate."""
+        if port.frozen or port.duplicate is not None:
+            return {}
+        self.stats["ovsdb_unbound"] += 1
+        now = self.wall_clock()
+        left = Move(now, port.hypervisor, port.interface)  # type: ignore[arg-type]
+        recent = (*(m for m in port.recent_moves if now - m.at <= MOVE_WINDOW), left)
+        return self._save_port(port, replace(port.with_location(None, None, None),
+                                             mobility_seq=port.mobility_seq + 1, recent_moves=recent))
+
+    def _hosts_with(self, port: Port) -> set[str]:
+        """The hypervisors exchanging tunnel traffic with ``port``'s, were it where it says."""
+        hosts = {p.hypervisor for n in self.topo.routed_networks(port.network) for p in self.topo.ports_of(n)
+                 if p.hypervisor is not None and p.name != port.name}
+        return hosts | ({port.hypervisor} if port.hypervisor is not None else set())
+
+    def _one_tunnel_type(self, hv: Hypervisor, peers: set[str], what: str) -> None:
+        """Refuse to make ``hv`` exchange tunnel traffic with a hypervisor of another tunnel type."""
+        def tunnel(h: Hypervisor) -> str:
+            return f"{h.tunnel_type} over IPv{h.tunnel_ip.version}"
+
+        others = sorted(n for n in peers if n in self.topo.hypervisors and n != hv.name
+                        and tunnel(self.topo.hypervisors[n]) != tunnel(hv))
+        if others:
+            peer = self.topo.hypervisors[others[0]]
+            raise Conflict(f"hypervisor {hv.name} tunnels with {tunnel(hv)} but {what} also on {peer.name}, "
+                           f"which tunnels with {tunnel(peer)}: hypervisors sharing a network (or its router) "
+                           "must use one tunnel type and one underlay IP version")
 
     def switch_error(self, dpid: int, description: str) -> list[Any]:
         """The switch refused something: count it and resynchronise it from scratch.
@@ -796,7 +971,7 @@ class Controller:
 
     def view(self, hv: Hypervisor) -> SwitchView | None:
         sw = self.switches.get(hv.dpid)
-        return None if sw is None else SwitchView(hv, sw.ofports)
+        return None if sw is None else SwitchView(hv, sw.ofports, self._bfd_down(hv))
 
     def connected(self, hv: Hypervisor) -> bool:
         sw = self.switches.get(hv.dpid)
@@ -822,10 +997,12 @@ class Controller:
         batches: Batches = {}
         for name in sorted(set(hypervisors)):
             hv = self.topo.hypervisors.get(name)
+            if hv is not None and hv.managed:
+                self._tell_bfd_peers(hv)
             sw = None if hv is None else self.switches.get(hv.dpid)
             if hv is None or sw is None or not sw.synced:
                 continue
-            msgs = self._diff(sw, SwitchView(hv, sw.ofports), vnis)
+            msgs = self._diff(sw, SwitchView(hv, sw.ofports, self._bfd_down(hv)), vnis)
             if msgs:
                 batches[hv.dpid] = msgs
         return batches
@@ -951,8 +1128,11 @@ class Controller:
     def hypervisor_json(self, hv: Hypervisor) -> dict[str, Any]:
         sw = self.switches.get(hv.dpid)
         ofports = None if sw is None or "ports" in sw.awaiting else dict(sorted(sw.ofports.items()))
-        return {**hv.to_json(), "connected": self.connected(hv), "in_sync": self.in_sync(hv), "ofports": ofports,
-                "master": self.master_of(hv.dpid)}
+        out = {**hv.to_json(), "connected": self.connected(hv), "in_sync": self.in_sync(hv), "ofports": ofports,
+               "master": self.master_of(hv.dpid), "ovsdb": self.ovsdb_status(hv)}
+        if hv.managed:
+            out["tunnels"] = self.tunnels(hv)
+        return out
 
     def instances_json(self) -> list[dict[str, Any]]:
         """The live controller instances, each with the hypervisors whose switches it masters."""

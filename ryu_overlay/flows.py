@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -211,14 +212,30 @@ class Partition:
 
 @dataclass(frozen=True)
 class SwitchView:
-    """What the controller knows of one connected bridge: its hypervisor and port numbers."""
+    """What the controller knows of one connected bridge: its hypervisor, port numbers, and the
+    peers its BFD sessions say are down (``down``: no traffic goes to them)."""
 
     hypervisor: Hypervisor
     ofports: Mapping[str, int]
+    down: frozenset[str] = frozenset()
 
     @property
     def tunnel_ofport(self) -> int | None:
         return self.ofports.get(self.hypervisor.tunnel_port)
+
+    @property
+    def tunnel_ofports(self) -> list[int]:
+        """The flow-based tunnel port and the per-peer BFD ports (``bfd_port``): no VM behind them."""
+        return sorted(no for name, no in self.ofports.items()
+                      if name == self.hypervisor.tunnel_port or BFD_PORT_RE.fullmatch(name))
+
+
+BFD_PORT_RE = re.compile(r"bfd-[0-9a-f]{8}")
+
+
+def bfd_port(peer: str) -> str:
+    """The name of the tunnel port that runs BFD towards hypervisor ``peer`` (docs/hypervisors.md)."""
+    return f"bfd-{zlib.crc32(peer.encode()):08x}"
 
 
 def flow(table: str, priority: int, family: Family, match: Mapping[str, Any], vni: int = 0,
@@ -318,14 +335,14 @@ def base_partition(view: SwitchView) -> Partition:
     through that interface's packet-in meter: that is how the controller learns where a port is.
     """
     m = Family.TABLE_MISS
-    vm_ports = sorted(no for no in view.ofports.values() if no != view.tunnel_ofport)
+    tunnels = view.tunnel_ofports
+    vm_ports = sorted(no for no in view.ofports.values() if no not in tunnels)
     up = (Output(OFPP_CONTROLLER),)
     flows = [
         # A port the controller has not heard of yet (its port-status is on the way) shares one meter.
         flow("ingress", P.MISS, Family.LEARN, {}, actions=up, meter=UNKNOWN_PORT_METER),
         *(flow("ingress", P.LEARN_PORT, Family.LEARN, {"in_port": no}, actions=up, meter=no) for no in vm_ports),
-        *([flow("ingress", P.TUNNEL_DROP, m, {"in_port": view.tunnel_ofport})]
-          if view.tunnel_ofport is not None else []),
+        *(flow("ingress", P.TUNNEL_DROP, m, {"in_port": no}) for no in tunnels),
         flow("port_security", P.MISS, m, {}),
         *(flow("port_security", P.SPOOFED, m, {"eth_type": t}) for t in (ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6)),
         flow("port_security", P.OTHER_ETHERTYPE, m, {}, goto="arp_nd"),
@@ -398,7 +415,8 @@ def salted(f: Flow, salt: int) -> Flow:
 
 @memoised_on_owner
 def tunnel_bucket(remote: Hypervisor, vni: int, tunnel_ofport: int) -> tuple[Action, ...]:
-    return (SetField("tunnel_id", vni), SetField("tun_ipv4_dst", str(remote.tunnel_ip)), Output(tunnel_ofport))
+    return (SetField("tunnel_id", vni), SetField(f"tun_ipv{remote.tunnel_ip.version}_dst", str(remote.tunnel_ip)),
+            Output(tunnel_ofport))
 
 
 @memoised_on_owner
@@ -523,7 +541,8 @@ def remote_port_flow(port: Port, host: Hypervisor, tunnel_ofport: int, vni: int)
 @memoised_on_owner
 def tunnel_in_flow(peer: Hypervisor, tunnel_ofport: int, vni: int) -> Flow:
     return flow("ingress", P.CLASSIFY, Family.TUNNEL_IN,
-                {"in_port": tunnel_ofport, "tun_ipv4_src": str(peer.tunnel_ip), "tunnel_id": vni}, vni,
+                {"in_port": tunnel_ofport, f"tun_ipv{peer.tunnel_ip.version}_src": str(peer.tunnel_ip),
+                 "tunnel_id": vni}, vni,
                 metadata=(vni | FROM_TUNNEL, NETWORK_MASK), goto="l2_lookup")
 
 
@@ -620,8 +639,9 @@ def network_partition(topo: Topology, view: SwitchView, net: Network) -> Partiti
     common = network_common(topo, net, view.tunnel_ofport)
     flows = dict(common.flows)
     clashes = {c: set(group) for c, group in common.clashes.items()}
-    for f in common.own.get(me, ()):
-        discard(flows, clashes, f)
+    for name in (me, *sorted(view.down)):  # its own ports; and no unicast towards a peer that is down
+        for f in common.own.get(name, ()):
+            discard(flows, clashes, f)
     if router is not None:
         gather(flows, clashes, router_source_flows(router, net.name, router_vnis(topo, router)))
         gather(flows, clashes, router_target(topo, router, net))
@@ -631,7 +651,8 @@ def network_partition(topo: Topology, view: SwitchView, net: Network) -> Partiti
     for port, ofport in local:
         gather(flows, clashes, local_port_flows(port, ofport, vni))
         gather(flows, clashes, host_config_traps(port, ofport, vni, dhcp_address(net, port) is not None, ra))
-    buckets = [(Output(ofport),) for _, ofport in local] + [b for name, b in common.peers if name != me]
+    buckets = [(Output(ofport),) for _, ofport in local] + [b for name, b in common.peers
+                                                            if name != me and name not in view.down]
     groups = (Group(group_id(GroupRole.FLOOD, vni), tuple(buckets)),
               Group(group_id(GroupRole.FLOOD_LOCAL, vni), tuple((Output(o),) for _, o in local)))
     return _partition(resolve_clashes(flows, clashes) if clashes else flows, groups)
@@ -751,15 +772,16 @@ def routed_partition(topo: Topology, view: SwitchView, net: Network, router: Rou
     if tun is None:
         return _partition(dict(router_target(topo, router, net)))
     memo = topo.derived(net.name)
-    flows: dict[int, Flow] | None = memo.get(("routed", tun))
+    down = view.down  # no unicast towards a peer whose tunnel is down (BFD)
+    flows: dict[int, Flow] | None = memo.get(("routed", tun, down))
     if flows is None:
         clashes: Clashes = {}
         flows = dict(router_target_flows(router, net.name, net.vni))
         for port in topo.ports_of(net.name):
-            if port.hypervisor is not None and port.interface is not None:
+            if port.hypervisor is not None and port.interface is not None and port.hypervisor not in down:
                 gather(flows, clashes,
                        tunnelled_neighbour_flows(port, topo.hypervisors[port.hypervisor], tun, net.vni))
-        flows = memo[("routed", tun)] = resolve_clashes(flows, clashes) if clashes else flows
+        flows = memo[("routed", tun, down)] = resolve_clashes(flows, clashes) if clashes else flows
     return _partition(dict(flows))
 
 

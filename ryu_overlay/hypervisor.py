@@ -15,10 +15,12 @@ import shlex
 import subprocess
 from collections.abc import Sequence
 
+from .model import TUNNEL_TYPES
+
 
 def prepare_hypervisor_commands(bridge: str, tunnel_port: str, tunnel_ip: str, controllers: Sequence[str],
                                 datapath_type: str | None = None, dpid: int | None = None,
-                                tunnel_ofport: int | None = None) -> list[list[str]]:
+                                tunnel_ofport: int | None = None, tunnel_type: str = "vxlan") -> list[list[str]]:
     """The ``ovs-vsctl`` invocations that prepare ``bridge``; running them again changes nothing.
 
     ``fail_mode=secure`` is set in the transaction that creates the bridge: set later, it wipes
@@ -31,8 +33,8 @@ def prepare_hypervisor_commands(bridge: str, tunnel_port: str, tunnel_ip: str, c
         create.append(f"datapath_type={datapath_type}")
     if dpid is not None:
         create.append(f"other-config:datapath-id={dpid:016x}")
-    port = ["--may-exist", "add-port", bridge, tunnel_port, "--", "set", "interface", tunnel_port, "type=vxlan",
-            "options:remote_ip=flow", "options:key=flow", f"options:local_ip={tunnel_ip}"]
+    port = ["--may-exist", "add-port", bridge, tunnel_port, "--", "set", "interface", tunnel_port,
+            f"type={tunnel_type}", "options:remote_ip=flow", "options:key=flow", f"options:local_ip={tunnel_ip}"]
     if tunnel_ofport is not None:
         port.append(f"ofport_request={tunnel_ofport}")
     cmds = [create, port]
@@ -69,10 +71,13 @@ def main(argv: list[str]) -> int:
         prog="ryu-overlay setup-hypervisor",
         description="Prepare a hypervisor's Open vSwitch integration bridge for ryu_overlay (idempotent).")
     ap.add_argument("--bridge", default="br-int")
-    ap.add_argument("--tunnel-port", default="vxlan0", help="name of the flow-based VXLAN port (default vxlan0)")
+    ap.add_argument("--tunnel-type", default="vxlan", choices=TUNNEL_TYPES,
+                    help="as the hypervisor's tunnel_type (default vxlan; gre carries the VNI in the key)")
+    ap.add_argument("--tunnel-port", help="name of the flow-based tunnel port (default: the type and 0, e.g. vxlan0)")
     ap.add_argument("--tunnel-ip", required=True, help="this hypervisor's VTEP address")
     ap.add_argument("--controller", action="append", default=[],
-                    help="e.g. tcp:198.19.0.1:6653; repeat it for each controller instance (docs/scale-out.md)")
+                    help="e.g. tcp:198.19.0.1:6653; repeat it for each controller instance (all set in one "
+                         "transaction; docs/scale-out.md)")
     ap.add_argument("--datapath-type", help="netdev for the userspace datapath")
     ap.add_argument("--dpid", help="datapath id, 16 hex digits")
     ap.add_argument("--tunnel-ofport", type=int, help="ask OVS for this OpenFlow port number for the tunnel")
@@ -90,9 +95,9 @@ def main(argv: list[str]) -> int:
         cmds += [vsctl + c for c in prepare_underlay_commands(args.br_phy, args.underlay_interface)]
         cmds += [["ip", "addr", "replace", f"{args.tunnel_ip}/{args.tunnel_prefix}", "dev", args.br_phy],
                  ["ip", "link", "set", args.br_phy, "up"]]
-    cmds += [vsctl + c for c in prepare_hypervisor_commands(args.bridge, args.tunnel_port, args.tunnel_ip,
-                                                             args.controller, args.datapath_type, dpid,
-                                                             args.tunnel_ofport)]
+    cmds += [vsctl + c for c in prepare_hypervisor_commands(args.bridge, args.tunnel_port or f"{args.tunnel_type}0",
+                                                             args.tunnel_ip, args.controller, args.datapath_type,
+                                                             dpid, args.tunnel_ofport, args.tunnel_type)]
     for cmd in cmds:
         if args.dry_run:
             print(shlex.join(cmd))

@@ -16,7 +16,7 @@ from typing import Any, Literal
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
-LocationSource = Literal["declared", "learned"]
+LocationSource = Literal["declared", "learned", "ovsdb"]
 
 VNI_MIN, VNI_MAX = 1, (1 << 24) - 1
 MTU_MIN, MTU_MAX = 1280, 9000  # 1280: every network may carry IPv6 (RFC 8200)
@@ -35,6 +35,9 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _HEX_DPID_RE = re.compile(r"^(0x)?[0-9a-fA-F]{1,16}$")
+_OVSDB_TCP_RE = re.compile(r"^tcp:(\[[0-9a-fA-F:.]+\]|[0-9.]+):([0-9]{1,5})$")
+TUNNEL_TYPES = ("vxlan", "geneve", "gre")
+OVSDB_PASSIVE = "passive"
 
 
 class OverlayError(Exception):
@@ -61,8 +64,16 @@ class Hypervisor:
 
     name: str
     dpid: int
-    tunnel_ip: ipaddress.IPv4Address
+    tunnel_ip: ipaddress.IPv4Address | ipaddress.IPv6Address
     tunnel_port: str = "vxlan0"
+    ovsdb: str | None = None
+    """``tcp:IP:PORT`` (the controller connects out), ``passive`` (the hypervisor connects to the
+    controller's manager port) or None (an unmanaged hypervisor, prepared by ``setup-hypervisor``)."""
+    tunnel_type: str = "vxlan"
+
+    @property
+    def managed(self) -> bool:
+        return self.ovsdb is not None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -70,6 +81,8 @@ class Hypervisor:
             "dpid": format_dpid(self.dpid),
             "tunnel_ip": str(self.tunnel_ip),
             "tunnel_port": self.tunnel_port,
+            "ovsdb": self.ovsdb,
+            "tunnel_type": self.tunnel_type,
         }
 
 
@@ -323,20 +336,39 @@ def _unicast_ip(value: Any, what: str) -> IPAddress:
     return ip
 
 
-def parse_tunnel_ip(value: Any) -> ipaddress.IPv4Address:
+def parse_tunnel_ip(value: Any) -> IPAddress:
+    """An IPv4 or IPv6 underlay address; not IPv6 link-local, which tunnels cannot be routed from."""
     ip = _unicast_ip(value, "tunnel_ip")
-    if ip.version != 4:
-        raise BadRequest("tunnel_ip must be an IPv4 address")
+    if ip.version == 6 and ip.is_link_local:
+        raise BadRequest(f"tunnel_ip {ip} is link-local")
     return ip
 
 
+def parse_ovsdb(value: Any) -> str | None:
+    """``passive``, or ``tcp:IP:PORT`` (an IPv6 address in brackets, as Open vSwitch writes it)."""
+    if value is None or value == OVSDB_PASSIVE:
+        return value  # type: ignore[no-any-return]
+    match = _OVSDB_TCP_RE.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise BadRequest('ovsdb must be "passive" or "tcp:IP:PORT"')
+    _unicast_ip(match.group(1).strip("[]"), "ovsdb address")
+    if not 0 < int(match.group(2)) < 65536:
+        raise BadRequest("ovsdb port must be between 1 and 65535")
+    return value  # type: ignore[no-any-return]
+
+
 def parse_hypervisor(name: str, body: Any) -> Hypervisor:
-    body = _body(body, {"dpid", "tunnel_ip", "tunnel_port"}, {"dpid", "tunnel_ip"})
+    body = _body(body, {"dpid", "tunnel_ip", "tunnel_port", "ovsdb", "tunnel_type"}, {"dpid", "tunnel_ip"})
+    tunnel_type = body.get("tunnel_type", "vxlan")
+    if tunnel_type not in TUNNEL_TYPES:
+        raise BadRequest(f"tunnel_type must be one of {', '.join(TUNNEL_TYPES)}")
     return Hypervisor(
         name=parse_name(name),
         dpid=parse_dpid(body["dpid"]),
         tunnel_ip=parse_tunnel_ip(body["tunnel_ip"]),
-        tunnel_port=parse_interface(body.get("tunnel_port", "vxlan0"), "tunnel_port"),
+        tunnel_port=parse_interface(body.get("tunnel_port", f"{tunnel_type}0"), "tunnel_port"),
+        ovsdb=parse_ovsdb(body.get("ovsdb")),
+        tunnel_type=tunnel_type,
     )
 
 
@@ -482,8 +514,8 @@ def parse_router(name: str, body: Any) -> Router:
 
 
 def hypervisor_from_record(rec: Mapping[str, Any]) -> Hypervisor:
-    return Hypervisor(rec["name"], int(rec["dpid"], 16), ipaddress.IPv4Address(rec["tunnel_ip"]),
-                      rec["tunnel_port"])
+    return Hypervisor(rec["name"], int(rec["dpid"], 16), ipaddress.ip_address(rec["tunnel_ip"]),
+                      rec["tunnel_port"], rec.get("ovsdb"), rec.get("tunnel_type", "vxlan"))
 
 
 def network_from_record(rec: Mapping[str, Any]) -> Network:

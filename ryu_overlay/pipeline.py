@@ -129,7 +129,7 @@ TABLES: tuple[Table, ...] = (
            "port from a known hypervisor with a VNI both host. Sets metadata to the network. Other "
            "tunnel traffic is dropped here; other VM frames go to the controller, rate-limited, "
            "which learns locations from them.",
-           "in_port eth_src tun_ipv4_src tunnel_id", "port_security l2_lookup"),
+           "in_port eth_src tun_ipv4_src tun_ipv6_src tunnel_id", "port_security l2_lookup"),
     _table("port_security",
            "Let a VM send ARP, IPv4 and IPv6 only from the addresses its port owns (plus its "
            "EUI-64 link-local address and the unspecified address for DAD), and advertise only "

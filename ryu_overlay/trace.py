@@ -40,7 +40,7 @@ Packet = dict[str, Any]
 
 MAC_FIELDS = {"eth_src", "eth_dst", "arp_sha", "arp_tha", "ipv6_nd_sll", "ipv6_nd_tll"}
 IPV4_FIELDS = {"arp_spa", "arp_tpa", "ipv4_src", "ipv4_dst", "tun_ipv4_src", "tun_ipv4_dst"}
-IPV6_FIELDS = {"ipv6_src", "ipv6_dst", "ipv6_nd_target"}
+IPV6_FIELDS = {"ipv6_src", "ipv6_dst", "ipv6_nd_target", "tun_ipv6_src", "tun_ipv6_dst"}
 ND_FIELDS = {"ipv6_nd_target", "ipv6_nd_sll", "ipv6_nd_tll", "nd_reserved", "nd_options_type"}
 ND_OPTION_FIELDS = {ND_OPT_SLL: "ipv6_nd_sll", ND_OPT_TLL: "ipv6_nd_tll"}
 PIPELINE_FIELDS = {"metadata", "tunnel_id", *(f"reg{i}" for i in range(8))}
@@ -504,7 +504,7 @@ class SimFabric:
                 if out.port != member.tunnel_ofport:
                     deliveries.append(Delivery(out.port, out.packet, here))
                     continue
-                dst = str(out.packet.get("tun_ipv4_dst", ""))
+                dst = str(out.packet.get("tun_ipv4_dst", out.packet.get("tun_ipv6_dst", "")))
                 vni = int(out.packet.get("tunnel_id", 0))
                 there = by_ip.get(dst)
                 tunnelled.append((here, there, vni, dst))
@@ -512,8 +512,8 @@ class SimFabric:
                     continue
                 inner = {k: v for k, v in out.packet.items()
                          if k not in PIPELINE_FIELDS and not k.startswith("tun_")}
-                inner.update(in_port=self.members[there].tunnel_ofport, tunnel_id=vni,
-                             tun_ipv4_src=member.tunnel_ip)
+                inner.update(in_port=self.members[there].tunnel_ofport, tunnel_id=vni)
+                inner["tun_ipv6_src" if ":" in member.tunnel_ip else "tun_ipv4_src"] = member.tunnel_ip
                 queue.append((there, inner, depth + 1))
         return FabricResult(tuple(deliveries), tuple(tunnelled), tuple(hops))
 

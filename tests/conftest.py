@@ -6,6 +6,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,8 +44,8 @@ def make_bed(tmp_path: Path, requirements: None) -> Iterator[Callable[..., Testb
     """Build testbeds with ``make_bed(hypervisors, controller_port)``; all are torn down at the end."""
     made: list[Testbed] = []
 
-    def make(hypervisors: int, controller_port: int | None = None) -> Testbed:
-        bed = Testbed(tmp_path, controller_port)
+    def make(hypervisors: int, controller_port: int | None = None, **options: Any) -> Testbed:
+        bed = Testbed(tmp_path, controller_port, **options)
         made.append(bed)
         return bed.build(hypervisors)
 

@@ -88,7 +88,8 @@ class OvsInstance:
         db = self.base / "conf.db"
         if not db.exists():
             self.run(["ovsdb-tool", "create", str(db), SCHEMA])
-        self._spawn("ovsdb-server", str(db), f"--remote=punix:{self.db_sock}")
+        self._spawn("ovsdb-server", str(db), f"--remote=punix:{self.db_sock}",
+                    "--remote=db:Open_vSwitch,Open_vSwitch,manager_options")
         self._until(lambda: self.vsctl("--no-wait", "init"), "ovsdb-server", timeout)
         self._spawn("ovs-vswitchd", f"unix:{self.db_sock}")
         self._until(lambda: self.appctl("version"), "ovs-vswitchd", timeout)
@@ -192,6 +193,7 @@ class Vm:
     mac: str
     ips: tuple[str, ...]
     mtu: int
+    iface_id: str | None = None
 
 
 @dataclass
@@ -215,9 +217,17 @@ class Capture:
 
 @dataclass
 class Testbed:
+    """``managed``: hypervisors get no ``br-int`` of their own; an OVSDB manager (the controller)
+    provisions it. ``"passive"``: each runs ``set-manager tcp:<controller>:<ovsdb_port>``;
+    ``"active"``: each listens on ``ptcp:<ovsdb_port>:<its management address>``. ``underlay6``:
+    the underlay is IPv6 (2001:2::/64, RFC 5180's benchmarking prefix), tunnel addresses 2001:2::<i>."""
+
     workdir: Path
     controller_port: int | None = None
     more_controller_ports: tuple[int, ...] = ()  # further controller instances every bridge connects to
+    managed: str | None = None
+    ovsdb_port: int = 6640
+    underlay6: bool = False
     prefix: str = field(default_factory=lambda: f"ro{random.randrange(0x10000):04x}")
     hvs: dict[str, Hv] = field(default_factory=dict)
     vms: dict[str, Vm] = field(default_factory=dict)
@@ -256,7 +266,7 @@ class Testbed:
             self.root_links.append(a_name)
 
     def build(self, hypervisors: int) -> Testbed:
-        self._netns(self.fabric, ipv6=False)
+        self._netns(self.fabric, ipv6=self.underlay6)
         sh(["ip", "link", "add", "br0", "type", "bridge"], netns=self.fabric)
         sh(["ip", "link", "set", "br0", "up"], netns=self.fabric)
         for i in range(1, hypervisors + 1):
@@ -289,8 +299,9 @@ class Testbed:
 
     def add_hypervisor(self, name: str) -> Hv:
         i = len(self.hvs) + 1
-        ns = self._netns(f"{self.prefix}{name}", ipv6=False)
-        hv = Hv(name, i, ns, OvsInstance(self.workdir / self.prefix / name, ns), f"198.18.0.{i}",
+        ns = self._netns(f"{self.prefix}{name}", ipv6=self.underlay6)
+        hv = Hv(name, i, ns, OvsInstance(self.workdir / self.prefix / name, ns),
+                f"2001:2::{i}" if self.underlay6 else f"198.18.0.{i}",
                 f"198.19.{self.mgmt_net}.{4 * i + 1}", f"198.19.{self.mgmt_net}.{4 * i + 2}", i)
         self.hvs[name] = hv
         self._veth(self.fabric, f"u{i}", ns, "eth0")
@@ -303,13 +314,37 @@ class Testbed:
             hv.ovs.vsctl(*cmd)
         # eth0 is a br-phy port now; without this its kernel side would also answer ARP for the tunnel IP.
         sh(["ip", "link", "set", "eth0", "arp", "off"], netns=ns)
-        sh(["ip", "addr", "add", f"{hv.tunnel_ip}/24", "dev", "br-phy"], netns=ns)
+        if self.underlay6:
+            sh(["sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=1"], netns=ns)
+            sh(["ip", "-6", "addr", "add", f"{hv.tunnel_ip}/64", "dev", "br-phy", "nodad"], netns=ns)
+            # Interfaces made from now on (br-int, VM ends) keep quiet, as on an IPv4 underlay.
+            sh(["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"], netns=ns)
+        else:
+            sh(["ip", "addr", "add", f"{hv.tunnel_ip}/24", "dev", "br-phy"], netns=ns)
         sh(["ip", "link", "set", "br-phy", "up"], netns=ns)
-        ports = [] if self.controller_port is None else [self.controller_port]
-        controllers = [f"tcp:{hv.mgmt_root_ip}:{p}" for p in [*ports, *self.more_controller_ports]]
-        for cmd in prepare_hypervisor_commands("br-int", TUNNEL_PORT, hv.tunnel_ip, controllers, "netdev", hv.dpid):
-            hv.ovs.vsctl(*cmd)
+        if self.managed:
+            hv.ovs.vsctl("set", "Open_vSwitch", ".", f"external_ids:system-id={name}")
+        if self.managed == "passive":
+            hv.ovs.vsctl("set-manager", f"tcp:{hv.mgmt_root_ip}:{self.ovsdb_port}")
+        elif self.managed == "active":
+            hv.ovs.vsctl("set-manager", f"ptcp:{self.ovsdb_port}:{hv.mgmt_ip}")
+        else:
+            ports = [] if self.controller_port is None else [self.controller_port]
+            controllers = [f"tcp:{hv.mgmt_root_ip}:{p}" for p in [*ports, *self.more_controller_ports]]
+            for cmd in prepare_hypervisor_commands("br-int", TUNNEL_PORT, hv.tunnel_ip, controllers, "netdev",
+                                                   hv.dpid):
+                hv.ovs.vsctl(*cmd)
         return hv
+
+    def plug_vm(self, name: str, hv: str, tap: str, iface_id: str, mac: str, ips: Sequence[str],
+                mtu: int = 1450) -> Vm:
+        """A VM plugged as libvirt (and os-vif) plug one: a tap of their choosing on ``br-int`` with
+        ``external_ids`` ``iface-id``, ``attached-mac`` and ``vm-uuid``."""
+        ns = self._netns(f"{self.prefix}{name}")
+        vm = Vm(name, ns, hv, tap, mac, tuple(ips), mtu, iface_id)
+        self.vms[name] = vm
+        self._configure_vm(vm)
+        return vm
 
     def add_vm(self, name: str, hv: str, interface: str, mac: str, ips: Sequence[str], mtu: int = 1450) -> Vm:
         ns = self._netns(f"{self.prefix}{name}")
@@ -333,7 +368,14 @@ class Testbed:
                 sh(["ip", "-6", "addr", "add", f"{ip}/64", "dev", "eth0", "nodad"], netns=vm.netns)
             else:
                 sh(["ip", "addr", "add", f"{ip}/24", "dev", "eth0"], netns=vm.netns)
-        hv.ovs.vsctl("--may-exist", "add-port", "br-int", vm.interface)
+        if vm.iface_id is None:
+            hv.ovs.vsctl("--may-exist", "add-port", "br-int", vm.interface)
+            return
+        vm_uuid = f"{random.getrandbits(128):032x}"
+        hv.ovs.vsctl("--may-exist", "add-port", "br-int", vm.interface, "--", "set", "Interface", vm.interface,
+                     f"external_ids:iface-id={vm.iface_id}", f"external_ids:attached-mac={vm.mac}",
+                     f"external_ids:vm-uuid={vm_uuid[:8]}-{vm_uuid[8:12]}-{vm_uuid[12:16]}-{vm_uuid[16:20]}-"
+                     f"{vm_uuid[20:]}", "external_ids:iface-status=active")
 
     def move_vm(self, name: str, new_hv: str) -> Vm:
         """Live-migrate: the interface leaves the old bridge, the same VM reappears on the new one."""

@@ -175,9 +175,14 @@ def test_ipv4_and_ipv6_are_split():
     assert [str(ip) for ip in p.ipv6()] == ["fd00:1::1"]
 
 
-@pytest.mark.parametrize("value", ["fd00::1", "198.18.0.256", "224.0.0.1", "0.0.0.0", "127.0.0.1", 1, None])
-def test_tunnel_ip_must_be_a_unicast_ipv4_address(value):
+@pytest.mark.parametrize("value", ["fe80::1", "ff02::1", "::1", "198.18.0.256", "224.0.0.1", "0.0.0.0", "127.0.0.1",
+                                   1, None])
+def test_tunnel_ip_must_be_a_routable_unicast_address(value):
     refused(parse_hypervisor, "hv", {"dpid": 1, "tunnel_ip": value})
+
+
+def test_tunnel_ip_may_be_ipv6():
+    assert str(parse_hypervisor("hv", {"dpid": 1, "tunnel_ip": "2001:2::1"}).tunnel_ip) == "2001:2::1"
 
 
 # --- subnets ------------------------------------------------------------------------------------

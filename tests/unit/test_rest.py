@@ -28,9 +28,11 @@ SEED = (("/v1/hypervisors/hv1", HV1), ("/v1/hypervisors/hv2", HV2), ("/v1/networ
         ("/v1/networks/red", RED), ("/v1/ports/a1", A1), ("/v1/ports/a2", A2))
 
 HV1_JSON = {"name": "hv1", "dpid": "0000000000000001", "tunnel_ip": "198.18.0.1", "tunnel_port": "vxlan0",
-            "connected": False, "in_sync": False, "ofports": None, "master": None}
+            "connected": False, "in_sync": False, "ofports": None, "master": None, "ovsdb": None,
+            "tunnel_type": "vxlan"}
 HV2_JSON = {"name": "hv2", "dpid": "0000000000000002", "tunnel_ip": "198.18.0.2", "tunnel_port": "vxlan0",
-            "connected": False, "in_sync": False, "ofports": None, "master": None}
+            "connected": False, "in_sync": False, "ofports": None, "master": None, "ovsdb": None,
+            "tunnel_type": "vxlan"}
 BLUE_JSON = {"name": "blue", "vni": 5001, "tenant": "acme", "subnets": ["10.1.0.0/24", "fd00:1::/64"], "mtu": 1450,
              "unknown_arp": "replicate", "dhcp": True}
 RED_JSON = {"name": "red", "vni": 5002, "tenant": "acme", "subnets": [], "mtu": None, "unknown_arp": "replicate",
@@ -374,7 +376,7 @@ REFUSALS: list[tuple[str, str, R, int, str]] = [
     ("PUT", "/v1/hypervisors/hv3", {"dpid": 0, "tunnel_ip": "198.18.0.3"}, 400, "dpid must be between 1 and 2^64-1"),
     ("PUT", "/v1/hypervisors/hv3", {"dpid": 1 << 64, "tunnel_ip": "198.18.0.3"}, 400,
      "dpid must be between 1 and 2^64-1"),
-    ("PUT", "/v1/hypervisors/hv3", {"dpid": 3, "tunnel_ip": "fd00::3"}, 400, "tunnel_ip must be an IPv4 address"),
+    ("PUT", "/v1/hypervisors/hv3", {"dpid": 3, "tunnel_ip": "fe80::3"}, 400, "tunnel_ip fe80::3 is link-local"),
     ("PUT", "/v1/hypervisors/hv3", {"dpid": 3, "tunnel_ip": "198.18.0.256"}, 400,
      "tunnel_ip '198.18.0.256' is not an IP address"),
     ("PUT", "/v1/hypervisors/hv3", {"dpid": 3, "tunnel_ip": "224.0.0.3"}, 400,
