@@ -33,7 +33,7 @@ hub = framework_module("lib.hub")
 event = framework_module("controller.event")
 cfg = framework_module("cfg")
 
-COUNTER_POLL = 5.0  # seconds between reads of the in-switch ARP responders' counters
+COUNTER_POLL = 5.0  # seconds between reads of the in-switch ARP responders' counters, and gateway next-hop ARPs
 MAIN, CONFIG, DEAD = handler.MAIN_DISPATCHER, handler.CONFIG_DISPATCHER, handler.DEAD_DISPATCHER
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -102,9 +102,13 @@ class OverlayApp(app_base()):  # type: ignore[misc]
         while True:
             hub.sleep(COUNTER_POLL)
             self._post(self._request_counters)
+            self._post(self._resolve_next_hops)
 
     def _request_counters(self) -> None:
         self.send({dpid: [family_counter_request(Family.ARP_RESPONDER)] for dpid in self.datapaths})
+
+    def _resolve_next_hops(self) -> None:
+        self.send(self.controller.resolve_next_hops())
 
     def _post(self, fn: Callable[[], None]) -> None:
         self._send_event(Call(fn), None)
