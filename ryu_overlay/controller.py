@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from . import ofmsg
+from .events import Confirmations, EventLog
 from .flows import Flow, Group, Meter, Output, SwitchView, desired_partition, hosted_vnis, mtu_frame_len
 from .hostconfig import ANSWER_BURST, ANSWER_RATE, dhcp_answer, router_advert_for
 from .model import (
@@ -62,7 +63,7 @@ from .pipeline import (
     group_vni,
 )
 from .ratelimit import TokenBucket
-from .store import Delete, Put, Store
+from .store import KINDS, Change, Delete, Put, Store
 from .topology import Topology
 
 Batches = dict[int, list[Any]]
@@ -123,6 +124,22 @@ class SwitchState:
         return not self.awaiting
 
 
+@dataclass
+class Deferred:
+    """What a transaction's operations asked of the store and the switches, done once all of them
+    are accepted: it stands in for the store meanwhile, collecting the changes into one write."""
+
+    store: Store
+    changes: list[Change] = field(default_factory=list)
+    refresh: dict[str, set[int]] = field(default_factory=dict)  # hypervisor -> partitions
+    full_sync: set[str] = field(default_factory=set)
+    port_up: set[str] = field(default_factory=set)
+    resolve: set[str] = field(default_factory=set)  # routers whose next hop to ask for
+
+    def apply(self, changes: Iterable[Change]) -> None:
+        self.changes.extend(changes)
+
+
 class Controller:
     """``clock`` times resynchronisation hold-downs; ``wall_clock`` stamps the mobility history,
     which is persisted and so must mean the same after a restart."""
@@ -140,6 +157,9 @@ class Controller:
         self._responder_hits: dict[int, int] = {}
         self._host_answers = TokenBucket(ANSWER_RATE, ANSWER_BURST, clock)
         self._icmp_errors = TokenBucket(ICMP_ERROR_RATE, ICMP_ERROR_BURST, clock)
+        self.events = EventLog(wall_clock)
+        self.confirmations = Confirmations()
+        self._deferred: Deferred | None = None
 
     # --- placement API ----------------------------------------------------------------------
 
@@ -149,6 +169,7 @@ class Controller:
         old = self.topo.hypervisors.get(name)
         self.store.apply([Put(hv)])
         self.topo.put_hypervisor(hv)
+        self._note("created" if old is None else "changed", hv)
         vnis = hosted_vnis(self.topo, name)
         batches = self._refresh(self._hosts_of(vnis) - {name}, vnis)
         if old is None or old.dpid != hv.dpid:
@@ -161,6 +182,7 @@ class Controller:
         self.topo.check_delete_hypervisor(name)
         self.store.apply([Delete(Hypervisor, name)])
         self.topo.delete_hypervisor(name)
+        self._note_deleted(Hypervisor, name)
         return {}
 
     def put_network(self, name: str, body: Any) -> tuple[bool, Network, Batches]:
@@ -169,6 +191,7 @@ class Controller:
         old = self.topo.networks.get(name)
         self.store.apply([Put(net)])
         self.topo.put_network(net)
+        self._note("created" if old is None else "changed", net)
         vnis = {net.vni} | ({old.vni} if old else set()) | self._vnis(self.topo.routed_networks(name))
         return old is None, net, self._refresh(self.topo.interested(name), vnis)
 
@@ -176,6 +199,7 @@ class Controller:
         self.topo.check_delete_network(name)
         self.store.apply([Delete(Network, name)])
         self.topo.delete_network(name)
+        self._note_deleted(Network, name)
         return {}
 
     def put_port(self, name: str, body: Any) -> tuple[bool, Port, Batches]:
@@ -184,7 +208,9 @@ class Controller:
         if old is not None:
             port = self._carry_over(old, port, body.get("mobility_seq"))
         self.topo.check_port(port)
-        return old is None, port, self._save_port(old, port)
+        batches = self._save_port(old, port)
+        self._note("created" if old is None else "changed", port)
+        return old is None, port, batches
 
     def delete_port(self, name: str) -> Batches:
         port = self.topo.check_delete_port(name)
@@ -192,6 +218,7 @@ class Controller:
         hosts = self.topo.interested(port.network)
         self.store.apply([Delete(Port, name)])
         self.topo.delete_port(name)
+        self._note_deleted(Port, name)
         self._host_answers.forget(name)
         self._icmp_errors.forget(("port", name))
         return self._refresh(hosts, self._vnis(nets))
@@ -207,6 +234,7 @@ class Controller:
         hosts = set().union(*(self.topo.interested(n) for n in nets))
         self.store.apply([Put(router)])
         self.topo.put_router(router)
+        self._note("created" if old is None else "changed", router)
         hosts |= set().union(*(self.topo.interested(n) for n in nets))
         batches = self._refresh(hosts, self._vnis(nets))
         self._merge(batches, self._refresh(_gateway_hosts(old, router), {0}))
@@ -218,6 +246,7 @@ class Controller:
         hosts = set().union(*(self.topo.interested(n) for n in router.networks))
         self.store.apply([Delete(Router, name)])
         self.topo.delete_router(name)
+        self._note_deleted(Router, name)
         self._icmp_errors.forget(("router", name))
         batches = self._refresh(hosts, self._vnis(router.networks))
         self._merge(batches, self._refresh(_gateway_hosts(router), {0}))
@@ -245,13 +274,14 @@ class Controller:
         if claimed is not None and claimed < old.mobility_seq:
             raise Conflict(f"port {old.name} is at mobility_seq {old.mobility_seq}: a declaration based on "
                            f"{claimed} is older; read the port again")
-        if new.hypervisor is None and old.location_source == "learned" and (old.network, old.mac) == (new.network, new.mac):
+        same_port = (old.network, old.mac) == (new.network, new.mac)
+        if new.hypervisor is None and old.location_source == "learned" and same_port:
             new = new.with_location(old.hypervisor, old.interface, "learned")
         left = old.located and (old.hypervisor, old.interface) != (new.hypervisor, new.interface)
         seq = max(old.mobility_seq, claimed or 0) + int(left)
         return replace(new, mobility_seq=seq, frozen=False, recent_moves=(), duplicate=None)
 
-    def _save_port(self, old: Port | None, port: Port) -> Batches:
+    def _save_port(self, old: Port | None, port: Port, event: str | None = None) -> Batches:
         """Store a port and refresh its networks (and those routed with them: a port appearing on a
         hypervisor brings it the routes of its router) wherever they are, before and after."""
         affected_nets = {r for n in {port.network} | ({old.network} if old else set())
@@ -263,6 +293,8 @@ class Controller:
         batches = self._refresh(hosts, self._vnis(affected_nets))
         if old is None or (old.hypervisor, old.interface) != (port.hypervisor, port.interface):
             self._merge(batches, self._port_up(port))
+        if event is not None:
+            self._note(event, port)
         return batches
 
     def reload(self) -> Batches:
@@ -274,19 +306,26 @@ class Controller:
         topo = Topology()
         topo.load(*self.store.load())
         self.topo = topo
+        self.events.append("reloaded", None, None, None)
         return {dpid: self.switch_connected(dpid) for dpid in list(self.switches)}
 
     # --- switch events ----------------------------------------------------------------------
 
     def switch_connected(self, dpid: int) -> list[Any]:
         """A bridge (re)connected: forget what we believed and ask it what it has."""
+        known = dpid in self.switches
         self.switches[dpid] = SwitchState(dpid)
+        if not known:
+            self._note_switch("switch_connected", dpid)
         self.stats["switch_connects"] += 1
         return ofmsg.sync_requests()
 
     def switch_disconnected(self, dpid: int) -> None:
-        self.switches.pop(dpid, None)
+        known = self.switches.pop(dpid, None) is not None
         self._responder_hits.pop(dpid, None)
+        self.confirmations.gone(dpid)
+        if known:
+            self._note_switch("switch_disconnected", dpid)
 
     def ports_reply(self, dpid: int, ports: dict[str, int], more: bool) -> Batches:
         sw = self.switches.get(dpid)
@@ -324,7 +363,12 @@ class Controller:
             return {}
         sw.awaiting.discard(what)
         hv = self.topo.hypervisor_by_dpid(sw.dpid)
-        return self._full_sync(hv) if sw.synced and hv is not None else {}
+        if not sw.synced or hv is None:
+            return {}
+        batches = self._full_sync(hv)
+        if not batches.get(sw.dpid):
+            self._note_switch("switch_in_sync", sw.dpid)
+        return batches
 
     def port_status(self, dpid: int, name: str, ofport: int | None) -> Batches:
         """An interface appeared (``ofport`` set), changed number, or went away (None)."""
@@ -448,6 +492,9 @@ class Controller:
         """Ask for the MAC of ``router``'s next hop: an ARP request from the gateway IP out of the
         uplink (if the gateway's switch is connected and the uplink is on it); the answer comes
         back through ``uplink_in``'s trap to ``_from_uplink``."""
+        if self._deferred is not None:
+            self._deferred.resolve.add(router.name)
+            return {}
         gw = router.gateway
         hv = None if gw is None else self.topo.hypervisors.get(gw.hypervisor)
         sw = None if hv is None else self.switches.get(hv.dpid)
@@ -573,6 +620,9 @@ class Controller:
     def _port_up(self, port: Port) -> Batches:
         """An unsolicited Router Advertisement to a port that has just become reachable: its
         interface appeared on a connected switch, or the port was bound to one that has it."""
+        if self._deferred is not None:
+            self._deferred.port_up.add(port.name)
+            return {}
         hv = None if port.hypervisor is None else self.topo.hypervisors.get(port.hypervisor)
         sw = None if hv is None else self.switches.get(hv.dpid)
         if hv is None or sw is None or not sw.synced or port.interface not in sw.ofports:
@@ -692,7 +742,7 @@ class Controller:
             return {}
         if not port.located:
             self.stats["learned"] += 1
-            return self._save_port(port, port.with_location(hv, interface, "learned"))
+            return self._save_port(port, port.with_location(hv, interface, "learned"), "port_learned")
         now = self.wall_clock()
         recent = tuple(m for m in port.recent_moves if now - m.at <= MOVE_WINDOW)
         if (hv, interface) in {(m.hypervisor, m.interface) for m in recent} and \
@@ -700,22 +750,24 @@ class Controller:
             self.stats["duplicates_detected"] += 1
             LOG.warning("port %s (%s) is active at %s/%s and at %s/%s at once; held at %s/%s", port.name, port.mac,
                         port.hypervisor, port.interface, hv, interface, port.hypervisor, port.interface)
-            return self._hold(replace(port, recent_moves=recent, duplicate=Duplicate(hv, interface, now)))
+            return self._hold(replace(port, recent_moves=recent, duplicate=Duplicate(hv, interface, now)),
+                              "duplicate_address")
         if len(recent) >= MOVE_LIMIT:
             self.stats["ports_frozen"] += 1
             LOG.warning("port %s moved %d times in %ds; frozen at %s/%s", port.name, len(recent) + 1,
                         MOVE_WINDOW, port.hypervisor, port.interface)
-            return self._hold(replace(port, recent_moves=recent, frozen=True))
+            return self._hold(replace(port, recent_moves=recent, frozen=True), "port_frozen")
         self.stats["moves"] += 1
         left = Move(now, port.hypervisor, port.interface)  # type: ignore[arg-type]
         new = replace(port.with_location(hv, interface, "learned"), mobility_seq=port.mobility_seq + 1,
-                      recent_moves=recent + (left,))
-        return self._save_port(port, new)
+                      recent_moves=(*recent, left))
+        return self._save_port(port, new, "port_moved")
 
-    def _hold(self, port: Port) -> Batches:
+    def _hold(self, port: Port, event: str) -> Batches:
         """Record a port that stays where it is (frozen or duplicate); its flows do not change."""
         self.store.apply([Put(port)])
         self.topo.put_port(port)
+        self._note(event, port)
         return {}
 
     def switch_error(self, dpid: int, description: str) -> list[Any]:
@@ -744,6 +796,9 @@ class Controller:
         return sw is not None and sw.synced
 
     def _full_sync(self, hv: Hypervisor) -> Batches:
+        if self._deferred is not None:
+            self._deferred.full_sync.add(hv.name)
+            return {}
         sw = self.switches.get(hv.dpid)
         if sw is None or not sw.synced:
             return {}
@@ -756,6 +811,10 @@ class Controller:
     def _refresh(self, hypervisors: Iterable[str], vnis: Iterable[int]) -> Batches:
         """Bring the given partitions of the given hypervisors' switches to their desired state."""
         vnis = sorted(set(vnis))
+        if self._deferred is not None:
+            for name in hypervisors:
+                self._deferred.refresh.setdefault(name, set()).update(vnis)
+            return {}
         batches: Batches = {}
         for name in sorted(set(hypervisors)):
             hv = self.topo.hypervisors.get(name)
@@ -803,6 +862,63 @@ class Controller:
         for dpid, msgs in more.items():
             into.setdefault(dpid, []).extend(msgs)
 
+    # --- transactions: several changes, one store write, one batch per switch ------------------
+
+    def begin(self) -> None:
+        """From now on, changes are checked and made in memory only: their store writes, flows and
+        events wait for ``end``. The caller undoes the in-memory changes if it does not commit."""
+        self._deferred = Deferred(self.store)
+        self.store = self._deferred  # type: ignore[assignment]
+        self.events.hold()
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._deferred is not None
+
+    def end(self, commit: bool) -> Batches:
+        """Commit what was deferred since ``begin`` as one store write and return the flows of all
+        of it, one batch per switch; or drop it (``commit`` false, or the store refused the write)."""
+        deferred, self._deferred = self._deferred, None
+        assert deferred is not None
+        self.store = deferred.store
+        try:
+            if commit:
+                self.store.apply(deferred.changes)
+        except BaseException:
+            self.events.release(False)
+            raise
+        self.events.release(commit)
+        if not commit:
+            return {}
+        batches: Batches = {}
+        for name in sorted(deferred.refresh.keys() - deferred.full_sync):
+            self._merge(batches, self._refresh({name}, deferred.refresh[name]))
+        for name in sorted(deferred.full_sync & self.topo.hypervisors.keys()):
+            self._merge(batches, self._full_sync(self.topo.hypervisors[name]))
+        for name in sorted(deferred.port_up & self.topo.ports.keys()):
+            self._merge(batches, self._port_up(self.topo.ports[name]))
+        for name in sorted(deferred.resolve & self.topo.routers.keys()):
+            self._merge(batches, self._resolve(self.topo.routers[name]))
+        return batches
+
+    # --- events -----------------------------------------------------------------------------
+
+    def object_json(self, obj: Any) -> dict[str, Any]:
+        """An object as its REST GET shows it."""
+        out: dict[str, Any] = self.hypervisor_json(obj) if isinstance(obj, Hypervisor) else obj.to_json()
+        return out
+
+    def _note(self, event: str, obj: Any) -> None:
+        self.events.append(event, KINDS[type(obj)], obj.name, self.object_json(obj))
+
+    def _note_deleted(self, kind: type, name: str) -> None:
+        self.events.append("deleted", KINDS[kind], name, None)
+
+    def _note_switch(self, event: str, dpid: int) -> None:
+        hv = self.topo.hypervisor_by_dpid(dpid)
+        self.events.append(event, "hypervisors", None if hv is None else hv.name,
+                           None if hv is None else self.hypervisor_json(hv), dpid)
+
     # --- read side --------------------------------------------------------------------------
 
     def barrier_sent(self, dpid: int, xid: int) -> None:
@@ -812,8 +928,11 @@ class Controller:
 
     def barrier_replied(self, dpid: int, xid: int) -> None:
         sw = self.switches.get(dpid)
-        if sw is not None:
+        if sw is not None and xid in sw.barriers:
             sw.barriers.discard(xid)
+            if not sw.barriers and sw.synced:
+                self._note_switch("switch_in_sync", dpid)
+        self.confirmations.replied(dpid, xid)
 
     def responder_hits(self, dpid: int, packets: int) -> None:
         """The packet count of a switch's in-switch ARP responders, polled by the app."""
@@ -881,7 +1000,7 @@ def _entities(want: Mapping[int, E], have: Mapping[int, E | None], adds: list[E]
     deletes += [key for key in have if key not in want]
 
 
-def _set_or_drop(table: dict[int, dict], key: int, value: dict) -> None:
+def _set_or_drop(table: dict[int, dict[int, Any]], key: int, value: dict[int, Any]) -> None:
     if value:
         table[key] = value
     else:

@@ -348,7 +348,8 @@ def base_partition(view: SwitchView) -> Partition:
         # A port the controller has not heard of yet (its port-status is on the way) shares one meter.
         flow("ingress", P.MISS, Family.LEARN, {}, actions=up, meter=UNKNOWN_PORT_METER),
         *(flow("ingress", P.LEARN_PORT, Family.LEARN, {"in_port": no}, actions=up, meter=no) for no in vm_ports),
-        *([flow("ingress", P.TUNNEL_DROP, m, {"in_port": view.tunnel_ofport})] if view.tunnel_ofport is not None else []),
+        *([flow("ingress", P.TUNNEL_DROP, m, {"in_port": view.tunnel_ofport})]
+          if view.tunnel_ofport is not None else []),
         flow("port_security", P.MISS, m, {}),
         *(flow("port_security", P.SPOOFED, m, {"eth_type": t}) for t in (ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6)),
         flow("port_security", P.OTHER_ETHERTYPE, m, {}, goto="arp_nd"),
@@ -402,7 +403,8 @@ def memoised_on_owner(builder: Callable[..., R]) -> Callable[..., R]:
         if memo is None:
             memo = owner.__dict__[slot] = {}
         try:
-            return memo[args]
+            hit: R = memo[args]
+            return hit
         except KeyError:
             value = memo[args] = builder(owner, *args)
             return value
@@ -681,7 +683,8 @@ def router_source_flows(router: Router, network: str, vnis: tuple[tuple[str, int
     A route per router interface (every subnet of every network of the router), the TTL-expiry
     catch before them, a drop for anything else sent to the router's MAC, and the answers for
     the router's own addresses in ``network``: ARP and Neighbor Solicitations in the switch (a
-    solicitation without the asker's link-layer address goes to the controller, as for ports). Keyed by the router's networks' VNIs too: the routes carry them.
+    solicitation without the asker's link-layer address goes to the controller, as for ports).
+    Keyed by the router's networks' VNIs too: the routes carry them.
     """
     vni_of = dict(vnis)
     vni = vni_of[network]

@@ -402,6 +402,6 @@ class Changes:
         msgs: list[Any] = []
         for step in (first, adds, removals, replacements):
             if step:
-                msgs += step + [barrier()]
+                msgs += [*step, barrier()]
         return msgs
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import __version__
+from .events import MAX_WAIT
 from .model import DEFAULT_MTU, MAX_NAME, MOBILITY_SEQ_MAX, MTU_MAX, MTU_MIN, UNKNOWN_ARP_MODES, VNI_MAX, VNI_MIN
 
 NAME = {"type": "string", "minLength": 1, "maxLength": MAX_NAME, "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"}
@@ -66,6 +67,104 @@ def _collection_paths(kind: str, item: str, put_codes: tuple[int, ...], delete_c
             "delete": {"summary": f"Delete one of {kind}", "operationId": f"delete_{item.lower()}",
                        "responses": {"204": _answer("deleted"), **_errors(*delete_codes)}},
         },
+    }
+
+
+# The collections a transaction may change, with the schema of a PUT body of each.
+TRANSACTION_KINDS = (("hypervisors", "HypervisorInput"), ("networks", "NetworkInput"), ("ports", "PortInput"),
+                     ("routers", "RouterInput"))
+EVENT_TYPES = ("created", "changed", "deleted", "port_learned", "port_moved", "port_frozen", "duplicate_address",
+               "switch_connected", "switch_disconnected", "switch_in_sync", "reloaded")
+MAX_SEQ = 2**53 - 1  # the largest integer a JavaScript client reads exactly
+
+
+def _transaction_schemas() -> dict[str, Any]:
+    puts = [{"type": "object", "required": ["op", "kind", "name", "body"], "additionalProperties": False,
+             "properties": {"op": {"type": "string", "enum": ["put"]}, "kind": {"type": "string", "enum": [kind]},
+                            "name": NAME, "body": _ref(schema)}} for kind, schema in TRANSACTION_KINDS]
+    delete = {"type": "object", "required": ["op", "kind", "name"], "additionalProperties": False,
+              "properties": {"op": {"type": "string", "enum": ["delete"]},
+                             "kind": {"type": "string", "enum": [kind for kind, _ in TRANSACTION_KINDS]},
+                             "name": {"type": "string"}}}
+    return {
+        "TransactionInput": {
+            "type": "object", "required": ["operations"], "additionalProperties": False,
+            "properties": {
+                "operations": {"type": "array", "items": {"oneOf": [*puts, delete]},
+                               "description": "applied in order, each checked against the state the earlier "
+                                              "ones left; all or none"},
+                "wait": {"type": "string", "enum": ["hv"],
+                         "description": "answer only once every switch the transaction changed has confirmed "
+                                        "it (barrier reply), or the timeout expired"},
+                "timeout": {"type": "number", "minimum": 0, "maximum": MAX_WAIT, "default": 30,
+                            "description": "seconds to wait with \"wait\": \"hv\""}}},
+        "Transaction": {
+            "type": "object", "required": ["results"],
+            "properties": {
+                "results": {"type": "array", "items": {
+                    "type": "object", "required": ["op", "kind", "name", "status", "body"],
+                    "properties": {"op": {"type": "string", "enum": ["put", "delete"]},
+                                   "kind": {"type": "string"}, "name": {"type": "string"},
+                                   "status": {"type": "integer", "enum": [200, 201, 204]},
+                                   "body": {"type": "object", "nullable": True,
+                                            "description": "what the single PUT would answer; null for a "
+                                                           "delete"}}}},
+                "unconfirmed": {"type": "array", "items": {"type": "string"},
+                                "description": "with \"wait\": \"hv\": the hypervisors that had not "
+                                               "confirmed when the timeout expired, or disconnected first"}}},
+        "TransactionError": {
+            "type": "object", "required": ["error"],
+            "properties": {"error": {"type": "string"},
+                           "index": {"type": "integer", "minimum": 0,
+                                     "description": "the refused operation; absent when the request as a "
+                                                    "whole is malformed"}}},
+        "Event": {
+            "type": "object", "required": ["seq", "at", "type", "kind", "name", "object"],
+            "properties": {
+                "seq": {"type": "integer", "minimum": 0}, "at": {"type": "number"},
+                "type": {"type": "string", "enum": list(EVENT_TYPES)},
+                "kind": {"type": "string", "nullable": True}, "name": {"type": "string", "nullable": True},
+                "object": {"type": "object", "nullable": True,
+                           "description": "the object as its GET shows it after the event; null once gone"},
+                "dpid": {"type": "string", "pattern": "^[0-9a-f]{16}$", "description": "switch events only"}}},
+        "Events": {
+            "type": "object", "required": ["events", "last", "resync"],
+            "properties": {"events": {"type": "array", "items": _ref("Event")},
+                           "last": {"type": "integer", "minimum": 0, "description": "the latest seq"},
+                           "resync": {"type": "boolean",
+                                      "description": "events after since were lost: re-read the state"}}},
+    }
+
+
+def _transaction_paths() -> dict[str, Any]:
+    refused = _answer("an operation (the one at index) or the request was refused; nothing was changed",
+                      _ref("TransactionError"))
+    return {
+        "/v1/transactions": {"post": {
+            "summary": "Apply several PUTs and DELETEs at once, all or none", "operationId": "transaction",
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": _ref("TransactionInput"),
+                "example": {"operations": [
+                    {"op": "put", "kind": "networks", "name": "blue", "body": {"vni": 5001, "tenant": "acme"}},
+                    {"op": "put", "kind": "ports", "name": "a1",
+                     "body": {"network": "blue", "mac": "02:aa:00:00:00:01"}}], "wait": "hv", "timeout": 5}}}},
+            "responses": {"200": _answer("applied", _ref("Transaction")),
+                          **{str(code): refused for code in (400, 404, 409)}, **_errors(413)}}},
+        "/v1/events": {"get": {
+            "summary": "The change events after a sequence number (long poll, or server-sent events)",
+            "operationId": "events",
+            "parameters": [
+                {"name": "since", "in": "query", "required": False,
+                 "schema": {"type": "integer", "minimum": 0, "maximum": MAX_SEQ},
+                 "description": "the last seq the client has; without it, only events from now on"},
+                {"name": "timeout", "in": "query", "required": False,
+                 "schema": {"type": "number", "minimum": 0, "maximum": MAX_WAIT},
+                 "description": "seconds to wait for an event if there is none yet (default 0); with "
+                                "server-sent events, how long the stream lasts (default: until closed)"}],
+            "responses": {"200": {"description": "the events; text/event-stream when asked for in Accept",
+                                  "content": {"application/json": {"schema": _ref("Events")},
+                                              "text/event-stream": {"schema": {"type": "string"}}}},
+                          **_errors(400)}}},
     }
 
 
@@ -201,6 +300,7 @@ def openapi_document() -> dict[str, Any]:
                 "floating_ips": {"type": "object", "additionalProperties": {"type": "string"}},
                 "mac": {**MAC, "description": "the router's MAC, allocated by the controller; kept for its life"}}},
     }
+    schemas.update(_transaction_schemas())
     paths: dict[str, Any] = {}
     paths.update(_collection_paths("hypervisors", "Hypervisor", (400, 409, 413), (404, 409),
                                    {"dpid": "0000000000000001", "tunnel_ip": "198.18.0.1", "tunnel_port": "vxlan0"}))
@@ -213,6 +313,7 @@ def openapi_document() -> dict[str, Any]:
     paths.update(_collection_paths("routers", "Router", (400, 404, 409, 413), (404,),
                                    {"tenant": "acme", "interfaces": [{"network": "blue", "ip": "10.1.0.254/24"},
                                                                      {"network": "blue", "ip": "fd00:1::fe/64"}]}))
+    paths.update(_transaction_paths())
     paths["/v1/topology"] = {"get": {
         "summary": "The topology graph (networkx node-link JSON) of hypervisors, networks and ports",
         "operationId": "topology",

@@ -12,8 +12,9 @@ Layouts shared by all tables:
   (0 for flows of no network), bits 0-31 a fingerprint of the flow's content. Where two
   distinct flows of one partition would share a cookie, each gets a salted fingerprint instead
   (``flows.resolve_clashes``). The cookie therefore names one exact flow of a switch: the
-  controller deletes and resynchronises flows by cookie alone, and ``ovs-ofctl dump-flows br-int cookie=0x00001389_00000000/0x00ffffff00000000``
-  lists everything of VNI 5001.
+  controller deletes and resynchronises flows by cookie alone, and
+  ``ovs-ofctl dump-flows br-int cookie=0x00001389_00000000/0x00ffffff00000000`` lists everything
+  of VNI 5001.
 * **group ids**: bits 0-23 the VNI, bits 24-31 the group's role (``GroupRole``).
 * **reg0** bit 0: set by ``mtu_check`` when the frame is larger than its network's MTU allows
   (``check_pkt_larger``), read by ``mtu_oversize``.

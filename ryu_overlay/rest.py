@@ -22,9 +22,11 @@ from typing import Any, TypeVar
 
 from webob import Request, Response
 
+from . import transactions
 from .controller import Batches, Controller
+from .events import MAX_WAIT, Watch
 from .model import Network, OverlayError, Port, Router
-from .openapi import openapi_document
+from .openapi import MAX_SEQ, openapi_document
 from .store import StoreUnavailable
 
 MAX_BODY = 1 << 20
@@ -35,6 +37,8 @@ _ROUTES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^/v1/(hypervisors|networks|ports|routers)$"), "collection"),
     (re.compile(r"^/v1/(hypervisors|networks|ports|routers)/([^/]+)$"), "item"),
     (re.compile(r"^/v1/(topology|stats|openapi\.json)$"), "info"),
+    (re.compile(r"^/v1/transactions$"), "transactions"),
+    (re.compile(r"^/v1/events$"), "events"),
 ]
 
 
@@ -58,13 +62,15 @@ class RestApp:
         self.token = token
         self.run = run or _direct
 
-    def __call__(self, environ: dict, start_response: Callable) -> Any:
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         return self.handle(Request(environ))(environ, start_response)
 
     def handle(self, req: Request) -> Response:
         try:
             self._authorize(req)
             return self._route(req)
+        except transactions.OperationFailed as exc:
+            return _json(exc.status, {"error": str(exc), **({} if exc.index is None else {"index": exc.index})})
         except OverlayError as exc:
             return _json(exc.status, {"error": str(exc)})
         except StoreUnavailable as exc:
@@ -118,9 +124,9 @@ class RestApp:
         if method == "GET":
             if kind == "hypervisors":
                 return _json(200, c.hypervisor_json(c.topo.get_hypervisor(name)))
-            get: Callable[[str], Network | Port | Router] = {
-                "networks": c.topo.get_network, "ports": c.topo.get_port, "routers": c.topo.get_router}[kind]
-            return _json(200, get(name).to_json())
+            getters: dict[str, Callable[[str], Network | Port | Router]] = {
+                "networks": c.topo.get_network, "ports": c.topo.get_port, "routers": c.topo.get_router}
+            return _json(200, getters[kind](name).to_json())
         if method == "DELETE":
             delete = {"hypervisors": c.delete_hypervisor, "networks": c.delete_network, "ports": c.delete_port,
                       "routers": c.delete_router}[kind]
@@ -130,9 +136,9 @@ class RestApp:
             created, hv, batches = c.put_hypervisor(name, body)
             self.emit(batches)
             return _json(201 if created else 200, c.hypervisor_json(hv))
-        put: Callable[[str, Any], tuple[bool, Network | Port | Router, Batches]] = {
-            "networks": c.put_network, "ports": c.put_port, "routers": c.put_router}[kind]
-        created, obj, batches = put(name, body)
+        putters: dict[str, Callable[[str, Any], tuple[bool, Network | Port | Router, Batches]]] = {
+            "networks": c.put_network, "ports": c.put_port, "routers": c.put_router}
+        created, obj, batches = putters[kind](name, body)
         self.emit(batches)
         return _json(201 if created else 200, obj.to_json())
 
@@ -145,15 +151,77 @@ class RestApp:
         return _json(200, openapi_document())
 
 
+    def _transactions(self, req: Request) -> Response:
+        _allow(req, "POST")
+        tx = transactions.parse_transaction(_body(req))
+        results, watch = self.run(lambda: self._transaction_step(tx))
+        answer: dict[str, Any] = {"results": results}
+        if watch is not None:
+            watch.done.wait(tx.timeout)
+            answer["unconfirmed"] = watch.unconfirmed()
+        return _json(200, answer)
+
+    def _transaction_step(self, tx: transactions.Transaction) -> tuple[list[dict[str, Any]], Watch | None]:
+        c = self.controller
+        results, batches = transactions.run(c, tx)
+        self.emit(batches)
+        if not tx.wait:
+            return results, None
+        pending = {dpid: set(sw.barriers) for dpid in batches if (sw := c.switches.get(dpid)) is not None}
+        names = {dpid: hv.name for dpid in batches if (hv := c.topo.hypervisor_by_dpid(dpid)) is not None}
+        return results, c.confirmations.watch(pending, names, tx.timeout)
+
+    def _events(self, req: Request) -> Response:
+        """Read without the state path: the event log is safe to read from here, and waiting on it
+        holds only this connection."""
+        _allow(req, "GET")
+        since = _query_int(req, "since")
+        if "text/event-stream" in req.headers.get("Accept", ""):
+            last_id = req.headers.get("Last-Event-ID")
+            if last_id is not None and last_id.strip().isdigit():
+                since = int(last_id)
+            timeout = _query_seconds(req, "timeout", None)
+            req.environ["eventlet.minimum_write_chunk_size"] = 0  # write each event as it comes
+            resp = Response(status=200, content_type="text/event-stream", charset=None,
+                            app_iter=self.controller.events.stream(since, timeout))
+            resp.headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            return resp
+        page = self.controller.events.wait(since, _query_seconds(req, "timeout", 0.0) or 0.0)
+        return _json(200, page.to_json())
+
+
+def _query_int(req: Request, name: str) -> int | None:
+    raw = req.GET.get(name)
+    if raw is None:
+        return None
+    if not re.fullmatch(r"[0-9]{1,16}", raw) or int(raw) > MAX_SEQ:
+        raise HTTPError(400, f"{name} must be an integer from 0 to {MAX_SEQ}")
+    return int(raw)
+
+
+def _query_seconds(req: Request, name: str, default: float | None) -> float | None:
+    raw = req.GET.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= MAX_WAIT:
+        raise HTTPError(400, f"{name} must be a number of seconds from 0 to {MAX_WAIT:.0f}")
+    return value
+
+
 def _direct(step: Callable[[], T]) -> T:
     return step()
 
 
 def _path(req: Request) -> str:
     try:
-        return req.path_info
+        path: str = req.path_info
     except UnicodeDecodeError:
-        return req.environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8", "replace")
+        path = str(req.environ.get("PATH_INFO", "")).encode("latin-1").decode("utf-8", "replace")
+    return path
 
 
 def _allow(req: Request, *methods: str) -> None:

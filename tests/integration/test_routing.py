@@ -35,8 +35,9 @@ def routed(ctl: Any, make_bed: Any) -> Overlay:
     put(ctl, "/v1/routers/r1", ROUTER)
     for vm, net in (("a1", "blue"), ("g2", "green"), ("g3", "green")):
         v4, v6 = GATEWAYS[net]
-        bed.vm_exec(vm, ["ip", "route", "add", "default", "via", v4], check=True)
-        bed.vm_exec(vm, ["ip", "-6", "route", "add", "default", "via", v6], check=True)
+        bed.vm_exec(vm, ["ip", "route", "replace", "default", "via", v4], check=True)
+        # the router's Router Advertisement may already have given a default route via its link-local address
+        bed.vm_exec(vm, ["ip", "-6", "route", "replace", "default", "via", v6], check=True)
     overlay.wait_in_sync()
     return overlay
 

@@ -296,3 +296,18 @@ def test_trace_follows_snat_out_and_the_reply_back(tmp_path, capsys):
     assert f"leaves hv4 port 7 as eth_src={mac}, eth_dst=00:00:5e:00:53:01, ipv4_src={GATEWAY_IP}" in text
     assert "zone 1: +est+rpl+trk, ipv4_dst 198.51.100.2 -> 10.1.0.1" in text
     assert text.rstrip().endswith("delivered on hv1 port 2")  # tapA1 is hv1's second interface by name
+
+
+def test_a_gateway_put_in_a_transaction_asks_for_its_next_hop_once_committed():
+    from ryu_overlay.transactions import parse_transaction, run
+
+    c = placement()
+    net = SimNet(c, {hv: bridge_ports(hv) for hv in HYPERVISORS})
+    net.apply(c.delete_router("r1"))
+    body = {"operations": [{"op": "put", "kind": "routers", "name": "r1", "body": router()}]}
+    _, batches = run(c, parse_transaction(body))
+    outs = [m for m in batches[4] if isinstance(m, parser.OFPPacketOut)]
+    assert [(Ether(m.data)[ARP].pdst, [a.port for a in m.actions]) for m in outs] == [(NEXT_HOP, [UPLINK])]
+    net.apply(batches)
+    resolved(net)
+    assert uplink(net.send("hv1", out(net, "a1"))) == [(rmac(net), NEXT_HOP_MAC, GATEWAY_IP, OUTSIDE, 63)]
