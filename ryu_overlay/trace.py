@@ -719,10 +719,12 @@ def format_fabric(result: FabricResult) -> str:
 
 
 def assumed_ofports(controller: Any, overrides: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:
-    """Port numbers per hypervisor: tunnel port 1, then its ports' interfaces by name, unless given."""
+    """Port numbers per hypervisor: tunnel port 1, then its ports' interfaces and its routers'
+    uplinks by name, unless given."""
     out: dict[str, dict[str, int]] = {}
     for name, hv in controller.topo.hypervisors.items():
-        ifaces = sorted({p.interface for p in controller.topo.ports_on(name) if p.interface})
+        ifaces = sorted({p.interface for p in controller.topo.ports_on(name) if p.interface} |
+                        {r.gateway.interface for r in controller.topo.gateways_on(name) if r.gateway is not None})
         ports = {hv.tunnel_port: 1, **{i: n for n, i in enumerate(ifaces, start=2)}}
         ports.update(overrides.get(name, {}))
         out[name] = ports

@@ -288,6 +288,8 @@ def test_trace_follows_snat_out_and_the_reply_back(tmp_path, capsys):
               "udp_src=4000,udp_dst=53"
     reply = f"in_port=uplink0,eth_src=00:00:5e:00:53:01,eth_dst={mac},udp,ipv4_src={OUTSIDE}," \
             f"ipv4_dst={GATEWAY_IP},udp_src=53,udp_dst=4000"
+    assert trace_main(["hv1", request, "--db", str(db), "--then", "hv4", reply]) == 0
+    assert "port numbers of hv4 (guessed): vxlan0=1, tapG4=2, uplink0=3" in capsys.readouterr().out
     assert trace_main(["hv1", request, "--db", str(db), "--ofport", "hv4:uplink0=7",
                        "--then", "hv4", reply]) == 0
     text = capsys.readouterr().out
