@@ -3,7 +3,9 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PIP     := $(VENV)/bin/pip
 APT_PACKAGES := python3 python3-venv python3-dev gcc openvswitch-switch mininet iperf3 \
-                iputils-ping ethtool tcpdump arping ndisc6 iproute2 procps isc-dhcp-client
+                iputils-ping ethtool tcpdump arping ndisc6 iproute2 procps isc-dhcp-client \
+                chromium chromium-driver \
+                etcd-server etcd-client
 PYTEST_ARGS ?=
 
 .PHONY: install apt venv lint test unit demo bench clean

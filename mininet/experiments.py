@@ -1,7 +1,7 @@
 """Experiments on the Mininet overlay (ryu_overlay/testing/mininet_topo.py), one command each;
 each writes a CSV and a PNG.
 
-    python mininet/experiments.py connectivity|flooding|migration|throughput|all \\
+    python mininet/experiments.py connectivity|flooding|migration|throughput|east-west|north-south|all \\
         --pods 2 --hv-per-pod 2 --tenants 2 --vms 2 --out results/
 
 Every experiment builds its own topology (with the real ``ryu-overlay`` controller) and removes
@@ -23,9 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ryu_overlay.pipeline import FROM_TUNNEL, NETWORK_MASK, TABLE_IDS, VNI_MASK, Priority
 from ryu_overlay.testing import mininet_topo as topo_mod
 from ryu_overlay.testing.mininet_topo import OverlayNet, Spec, sigterm_as_interrupt
-from ryu_overlay.testing.report import print_table
+from ryu_overlay.testing.report import percentile, print_table
 
 VXLAN_LIMIT = (1450 - 40) / (1500 - 40)  # TCP payload per full-size packet, overlay vs underlay
 
@@ -481,8 +482,279 @@ def throughput(on: OverlayNet, out: Path, seconds: int = 5, repeats: int = 3) ->
     return {"overlay_mbps": mean(3), "underlay_mbps": mean(4), "ratio": mean(3) / mean(4)}
 
 
+# --- east-west routing: distributed versus one central router ----------------------------------------
+
+CENTRAL_COOKIE = "0xce00000000000001"  # family byte 0xce, above the controller's: the central baseline
+CENTRAL_PRIORITY = Priority.ROUTE + 5   # in l3_route: above ROUTE, below TTL_EXPIRED (expiry stays local)
+TAKEOVER_PRIORITY = Priority.CLASSIFY + 100  # in ingress: before the controller's tunnel classification
+EW_VARIANTS = (("distributed", "ryu-overlay: routed on the ingress hypervisor", "#1f77b4"),
+               ("central", "every routed packet through one router hypervisor", "#d62728"))
+
+
+def central_hypervisor(on: OverlayNet) -> str:
+    """The baseline's router hypervisor: one that hosts no routed VM, and not the gateway if there is a choice."""
+    hosting = {v.hv for v in on.routedinfo.values()}
+    free = [h for h in on.hvinfo if h not in hosting]
+    if not free:
+        raise SystemExit("east-west needs a hypervisor without routed VMs (>= 3 hypervisors)")
+    return next((h for h in free if h != on.gateway_hv), free[0])
+
+
+def central_router_flows(on: OverlayNet, central: str, router_mac: str) -> dict[str, list[str]]:
+    """The hand-programmed baseline, as ``ovs-ofctl add-flows`` lines per hypervisor (cookie CENTRAL_COOKIE).
+
+    On every hypervisor hosting a routed VM, ``l3_route`` sends a frame to the router's MAC for
+    another subnet of the router, unrouted and with its own network's VNI, to ``central``
+    (instead of routing it there), and ``ingress`` accepts what ``central`` sends back as from a
+    peer of that network. On ``central``, which hosts none of the routed networks, ``ingress``
+    routes such frames as ``l3_route`` + ``l3_neighbour`` would (``dec_ttl``, the router's MAC as
+    source, the target VM's MAC, its network's VNI) and sends them back into the tunnel to the
+    target's hypervisor. The controller's own flows stay; it reconciles only when a switch
+    connects, so it leaves these alone.
+    """
+    nets = {n.name: n for n in topo_mod.ROUTED_NETS}
+    tun = {h: on.ofport(h, topo_mod.TUNNEL_PORT) for h in on.hvinfo}
+    central_ip = on.hvinfo[central].tunnel_ip
+    head = f"cookie={CENTRAL_COOKIE},"
+    flows: dict[str, list[str]] = {h: [] for h in on.hvinfo}
+    for hv in sorted({v.hv for v in on.routedinfo.values()}):
+        for src in topo_mod.ROUTED_NETS:
+            flows[hv].append(f"{head}table={TABLE_IDS['ingress']},priority={TAKEOVER_PRIORITY},in_port={tun[hv]},"
+                             f"tun_src={central_ip},tun_id={src.vni},actions="
+                             f"write_metadata:{src.vni | FROM_TUNNEL:#x}/{NETWORK_MASK:#x},"
+                             f"goto_table:{TABLE_IDS['l2_lookup']}")
+            for dst in topo_mod.ROUTED_NETS:
+                if dst is src:
+                    continue
+                for fam, subnet in zip(("ip", "ipv6"), dst.subnets, strict=True):
+                    field = "nw_dst" if fam == "ip" else "ipv6_dst"
+                    flows[hv].append(f"{head}table={TABLE_IDS['l3_route']},priority={CENTRAL_PRIORITY},"
+                                     f"metadata={src.vni:#x}/{VNI_MASK:#x},dl_dst={router_mac},{fam},"
+                                     f"{field}={subnet},actions=set_field:{src.vni}->tun_id,"
+                                     f"set_field:{central_ip}->tun_dst,output:{tun[hv]}")
+    for v in on.routedinfo.values():
+        for src in topo_mod.ROUTED_NETS:
+            if src.name == v.network:
+                continue
+            for fam, ip in zip(("ip", "ipv6"), v.ips, strict=True):
+                field = "nw_dst" if fam == "ip" else "ipv6_dst"
+                flows[central].append(
+                    f"{head}table={TABLE_IDS['ingress']},priority={TAKEOVER_PRIORITY},in_port={tun[central]},"
+                    f"tun_id={src.vni},dl_dst={router_mac},{fam},{field}={ip},actions=dec_ttl,"
+                    f"set_field:{router_mac}->eth_src,set_field:{v.mac}->eth_dst,"
+                    f"set_field:{nets[v.network].vni}->tun_id,set_field:{on.hvinfo[v.hv].tunnel_ip}->tun_dst,in_port")
+    return {h: f for h, f in flows.items() if f}
+
+
+def set_central(on: OverlayNet, flows: dict[str, list[str]] | None, workdir: Path) -> None:
+    """Install the central-router baseline (``flows``), or remove it (None); then empty the datapath caches."""
+    for hv in on.hvinfo:
+        on.hv(hv).ovs.ofctl("del-flows", f"cookie={CENTRAL_COOKIE}/-1")
+    for hv, lines in (flows or {}).items():
+        path = workdir / f"central-{hv}.flows"
+        path.write_text("\n".join(lines) + "\n")
+        on.hv(hv).ovs.ofctl("add-flows", str(path))
+    _flush_datapath(on)
+
+
+def _ping_rtts(on: OverlayNet, src: str, dst: str, count: int, interval: float,
+               pattern: str = "") -> tuple[list[float], list[int]]:
+    """RTTs (ms) and reply TTLs of ``count`` pings from VM ``src`` to ``dst``."""
+    cmd: list[Any] = ["ping", "-n", "-c", count, "-i", interval, "-W", "1"]
+    if pattern:
+        cmd += ["-p", pattern]
+    res = on.vm(src).run(*cmd, dst, check=False, timeout=count * (interval + 1) + 30)
+    rtts = [float(t) for t in re.findall(r"time=([\d.]+) ms", res.stdout)]
+    ttls = [int(t) for t in re.findall(r"ttl=(\d+)", res.stdout)]
+    return rtts, ttls
+
+
+def _underlay_hops(on: OverlayNet, out: Path, label: str, src: str, dst: str, pings: int) -> tuple[float, float]:
+    """VXLAN packets sent on the underlay per ping (request and reply), and leaf/spine routers they crossed.
+
+    tcpdump runs on every hypervisor's underlay link at its leaf; a packet counts once, on the
+    link of the hypervisor that sent it (outer source), if its inner frame carries this run's
+    ping pattern. Inside a pod the leaf bridges (0 routers); between pods a tunnel packet crosses
+    leaf, spine, leaf (3).
+    """
+    pattern = f"e5{sum(map(ord, label)) & 0xff:02x}{len(label):02x}e5"
+    paths = {hv: out / f"ew-{label}-{hv}.pcap" for hv in on.hvinfo}
+    caps = {hv: on.capture(on.leaf_of(hv), hv, "udp port 4789", paths[hv]) for hv in on.hvinfo}
+    try:
+        rtts, _ = _ping_rtts(on, src, dst, pings, 0.05, pattern)
+    finally:
+        time.sleep(0.3)
+        for p in caps.values():
+            _stop(p)
+    from scapy.layers.inet import IP
+    from scapy.layers.vxlan import VXLAN
+    pod_of = {h.tunnel_ip: h.pod for h in on.hvinfo.values()}
+    mark = bytes.fromhex(pattern)
+    sent = [p for hv, path in paths.items() for p in _read_pcap(path)
+            if VXLAN in p and p[IP].src == on.hvinfo[hv].tunnel_ip and mark in bytes(p[VXLAN].payload)]
+    routers = sum(0 if pod_of.get(p[IP].src) == pod_of.get(p[IP].dst) else 3 for p in sent)
+    if len(rtts) != pings:
+        raise RuntimeError(f"{label}: {len(rtts)}/{pings} pings answered {src} -> {dst}")
+    return len(sent) / pings, routers / pings
+
+
+def east_west(on: OverlayNet, out: Path, count: int = 200, rounds: int = 3, interval: float = 0.02,
+              hop_pings: int = 10) -> dict[str, Any]:
+    """Routed ping RTT and underlay hops between the routed tenant's subnets: distributed versus central.
+
+    Pairs: ``rblue1`` to ``rgreen1`` (another hypervisor, another pod) and to ``rgreen2`` (the
+    same hypervisor). Per round, each variant in turn (the baseline is installed and removed by
+    cookie): 5 warm-up pings, then ``count`` pings every ``interval`` s, unobserved (no capture
+    competes for the CPUs). Then, once per variant and pair, ``hop_pings`` pings under capture
+    count the VXLAN packets. RTT percentiles are over all rounds' pings.
+    """
+    if not on.routedinfo:
+        raise SystemExit("east-west needs the routed tenant (without --no-l3)")
+    central = central_hypervisor(on)
+    router_mac = on.ctl.api("GET", f"/v1/routers/{topo_mod.ROUTER}")[1]["mac"]
+    baseline = central_router_flows(on, central, router_mac)
+    src = on.routedinfo["rblue1"]
+    pairs = [(src, on.routedinfo[d]) for d in ("rgreen1", "rgreen2")]
+    samples: dict[tuple[str, str], list[float]] = {}
+    ttls: dict[tuple[str, str], set[int]] = {}
+    raw = []
+    try:
+        for r in range(1, rounds + 1):
+            for variant, _, _ in EW_VARIANTS:
+                set_central(on, baseline if variant == "central" else None, out)
+                for a, b in pairs:
+                    _ping_rtts(on, a.name, b.ips[0], 5, 0.05)
+                    rtts, tt = _ping_rtts(on, a.name, b.ips[0], count, interval)
+                    samples.setdefault((variant, b.name), []).extend(rtts)
+                    ttls.setdefault((variant, b.name), set()).update(tt)
+                    raw += [[variant, f"{a.name}->{b.name}", r, i, t] for i, t in enumerate(rtts, 1)]
+        hops = {}
+        for variant, _, _ in EW_VARIANTS:
+            set_central(on, baseline if variant == "central" else None, out)
+            for a, b in pairs:
+                _ping_rtts(on, a.name, b.ips[0], 3, 0.05)
+                hops[(variant, b.name)] = _underlay_hops(on, out, f"{variant}-{b.name}", a.name, b.ips[0], hop_pings)
+    finally:
+        set_central(on, None, out)
+    write_csv(out / "east-west-rtts.csv", ["variant", "pair", "round", "n", "rtt_ms"], raw)
+    rows = []
+    for variant, _, _ in EW_VARIANTS:
+        for a, b in pairs:
+            rtt = samples[(variant, b.name)]
+            vx, routers = hops[(variant, b.name)]
+            rows.append([variant, f"{a.name}->{b.name}", a.hv, b.hv, central if variant == "central" else "-",
+                         f"{len(rtt)}/{rounds * count}", round(percentile(rtt, 50), 3), round(percentile(rtt, 90), 3),
+                         round(vx, 2), round(routers, 2), "/".join(map(str, sorted(ttls[(variant, b.name)])))])
+    header = ["variant", "pair", "src_hv", "dst_hv", "router_hv", "answered", "rtt_p50_ms", "rtt_p90_ms",
+              "vxlan_pkts_per_ping", "fabric_routers_per_ping", "reply_ttl"]
+    write_csv(out / "east-west.csv", header, rows)
+    _plot_east_west(out, rows, pairs, central, rounds * count)
+    print_table(header, rows)
+    return {f"{r[0]}:{r[1]}": {"p50_ms": r[6], "p90_ms": r[7], "vxlan_per_ping": r[8], "routers_per_ping": r[9],
+                               "answered": r[5], "reply_ttl": r[10]} for r in rows}
+
+
+def _plot_east_west(out: Path, rows: list[list[Any]], pairs: list[Any], central: str, n: int) -> None:
+    plt = _plt()
+    fig, (ax_r, ax_h) = plt.subplots(1, 2, figsize=(9, 3.8))
+    labels = [f"{a.name}→{b.name}\n({a.hv}→{b.hv})" for a, b in pairs]
+    for k, (variant, label, color) in enumerate(EW_VARIANTS):
+        mine = [r for r in rows if r[0] == variant]
+        xs = [x + (k - 0.5) * 0.38 for x in range(len(pairs))]
+        ax_r.bar(xs, [r[6] for r in mine], 0.38, color=color, label=f"{label} (p50)")
+        ax_r.bar(xs, [r[7] - r[6] for r in mine], 0.38, bottom=[r[6] for r in mine], color=color, alpha=0.35)
+        ax_h.bar(xs, [r[8] for r in mine], 0.38, color=color, label=label)
+        for x, r in zip(xs, mine, strict=True):
+            ax_r.text(x, r[7], f"{r[6]:.2f}/{r[7]:.2f}", ha="center", va="bottom", fontsize=7)
+            ax_h.text(x, r[8], f"{r[8]:g}", ha="center", va="bottom", fontsize=8)
+    for ax in (ax_r, ax_h):
+        ax.set_xticks(range(len(pairs)), labels, fontsize=8)
+    ax_r.set_ylabel("ping RTT (ms): p50, light to p90")
+    ax_r.set_title(f"{n} pings per bar", fontsize=9)
+    ax_h.set_ylabel("VXLAN packets on the underlay per ping")
+    ax_h.set_title("request + reply", fontsize=9)
+    ax_r.set_ylim(0, 1.2 * max(r[7] for r in rows))
+    ax_h.set_ylim(0, 1.5 * max(*(r[8] for r in rows), 1))
+    ax_h.legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"East-west routed ping: distributed router vs one central router hypervisor ({central})",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "east-west.png", dpi=110)
+    plt.close(fig)
+
+
+# --- north-south through the gateway --------------------------------------------------------------------
+
+def north_south(on: OverlayNet, out: Path, seconds: int = 5, repeats: int = 3) -> dict[str, Any]:
+    """iperf3 TCP from ``rblue1`` to the outside host through the router's external gateway, with SNAT.
+
+    Declares the gateway over REST (``PUT /v1/routers/rt`` with ``gateway`` on the gateway
+    hypervisor's ``uplink0``, next hop the outside host, ``snat: true``), checks that the outside
+    host sees the SNAT address as the source of the VM's pings, then per run: iperf3 from the VM
+    to the outside host, and for reference the underlay between the VM's hypervisor and the
+    gateway hypervisor (their ``br-phy`` addresses, the same fabric).
+
+    Needs the gateway's flows (SNAT; issue #12 item 2). Without them the SNAT check stops the
+    experiment with an error saying so, before anything is measured.
+    """
+    if not on.routedinfo:
+        raise SystemExit("north-south needs the routed tenant and the outside host (without --no-l3)")
+    vm = on.routedinfo["rblue1"]
+    gw_hv = on.gateway_hv
+    snat_ip = topo_mod.GATEWAY_IP.split("/")[0]
+    gateway = {"hypervisor": gw_hv, "interface": topo_mod.UPLINK, "ip": topo_mod.GATEWAY_IP,
+               "next_hop": topo_mod.OUTSIDE_IP}
+    on.put(f"/v1/routers/{topo_mod.ROUTER}", topo_mod.router_body(gateway, snat=True))
+    on.wait_in_sync()
+    on.ping(vm.name, topo_mod.OUTSIDE_IP, count=3, wait=2)  # the controller resolves the next hop meanwhile
+    path = out / "north-south-outside.pcap"
+    cap = on.capture(on.outside, "eth0", "-Q in icmp", path)
+    try:
+        replied = on.ping(vm.name, topo_mod.OUTSIDE_IP, count=3, wait=2)
+    finally:
+        time.sleep(0.3)
+        _stop(cap)
+    from scapy.layers.inet import ICMP, IP
+    sources = sorted({p[IP].src for p in _read_pcap(path) if ICMP in p and p[ICMP].type == 8})
+    if not replied or sources != [snat_ip]:
+        raise RuntimeError(f"{vm.name} -> outside host {topo_mod.OUTSIDE_IP}: replied {replied}, echo requests "
+                           f"seen outside from {sources} (expected {snat_ip}); the gateway's SNAT flows "
+                           "(issue #12 item 2) must be on this branch")
+    src_hv, dst_hv = on.hvinfo[vm.hv], on.hvinfo[gw_hv]
+    rows = []
+    for r in range(1, repeats + 1):
+        snat = _iperf(on, on.outside, on.vm(vm.name), topo_mod.OUTSIDE_IP, seconds)
+        under = _iperf(on, on.hv(gw_hv), on.hv(vm.hv), dst_hv.tunnel_ip, seconds)
+        rows.append([r, f"{vm.name}->outside", f"{src_hv.name}->{gw_hv}", round(snat, 1), round(under, 1),
+                     round(snat / under, 3)])
+    def mean(i: int) -> float:
+        return sum(r[i] for r in rows) / len(rows)
+
+    rows.append(["mean", rows[0][1], rows[0][2], round(mean(3), 1), round(mean(4), 1), round(mean(3) / mean(4), 3)])
+    header = ["run", "snat_pair", "underlay_pair", "snat_mbps", "underlay_mbps", "ratio"]
+    write_csv(out / "north-south.csv", header, rows)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    runs = rows[:-1]
+    xs = range(len(runs))
+    ax.bar([x - 0.2 for x in xs], [r[3] for r in runs], 0.4, label=f"{vm.name} → outside host, SNAT via {gw_hv}")
+    ax.bar([x + 0.2 for x in xs], [r[4] for r in runs], 0.4, label=f"underlay {src_hv.name} → {gw_hv}")
+    ax.set_xticks(list(xs), [f"run {r[0]}\nratio {r[5]:.2f}" for r in runs])
+    ax.set_ylabel("iperf3 TCP Mbit/s")
+    ax.set_title(f"North-south through the gateway with SNAT, {seconds} s runs", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "north-south.png", dpi=110)
+    plt.close(fig)
+    print_table(header, rows)
+    return {"snat_source_seen": sources, "snat_mbps": mean(3), "underlay_mbps": mean(4), "ratio": mean(3) / mean(4)}
+
+
 EXPERIMENTS: dict[str, Callable[..., dict[str, Any]]] = {
-    "connectivity": connectivity, "throughput": throughput, "migration": migration, "flooding": flooding}
+    "connectivity": connectivity, "throughput": throughput, "migration": migration, "flooding": flooding,
+    "east-west": east_west, "north-south": north_south}
+# TODO(#12 item 2): north-south joins `all` (and so `make demo`) once the gateway's flows are merged.
+ALL = [name for name in EXPERIMENTS if name != "north-south"]
 
 
 def run(name: str, spec: Spec, out: Path, **kw: Any) -> dict[str, Any]:
@@ -506,17 +778,21 @@ def main(argv: list[str] | None = None) -> int:
     Spec.add_arguments(ap)
     ap.add_argument("--out", type=Path, default=Path("results"))
     ap.add_argument("--moves", type=int, default=4, help="migration: number of moves")
-    ap.add_argument("--seconds", type=int, default=5, help="throughput: iperf3 duration")
-    ap.add_argument("--repeats", type=int, default=3, help="throughput: runs")
+    ap.add_argument("--seconds", type=int, default=5, help="throughput, north-south: iperf3 duration")
+    ap.add_argument("--repeats", type=int, default=3, help="throughput, north-south: runs")
+    ap.add_argument("--count", type=int, default=200, help="east-west: pings per pair, variant and round")
+    ap.add_argument("--rounds", type=int, default=3, help="east-west: rounds (variants alternate)")
     args = ap.parse_args(argv)
     sigterm_as_interrupt()
     spec = Spec.from_arguments(args)
-    names = list(EXPERIMENTS) if args.experiment == "all" else [args.experiment]
+    names = ALL if args.experiment == "all" else [args.experiment]
+    options: dict[str, dict[str, Any]] = {"migration": {"moves": args.moves},
+                                          "throughput": {"seconds": args.seconds, "repeats": args.repeats},
+                                          "north-south": {"seconds": args.seconds, "repeats": args.repeats},
+                                          "east-west": {"count": args.count, "rounds": args.rounds}}
     results = {}
     for name in names:
-        kw = {"moves": args.moves} if name == "migration" else \
-             {"seconds": args.seconds, "repeats": args.repeats} if name == "throughput" else {}
-        results[name] = run(name, spec, args.out, **kw)
+        results[name] = run(name, spec, args.out, **options.get(name, {}))
     (args.out / "summary.json").write_text(json.dumps(results, indent=2, default=str))
     return 0
 

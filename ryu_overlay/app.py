@@ -13,18 +13,22 @@ from __future__ import annotations
 
 import gc
 import os
+import socket
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, TypeVar
 
 import eventlet
 import eventlet.wsgi
 
+from .cluster import Mastership
 from .compat import app_base, framework_module, ofproto as ofp, parser
 from .controller import Batches, Controller
-from .ofmsg import decode_group, decode_meter, family_counter_request, wire
+from .etcdstore import EtcdStore, Event, is_etcd
+from .ofmsg import decode_group, decode_meter, family_counter_request, role_request, wire
 from .pipeline import Family
 from .rest import RestApp
-from .store import SqliteStore
+from .store import SqliteStore, Store, change_key
 from .worker import StatePath, WriteBehindStore
 
 ofp_event = framework_module("controller.ofp_event")
@@ -46,7 +50,14 @@ def set_ev_cls(ev_cls: Any, dispatchers: Any = None) -> Callable[[F], F]:
 CLI_OPTS = [
     cfg.StrOpt("rest-host", default="127.0.0.1", help="address the REST API listens on (default 127.0.0.1)"),
     cfg.IntOpt("rest-port", default=8080, help="TCP port of the REST API (default 8080)"),
-    cfg.StrOpt("db", default="./ryu-overlay.db", help="SQLite file holding the placement state"),
+    cfg.StrOpt("db", default="./ryu-overlay.db",
+               help="SQLite file holding the placement state, or etcd://HOST:PORT[,HOST:PORT...][/PREFIX] "
+                    "for an etcd v3 cluster shared by several instances (docs/scale-out.md)"),
+    cfg.StrOpt("instance-id", default=None,
+               help="name of this controller instance (default: host name:OpenFlow port)"),
+    cfg.IntOpt("lease-ttl", default=10,
+               help="etcd only: seconds after an instance stops renewing its lease until its switches are "
+                    "taken over (default 10)"),
     cfg.StrOpt("rest-token", default=None,
                help="bearer token every REST request must carry (default: $RYU_OVERLAY_REST_TOKEN, else none)"),
 ]
@@ -75,9 +86,22 @@ class OverlayApp(app_base()):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.store = WriteBehindStore(SqliteStore(cfg.CONF.db))
+        port = getattr(cfg.CONF, "ofp_tcp_listen_port", None) or 6653
+        self.instance_id: str = cfg.CONF.instance_id or f"{socket.gethostname()}:{port}"
+        self.etcd = EtcdStore(cfg.CONF.db) if is_etcd(cfg.CONF.db) else None
+        backing: Store = self.etcd if self.etcd is not None else SqliteStore(cfg.CONF.db)
+        self.store = WriteBehindStore(backing)
         self.controller = Controller(self.store)
         self.datapaths: dict[int, Any] = {}
+        self.mastership = Mastership(self.instance_id)
+        self.roles: dict[int, bool] = {}  # dpid -> the role last requested (True: MASTER), several instances only
+        self._connected: list[int] = []  # the dpids connected here, as published in etcd
+        if self.etcd is None:
+            self.controller.master_of = lambda dpid: self.instance_id if dpid in self.controller.switches else None
+            self.controller.instances = lambda: [self.instance_id]
+        else:
+            self.controller.master_of = self.mastership.master_of
+            self.controller.instances = lambda: sorted(self.mastership.instances)
         token = cfg.CONF.rest_token or os.environ.get("RYU_OVERLAY_REST_TOKEN") or None
         self.path = StatePath(self.controller, self._post, self.send)
         self.rest = RestApp(self.controller, self.send, token, self.path.call)
@@ -96,7 +120,81 @@ class OverlayApp(app_base()):  # type: ignore[misc]
         self.logger.info("REST API on http://%s:%d/v1/", *sock.getsockname()[:2])
         self.threads.append(hub.spawn(eventlet.wsgi.server, sock, self.rest, log_output=False))
         self.threads.append(hub.spawn(self._poll_counters))
+        if self.etcd is not None:
+            self.threads.append(hub.spawn(self.etcd.watch, self.etcd.revision + 1, self._watched,
+                                          lambda: self._post(self._resync)))
+            self.threads.append(hub.spawn(self._lease_loop))
+            self._post(lambda: self._reassign(self.etcd.revision if self.etcd else 0))
         return thread
+
+    # --- several instances on etcd (docs/scale-out.md) -----------------------------------------
+
+    def _watched(self, events: list[Event]) -> None:
+        """From the watch's green thread: apply what another instance changed, on the state path."""
+        self._post(lambda: self._remote(events))
+
+    def _remote(self, events: list[Event]) -> None:
+        assert self.etcd is not None
+        changes, members = self.etcd.observe(events)
+        self.send(self.controller.apply_remote(changes))
+        if members or any(change_key(c)[0] == "hypervisors" for c in changes):
+            self._reassign(events[-1].revision)
+
+    def _resync(self) -> None:
+        """The watch missed changes (etcd compacted them): reload everything and reconcile."""
+        self.send(self.controller.reload())
+        self._reassign(self.etcd.revision if self.etcd else 0)
+
+    def _reassign(self, revision: int) -> None:
+        """Take the role each connected switch should have in the current view: program the switches
+        this instance masters (reconciled without a flush, as after a reconnection), leave the rest."""
+        if self.etcd is None:
+            return
+        switches = [hv.dpid for hv in self.controller.topo.hypervisors.values()]
+        self.mastership.update(self.etcd.instances, switches, revision)
+        mine, generation = self.mastership.mine(), self.mastership.generation
+        for dpid in sorted(self.datapaths):
+            want = dpid in mine
+            if want and dpid not in self.controller.switches:
+                self.logger.info("taking switch %016x as MASTER (generation %d)", dpid, generation)
+                self.roles[dpid] = True
+                self._send_one(dpid, [role_request(True, generation), *self.controller.switch_connected(dpid)])
+            elif not want and self.roles.get(dpid) is not False:
+                if self.roles.get(dpid):
+                    self.logger.info("leaving switch %016x to %s", dpid, self.mastership.master_of(dpid))
+                self.roles[dpid] = False
+                self.controller.switch_disconnected(dpid)
+                self._send_one(dpid, [role_request(False, generation)])
+
+    def _lease_loop(self) -> None:
+        """Keep this instance alive in etcd and publish the switches connected to it."""
+        assert self.etcd is not None
+        ttl = max(1, cfg.CONF.lease_ttl)
+        lease, published, renewed = None, None, 0.0
+        while True:
+            try:
+                if lease is None:
+                    lease, published = self.etcd.grant(ttl), None
+                connected = list(self._connected)
+                if connected != published:
+                    record = {"id": self.instance_id, "switches": connected,
+                              "rest": "http://{}:{}".format(*self.rest_address)}
+                    try:
+                        self.etcd.register(self.instance_id, record, lease)
+                    except Exception:
+                        lease = None  # perhaps expired while etcd was away: take a new one
+                        raise
+                    published, renewed = connected, time.monotonic()
+                elif time.monotonic() - renewed >= ttl / 3:
+                    if self.etcd.keepalive(lease) <= 0:
+                        self.logger.warning("the lease of instance %s had expired; registering again", self.instance_id)
+                        lease = None
+                        continue
+                    renewed = time.monotonic()
+            except Exception as exc:  # etcd unreachable or without quorum: keep trying; the lease may survive
+                self.logger.warning("could not renew instance %s in etcd: %s", self.instance_id, exc)
+                hub.sleep(min(1.0, ttl / 3))
+            hub.sleep(0.1)
 
     def _poll_counters(self) -> None:
         while True:
@@ -136,14 +234,22 @@ class OverlayApp(app_base()):  # type: ignore[misc]
     def _features(self, ev: Any) -> None:
         dp = ev.msg.datapath
         self.datapaths[dp.id] = dp
-        self._send_one(dp.id, self.controller.switch_connected(dp.id))
+        if self.etcd is None:
+            self._send_one(dp.id, self.controller.switch_connected(dp.id))
+            return
+        self.roles.pop(dp.id, None)
+        self.controller.switch_disconnected(dp.id)
+        self._connected = sorted(self.datapaths)
+        self._reassign(self.mastership.generation)
 
     @set_ev_cls(ofp_event.EventOFPStateChange, DEAD)
     def _gone(self, ev: Any) -> None:
         dp, dpid = ev.datapath, ev.datapath.id
         if dpid is not None and self.datapaths.get(dpid) is dp:
             del self.datapaths[dpid]
+            self.roles.pop(dpid, None)
             self.controller.switch_disconnected(dpid)
+            self._connected = sorted(self.datapaths)
 
     @set_ev_cls(ofp_event.EventOFPAggregateStatsReply, MAIN)
     def _aggregate(self, ev: Any) -> None:
@@ -189,4 +295,10 @@ class OverlayApp(app_base()):  # type: ignore[misc]
     def _error(self, ev: Any) -> None:
         msg = ev.msg
         text = f"type={msg.type} code={msg.code} data={bytes(msg.data)[:64].hex()}"
+        if msg.type == ofp.OFPET_ROLE_REQUEST_FAILED:
+            # A newer view gave the switch to another instance first: stop programming it.
+            self.logger.warning("switch %016x refused our role request (%s)", msg.datapath.id, text)
+            self.roles[msg.datapath.id] = False
+            self.controller.switch_disconnected(msg.datapath.id)
+            return
         self._send_one(msg.datapath.id, self.controller.switch_error(msg.datapath.id, text))

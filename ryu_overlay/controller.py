@@ -160,6 +160,11 @@ class Controller:
         self.events = EventLog(wall_clock)
         self.confirmations = Confirmations()
         self._deferred: Deferred | None = None
+        # The controller instance that masters a switch (by dpid), for GET /v1/hypervisors; the app
+        # sets it (several instances: from the etcd view, docs/scale-out.md). Alone, it masters
+        # every switch connected to it.
+        self.master_of: Callable[[int], str | None] = lambda dpid: None
+        self.instances: Callable[[], list[str]] = list  # the live instances' ids
 
     # --- placement API ----------------------------------------------------------------------
 
@@ -308,6 +313,71 @@ class Controller:
         self.topo = topo
         self.events.append("reloaded", None, None, None)
         return {dpid: self.switch_connected(dpid) for dpid in list(self.switches)}
+
+    def apply_remote(self, changes: Iterable[Change]) -> Batches:
+        """Changes another controller instance made (seen through the store's watch), already validated
+        and durable there: apply them to memory and bring the affected switches this instance
+        programs to their desired state. A change this topology cannot take (it disagrees with
+        the store) makes it reload everything instead."""
+        hosts: set[str] = set()
+        vnis: set[int] = set()
+        resync: list[str] = []
+        ups: list[Port] = []
+        try:
+            for change in changes:
+                name = change.obj.name if isinstance(change, Put) else change.name
+                kind = type(change.obj) if isinstance(change, Put) else change.kind
+                old = self._footprint(kind, name, hosts, vnis)
+                if isinstance(change, Put):
+                    getattr(self.topo, _PUT[kind])(change.obj)
+                else:
+                    getattr(self.topo, _DELETE[kind])(name)
+                new = self._footprint(kind, name, hosts, vnis)
+                if kind is Hypervisor and new is not None and (old is None or old.dpid != new.dpid):
+                    resync.append(name)
+                if kind is Port and new is not None and (old is None or (old.hypervisor, old.interface) !=
+                                                         (new.hypervisor, new.interface)):
+                    ups.append(new)
+        except (KeyError, ValueError, AttributeError):
+            LOG.exception("a change from another instance did not fit the topology; reloading it")
+            return self.reload()
+        batches = self._refresh(hosts, vnis)
+        for name in resync:
+            self._merge(batches, self._full_sync(self.topo.hypervisors[name]))
+        for port in ups:
+            self._merge(batches, self._port_up(port))
+        return batches
+
+    def _footprint(self, kind: type, name: str, hosts: set[str], vnis: set[int]) -> Any:
+        """Add the hypervisors and partitions an object's flows live on; return the object (or None)."""
+        if kind is Port:
+            port = self.topo.ports.get(name)
+            if port is not None and port.network in self.topo.networks:
+                hosts |= self.topo.interested(port.network)
+                vnis |= self._vnis(self.topo.routed_networks(port.network))
+            return port
+        if kind is Router:
+            router = self.topo.routers.get(name)
+            if router is not None:
+                hosts |= set().union(*(self.topo.interested(n) for n in router.networks))
+                vnis |= self._vnis(router.networks) | ({0} if router.gateway is not None else set())
+            return router
+        if kind is Network:
+            net = self.topo.networks.get(name)
+            if net is not None:
+                hosts |= self.topo.hosts(name)
+                vnis.add(net.vni)
+            return net
+        if kind is Hypervisor:
+            hv = self.topo.hypervisors.get(name)
+            if hv is not None:
+                hosted = hosted_vnis(self.topo, name)
+                hosts |= {name} | self._hosts_of(hosted)
+                vnis |= hosted
+            return hv
+        hosts |= set(self.topo.hypervisors)  # a kind without a footprint here: every partition of every switch
+        vnis |= {0} | {n.vni for n in self.topo.networks.values()}
+        return None
 
     # --- switch events ----------------------------------------------------------------------
 
@@ -946,7 +1016,17 @@ class Controller:
     def hypervisor_json(self, hv: Hypervisor) -> dict[str, Any]:
         sw = self.switches.get(hv.dpid)
         ofports = None if sw is None or "ports" in sw.awaiting else dict(sorted(sw.ofports.items()))
-        return {**hv.to_json(), "connected": self.connected(hv), "in_sync": self.in_sync(hv), "ofports": ofports}
+        return {**hv.to_json(), "connected": self.connected(hv), "in_sync": self.in_sync(hv), "ofports": ofports,
+                "master": self.master_of(hv.dpid)}
+
+    def instances_json(self) -> list[dict[str, Any]]:
+        """The live controller instances, each with the hypervisors whose switches it masters."""
+        masters: dict[str, list[str]] = {name: [] for name in self.instances()}
+        for hv in sorted(self.topo.hypervisors.values(), key=lambda h: h.name):
+            master = self.master_of(hv.dpid)
+            if master is not None:
+                masters.setdefault(master, []).append(hv.name)
+        return [{"id": name, "hypervisors": hvs} for name, hvs in sorted(masters.items())]
 
     def stats_json(self) -> dict[str, Any]:
         return {
@@ -977,6 +1057,11 @@ def _reportable(frame: bytes, version: int) -> bool:
     if len(ip) < 40:
         return False
     return not (ip[6] == 58 and (len(ip) <= 40 or ip[40] < 128))
+
+
+_PUT = {Hypervisor: "put_hypervisor", Network: "put_network", Port: "put_port", Router: "put_router"}
+_DELETE = {Hypervisor: "delete_hypervisor", Network: "delete_network", Port: "delete_port",
+           Router: "delete_router"}
 
 
 def _gateway_hosts(*routers: Router | None) -> set[str]:

@@ -37,8 +37,18 @@ def prepare_hypervisor_commands(bridge: str, tunnel_port: str, tunnel_ip: str, c
         port.append(f"ofport_request={tunnel_ofport}")
     cmds = [create, port]
     if controllers:
-        cmds.append(["set-controller", bridge, *controllers])
+        cmds.append(controller_command(bridge, controllers))
     return cmds
+
+
+def controller_command(bridge: str, controllers: Sequence[str], max_backoff_ms: int = 1000) -> list[str]:
+    """Point ``bridge`` at every controller instance in one transaction (the switch then connects to
+    all of them and each instance takes its OpenFlow role), each reconnecting within ``max_backoff_ms``."""
+    ids = [f"@c{i}" for i in range(len(controllers))]
+    cmd = ["set", "bridge", bridge, "controller=[" + ",".join(ids) + "]"]
+    for ref, target in zip(ids, controllers, strict=True):
+        cmd += ["--", f"--id={ref}", "create", "controller", f"target=\"{target}\"", f"max_backoff={max_backoff_ms}"]
+    return cmd
 
 
 def prepare_underlay_commands(br_phy: str, interface: str) -> list[list[str]]:
@@ -61,7 +71,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--bridge", default="br-int")
     ap.add_argument("--tunnel-port", default="vxlan0", help="name of the flow-based VXLAN port (default vxlan0)")
     ap.add_argument("--tunnel-ip", required=True, help="this hypervisor's VTEP address")
-    ap.add_argument("--controller", action="append", default=[], help="e.g. tcp:198.19.0.1:6653 (repeatable)")
+    ap.add_argument("--controller", action="append", default=[],
+                    help="e.g. tcp:198.19.0.1:6653; repeat it for each controller instance (docs/scale-out.md)")
     ap.add_argument("--datapath-type", help="netdev for the userspace datapath")
     ap.add_argument("--dpid", help="datapath id, 16 hex digits")
     ap.add_argument("--tunnel-ofport", type=int, help="ask OVS for this OpenFlow port number for the tunnel")

@@ -359,6 +359,12 @@ def family_counter_request(family: int) -> Any:
                                            family << 56, 0xFF << 56, parser.OFPMatch())
 
 
+def role_request(master: bool, generation: int) -> Any:
+    """Ask to be the switch's MASTER or a SLAVE; ``generation`` must not be lower than any the switch saw."""
+    role = ofp.OFPCR_ROLE_MASTER if master else ofp.OFPCR_ROLE_SLAVE
+    return parser.OFPRoleRequest(None, role, generation)
+
+
 def barrier() -> Any:
     return parser.OFPBarrierRequest(None)
 

@@ -184,7 +184,7 @@ def openapi_document() -> dict[str, Any]:
             }},
         "Hypervisor": {
             "type": "object",
-            "required": ["name", "dpid", "tunnel_ip", "tunnel_port", "connected", "in_sync", "ofports"],
+            "required": ["name", "dpid", "tunnel_ip", "tunnel_port", "connected", "in_sync", "ofports", "master"],
             "properties": {"name": NAME, "dpid": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
                            "tunnel_ip": {"type": "string"}, "tunnel_port": IFNAME,
                            "connected": {"type": "boolean",
@@ -195,7 +195,12 @@ def openapi_document() -> dict[str, Any]:
                            "ofports": {"type": "object", "nullable": True,
                                        "additionalProperties": {"type": "integer", "minimum": 1},
                                        "description": "OpenFlow port number of each interface on its bridge, "
-                                                      "as the switch reported them; null while not connected"}}},
+                                                      "as the switch reported them; null while not connected"},
+                           "master": {"type": "string", "nullable": True,
+                                      "description": "id of the controller instance that masters its switch "
+                                                     "(OpenFlow role MASTER); null when none does. "
+                                                     "`connected`, `in_sync` and `ofports` are as the answering "
+                                                     "instance sees them: ask the master"}}},
         "NetworkInput": {
             "type": "object", "required": ["vni", "tenant"], "additionalProperties": False,
             "properties": {
@@ -324,6 +329,15 @@ def openapi_document() -> dict[str, Any]:
         "summary": "Counters", "operationId": "stats",
         "responses": {"200": _answer("counters", {"type": "object",
                                                   "additionalProperties": {"type": "integer"}}), **_errors()}}}
+    paths["/v1/instances"] = {"get": {
+        "summary": "Live controller instances, with the hypervisors whose switches each masters",
+        "operationId": "instances",
+        "responses": {"200": _answer("the instances, by id", {
+            "type": "object", "required": ["instances"],
+            "properties": {"instances": {"type": "array", "items": {
+                "type": "object", "required": ["id", "hypervisors"],
+                "properties": {"id": {"type": "string"},
+                               "hypervisors": {"type": "array", "items": NAME}}}}}}), **_errors()}}}
     paths["/v1/openapi.json"] = {"get": {
         "summary": "This document", "operationId": "openapi",
         "responses": {"200": _answer("OpenAPI 3 document", {"type": "object"}), **_errors()}}}

@@ -8,6 +8,10 @@ become ``{"error": ...}`` with their HTTP status; nothing is changed by a refuse
 because the controller validates before it writes. A write the store failed to make durable
 answers 503 and is undone.
 
+``GET /`` and ``GET /console/<file>`` serve the web console: the files of ``ryu_overlay/console``,
+by name only (nothing else on disk is reachable) and without the token, which the console asks
+for and sends with its own data requests.
+
     curl -X PUT localhost:8080/v1/networks/blue -d '{"vni": 5001, "tenant": "acme"}'
 """
 
@@ -18,6 +22,7 @@ import json
 import logging
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from webob import Request, Response
@@ -32,11 +37,16 @@ from .store import StoreUnavailable
 MAX_BODY = 1 << 20
 LOG = logging.getLogger("ryu_overlay.rest")
 T = TypeVar("T")
+CONSOLE_DIR = Path(__file__).parent / "console"
+CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".LICENSE": "text/plain"}
+# The console's page may load only its own files and talk only to this server (Cytoscape.js sets
+# inline styles on the elements it draws in, hence 'unsafe-inline' for styles, not scripts).
+CONSOLE_CSP = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'"
 
 _ROUTES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^/v1/(hypervisors|networks|ports|routers)$"), "collection"),
     (re.compile(r"^/v1/(hypervisors|networks|ports|routers)/([^/]+)$"), "item"),
-    (re.compile(r"^/v1/(topology|stats|openapi\.json)$"), "info"),
+    (re.compile(r"^/v1/(topology|stats|instances|openapi\.json)$"), "info"),
     (re.compile(r"^/v1/transactions$"), "transactions"),
     (re.compile(r"^/v1/events$"), "events"),
 ]
@@ -67,6 +77,10 @@ class RestApp:
 
     def handle(self, req: Request) -> Response:
         try:
+            static = _console_file(_path(req))
+            if static is not None:
+                _allow(req, "GET", "HEAD")
+                return _static(static)
             self._authorize(req)
             return self._route(req)
         except transactions.OperationFailed as exc:
@@ -148,6 +162,8 @@ class RestApp:
             return self.run(lambda: _json(200, self.controller.topo.node_link()))
         if what == "stats":
             return self.run(lambda: _json(200, self.controller.stats_json()))
+        if what == "instances":
+            return self.run(lambda: _json(200, {"instances": self.controller.instances_json()}))
         return _json(200, openapi_document())
 
 
@@ -210,6 +226,31 @@ def _query_seconds(req: Request, name: str, default: float | None) -> float | No
     if not 0 <= value <= MAX_WAIT:
         raise HTTPError(400, f"{name} must be a number of seconds from 0 to {MAX_WAIT:.0f}")
     return value
+
+
+def _console_file(path: str) -> str | None:
+    """The console file a path names (``/`` is its page), or None for any path outside the console."""
+    if path == "/":
+        return "index.html"
+    if not path.startswith("/console/"):
+        return None
+    name = path.removeprefix("/console/")
+    if name not in _console_files():
+        raise HTTPError(404, f"no such resource: {path}")
+    return name
+
+
+def _console_files() -> frozenset[str]:
+    """The names a request may ask for: the files of the console directory itself, no others."""
+    return frozenset(p.name for p in CONSOLE_DIR.iterdir() if p.is_file() and p.suffix in CONTENT_TYPES)
+
+
+def _static(name: str) -> Response:
+    resp = Response(status=200, content_type=CONTENT_TYPES[Path(name).suffix], charset="utf-8",
+                    body=(CONSOLE_DIR / name).read_bytes())
+    resp.headers.update({"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff",
+                         "Content-Security-Policy": CONSOLE_CSP, "Referrer-Policy": "no-referrer"})
+    return resp
 
 
 def _direct(step: Callable[[], T]) -> T:

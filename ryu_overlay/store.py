@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -27,6 +27,10 @@ from .model import (
 Obj = Hypervisor | Network | Port | Router
 KINDS: dict[type, str] = {Hypervisor: "hypervisors", Network: "networks", Port: "ports", Router: "routers"}
 Loaded = tuple[list[Hypervisor], list[Network], list[Port], list[Router]]
+# How a stored document of each kind becomes an object again; a new kind adds one entry here and in KINDS.
+FROM_RECORD: dict[str, Callable[[dict[str, Any]], Obj]] = {
+    "hypervisors": hypervisor_from_record, "networks": network_from_record, "ports": port_from_record,
+    "routers": router_from_record}
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,18 @@ Change = Put | Delete
 
 class StoreUnavailable(Exception):
     """The store could not make a change durable, so the change was undone (HTTP 503)."""
+
+
+def change_key(change: Change) -> tuple[str, str]:
+    """(kind, name) of the object a change writes."""
+    if isinstance(change, Put):
+        return KINDS[type(change.obj)], change.obj.name
+    return KINDS[change.kind], change.name
+
+
+def document(obj: Obj) -> str:
+    """The stored JSON document of an object, the same bytes in every store and on every instance."""
+    return json.dumps(obj.to_json(), sort_keys=True)
 
 
 class Store(Protocol):
@@ -77,10 +93,8 @@ class SqliteStore:
         def rows(table: str) -> list[dict[str, Any]]:
             return [json.loads(doc) for (doc,) in self._db.execute(f"SELECT doc FROM {table} ORDER BY name")]
 
-        return ([hypervisor_from_record(r) for r in rows("hypervisors")],
-                [network_from_record(r) for r in rows("networks")],
-                [port_from_record(r) for r in rows("ports")],
-                [router_from_record(r) for r in rows("routers")])
+        hvs, nets, ports, routers = ([FROM_RECORD[kind](r) for r in rows(kind)] for kind in KINDS.values())
+        return hvs, nets, ports, routers  # type: ignore[return-value]
 
     def apply(self, changes: Iterable[Change]) -> None:
         self._db.execute("BEGIN IMMEDIATE")
@@ -89,7 +103,7 @@ class SqliteStore:
                 if isinstance(change, Put):
                     self._db.execute(
                         f"INSERT OR REPLACE INTO {KINDS[type(change.obj)]} (name, doc) VALUES (?, ?)",
-                        (change.obj.name, json.dumps(change.obj.to_json(), sort_keys=True)))
+                        (change.obj.name, document(change.obj)))
                 else:
                     self._db.execute(f"DELETE FROM {KINDS[change.kind]} WHERE name = ?", (change.name,))
             self._db.execute("COMMIT")

@@ -27,6 +27,7 @@ from eventlet import tpool
 
 from .compat import framework_module
 from .controller import Batches, Controller
+from .model import Conflict
 from .store import Change, Loaded, Store, StoreUnavailable
 
 LOG = logging.getLogger("ryu_overlay.worker")
@@ -68,6 +69,11 @@ def _blocking(fn: Callable[..., T], *args: Any) -> T:
     return fn(*args)
 
 
+def _in_store(lock: threading.Lock, fn: Callable[..., T], *args: Any) -> T:
+    with lock:
+        return fn(*args)
+
+
 class WriteBehindStore:
     """A ``Store`` whose ``apply`` queues and returns; a writer thread commits in order.
 
@@ -82,9 +88,13 @@ class WriteBehindStore:
         self.on_failure = on_failure
         self._queue = hub.Queue()
         self._lock = threading.Lock()  # never held across a wait
+        # Held by the native thread while it is inside the wrapped store: closing the store waits
+        # for it, since killing the writer green thread does not stop a commit or read under way.
+        self._in_store = threading.Lock()
         self._queued = 0  # number of the last write queued
         self._settled = 0  # number of the last write committed or refused
-        self._refused: list[tuple[int, int]] = []  # (first, last) numbers of refused writes
+        self._refused: list[tuple[int, int, Exception]] = []  # (first, last) numbers of refused writes, why
+        self._cause: Exception | None = None  # why writes are refused until the next reload
         self._broken = False
         self._reloaded_at = 0  # writes up to this number are behind the last reload
         self._waiters: dict[int, Any] = {}  # ticket -> Event
@@ -105,9 +115,13 @@ class WriteBehindStore:
         return loaded  # type: ignore[no-any-return]
 
     def apply(self, changes: Iterable[Change]) -> None:
-        """Queue ``changes``; called only on the state path, so the numbering is its order."""
+        """Queue ``changes``; called only on the state path, so the numbering is its order.
+
+        A store that compares what it writes with what memory held (etcd) binds the changes to
+        that here, on the state path (``prepare``), since memory moves on before the commit."""
+        prepare = getattr(self.store, "prepare", None)
         self._queued += 1
-        self._queue.put((self._queued, list(changes)))
+        self._queue.put((self._queued, prepare(changes) if prepare else list(changes)))
 
     def ticket(self) -> int:
         """What the state in memory depends on: the last write queued since the last reload, or 0."""
@@ -119,15 +133,16 @@ class WriteBehindStore:
         if pending is not None:
             pending.wait()
         with self._lock:
-            refused = any(first <= ticket <= last for first, last in self._refused)
+            refused = [why for first, last, why in self._refused if first <= ticket <= last]
         if refused:
-            raise StoreUnavailable("the store failed to write the change; it was undone")
+            raise refused[0]
 
     def close(self) -> None:
         if self._writer is not None:
             hub.kill(self._writer)
             self._writer = None
-        self.store.close()
+        with self._in_store:
+            self.store.close()
 
     def _write_loop(self) -> None:
         while True:
@@ -144,28 +159,66 @@ class WriteBehindStore:
                     writes.append(item)
             self._commit(writes)
 
-    def _commit(self, writes: list[tuple[int, list[Change]]]) -> None:
+    def _commit(self, writes: list[tuple[int, list[Any]]]) -> None:
         if not writes:
             return
-        first, last = writes[0][0], writes[-1][0]
+        last = writes[-1][0]
         if not self._broken:
             try:
-                _blocking(self.store.apply, [c for _, changes in writes for c in changes])
-            except Exception:
-                LOG.exception("the store failed to commit writes %d..%d; refusing writes until reloaded", first, last)
-                self._broken = True
-                if self.on_failure is not None:
-                    self.on_failure()
-            else:
+                self._store_apply([c for _, changes in writes for c in changes])
+            except Conflict:
+                writes = self._one_by_one(writes)
+            except Exception as exc:
+                self._fail(writes[0][0], exc)
+            if not writes:
+                return
+            if not self._broken:
                 self._settle(last)
                 return
         with self._lock:
-            self._refused.append((first, last))
+            self._refused.append((writes[0][0], last, self._cause or StoreUnavailable("refused")))
         self._settle(last)
+
+    def _one_by_one(self, writes: list[tuple[int, list[Any]]]) -> list[tuple[int, list[Any]]]:
+        """A group commit conflicted (etcd): commit its writes one at a time to find the one that did.
+        Those before it are durable; it is refused with its ``Conflict``, and the writes after it are
+        returned to be refused too (their validation saw its change)."""
+        for i, (number, changes) in enumerate(writes):
+            try:
+                self._store_apply(changes)
+            except Exception as exc:
+                self._fail(number, exc)
+                with self._lock:
+                    self._refused.append((number, number, exc if isinstance(exc, Conflict) else self._cause))  # type: ignore[arg-type]
+                self._settle(number)
+                return writes[i + 1:]
+            self._settle(number)
+        return []
+
+    def _fail(self, first: int, exc: Exception) -> None:
+        """Refuse writes from ``first`` on until the path has reloaded the store's state."""
+        if isinstance(exc, Conflict):
+            LOG.warning("write %d conflicted with another instance's (%s); refusing writes until reloaded", first, exc)
+            self._cause = Conflict("refused: an earlier write of this controller instance conflicted with another "
+                                   "instance's; nothing of this request was kept: read again and retry")
+        else:
+            LOG.error("the store failed to commit write %d (%s); refusing writes until reloaded", first, exc)
+            self._cause = exc if isinstance(exc, StoreUnavailable) else \
+                StoreUnavailable("the store failed to write the change; it was undone")
+        self._broken = True
+        if self.on_failure is not None:
+            self.on_failure()
+
+    def _store_apply(self, changes: list[Any]) -> None:
+        if getattr(self.store, "native", True):
+            _blocking(_in_store, self._in_store, self.store.apply, changes)
+        else:
+            self.store.apply(changes)  # green I/O: a native thread would not share the hub's sockets
 
     def _load(self, marker: _Load) -> None:
         try:
-            loaded = _blocking(self.store.load)
+            loaded = (_blocking(_in_store, self._in_store, self.store.load) if getattr(self.store, "native", True)
+                      else self.store.load())
         except Exception as exc:
             LOG.exception("the store could not be read back")
             marker.send(error=exc)

@@ -82,7 +82,7 @@ class ControllerProcess:
     hypervisors in namespaces reach it) and a free REST port (loopback). ``gc=False`` runs it with
     Python's garbage collector disabled (a benchmark diagnostic)."""
 
-    def __init__(self, db: Path, log: Path, ofp_port: int | None = None, rest_port: int | None = None,
+    def __init__(self, db: Path | str, log: Path, ofp_port: int | None = None, rest_port: int | None = None,
                  extra_args: Sequence[str] = (), env: dict[str, str] | None = None, ofp_host: str = "0.0.0.0",
                  gc: bool = True) -> None:
         self.db = db

@@ -18,6 +18,13 @@ switches: hosts and links only). See docs/experiments.md.
 * **VMs** ``t<t>v<v>`` are Mininet hosts linked to their hypervisor (``eth0`` there, ``tapt<t>v<v>``
   on the hypervisor). Every tenant reuses the same MACs and addresses: VM ``v`` is
   02:00:00:00:00:<v>, 10.0.0.<v>/24 and fd00::<v>/64.
+* **Layer 3** (``Spec.l3``, on by default): the tenant ``routed`` has two networks, ``rblue``
+  (10.1.0.0/24, fd00:1::/64) and ``rgreen`` (10.2.0.0/24, fd00:2::/64), joined by the router
+  ``rt``; its VMs (``ROUTED_VMS``: ``rblue1``, ``rgreen1``, ``rgreen2``) have default routes via
+  the router. They are kept apart from the flat tenants' VMs (``routedinfo``, not ``vminfo``), so
+  the flat-tenant experiments see what they always saw. The ``outside`` host (198.51.100.1/24,
+  its own namespace) sits behind the last hypervisor's uplink ``uplink0``, an ordinary port of
+  its ``br-int`` (the gateway's ``interface`` in docs/rest.md).
 
 Every name that leaves a namespace (netns names, root-side links) carries a per-run prefix, so
 concurrent runs never collide. ``OverlayNet.close()`` stops what it started by process id and
@@ -30,6 +37,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import ipaddress
 import itertools
 import os
 import random
@@ -56,6 +64,26 @@ from .overlay import put
 TUNNEL_PORT = "vxlan0"
 VNI_BASE = 5000
 VM_MTU = 1450
+
+ROUTED_TENANT = "routed"
+ROUTER = "rt"
+
+
+@dataclass(frozen=True)
+class RoutedNet:
+    name: str
+    vni: int
+    subnets: tuple[str, str]
+    gateways: tuple[str, str]   # the router's address in each subnet
+
+
+ROUTED_NETS = (RoutedNet("rblue", 5101, ("10.1.0.0/24", "fd00:1::/64"), ("10.1.0.254", "fd00:1::fe")),
+               RoutedNet("rgreen", 5102, ("10.2.0.0/24", "fd00:2::/64"), ("10.2.0.254", "fd00:2::fe")))
+# name -> (network, host index in the subnet, where: "first" hypervisor of pod 1, "far" = first of the last pod)
+ROUTED_VMS = (("rblue1", "rblue", 1, "first"), ("rgreen1", "rgreen", 1, "far"), ("rgreen2", "rgreen", 2, "first"))
+UPLINK = "uplink0"
+OUTSIDE_IP = "198.51.100.1"      # the outside host, also the gateway's next hop
+GATEWAY_IP = "198.51.100.2/24"   # the router's address on the uplink (the SNAT source)
 
 
 # --- nodes ---------------------------------------------------------------------------------------
@@ -156,12 +184,12 @@ class Hypervisor(NsHost):
                                                "netdev", dpid):
             self.ovs.vsctl(*cmd)
         for intf in self.intfNames():
-            if intf.startswith("tap"):
+            if intf.startswith("tap") or intf == UPLINK:
                 self.plug(intf)
         return r
 
     def plug(self, tap: str) -> None:
-        """A VM's tap: a switch port only (no IPv6, so its kernel sends nothing), added to br-int."""
+        """A VM's tap (or the uplink): a switch port only (no IPv6, so its kernel sends nothing), added to br-int."""
         self.run("sysctl", "-qw", f"net.ipv6.conf.{tap}.disable_ipv6=1", check=False)
         self.run("ip", "link", "set", tap, "up")
         self.ovs.vsctl("--may-exist", "add-port", "br-int", tap)
@@ -176,11 +204,13 @@ class Hypervisor(NsHost):
 
 
 class VM(NsHost):
-    """A tenant VM: eth0 with a fixed MAC, MTU 1450, TX checksum offload off, IPv4 and IPv6."""
+    """A tenant VM: eth0 with a fixed MAC, MTU 1450, TX checksum offload off, IPv4 and IPv6;
+    default routes via ``vm_gateways`` (a routed tenant's VMs)."""
 
-    def config(self, vm_mac: str = "", vm_ips: Sequence[str] = (), **params: Any) -> Any:
+    def config(self, vm_mac: str = "", vm_ips: Sequence[str] = (), vm_gateways: Sequence[str] = (),
+               **params: Any) -> Any:
         r = super().config(**params)
-        self.vm_mac, self.vm_ips = vm_mac, tuple(vm_ips)
+        self.vm_mac, self.vm_ips, self.vm_gateways = vm_mac, tuple(vm_ips), tuple(vm_gateways)
         self.setup_eth0()
         return r
 
@@ -195,6 +225,20 @@ class VM(NsHost):
                 self.run("ip", "-6", "addr", "add", f"{ip}/64", "dev", "eth0", "nodad")
             else:
                 self.run("ip", "addr", "add", f"{ip}/24", "dev", "eth0")
+        for gw in self.vm_gateways:
+            self.run("ip", "-6" if ":" in gw else "-4", "route", "replace", "default", "via", gw, "dev", "eth0")
+
+
+class Outside(NsHost):
+    """A host of the outside world: ``eth0`` with ``addr`` (no IPv6, TX checksum offload off)."""
+
+    def config(self, addr: str = "", **params: Any) -> Any:
+        r = super().config(**params)
+        self.no_ipv6()
+        self.run("ethtool", "-K", "eth0", "tx", "off")
+        self.run("ip", "addr", "add", addr, "dev", "eth0")
+        self.run("ip", "link", "set", "eth0", "up")
+        return r
 
 
 # --- topology -------------------------------------------------------------------------------------
@@ -207,6 +251,7 @@ class Spec:
     vms: int = 2           # per tenant
     spines: int = 2
     seed: int = 1
+    l3: bool = True        # the routed tenant and the outside host
 
     def __post_init__(self) -> None:
         assert 1 <= self.pods <= 60 and 1 <= self.hv_per_pod <= 200 and self.pods * self.hv_per_pod <= 62
@@ -220,10 +265,12 @@ class Spec:
         ap.add_argument("--vms", type=int, default=2, help="VMs per tenant")
         ap.add_argument("--spines", type=int, default=2)
         ap.add_argument("--seed", type=int, default=1)
+        ap.add_argument("--no-l3", dest="l3", action="store_false",
+                        help="without the routed tenant and the outside host")
 
     @classmethod
     def from_arguments(cls, args: argparse.Namespace) -> Spec:
-        return cls(args.pods, args.hv_per_pod, args.tenants, args.vms, args.spines, args.seed)
+        return cls(args.pods, args.hv_per_pod, args.tenants, args.vms, args.spines, args.seed, args.l3)
 
 
 @dataclass
@@ -246,6 +293,8 @@ class VmInfo:
     ips: tuple[str, str]
     hv: str
     tap: str
+    network: str
+    gateways: tuple[str, ...] = ()
 
 
 class OverlayTopo(Topo):  # type: ignore[misc]  # Mininet is untyped: Topo is Any
@@ -255,6 +304,8 @@ class OverlayTopo(Topo):  # type: ignore[misc]  # Mininet is untyped: Topo is An
         self.spec, self.prefix = spec, prefix
         self.hvinfo: dict[str, HvInfo] = {}
         self.vminfo: dict[str, VmInfo] = {}
+        self.routedinfo: dict[str, VmInfo] = {}
+        self.gateway_hv = ""
 
         def ns(n: str) -> str:
             return f"{prefix}-{n}"
@@ -301,10 +352,28 @@ class OverlayTopo(Topo):  # type: ignore[misc]  # Mininet is untyped: Topo is An
             for v in range(1, spec.vms + 1):
                 name = f"t{t}v{v}"
                 vm = VmInfo(name, t, VNI_BASE + t, f"02:00:00:00:00:{v:02x}", (f"10.0.0.{v}", f"fd00::{v:x}"),
-                            interleaved[(offset + v - 1) % len(interleaved)], f"tap{name}")
+                            interleaved[(offset + v - 1) % len(interleaved)], f"tap{name}", f"tenant{t}")
                 self.vminfo[name] = vm
                 self.addHost(name, cls=VM, nsname=ns(name), ip=None, vm_mac=vm.mac, vm_ips=vm.ips)
                 self.addLink(name, vm.hv, intfName1="eth0", intfName2=vm.tap)
+        if spec.l3:
+            self._build_l3(ns, [by_pod[0][0].name, by_pod[-1][0].name if spec.pods > 1 else interleaved[-1]])
+
+    def _build_l3(self, ns: Any, places: list[str]) -> None:
+        """The routed tenant's VMs (``ROUTED_VMS``) and the outside host behind the last hypervisor."""
+        nets = {n.name: n for n in ROUTED_NETS}
+        for k, (name, netname, host, where) in enumerate(ROUTED_VMS, 1):
+            net = nets[netname]
+            ips = tuple(str(ipaddress.ip_network(s)[host]) for s in net.subnets)
+            vm = VmInfo(name, 0, net.vni, f"02:00:00:01:00:{k:02x}", (ips[0], ips[1]),
+                        places[0] if where == "first" else places[1], f"tap{name}", net.name, net.gateways)
+            self.routedinfo[name] = vm
+            self.addHost(name, cls=VM, nsname=ns(name), ip=None, vm_mac=vm.mac, vm_ips=vm.ips,
+                         vm_gateways=vm.gateways)
+            self.addLink(name, vm.hv, intfName1="eth0", intfName2=vm.tap)
+        self.gateway_hv = list(self.hvinfo)[-1]
+        self.addHost("outside", cls=Outside, nsname=ns("outside"), ip=None, addr=f"{OUTSIDE_IP}/24")
+        self.addLink("outside", self.gateway_hv, intfName1="eth0", intfName2=UPLINK)
 
 
 # --- the running overlay ----------------------------------------------------------------------------
@@ -368,8 +437,29 @@ class OverlayNet:
 
     @property
     def vminfo(self) -> dict[str, VmInfo]:
+        """The flat tenants' VMs."""
         assert self.topo is not None, "start() builds the topology"
         return self.topo.vminfo
+
+    @property
+    def routedinfo(self) -> dict[str, VmInfo]:
+        """The routed tenant's VMs (``Spec.l3``)."""
+        assert self.topo is not None, "start() builds the topology"
+        return self.topo.routedinfo
+
+    @property
+    def gateway_hv(self) -> str:
+        """The hypervisor whose ``br-int`` holds the uplink to the outside host (``Spec.l3``)."""
+        assert self.topo is not None and self.topo.gateway_hv, "start() builds the topology, with l3"
+        return self.topo.gateway_hv
+
+    @property
+    def outside(self) -> NsHost:
+        node: NsHost = self.net["outside"]
+        return node
+
+    def all_vms(self) -> dict[str, VmInfo]:
+        return {**self.vminfo, **self.routedinfo}
 
     def warm_underlay(self) -> None:
         """One ping between every pair of hypervisors: OVS drops the packet that resolves a VTEP's next hop."""
@@ -388,9 +478,14 @@ class OverlayNet:
         for t in range(1, self.spec.tenants + 1):
             self.put(f"/v1/networks/tenant{t}", {"vni": VNI_BASE + t, "tenant": f"tenant{t}",
                                                  "subnets": ["10.0.0.0/24", "fd00::/64"], "mtu": VM_MTU})
-        for name, v in self.vminfo.items():
-            self.put(f"/v1/ports/{name}", {"network": f"tenant{v.tenant}", "mac": v.mac, "ips": list(v.ips),
+        for net in ROUTED_NETS if self.spec.l3 else ():
+            self.put(f"/v1/networks/{net.name}", {"vni": net.vni, "tenant": ROUTED_TENANT,
+                                                  "subnets": list(net.subnets), "mtu": VM_MTU})
+        for name, v in self.all_vms().items():
+            self.put(f"/v1/ports/{name}", {"network": v.network, "mac": v.mac, "ips": list(v.ips),
                                            "hypervisor": v.hv, "interface": v.tap})
+        if self.spec.l3:
+            self.put(f"/v1/routers/{ROUTER}", router_body())
 
     def put(self, path: str, body: dict[str, Any]) -> Any:
         return put(self.ctl, path, body)
@@ -406,7 +501,7 @@ class OverlayNet:
         def taps_flowed() -> bool:
             try:
                 flows = {hv: "\n".join(self.dump_flows(hv)) for hv in self.hvinfo}
-                return all(f"in_port={self.ofport(v.hv, v.tap)}," in flows[v.hv] for v in self.vminfo.values())
+                return all(f"in_port={self.ofport(v.hv, v.tap)}," in flows[v.hv] for v in self.all_vms().values())
             except RuntimeError:
                 return False
         self.ctl.wait_in_sync(len(self.hvinfo), taps_flowed, timeout)
@@ -416,7 +511,7 @@ class OverlayNet:
         return self.vm(vm).run("ping", "-c", count, "-W", wait, "-i", "0.2", dst, check=False).returncode == 0
 
     def flush_neighbours(self) -> None:
-        for name in self.vminfo:
+        for name in self.all_vms():
             self.vm(name).run("ip", "neigh", "flush", "all")
             self.vm(name).run("ip", "-6", "neigh", "flush", "all")
 
@@ -496,6 +591,17 @@ class OverlayNet:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def router_body(gateway: dict[str, str] | None = None, **extra: Any) -> dict[str, Any]:
+    """The routed tenant's router (``PUT /v1/routers/rt``): both addresses in both networks; with
+    ``gateway``, its external gateway and ``extra`` (``snat``, ``floating_ips``)."""
+    body: dict[str, Any] = {"tenant": ROUTED_TENANT,
+                            "interfaces": [{"network": n.name, "ip": f"{gw}/{s.split('/')[1]}"}
+                                           for n in ROUTED_NETS for gw, s in zip(n.gateways, n.subnets, strict=True)]}
+    if gateway is not None:
+        body["gateway"] = gateway
+    return {**body, **extra}
 
 
 def sigterm_as_interrupt() -> None:

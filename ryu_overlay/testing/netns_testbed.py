@@ -219,6 +219,7 @@ class Capture:
 class Testbed:
     workdir: Path
     controller_port: int | None = None
+    more_controller_ports: tuple[int, ...] = ()  # further controller instances every bridge connects to
     prefix: str = field(default_factory=lambda: f"ro{random.randrange(0x10000):04x}")
     hvs: dict[str, Hv] = field(default_factory=dict)
     vms: dict[str, Vm] = field(default_factory=dict)
@@ -306,7 +307,8 @@ class Testbed:
         sh(["ip", "link", "set", "eth0", "arp", "off"], netns=ns)
         sh(["ip", "addr", "add", f"{hv.tunnel_ip}/24", "dev", "br-phy"], netns=ns)
         sh(["ip", "link", "set", "br-phy", "up"], netns=ns)
-        controllers = [] if self.controller_port is None else [f"tcp:{hv.mgmt_root_ip}:{self.controller_port}"]
+        ports = [] if self.controller_port is None else [self.controller_port]
+        controllers = [f"tcp:{hv.mgmt_root_ip}:{p}" for p in [*ports, *self.more_controller_ports]]
         for cmd in prepare_hypervisor_commands("br-int", TUNNEL_PORT, hv.tunnel_ip, controllers, "netdev", hv.dpid):
             hv.ovs.vsctl(*cmd)
         return hv

@@ -1,15 +1,16 @@
 """The Mininet experiments (mininet/experiments.py) on a small routed topology: 2 pods of 2
-hypervisors behind leaf routers and spines, 2 tenants reusing the same addresses, the real
-controller. Everything the topology starts is removed afterwards (checked by name and pid)."""
+hypervisors behind leaf routers and spines, 2 tenants reusing the same addresses, a routed tenant,
+the real controller. Everything the topology starts is removed afterwards (checked by name and pid)."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 from pathlib import Path
 
-from ryu_overlay.testing.mininet_topo import OverlayNet, Spec
+from ryu_overlay.testing.mininet_topo import UPLINK, OverlayNet, Spec
 
 # mininet/experiments.py is a script, not a module of a package: loaded from its file.
 _spec = importlib.util.spec_from_file_location("experiments",
@@ -36,6 +37,13 @@ def test_connectivity_matrix_and_flooding_below_flood_and_learn_and_flood_to_all
         # every tunnel between pods crosses the routed fabric
         hops = on.hv("p1h1").run("ip", "route", "get", on.hvinfo["p2h1"].tunnel_ip).stdout
         assert "via 198.18.1.254" in hops
+        # the routed tenant: across subnets, to another pod and on the same hypervisor, routed once (TTL 63)
+        for dst in ("rgreen1", "rgreen2"):
+            out = on.vm("rblue1").run("ping", "-c", "2", "-i", "0.2", "-W", "2", on.routedinfo[dst].ips[0],
+                                      check=False).stdout
+            assert re.findall(r"ttl=(\d+)", out) == ["63", "63"], out
+        assert on.hvinfo[on.routedinfo["rgreen1"].hv].pod != on.hvinfo[on.routedinfo["rblue1"].hv].pod
+        assert UPLINK in on.hv(on.gateway_hv).ovs.vsctl("list-ports", "br-int").split()
 
         conn = experiments.connectivity(on, tmp_path)
         assert conn["errors"] == []

@@ -313,3 +313,19 @@ def test_a_gateway_put_in_a_transaction_asks_for_its_next_hop_once_committed():
     net.apply(batches)
     resolved(net)
     assert uplink(net.send("hv1", out(net, "a1"))) == [(rmac(net), NEXT_HOP_MAC, GATEWAY_IP, OUTSIDE, 63)]
+
+
+def test_a_gateway_put_by_another_controller_instance_brings_the_uplink_flows():
+    from ryu_overlay.store import Put
+
+    c = placement()
+    r1 = c.topo.routers["r1"]
+    net = SimNet(c, {hv: bridge_ports(hv) for hv in HYPERVISORS})
+    net.apply(c.delete_router("r1"))
+    assert not net.switches["hv4"].flows(TABLE_IDS["uplink_in"])
+    net.apply(c.apply_remote([Put(r1)]))
+    net.apply(c.resolve_next_hops())
+    resolved(net)
+    assert uplink(net.send("hv1", out(net, "a1"))) == [(rmac(net), NEXT_HOP_MAC, GATEWAY_IP, OUTSIDE, 63)]
+    back = net.send("hv4", inbound(net, GATEWAY_IP))  # through the uplink's flows, in partition 0
+    assert [(d.switch, d.port) for d in back.deliveries] == [("hv1", 1)]

@@ -16,7 +16,7 @@ import eventlet.queue
 import pytest
 
 from ryu_overlay.controller import Batches, Controller
-from ryu_overlay.model import Port
+from ryu_overlay.model import Conflict, Port
 from ryu_overlay.rest import RestApp
 from ryu_overlay.store import Change, Put, SqliteStore, StoreUnavailable
 from ryu_overlay.testing.rest_client import Api
@@ -182,3 +182,31 @@ def test_writes_queued_after_a_failure_are_refused_until_the_reload(rig: Rig) ->
     assert [p.name for p in rig.store.load()[2]] == ["p3"]
     with pytest.raises(StoreUnavailable):
         rig.store.wait(failed)
+
+
+def test_a_conflicting_write_in_a_group_commit_answers_409_and_those_before_it_stay(rig: Rig) -> None:
+    """As with etcd (docs/scale-out.md): the group is committed again one write at a time."""
+    flaky = rig.flaky
+    inner_apply = flaky.apply
+
+    def apply(changes: Iterable[Change]) -> None:
+        changes = list(changes)
+        if any(isinstance(c, Put) and c.obj.name == "p2" for c in changes):
+            raise Conflict("another controller instance changed ports/p2 at the same time")
+        inner_apply(changes)
+
+    flaky.apply = apply  # type: ignore[method-assign]
+    flaky.hold.clear()
+    flaky.holding.clear()
+    rig.store.apply([Put(Port("p0", "blue", "02:aa:00:00:00:01", ()))])
+    wait_until(flaky.holding.is_set)  # p1, p2 and p3 queue up into one group behind p0
+    tickets = []
+    for i in (1, 2, 3):
+        rig.store.apply([Put(Port(f"p{i}", "blue", "02:aa:00:00:00:01", ()))])
+        tickets.append(rig.store.ticket())
+    flaky.hold.set()
+    rig.store.wait(tickets[0])
+    for ticket in tickets[1:]:
+        with pytest.raises(Conflict):
+            rig.store.wait(ticket)
+    assert [c.obj.name for commit in flaky.commits for c in commit if isinstance(c, Put)] == ["p0", "p1"]
