@@ -39,7 +39,7 @@ hub = framework_module("lib.hub")
 event = framework_module("controller.event")
 cfg = framework_module("cfg")
 
-COUNTER_POLL = 5.0  # seconds between reads of the in-switch ARP and ND responders' counters
+COUNTER_POLL = 5.0  # seconds between reads of the in-switch ARP and ND responders' counters, and gateway next-hop ARPs
 COUNTED = {Family.ARP_RESPONDER: "arp", Family.ND_RESPONDER: "nd"}  # responder family -> protocol
 MAIN, CONFIG, DEAD = handler.MAIN_DISPATCHER, handler.CONFIG_DISPATCHER, handler.DEAD_DISPATCHER
 F = TypeVar("F", bound=Callable[..., Any])
@@ -216,6 +216,7 @@ class OverlayApp(app_base()):  # type: ignore[misc]
         while True:
             hub.sleep(COUNTER_POLL)
             self._post(self._request_counters)
+            self._post(self._resolve_next_hops)
 
     def _request_counters(self) -> None:
         """Ask each switch for its responders' packet counts; a reply is matched to its family by xid."""
@@ -223,6 +224,9 @@ class OverlayApp(app_base()):  # type: ignore[misc]
         self.send(batches)
         self._counter_requests = {(dpid, msg.xid): COUNTED[Family(msg.cookie >> 56)]
                                   for dpid, msgs in batches.items() for msg in msgs if msg.xid is not None}
+
+    def _resolve_next_hops(self) -> None:
+        self.send(self.controller.resolve_next_hops())
 
     def _post(self, fn: Callable[[], None]) -> None:
         self._send_event(Call(fn), None)

@@ -55,6 +55,7 @@ from .packets import (
     Frame,
     MalformedFrame,
     arp_reply,
+    arp_request,
     fragment_ipv4,
     icmp4_error,
     icmp6_error,
@@ -63,6 +64,7 @@ from .packets import (
     parse_frame,
 )
 from .pipeline import (
+    ETH_TYPE_ARP,
     ETH_TYPE_IPV4,
     ETH_TYPE_IPV6,
     ETH_TYPE_RARP,
@@ -94,7 +96,7 @@ ICMP_SOURCE_IPV4 = "169.254.0.254"
 ICMP4_ERRORS = frozenset({3, 4, 5, 11, 12})  # never answered with another error (RFC 1122 3.2.2)
 E = TypeVar("E")
 # What the controller did with a frame sent up to it (Controller.packet_ins; docs/operations.md).
-PACKET_IN_REASONS = ("arp", "nd", "dhcp", "learn", "oversize", "router", "spoofed", "early", "ignored",
+PACKET_IN_REASONS = ("arp", "nd", "dhcp", "learn", "oversize", "router", "uplink", "spoofed", "early", "ignored",
                      "malformed", "other")
 STAT_COUNTERS = (
     "flow_mods", "group_mods", "switch_connects", "switch_errors", "packet_in", "packet_in_ignored",
@@ -104,6 +106,7 @@ STAT_COUNTERS = (
     "router_nd_answered", "icmp_time_exceeded", "icmp_unreachable", "icmp_rate_limited",
     "pmtu_frag_needed", "pmtu_packet_too_big", "pmtu_fragmented", "pmtu_rate_limited", "pmtu_dropped",
     "ovsdb_bound", "ovsdb_unbound", "moves_refused_tunnel_type",
+    "next_hop_requests", "next_hop_learned",
 )
 
 
@@ -124,6 +127,7 @@ class SwitchState:
     awaiting: set[str] = field(default_factory=lambda: set(SYNC_REPLIES))
     barriers: set[int] = field(default_factory=set)
     early_frames: dict[int, tuple[bytes, dict[str, int]]] = field(default_factory=dict)
+    next_hops: dict[tuple[str, str], str] = field(default_factory=dict)  # (uplink, next hop IP) -> its MAC
 
     def interface(self, ofport: int) -> str | None:
         for name, number in self.ofports.items():
@@ -146,6 +150,7 @@ class Deferred:
     refresh: dict[str, set[int]] = field(default_factory=dict)  # hypervisor -> partitions
     full_sync: set[str] = field(default_factory=set)
     port_up: set[str] = field(default_factory=set)
+    resolve: set[str] = field(default_factory=set)  # routers whose next hop to ask for
 
     def apply(self, changes: Iterable[Change]) -> None:
         self.changes.extend(changes)
@@ -268,7 +273,7 @@ class Controller:
         self.topo.check_router(router)
         old = self.topo.routers.get(name)
         nets = set(router.networks) | set(old.networks if old else ())
-        hosts = set().union(*(self.topo.hosts(n) for n in nets))
+        hosts = set().union(*(self.topo.interested(n) for n in nets))
         routed_hosts = sorted(set().union(*(self.topo.hosts(n) for n in router.networks)))
         if routed_hosts:
             self._one_tunnel_type(self.topo.hypervisors[routed_hosts[0]], set(routed_hosts),
@@ -276,16 +281,22 @@ class Controller:
         self.store.apply([Put(router)])
         self.topo.put_router(router)
         self._note("created" if old is None else "changed", router)
-        return old is None, router, self._readvertise(nets, self._refresh(hosts, self._vnis(nets)))
+        hosts |= set().union(*(self.topo.interested(n) for n in nets))
+        batches = self._refresh(hosts, self._vnis(nets))
+        self._merge(batches, self._refresh(_gateway_hosts(old, router), {0}))
+        self._merge(batches, self._resolve(router))
+        return old is None, router, self._readvertise(nets, batches)
 
     def delete_router(self, name: str) -> Batches:
         router = self.topo.get_router(name)
-        hosts = set().union(*(self.topo.hosts(n) for n in router.networks))
+        hosts = set().union(*(self.topo.interested(n) for n in router.networks))
         self.store.apply([Delete(Router, name)])
         self.topo.delete_router(name)
         self._note_deleted(Router, name)
         self._icmp_errors.forget(("router", name))
-        return self._readvertise(router.networks, self._refresh(hosts, self._vnis(router.networks)))
+        batches = self._refresh(hosts, self._vnis(router.networks))
+        self._merge(batches, self._refresh(_gateway_hosts(router), {0}))
+        return self._readvertise(router.networks, batches)
 
     def _readvertise(self, networks: Iterable[str], batches: Batches) -> Batches:
         """A router came, changed or went: every located port of its networks gets a fresh Router
@@ -321,10 +332,10 @@ class Controller:
         hypervisor brings it the routes of its router) wherever they are, before and after."""
         affected_nets = {r for n in {port.network} | ({old.network} if old else set())
                          for r in self.topo.routed_networks(n)}
-        hosts = set().union(*(self.topo.hosts(n) for n in affected_nets))
+        hosts = set().union(*(self.topo.interested(n) for n in affected_nets))
         self.store.apply([Put(port)])
         self.topo.put_port(port)
-        hosts |= set().union(*(self.topo.hosts(n) for n in affected_nets))
+        hosts |= set().union(*(self.topo.interested(n) for n in affected_nets))
         batches = self._refresh(hosts, self._vnis(affected_nets))
         if old is None or (old.hypervisor, old.interface) != (port.hypervisor, port.interface):
             self._merge(batches, self._port_up(port))
@@ -391,7 +402,7 @@ class Controller:
             router = self.topo.routers.get(name)
             if router is not None:
                 hosts |= set().union(*(self.topo.interested(n) for n in router.networks))
-                vnis |= self._vnis(router.networks)
+                vnis |= self._vnis(router.networks) | ({0} if router.gateway is not None else set())
             return router
         if kind is Network:
             net = self.topo.networks.get(name)
@@ -484,14 +495,19 @@ class Controller:
         if hv is None or not sw.synced:
             return {}
         port = None
+        uplinks = self.topo.gateways_on(hv.name, name)
         if name == hv.tunnel_port:
             vnis = hosted_vnis(self.topo, hv.name)
+        elif uplinks:
+            vnis = self._vnis(n for r in uplinks for n in r.networks)
         else:
             port = self.topo.port_at(hv.name, name)
             vnis = set() if port is None else {self.topo.networks[port.network].vni}
         batches = self._refresh({hv.name}, {0} | vnis)  # partition 0 holds each port's meter
         if port is not None and ofport is not None:
             self._merge(batches, self._port_up(port))
+        for router in uplinks:
+            self._merge(batches, self._resolve(router))
         early = None if ofport is None else sw.early_frames.pop(ofport, None)
         if early is not None:
             self._merge(batches, self.packet_in(dpid, ofport, *early))  # type: ignore[arg-type]
@@ -524,6 +540,9 @@ class Controller:
         if hv is None or sw is None or interface is None or interface == hv.tunnel_port:
             self.stats["packet_in_ignored"] += 1
             return "ignored", {}
+        uplink = self.topo.gateways_on(hv.name, interface)
+        if uplink:
+            return "uplink", self._from_uplink(hv, interface, uplink, data)
         bound = self.topo.port_at(hv.name, interface)
         if bound is not None and data[6:12].hex(":") == bound.mac and \
                 len(data) > mtu_frame_len(self.topo.networks[bound.network]):
@@ -559,6 +578,62 @@ class Controller:
             answer = {dpid: [ofmsg.packet_out(in_port, data, [Output(OFPP_TABLE)])]}
         self._merge(batches, answer)
         return reason, batches
+
+    # --- the external gateway's next hop ---------------------------------------------------------
+
+    def _from_uplink(self, hv: Hypervisor, interface: str, routers: list[Router], data: bytes) -> Batches:
+        """A frame from a router's uplink (``uplink_in`` sends up only ARP from next hops): learn the
+        next hop's MAC from it and, if it is new or changed, give the routers their way out."""
+        try:
+            frame = parse_frame(data)
+        except MalformedFrame:
+            self.stats["packet_in_malformed"] += 1
+            return {}
+        if frame.eth_type != ETH_TYPE_ARP or frame.src_ip is None:
+            self.stats["packet_in_ignored"] += 1
+            return {}
+        if not any(r.gateway is not None and r.gateway.next_hop == frame.src_ip for r in routers):
+            return {}
+        return self.learn_next_hop(hv.name, interface, str(frame.src_ip), frame.eth_src)
+
+    def learn_next_hop(self, hypervisor: str, interface: str, ip: str, mac: str) -> Batches:
+        """Next hop ``ip`` on uplink ``interface`` of ``hypervisor`` is at ``mac`` (learned from its
+        ARP; ``ryu-overlay trace`` assumes one): the routers using it get their way out. Kept per
+        switch connection: a reconnected switch asks again."""
+        hv = self.topo.hypervisors.get(hypervisor)
+        sw = None if hv is None else self.switches.get(hv.dpid)
+        if sw is None or sw.next_hops.get((interface, ip)) == mac:
+            return {}
+        self.stats["next_hop_learned"] += 1
+        LOG.info("next hop %s of %s/%s is at %s", ip, hypervisor, interface, mac)
+        sw.next_hops[(interface, ip)] = mac
+        mine = [r for r in self.topo.gateways_on(hypervisor, interface)
+                if r.gateway is not None and str(r.gateway.next_hop) == ip]
+        return self._refresh({hypervisor}, self._vnis(n for r in mine for n in r.networks))
+
+    def _resolve(self, router: Router) -> Batches:
+        """Ask for the MAC of ``router``'s next hop: an ARP request from the gateway IP out of the
+        uplink (if the gateway's switch is connected and the uplink is on it); the answer comes
+        back through ``uplink_in``'s trap to ``_from_uplink``."""
+        if self._deferred is not None:
+            self._deferred.resolve.add(router.name)
+            return {}
+        gw = router.gateway
+        hv = None if gw is None else self.topo.hypervisors.get(gw.hypervisor)
+        sw = None if hv is None else self.switches.get(hv.dpid)
+        if gw is None or hv is None or sw is None or not sw.synced or gw.interface not in sw.ofports:
+            return {}
+        self.stats["next_hop_requests"] += 1
+        request = arp_request(router.mac, str(gw.ip.ip), str(gw.next_hop))
+        return {hv.dpid: [ofmsg.packet_out(OFPP_CONTROLLER, request, [Output(sw.ofports[gw.interface])])]}
+
+    def resolve_next_hops(self) -> Batches:
+        """Ask again for every gateway's next hop (the app does so every few seconds): an unanswered
+        request is repeated, and a next hop that changed its MAC is learned again."""
+        batches: Batches = {}
+        for router in self.topo.routers.values():
+            self._merge(batches, self._resolve(router))
+        return batches
 
     def _answer(self, dpid: int, in_port: int, asker: Port, frame: Frame, data: bytes) -> Batches:
         """Reply to an ARP request or Neighbor Solicitation for an address of the asker's network,
@@ -971,7 +1046,7 @@ class Controller:
 
     def view(self, hv: Hypervisor) -> SwitchView | None:
         sw = self.switches.get(hv.dpid)
-        return None if sw is None else SwitchView(hv, sw.ofports, self._bfd_down(hv))
+        return None if sw is None else SwitchView(hv, sw.ofports, self._bfd_down(hv), sw.next_hops)
 
     def connected(self, hv: Hypervisor) -> bool:
         sw = self.switches.get(hv.dpid)
@@ -985,7 +1060,10 @@ class Controller:
         if sw is None or not sw.synced:
             return {}
         vnis = {0} | set(sw.flows) | set(sw.groups) | hosted_vnis(self.topo, hv.name)
-        return self._refresh({hv.name}, vnis)
+        batches = self._refresh({hv.name}, vnis)
+        for router in self.topo.gateways_on(hv.name):
+            self._merge(batches, self._resolve(router))
+        return batches
 
     def _refresh(self, hypervisors: Iterable[str], vnis: Iterable[int]) -> Batches:
         """Bring the given partitions of the given hypervisors' switches to their desired state."""
@@ -1002,7 +1080,7 @@ class Controller:
             sw = None if hv is None else self.switches.get(hv.dpid)
             if hv is None or sw is None or not sw.synced:
                 continue
-            msgs = self._diff(sw, SwitchView(hv, sw.ofports, self._bfd_down(hv)), vnis)
+            msgs = self._diff(sw, SwitchView(hv, sw.ofports, self._bfd_down(hv), sw.next_hops), vnis)
             if msgs:
                 batches[hv.dpid] = msgs
         return batches
@@ -1078,6 +1156,8 @@ class Controller:
             self._merge(batches, self._full_sync(self.topo.hypervisors[name]))
         for name in sorted(deferred.port_up & self.topo.ports.keys()):
             self._merge(batches, self._port_up(self.topo.ports[name]))
+        for name in sorted(deferred.resolve & self.topo.routers.keys()):
+            self._merge(batches, self._resolve(self.topo.routers[name]))
         return batches
 
     # --- events -----------------------------------------------------------------------------
@@ -1190,6 +1270,10 @@ def _asked(frame: Frame, data: bytes) -> str:
 _PUT = {Hypervisor: "put_hypervisor", Network: "put_network", Port: "put_port", Router: "put_router"}
 _DELETE = {Hypervisor: "delete_hypervisor", Network: "delete_network", Port: "delete_port",
            Router: "delete_router"}
+
+
+def _gateway_hosts(*routers: Router | None) -> set[str]:
+    return {r.gateway.hypervisor for r in routers if r is not None and r.gateway is not None}
 
 
 def _next_seq(port: Port) -> int:

@@ -23,6 +23,9 @@ from .pipeline import (
     ARP_REPLY,
     ARP_REQUEST,
     BROADCAST,
+    CT_INVALID,
+    CT_REPLY,
+    CT_TRACKED,
     DHCP_CLIENT_PORT,
     DHCP_SERVER_PORT,
     ETH_HEADER_LEN,
@@ -56,6 +59,7 @@ from .pipeline import (
     GroupRole,
     Priority as P,
     cookie,
+    gateway_zone,
     group_id,
 )
 from .topology import Topology
@@ -135,7 +139,25 @@ class CheckPktLarger:
         return f"CheckPktLarger(pkt_len={self.pkt_len!r}, dst={self.dst!r}, offset={self.offset!r})"
 
 
-Action = Output | SetField | Move | SetNwTtl | DecTtl | ToGroup | CheckPktLarger
+@dataclass(frozen=True)
+class Ct:
+    """Send the frame through conntrack in ``zone`` with NAT, then on in ``table`` (Nicira ct with
+    a nat action; the rest of the flow's actions see the frame as it was).
+
+    Committed with ``snat`` set, a new connection's source becomes ``snat``; without it, the nat
+    action applies what the connection already has: a reply gets its original destination back.
+    """
+
+    zone: int
+    table: str
+    commit: bool = False
+    snat: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Ct(zone={self.zone!r}, table={self.table!r}, commit={self.commit!r}, snat={self.snat!r})"
+
+
+Action = Output | SetField | Move | SetNwTtl | DecTtl | ToGroup | CheckPktLarger | Ct
 Match = tuple[tuple[str, Any], ...]
 
 
@@ -160,8 +182,9 @@ class Flow:
         if not table.match_fields.issuperset(name for name, _ in self.match):
             extra = {name for name, _ in self.match} - table.match_fields
             raise ValueError(f"table {self.table} does not match on {sorted(extra)}")
-        if self.goto is not None and self.goto not in table.next_tables:
-            raise ValueError(f"table {self.table} may not go to {self.goto}")
+        for goto in (self.goto, *(a.table for a in self.actions if isinstance(a, Ct))):
+            if goto is not None and goto not in table.next_tables:
+                raise ValueError(f"table {self.table} may not go to {goto}")
         object.__setattr__(self, "cookie", cookie(self.family, self.vni, fingerprint(self.content(), self.salt)))
 
     def content(self) -> str:
@@ -218,6 +241,7 @@ class SwitchView:
     hypervisor: Hypervisor
     ofports: Mapping[str, int]
     down: frozenset[str] = frozenset()
+    next_hops: Mapping[tuple[str, str], str] = field(default_factory=dict)  # (uplink, next hop IP) -> MAC
 
     @property
     def tunnel_ofport(self) -> int | None:
@@ -631,10 +655,11 @@ def network_partition(topo: Topology, view: SwitchView, net: Network) -> Partiti
     me = view.hypervisor.name
     mine = [p for p in topo.ports_on(me) if p.network == net.name]
     router = topo.router_of(net.name)
+    gateway = [] if router is None else gateway_flows(topo, view, router, net)
     if not mine:
         if router is None or me not in topo.interested(net.name):
             return Partition()
-        return routed_partition(topo, view, net, router)
+        return routed_partition(topo, view, net, router, gateway)
     vni = net.vni
     common = network_common(topo, net, view.tunnel_ofport)
     flows = dict(common.flows)
@@ -645,6 +670,12 @@ def network_partition(topo: Topology, view: SwitchView, net: Network) -> Partiti
     if router is not None:
         gather(flows, clashes, router_source_flows(router, net.name, router_vnis(topo, router)))
         gather(flows, clashes, router_target(topo, router, net))
+        gather(flows, clashes, gateway)
+        if router.gateway is not None:
+            gw = router.gateway.hypervisor
+            route = default_route_flow(router, vni, None if gw == me else topo.hypervisors[gw], view.tunnel_ofport)
+            if route is not None:
+                gather(flows, clashes, (route,))
     local = sorted(((p, view.ofports[p.interface]) for p in mine
                     if p.interface is not None and p.interface in view.ofports), key=lambda x: x[1])
     ra = announces_prefixes(net)
@@ -762,36 +793,162 @@ def router_target(topo: Topology, router: Router, net: Network) -> dict[int, Flo
     return flows
 
 
-def routed_partition(topo: Topology, view: SwitchView, net: Network, router: Router) -> Partition:
-    """What a hypervisor hosting another network of ``net``'s router, but no port of ``net``, needs
-    of it: ``router_target_flows`` and, per address of a located port, a neighbour entry that
-    tunnels the frame straight to the port's hypervisor (``tunnelled_neighbour_flows``).
-    The same on every such hypervisor with the same tunnel port number: computed once per
-    network and change."""
+def routed_partition(topo: Topology, view: SwitchView, net: Network, router: Router,
+                     gateway: Iterable[Flow] = ()) -> Partition:
+    """What a hypervisor hosting another network of ``net``'s router (or its gateway), but no port
+    of ``net``, needs of it: ``router_target_flows`` and, per address of a located port, a
+    neighbour entry that tunnels the frame straight to the port's hypervisor
+    (``tunnelled_neighbour_flows``), the same on every such hypervisor with the same tunnel port
+    number and computed once per network and change; ``gateway`` adds the gateway's flows of ``net``."""
     tun = view.tunnel_ofport
     if tun is None:
-        return _partition(dict(router_target(topo, router, net)))
-    memo = topo.derived(net.name)
-    down = view.down  # no unicast towards a peer whose tunnel is down (BFD)
-    flows: dict[int, Flow] | None = memo.get(("routed", tun, down))
-    if flows is None:
-        clashes: Clashes = {}
-        flows = dict(router_target_flows(router, net.name, net.vni))
-        for port in topo.ports_of(net.name):
-            if port.hypervisor is not None and port.interface is not None and port.hypervisor not in down:
-                gather(flows, clashes,
-                       tunnelled_neighbour_flows(port, topo.hypervisors[port.hypervisor], tun, net.vni))
-        flows = memo[("routed", tun, down)] = resolve_clashes(flows, clashes) if clashes else flows
-    return _partition(dict(flows))
+        flows = dict(router_target(topo, router, net))
+    else:
+        memo = topo.derived(net.name)
+        down = view.down  # no unicast towards a peer whose tunnel is down (BFD)
+        shared: dict[int, Flow] | None = memo.get(("routed", tun, down))
+        if shared is None:
+            clashes: Clashes = {}
+            shared = dict(router_target_flows(router, net.name, net.vni))
+            for port in topo.ports_of(net.name):
+                if port.hypervisor is not None and port.interface is not None and port.hypervisor not in down:
+                    gather(shared, clashes,
+                           tunnelled_neighbour_flows(port, topo.hypervisors[port.hypervisor], tun, net.vni))
+            shared = memo[("routed", tun, down)] = resolve_clashes(shared, clashes) if clashes else shared
+        flows = dict(shared)
+    more: Clashes = {}
+    gather(flows, more, gateway)
+    return _partition(resolve_clashes(flows, more) if more else flows)
 
 
 def desired_partition(topo: Topology, view: SwitchView, vni: int) -> Partition:
     if vni == 0:
-        return base_partition(view)
+        base = base_partition(view)
+        uplinks = [uplink_flows(r, view.ofports[r.gateway.interface])
+                   for r in topo.gateways_on(view.hypervisor.name)
+                   if r.gateway is not None and r.gateway.interface in view.ofports]
+        if not uplinks:
+            return base
+        flows, clashes = dict(base.flows), {}  # type: ignore[var-annotated]
+        for more in uplinks:
+            gather(flows, clashes, more)
+        return Partition(resolve_clashes(flows, clashes) if clashes else flows, base.groups, base.meters)
     net = topo.network_by_vni(vni)
     return Partition() if net is None else network_partition(topo, view, net)
 
 
 def hosted_vnis(topo: Topology, hypervisor: str) -> set[int]:
-    """The VNIs whose flows ``hypervisor`` needs: of its networks and of networks routed with them."""
-    return {topo.networks[r].vni for n in topo.networks_on(hypervisor) for r in topo.routed_networks(n)}
+    """The VNIs whose flows ``hypervisor`` needs: of its networks, of networks routed with them,
+    and of the networks of the routers whose gateway it is."""
+    nets = {r for n in topo.networks_on(hypervisor) for r in topo.routed_networks(n)}
+    nets.update(n for router in topo.gateways_on(hypervisor) for n in router.networks)
+    return {topo.networks[n].vni for n in nets}
+
+
+
+# --- the external gateway ------------------------------------------------------------------------
+
+
+@memoised_on_owner
+def default_route_flow(router: Router, vni: int, remote: Hypervisor | None, tunnel_ofport: int | None) -> Flow | None:
+    """On a hypervisor hosting ports of the network ``vni``: IPv4 to the router's MAC that no subnet
+    route took leaves through the gateway. Routed here (TTL decremented once, the router's MAC as
+    source), then tunnelled to the gateway hypervisor ``remote`` with the network's own VNI, the
+    destination MAC still the router's; on the gateway hypervisor itself (``remote`` None), on to
+    ``gateway_out``. None while there is no tunnel port to send it through."""
+    match = {"metadata": (vni, VNI_MASK), "eth_dst": router.mac, "eth_type": ETH_TYPE_IPV4}
+    routed: tuple[Action, ...] = (DecTtl(), SetField("eth_src", router.mac))
+    if remote is None:
+        return flow("l3_route", P.DEFAULT_ROUTE, Family.DEFAULT_ROUTE, match, vni, actions=routed, goto="gateway_out")
+    if tunnel_ofport is None:
+        return None
+    return flow("l3_route", P.DEFAULT_ROUTE, Family.DEFAULT_ROUTE, match, vni,
+                actions=routed + tunnel_bucket(remote, vni, tunnel_ofport))
+
+
+@memoised_on_owner
+def uplink_flows(router: Router, uplink: int) -> Flows:
+    """What the gateway hypervisor does with every frame from ``router``'s uplink (OpenFlow port
+    ``uplink``) before it knows the network: answer ARP for the gateway and floating IPs with the
+    router's MAC, bring the next hop's ARP to the controller, and send IPv4 for the gateway IP
+    through the router's conntrack zone (with SNAT) to find the connection it answers."""
+    gw = router.gateway
+    assert gw is not None
+    src = {"in_port": uplink}
+    flows = [flow("ingress", P.UPLINK, Family.GATEWAY_IN, src, goto="uplink_in"),
+             flow("uplink_in", P.NEXT_HOP_ARP, Family.UPLINK_ARP,
+                  {**src, "eth_type": ETH_TYPE_ARP, "arp_spa": str(gw.next_hop)},
+                  actions=(Output(OFPP_CONTROLLER),), meter=ROUTER_METER)]
+    for ip in (str(gw.ip.ip), *(str(fip) for fip, _ in router.floating_ips)):
+        flows.append(flow("uplink_in", P.UPLINK_ARP_ANSWER, Family.UPLINK_ARP,
+                          {**src, "eth_type": ETH_TYPE_ARP, "arp_op": ARP_REQUEST, "arp_tpa": ip},
+                          actions=(Move("eth_src", "eth_dst", 48), SetField("eth_src", router.mac),
+                                   SetField("arp_op", ARP_REPLY), Move("arp_sha", "arp_tha", 48),
+                                   Move("arp_spa", "arp_tpa", 32), SetField("arp_sha", router.mac),
+                                   SetField("arp_spa", ip), Output(OFPP_IN_PORT))))
+    if router.snat:
+        flows.append(flow("uplink_in", P.TO_PUBLIC, Family.SNAT,
+                          {**src, "eth_type": ETH_TYPE_IPV4, "ipv4_dst": str(gw.ip.ip)},
+                          actions=(Ct(gateway_zone(router.mac), "uplink_nat"),)))
+    return by_cookie(flows)
+
+
+def _routed_in(router: Router, vni: int) -> tuple[tuple[Action, ...], tuple[int, int]]:
+    """Actions and metadata of a frame from the outside routed into the network ``vni``."""
+    return (DecTtl(), SetField("eth_src", router.mac)), (vni, NETWORK_MASK)
+
+
+def gateway_flows(topo: Topology, view: SwitchView, router: Router, net: Network) -> list[Flow]:
+    """The flows of ``net`` on its router's gateway hypervisor (none elsewhere): frames of ``net``
+    tunnelled to the router's MAC from its other hosts; floating IPs out (source rewritten) and in
+    (destination rewritten, routed to the port); SNAT out and un-SNAT in; the way out of the uplink
+    to the next hop, once its MAC is known. The outside never reaches a port of ``net`` otherwise
+    (only with SNAT off: its subnets are routed in as they are)."""
+    gw = router.gateway
+    me = view.hypervisor.name
+    if gw is None or gw.hypervisor != me:
+        return []
+    vni, mac = net.vni, router.mac
+    zone = gateway_zone(mac)
+    uplink = view.ofports.get(gw.interface)
+    tun = view.tunnel_ofport
+    flows: list[Flow] = []
+    if tun is not None:
+        flows += [flow("ingress", P.TO_GATEWAY, Family.GATEWAY_IN,
+                       {"in_port": tun, "tun_ipv4_src": str(topo.hypervisors[peer].tunnel_ip), "tunnel_id": vni,
+                        "eth_dst": mac}, vni, metadata=(vni | FROM_TUNNEL, NETWORK_MASK), goto="gateway_out")
+                  for peer in sorted(topo.hosts(net.name) - {me})]
+    out = {"metadata": (vni, VNI_MASK), "eth_type": ETH_TYPE_IPV4}
+    routed, metadata = _routed_in(router, vni)
+    for fip, port_name in router.floating_ips:
+        port = topo.ports.get(port_name)
+        if port is None or port.network != net.name or not port.ipv4():
+            continue
+        for ip in port.ipv4():
+            flows.append(flow("gateway_out", P.FLOATING_OUT, Family.FLOATING_IP, {**out, "ipv4_src": str(ip)}, vni,
+                              actions=(SetField("ipv4_src", str(fip)),), goto="uplink_out"))
+        if uplink is not None:
+            flows.append(flow("uplink_in", P.TO_PUBLIC, Family.FLOATING_IP,
+                              {"in_port": uplink, "eth_type": ETH_TYPE_IPV4, "ipv4_dst": str(fip)}, vni,
+                              actions=(SetField("ipv4_dst", str(port.ipv4()[0])), *routed), metadata=metadata,
+                              goto="l3_neighbour"))
+    subnets = [i.ip.network for i in router.interfaces_of(net.name) if i.ip.version == 4]
+    if router.snat:
+        flows.append(flow("gateway_out", P.SNAT_OUT, Family.SNAT, out, vni,
+                          actions=(Ct(zone, "uplink_out", commit=True, snat=str(gw.ip.ip)),)))
+        flows += [flow("uplink_nat", P.UNSNAT, Family.SNAT,
+                       {"ct_state": (CT_TRACKED | CT_REPLY, CT_TRACKED | CT_REPLY | CT_INVALID), "ct_zone": zone,
+                        "eth_type": ETH_TYPE_IPV4, "ipv4_dst": (str(s.network_address), str(s.netmask))}, vni,
+                       actions=routed, metadata=metadata, goto="l3_neighbour") for s in subnets]
+    else:
+        flows.append(flow("gateway_out", P.SNAT_OUT, Family.SNAT, out, vni, goto="uplink_out"))
+        if uplink is not None:
+            flows += [flow("uplink_in", P.ROUTED_IN, Family.SNAT,
+                           {"in_port": uplink, "eth_type": ETH_TYPE_IPV4,
+                            "ipv4_dst": (str(s.network_address), str(s.netmask))}, vni,
+                           actions=routed, metadata=metadata, goto="l3_neighbour") for s in subnets]
+    next_hop = view.next_hops.get((gw.interface, str(gw.next_hop)))
+    if uplink is not None and next_hop is not None:
+        flows.append(flow("uplink_out", P.TO_NEXT_HOP, Family.UPLINK_OUT, {"metadata": (vni, VNI_MASK)}, vni,
+                          actions=(SetField("eth_src", mac), SetField("eth_dst", next_hop), Output(uplink))))
+    return flows

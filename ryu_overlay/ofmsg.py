@@ -16,8 +16,8 @@ from functools import cache, cached_property, lru_cache
 from typing import Any
 
 from .compat import ERICSSON_OXM_CLASS, framework_module, ofproto as ofp, parser
-from .flows import Action, CheckPktLarger, DecTtl, Flow, Group, Meter, Move, Output, SetField, SetNwTtl, ToGroup
-from .pipeline import TABLE_IDS
+from .flows import Action, CheckPktLarger, Ct, DecTtl, Flow, Group, Meter, Move, Output, SetField, SetNwTtl, ToGroup
+from .pipeline import CT_COMMIT, NAT_SRC, TABLE_IDS
 
 ALL_COOKIE_BITS = 0xFFFFFFFFFFFFFFFF
 NX_FIELDS_WITH_PREREQUISITES = frozenset({bytes.fromhex("00013a01")})  # NXM_NX_IP_TTL (nw_ttl)
@@ -71,6 +71,11 @@ def encode_action(action: Action) -> Any:
         return parser.OFPActionDecNwTtl()
     if isinstance(action, CheckPktLarger):
         return NXActionCheckPktLarger(action.pkt_len, action.dst, action.offset)
+    if isinstance(action, Ct):
+        rewrite = {} if action.snat is None else {"range_ipv4_min": action.snat, "range_ipv4_max": action.snat}
+        nat = parser.NXActionNAT(flags=NAT_SRC if action.snat else 0, **rewrite)
+        return parser.NXActionCT(flags=CT_COMMIT if action.commit else 0, zone_src="", zone_ofs_nbits=action.zone,
+                                 recirc_table=TABLE_IDS[action.table], alg=0, actions=[nat])
     raise TypeError(f"cannot encode {action!r}")
 
 

@@ -128,6 +128,15 @@ def arp_reply(requester_mac: str, requester_ip: str, target_mac: str, target_ip:
     return frame + bytes(60 - len(frame))
 
 
+def arp_request(sender_mac: str, sender_ip: str, target_ip: str) -> bytes:
+    """A broadcast "who has ``target_ip``? tell ``sender_ip``", padded to 60 bytes."""
+    me = bytes.fromhex(sender_mac.replace(":", ""))
+    frame = b"\xff" * 6 + me + b"\x08\x06" + _ARP_IPV4.pack(1, _ether.ETH_TYPE_IP, 6, 4, ARP_REQUEST, me,
+                                                             ipaddress.IPv4Address(sender_ip).packed, bytes(6),
+                                                             ipaddress.IPv4Address(target_ip).packed)
+    return frame + bytes(60 - len(frame))
+
+
 def neighbor_advert(target_mac: str, target_ip: str, dst_mac: str, dst_ip: str, solicited: bool,
                     router: bool = False) -> bytes:
     """A Neighbor Advertisement for ``target_ip`` with the override flag and target link-layer option.

@@ -18,6 +18,9 @@ Layouts shared by all tables:
 * **group ids**: bits 0-23 the VNI, bits 24-31 the group's role (``GroupRole``).
 * **reg0** bit 0: set by ``mtu_check`` when the frame is larger than its network's MTU allows
   (``check_pkt_larger``), read by ``mtu_oversize``.
+* **ct_zone**: a router's SNAT connections are tracked in its own conntrack zone, the low 16
+  bits of its MAC (``gateway_zone``): routers' MACs are numbered from 1, so zones are distinct for
+  the first 65535 routers, and two tenants' identical private addresses never share a zone.
 * **meter** N limits what port N may send to the controller (``PACKET_IN_RATE``), so one VM
   flooding ARP or ND cannot starve another's answers. ``ROUTER_METER`` limits, per hypervisor,
   what the distributed routers send up (expired TTLs, unknown destinations, solicitations for
@@ -62,6 +65,9 @@ DHCP_CLIENT_PORT = 68
 OFPP_IN_PORT: int = _ofp.OFPP_IN_PORT
 OFPP_TABLE: int = _ofp.OFPP_TABLE
 OFPP_CONTROLLER: int = _ofp.OFPP_CONTROLLER
+CT_TRACKED, CT_REPLY, CT_INVALID = 0x20, 0x08, 0x10  # ct_state bits (+trk, +rpl, +inv)
+NAT_SRC = 1  # NXActionNAT flags
+CT_COMMIT = 1  # NXActionCT flags
 BROADCAST = "ff:ff:ff:ff:ff:ff"
 MULTICAST_BIT = ("01:00:00:00:00:00", "01:00:00:00:00:00")
 
@@ -78,6 +84,13 @@ class Priority:
     CLASSIFY = 100  # a bound VM port with its MAC, or a tunnel peer with a VNI it hosts
     TUNNEL_DROP = 2  # other tunnel traffic
     LEARN_PORT = 1  # other frames of a known VM interface: to the controller, metered
+    TO_GATEWAY = 110  # (gateway hypervisor) from a tunnel, a network's frame routed to the router's MAC
+    UPLINK = 100  # (gateway hypervisor) anything from a router's uplink: to uplink_in
+    # uplink_in
+    UPLINK_ARP_ANSWER = 100  # ARP requests for the gateway IP or a floating IP: answered in the switch
+    NEXT_HOP_ARP = 90  # any other ARP from the next hop: to the controller, which learns its MAC
+    TO_PUBLIC = 50  # IPv4 to the gateway IP (conntrack, un-SNAT) or to a floating IP (DNAT)
+    ROUTED_IN = 40  # without SNAT: IPv4 to one of the router's subnets, routed in as it is
     # port_security
     HOST_CONFIG_TRAP = 30  # a port's DHCP requests (UDP 68 -> 67, any source address): to the controller
     HOST_CONFIG_DROP = 25  # DHCP server replies, Router Advertisements, DHCP requests no trap took
@@ -100,7 +113,15 @@ class Priority:
     # l3_route
     TTL_EXPIRED = 30  # to the router's MAC with TTL / hop limit 1: to the controller (time exceeded)
     ROUTE = 20  # to the router's MAC for one of its subnets: route into that subnet's network
+    DEFAULT_ROUTE = 15  # other IPv4 to the router's MAC, the router having a gateway: to the gateway
     ROUTER_MAC_DROP = 10  # anything else to the router's MAC
+    # uplink_nat
+    UNSNAT = 100  # a reply of an SNAT connection, its destination restored: routed in
+    # gateway_out
+    FLOATING_OUT = 100  # from a port with a floating IP: its source becomes the floating IP
+    SNAT_OUT = 50  # from any other port: SNAT to the gateway IP in conntrack (or as it is, without SNAT)
+    # uplink_out
+    TO_NEXT_HOP = 100  # the router's MAC as source, the next hop's as destination, out of the uplink
     # l3_neighbour
     NEIGHBOUR = 100  # a known address of the target network (or the router's own: dropped)
     # l2_lookup
@@ -129,7 +150,19 @@ TABLES: tuple[Table, ...] = (
            "port from a known hypervisor with a VNI both host. Sets metadata to the network. Other "
            "tunnel traffic is dropped here; other VM frames go to the controller, rate-limited, "
            "which learns locations from them.",
-           "in_port eth_src tun_ipv4_src tun_ipv6_src tunnel_id", "port_security l2_lookup"),
+           "in_port eth_src eth_dst tun_ipv4_src tun_ipv6_src tunnel_id",
+           "uplink_in port_security gateway_out l2_lookup"),
+    _table("uplink_in",
+           "Frames from a router's uplink, on its gateway hypervisor: ARP requests for the gateway "
+           "IP and floating IPs are answered here; other ARP from the next hop goes to the controller "
+           "(which learns its MAC). IPv4 to the gateway IP goes through the router's conntrack zone "
+           "(un-SNAT); IPv4 to a floating IP gets the port's address (DNAT) and is routed in. "
+           "Everything else from the outside stops here.",
+           "in_port eth_type arp_op arp_spa arp_tpa ipv4_dst", "uplink_nat l3_neighbour"),
+    _table("uplink_nat",
+           "After conntrack: a reply (+trk+rpl) of a connection the router SNAT-ed, its destination "
+           "now the port's address, is routed into the port's network. Other frames stop here.",
+           "ct_state ct_zone eth_type ipv4_dst", "l3_neighbour"),
     _table("port_security",
            "Let a VM send ARP, IPv4 and IPv6 only from the addresses its port owns (plus its "
            "EUI-64 link-local address and the unspecified address for DAD), and advertise only "
@@ -167,7 +200,16 @@ TABLES: tuple[Table, ...] = (
            "or hop limit decremented, the router's MAC as source, and the target network as "
            "metadata (not from a tunnel). TTL 1 goes to the controller for time exceeded; "
            "anything else sent to the router's MAC stops here. Other frames go on to l2_lookup.",
-           "metadata eth_type eth_dst ipv4_dst ipv6_dst nw_ttl", "l3_neighbour l2_lookup"),
+           "metadata eth_type eth_dst ipv4_dst ipv6_dst nw_ttl", "gateway_out l3_neighbour l2_lookup"),
+    _table("gateway_out",
+           "On the gateway hypervisor, IPv4 routed out of a router's network: a port with a floating "
+           "IP gets it as source; other ports are SNAT-ed to the gateway IP in the router's conntrack "
+           "zone (or keep their address, without SNAT).",
+           "metadata eth_type ipv4_src", "uplink_out"),
+    _table("uplink_out",
+           "Out of the router's uplink, from the router's MAC to the next hop's, once the controller "
+           "has resolved it; until then the frame is dropped here.",
+           "metadata"),
     _table("l3_neighbour",
            "The routed frame's destination MAC: the port owning the destination address in the "
            "target network, from the mapping (every port of every network of the router, on every "
@@ -215,6 +257,12 @@ class Family(enum.IntEnum):
     UNREACHABLE = 21
     MTU_CHECK = 22
     OVERSIZE = 23
+    GATEWAY_IN = 24  # ingress: a router's uplink, and frames tunnelled to its gateway hypervisor
+    DEFAULT_ROUTE = 25
+    UPLINK_ARP = 26  # answers for the gateway and floating IPs on the uplink; the next hop's ARP trap
+    FLOATING_IP = 27
+    SNAT = 28
+    UPLINK_OUT = 29
 
 
 class GroupRole(enum.IntEnum):
@@ -228,6 +276,11 @@ ROUTER_METER = 0xFFFE  # what the hypervisor's routers send to the controller
 PACKET_IN_BURST = 50
 ETH_HEADER_LEN = 14  # what check_pkt_larger counts besides the IP packet of an untagged frame
 OVERSIZE_BIT = 1  # reg0 bit 0
+
+
+def gateway_zone(router_mac: str) -> int:
+    """The conntrack zone of a router's SNAT connections (see the module doc)."""
+    return int(router_mac.replace(":", "")[-4:], 16)
 
 
 def cookie(family: Family, vni: int, fingerprint: int) -> int:

@@ -100,9 +100,19 @@ class Topology:
         return (network,) if router is None else router.networks
 
     def interested(self, network: str) -> set[str]:
-        """Hypervisors that need flows of ``network``: its hosts, and the hosts of every network
-        routed with it (a distributed router routes into it from there)."""
-        return set().union(*(self.hosts(n) for n in self.routed_networks(network)))
+        """Hypervisors that need flows of ``network``: its hosts, the hosts of every network
+        routed with it (a distributed router routes into it from there), and its router's gateway
+        hypervisor (which routes replies from the outside into it)."""
+        hvs = set().union(*(self.hosts(n) for n in self.routed_networks(network)))
+        router = self.router_of(network)
+        if router is not None and router.gateway is not None:
+            hvs.add(router.gateway.hypervisor)
+        return hvs
+
+    def gateways_on(self, hypervisor: str, interface: str | None = None) -> list[Router]:
+        """The routers whose gateway (uplink) is on ``hypervisor`` (on its ``interface``), by name."""
+        return [r for _, r in sorted(self.routers.items()) if r.gateway is not None
+                and r.gateway.hypervisor == hypervisor and interface in (None, r.gateway.interface)]
 
     def router_address(self, network: str, ip: IPAddress) -> Router | None:
         """The router owning address ``ip`` in ``network``."""
@@ -151,6 +161,8 @@ class Topology:
     def check_delete_hypervisor(self, name: str) -> Hypervisor:
         hv = self.get_hypervisor(name)
         _refuse_while_used(f"hypervisor {name} still hosts", self.ports_on(name))
+        for router in self.gateways_on(name):
+            raise Conflict(f"hypervisor {name} is the gateway of router {router.name}")
         return hv
 
     def check_network(self, net: Network) -> None:

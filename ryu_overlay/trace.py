@@ -36,6 +36,10 @@ from .pipeline import (
     TABLE_NAMES,
 )
 
+CT_NEW, CT_ESTABLISHED, CT_REPLY, CT_TRACKED = 0x01, 0x02, 0x08, 0x20
+CT_STATE_NAMES = ((CT_NEW, "new"), (CT_ESTABLISHED, "est"), (CT_REPLY, "rpl"), (CT_TRACKED, "trk"))
+L4_PORTS = (("tcp_src", "tcp_dst"), ("udp_src", "udp_dst"))
+
 Packet = dict[str, Any]
 
 MAC_FIELDS = {"eth_src", "eth_dst", "arp_sha", "arp_tha", "ipv6_nd_sll", "ipv6_nd_tll"}
@@ -43,7 +47,7 @@ IPV4_FIELDS = {"arp_spa", "arp_tpa", "ipv4_src", "ipv4_dst", "tun_ipv4_src", "tu
 IPV6_FIELDS = {"ipv6_src", "ipv6_dst", "ipv6_nd_target", "tun_ipv6_src", "tun_ipv6_dst"}
 ND_FIELDS = {"ipv6_nd_target", "ipv6_nd_sll", "ipv6_nd_tll", "nd_reserved", "nd_options_type"}
 ND_OPTION_FIELDS = {ND_OPT_SLL: "ipv6_nd_sll", ND_OPT_TLL: "ipv6_nd_tll"}
-PIPELINE_FIELDS = {"metadata", "tunnel_id", *(f"reg{i}" for i in range(8))}
+PIPELINE_FIELDS = {"metadata", "tunnel_id", "ct_state", "ct_zone", *(f"reg{i}" for i in range(8))}
 ETH_ARP, ETH_IPV4, ETH_IPV6 = ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6
 PREREQUISITES: dict[str, Mapping[str, tuple[int, ...]]] = {
     **{f: {"eth_type": (ETH_ARP,)} for f in ("arp_op", "arp_spa", "arp_tpa", "arp_sha", "arp_tha")},
@@ -207,12 +211,37 @@ class _Run:
     meters: list[int] = field(default_factory=list)
 
 
+Tuple = tuple[int, str, str, int, int]  # ip_proto, source, destination, source port, destination port
+
+
+@dataclass(frozen=True)
+class Connection:
+    """A committed conntrack entry: the tuple its first packet had, and the source it was given."""
+
+    original: Tuple
+    snat: str | None
+
+
+def _tuple(pkt: Mapping[str, Any]) -> Tuple:
+    ports = next(((int(pkt.get(a, 0)), int(pkt.get(b, 0))) for a, b in L4_PORTS if a in pkt or b in pkt), (0, 0))
+    return (int(pkt.get("ip_proto", 0)), str(pkt.get("ipv4_src", "")), str(pkt.get("ipv4_dst", "")), *ports)
+
+
+def _reply_of(t: Tuple) -> Tuple:
+    return (t[0], t[2], t[1], t[4], t[3])
+
+
 class SimSwitch:
+    """One switch's flow tables, groups, meters, and its connection tracker (``conntrack``, per
+    zone: the tuples a committed connection's packets have in either direction, as Linux and the
+    userspace datapath key them; ICMP is keyed without its identifier)."""
+
     def __init__(self, table_names: Mapping[int, str] | None = None) -> None:
         self.table_names = dict(TABLE_NAMES if table_names is None else table_names)
         self.entries: list[Entry] = []
         self.groups: dict[int, Any] = {}
         self.meters: dict[int, Any] = {}
+        self.conntrack: dict[int, dict[Tuple, tuple[Connection, bool]]] = {}
 
     # --- applying messages ------------------------------------------------------------------
 
@@ -230,6 +259,8 @@ class SimSwitch:
         if msg.command == ofp.OFPFC_ADD:
             _check_prerequisites(match)
             _check_prerequisites(match, _fields_touched(msg.instructions), "action on")
+            if _nats(msg.instructions) and match.get("eth_type", (0, None)) not in ((ETH_IPV4, None), (ETH_IPV6, None)):
+                raise SimError("ct with nat needs an IP eth_type in the match (OVS refuses the flow)")
             for inst in msg.instructions:
                 if isinstance(inst, parser.OFPInstructionGotoTable) and inst.table_id <= msg.table_id:
                     raise SimError(f"goto_table:{inst.table_id} from table {msg.table_id} goes backwards")
@@ -357,6 +388,8 @@ class SimSwitch:
                 larger = int(pkt.get("frame_len", SMALL_FRAME) > action.pkt_len)
                 old = to_int(action.dst, pkt.get(action.dst, 0))
                 pkt[action.dst] = (old & ~(1 << action.offset)) | (larger << action.offset)
+            elif isinstance(action, parser.NXActionCT):
+                self._ct(action, pkt, run, table_id)
             elif isinstance(action, parser.OFPActionGroup):
                 group = self.groups.get(action.group_id)
                 if group is None:
@@ -367,6 +400,48 @@ class SimSwitch:
                     self._actions(bucket.actions, dict(pkt), run, table_id, cookie)
             else:
                 raise SimError(f"action {action} is not simulated")
+
+    def _ct(self, action: Any, pkt: Packet, run: _Run, table_id: int) -> None:
+        """Conntrack with NAT: the copy that goes on (in ``recirc_table``) carries ``ct_state`` and
+        ``ct_zone`` and the NAT rewrite, as the userspace datapath's does."""
+        if action.zone_src:
+            raise SimError("ct with a zone taken from a field is not simulated")
+        zone = action.zone_ofs_nbits
+        nat = next((a for a in action.actions if isinstance(a, parser.NXActionNAT)), None)
+        conns = self.conntrack.setdefault(zone, {})
+        out = dict(pkt)
+        key = _tuple(pkt)
+        known = conns.get(key)
+        before = (out.get("ipv4_src"), out.get("ipv4_dst"))
+        if known is not None:
+            conn, reply = known
+            state = CT_TRACKED | CT_ESTABLISHED | (CT_REPLY if reply else 0)
+            if nat is not None and conn.snat is not None:
+                if reply:
+                    out["ipv4_dst"] = conn.original[1]
+                else:
+                    out["ipv4_src"] = conn.snat
+        else:
+            state = CT_TRACKED | CT_NEW
+            snat = None
+            if nat is not None and nat.flags & 1 and nat.range_ipv4_min:
+                snat = out["ipv4_src"] = nat.range_ipv4_min
+            if action.flags & 1:  # commit
+                conn = Connection(key, snat)
+                translated = key if snat is None else (key[0], snat, *key[2:])
+                conns[key] = (conn, False)
+                conns[_reply_of(translated)] = (conn, True)
+        out["ct_state"], out["ct_zone"] = state, zone
+        flags = "+" + "+".join(name for bit, name in CT_STATE_NAMES if state & bit)
+        after = (out.get("ipv4_src"), out.get("ipv4_dst"))
+        rewrite = "".join(f", {f} {a} -> {b}" for f, a, b in zip(("ipv4_src", "ipv4_dst"), before, after, strict=True)
+                          if a != b)
+        name = self.table_names.get(table_id, str(table_id))
+        run.trace.append(Step(table_id, name, None, None, "conntrack", f"zone {zone}: {flags}{rewrite}"))
+        if action.recirc_table != ofp.OFPTT_ALL:
+            self._table(action.recirc_table, out, run)
+        else:
+            pkt.update(out)
 
     @staticmethod
     def _output(port: int, pkt: Packet, run: _Run, table_id: int, cookie: int) -> None:
@@ -387,6 +462,11 @@ def _retype_nd_option(pkt: Packet, new: int) -> None:
         value = pkt.pop(ND_OPTION_FIELDS[old], None)
         if new in ND_OPTION_FIELDS and value is not None:
             pkt[ND_OPTION_FIELDS[new]] = value
+
+
+def _nats(instructions: Iterable[Any]) -> bool:
+    return any(isinstance(a, parser.NXActionCT) and any(isinstance(n, parser.NXActionNAT) for n in a.actions)
+               for inst in instructions for a in getattr(inst, "actions", ()))
 
 
 def _groups_used(entry: Entry) -> set[int]:
@@ -421,6 +501,15 @@ def _fmt_action(action: Any) -> str:
         return f"mod_nw_ttl:{action.nw_ttl}"
     if isinstance(action, parser.OFPActionDecNwTtl):
         return "dec_ttl"
+    if isinstance(action, parser.NXActionCT):
+        parts = ["commit"] if action.flags & 1 else []
+        parts.append(f"zone={action.zone_ofs_nbits}")
+        for nat in action.actions:
+            if isinstance(nat, parser.NXActionNAT):
+                parts.append(f"nat(src={nat.range_ipv4_min})" if nat.flags & 1 else "nat")
+        if action.recirc_table != ofp.OFPTT_ALL:
+            parts.append(f"table={TABLE_NAMES.get(action.recirc_table, action.recirc_table)}")
+        return f"ct({','.join(parts)})"
     return type(action).__name__
 
 
@@ -566,8 +655,8 @@ SHORTHANDS: dict[str, dict[str, int]] = {
     "udp": {"eth_type": ETH_IPV4, "ip_proto": 17},
 }
 KNOWN_FIELDS = MAC_FIELDS | IPV4_FIELDS | IPV6_FIELDS | PIPELINE_FIELDS | {
-    "in_port", "eth_type", "vlan_vid", "arp_op", "ip_proto", "icmpv6_type", "icmpv6_code", "tcp_dst", "udp_src",
-    "udp_dst", "nd_options_type", "nd_reserved", "nw_ttl", "frame_len"}
+    "in_port", "eth_type", "vlan_vid", "arp_op", "ip_proto", "icmpv6_type", "icmpv6_code", "tcp_src", "tcp_dst",
+    "udp_src", "udp_dst", "nd_options_type", "nd_reserved", "nw_ttl", "frame_len"}
 
 
 def parse_packet_spec(spec: str, interfaces: Mapping[str, int] | None = None) -> Packet:
@@ -597,13 +686,19 @@ def parse_packet_spec(spec: str, interfaces: Mapping[str, int] | None = None) ->
     return pkt
 
 
+ASSUMED_NEXT_HOP_MAC = "00:00:5e:00:53:01"  # RFC 7042's documentation range
+DELIVERY_FIELDS = ("eth_src", "eth_dst", "ipv4_src", "ipv4_dst", "ipv6_src", "ipv6_dst", "nw_ttl")
+
+
 def format_fabric(result: FabricResult) -> str:
     lines: list[str] = []
     for hop in result.hops:
         lines.append(f"== {hop.switch} ==")
         for step in hop.result.trace:
-            if step.priority is None:
+            if step.priority is None and step.match == "miss":
                 lines.append(f"  {step.table_id} {step.table}: no flow matches -> drop")
+            elif step.priority is None:
+                lines.append(f"  {step.table_id} {step.table}: {step.match}: {step.actions}")
             else:
                 lines.append(f"  {step.table_id} {step.table}: priority {step.priority}, cookie {step.cookie:#018x}")
                 lines.append(f"      match   {step.match}")
@@ -613,6 +708,10 @@ def format_fabric(result: FabricResult) -> str:
     for src, dst, vni, ip in result.tunnelled:
         lines.append(f"tunnel {src} -> {dst or 'nobody'} (tun_id={vni}, tun_dst={ip})")
     for d in result.deliveries:
+        shown = ", ".join(f"{k}={d.packet[k]}" for k in DELIVERY_FIELDS if k in d.packet)
+        if shown:
+            lines.append(f"leaves {d.switch} port {d.port} as {shown}")
+    for d in result.deliveries:
         lines.append(f"delivered on {d.switch} port {d.port}")
     if not result.deliveries and not result.packet_ins():
         lines.append("dropped")
@@ -620,10 +719,12 @@ def format_fabric(result: FabricResult) -> str:
 
 
 def assumed_ofports(controller: Any, overrides: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:
-    """Port numbers per hypervisor: tunnel port 1, then its ports' interfaces by name, unless given."""
+    """Port numbers per hypervisor: tunnel port 1, then its ports' interfaces and its routers'
+    uplinks by name, unless given."""
     out: dict[str, dict[str, int]] = {}
     for name, hv in controller.topo.hypervisors.items():
-        ifaces = sorted({p.interface for p in controller.topo.ports_on(name) if p.interface})
+        ifaces = sorted({p.interface for p in controller.topo.ports_on(name) if p.interface} |
+                        {r.gateway.interface for r in controller.topo.gateways_on(name) if r.gateway is not None})
         ports = {hv.tunnel_port: 1, **{i: n for n, i in enumerate(ifaces, start=2)}}
         ports.update(overrides.get(name, {}))
         out[name] = ports
@@ -714,6 +815,12 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--ofport", action="append", default=[], metavar="HV:IFACE=N",
                     help="a port number (default: the switch's, with --url and a connected switch; otherwise "
                          "tunnel port 1, then interfaces in name order from 2)")
+    ap.add_argument("--then", nargs=2, action="append", default=[], metavar=("HYPERVISOR", "PACKET"),
+                    help="then trace another packet through the same switches: a reply finds the connection "
+                         "that an earlier packet committed in conntrack (SNAT)")
+    ap.add_argument("--next-hop-mac", default=ASSUMED_NEXT_HOP_MAC,
+                    help="the MAC assumed for every gateway's next hop, which only the live switch learns "
+                         f"(default {ASSUMED_NEXT_HOP_MAC}, a documentation MAC)")
     args = ap.parse_args(argv)
     overrides: dict[str, dict[str, int]] = {}
     for item in args.ofport:
@@ -737,12 +844,25 @@ def main(argv: list[str]) -> int:
         ap.error(f"no hypervisor {args.hypervisor} in {where}")
     ofports, sources = port_numbers(controller, live, overrides)
     net = SimNet(controller, ofports)
-    try:
-        packet = parse_packet_spec(args.packet, ofports[args.hypervisor])
-    except ValueError as exc:
-        ap.error(str(exc))
+    packets = []
+    for hv, spec in [(args.hypervisor, args.packet), *args.then]:
+        if hv not in ofports:
+            ap.error(f"no hypervisor {hv} in {where}")
+        try:
+            packets.append((hv, parse_packet_spec(spec, ofports[hv])))
+        except ValueError as exc:
+            ap.error(str(exc))
     for hv, ports in ofports.items():
         numbers = ", ".join(f"{i}={n}" for i, n in sorted(ports.items(), key=lambda x: x[1]))
         print(f"port numbers of {hv} ({sources[hv]}): {numbers}")
-    print(format_fabric(net.send(args.hypervisor, packet)))
+    for router in controller.topo.routers.values():
+        gw = router.gateway
+        if gw is not None:
+            net.apply(controller.learn_next_hop(gw.hypervisor, gw.interface, str(gw.next_hop), args.next_hop_mac))
+            print(f"next hop {gw.next_hop} of router {router.name} ({gw.hypervisor}/{gw.interface}) "
+                  f"assumed at {args.next_hop_mac}")
+    for n, (hv, packet) in enumerate(packets):
+        if n:
+            print(f"--- then, on {hv}:")
+        print(format_fabric(net.send(hv, packet)))
     return 0

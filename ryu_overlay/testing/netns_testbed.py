@@ -8,7 +8,9 @@ Layout of one testbed, every name carrying a unique prefix so that runs never co
   ``br-int`` prepared by ``ryu_overlay.hypervisor.prepare_hypervisor_commands``; a management veth
   to the root namespace (198.19.<k>.<4i+1> here, <4i+2> there) so it reaches a controller
   listening in the root namespace;
-* per VM a namespace whose ``eth0`` is a veth into its hypervisor's ``br-int``.
+* per VM a namespace whose ``eth0`` is a veth into its hypervisor's ``br-int``;
+* optionally an *outside* host (``add_outside``): a namespace on the documentation prefixes
+  whose ``eth0`` is a veth into a gateway hypervisor's ``br-int``, as a router's uplink.
 
 Everything is removed by process id and by the names it created, also after a failure.
 """
@@ -376,6 +378,15 @@ class Testbed:
                      f"external_ids:iface-id={vm.iface_id}", f"external_ids:attached-mac={vm.mac}",
                      f"external_ids:vm-uuid={vm_uuid[:8]}-{vm_uuid[8:12]}-{vm_uuid[12:16]}-{vm_uuid[16:20]}-"
                      f"{vm_uuid[20:]}", "external_ids:iface-status=active")
+
+    def add_outside(self, name: str, hv: str, uplink: str, mac: str, ips: Sequence[str]) -> Vm:
+        """A host of the non-virtualized world behind ``hv``'s uplink port ``uplink`` (a router's
+        gateway interface): a namespace whose ``eth0`` is a veth into ``hv``'s ``br-int``, with
+        addresses of 198.51.100.0/24 and 203.0.113.0/24 (each given as a /24) and MTU 1500. It is
+        run like a VM (``vm_exec``, ``ping``) but no port is declared for it."""
+        if not all(ip.startswith(("198.51.100.", "203.0.113.")) for ip in ips):
+            raise ValueError(f"outside addresses must be documentation addresses, not {ips}")
+        return self.add_vm(name, hv, uplink, mac, ips, mtu=1500)
 
     def move_vm(self, name: str, new_hv: str) -> Vm:
         """Live-migrate: the interface leaves the old bridge, the same VM reappears on the new one."""

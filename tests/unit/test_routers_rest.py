@@ -208,3 +208,13 @@ def test_green_without_its_ports_still_cannot_go_while_routed(routed):
     routed.api.delete("/v1/ports/vmG1")
     resp = routed.api.delete("/v1/networks/green")
     assert (resp.status_int, resp.json) == (409, {"error": "network green is still attached to router r1"})
+
+
+def test_the_gateway_hypervisor_cannot_be_deleted_while_a_router_uses_it(routed):
+    before = routed.snapshot()
+    resp = routed.api.delete("/v1/hypervisors/hv3")
+    assert (resp.status_int, resp.json) == (409, {"error": "hypervisor hv3 is the gateway of router r1"})
+    assert routed.snapshot() == before
+    no_gateway = {**R1, "gateway": None, "snat": False, "floating_ips": {}}
+    assert routed.api.put("/v1/routers/r1", no_gateway).status_int == 200
+    assert routed.api.delete("/v1/hypervisors/hv3").status_int == 204
