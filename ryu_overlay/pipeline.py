@@ -64,6 +64,10 @@ OFPP_TABLE: int = _ofp.OFPP_TABLE
 OFPP_CONTROLLER: int = _ofp.OFPP_CONTROLLER
 BROADCAST = "ff:ff:ff:ff:ff:ff"
 MULTICAST_BIT = ("01:00:00:00:00:00", "01:00:00:00:00:00")
+IEEE_LINK_LOCAL = ("01:80:c2:00:00:00", "ff:ff:ff:ff:ff:f0")  # 802.1D reserved group: STP, LLDP, 802.1X, pause
+VLAN_PRESENT = (0x1000, 0x1000)  # OFPVID_PRESENT: any 802.1Q or 802.1ad tag
+DHCPV6_CLIENT_PORT = 546
+NO_LINK_LAYER_ADDRESS = "00:00:00:00:00:00"  # what OVS reads as nd_tll from an NA without that option
 
 
 class Priority:
@@ -79,8 +83,9 @@ class Priority:
     TUNNEL_DROP = 2  # other tunnel traffic
     LEARN_PORT = 1  # other frames of a known VM interface: to the controller, metered
     # port_security
+    L2_CONTROL_DROP = 40  # VLAN-tagged frames (802.1Q, 802.1ad) and the IEEE 802.1 link-local group (STP, LLDP)
     HOST_CONFIG_TRAP = 30  # a port's DHCP requests (UDP 68 -> 67, any source address): to the controller
-    HOST_CONFIG_DROP = 25  # DHCP server replies, Router Advertisements, DHCP requests no trap took
+    HOST_CONFIG_DROP = 25  # DHCP(v6) replies to clients, Router Advertisements, DHCP requests no trap took
     OWN_NA = 20  # a Neighbor Advertisement for one of the port's own addresses
     FOREIGN_NA = 15  # any other Neighbor Advertisement
     OWN_ADDRESS = 10  # ARP, IPv4, IPv6 from one of the port's own addresses
@@ -136,9 +141,10 @@ TABLES: tuple[Table, ...] = (
            "EUI-64 link-local address and the unspecified address for DAD), and advertise only "
            "its own addresses in ARP and Neighbor Advertisements. DHCP requests go to the "
            "controller from here (before the source check: a DISCOVER comes from 0.0.0.0); DHCP "
-           "server replies and Router Advertisements from VMs stop here.",
-           "in_port eth_type arp_spa arp_sha ipv4_src ipv6_src ip_proto udp_src udp_dst icmpv6_type ipv6_nd_target",
-           "arp_nd"),
+           "server replies and Router Advertisements from VMs stop here, and so do VLAN-tagged frames "
+           "and frames to the IEEE 802.1 link-local group (STP, LLDP).",
+           "in_port eth_dst vlan_vid eth_type arp_spa arp_sha ipv4_src ipv6_src ip_proto udp_src udp_dst icmpv6_type "
+           "ipv6_nd_target ipv6_nd_tll", "arp_nd"),
     _table("arp_nd",
            "Answer ARP requests and Neighbor Solicitations for addresses the mapping knows inside "
            "the switch, before either could be flooded; solicitations without the asker's "
