@@ -28,6 +28,7 @@ from .model import (
     Port,
     Router,
     link_local,
+    mobility_of,
     parse_hypervisor,
     parse_network,
     parse_port,
@@ -87,6 +88,7 @@ STAT_COUNTERS = (
     "dropped_unknown_source", "dropped_spoofed_source", "dhcp_answered", "ra_sent", "host_config_rate_limited",
     "router_nd_answered", "icmp_time_exceeded", "icmp_unreachable", "icmp_rate_limited",
     "pmtu_frag_needed", "pmtu_packet_too_big", "pmtu_fragmented", "pmtu_rate_limited", "pmtu_dropped",
+    "moves_refused_declared",
 )
 
 
@@ -181,6 +183,18 @@ class Controller:
             port = self._carry_over(old, port, body.get("mobility_seq"))
         self.topo.check_port(port)
         return old is None, port, self._save_port(old, port)
+
+    def bind_port(self, name: str, hypervisor: str, interface: str) -> Batches:
+        """Locate a port by an authority outside the data plane, as a PUT with that location would.
+
+        This is the hook for a hypervisor managed over OVSDB: an interface whose
+        ``external_ids:iface-id`` names the port counts as a declared location, so it moves a port
+        whatever its mobility policy (``learn`` or ``declared``).
+        """
+        old = self.topo.get_port(name)
+        port = self._carry_over(old, old.with_location(hypervisor, interface, "declared"), None)
+        self.topo.check_port(port)
+        return self._save_port(old, port)
 
     def delete_port(self, name: str) -> Batches:
         port = self.topo.check_delete_port(name)
@@ -608,6 +622,11 @@ class Controller:
         is held where it is and the duplicate recorded. Both wait for an operator's PUT.
         """
         if port.hypervisor == hv and port.interface == interface:
+            return {}
+        if mobility_of(port, self.topo.networks[port.network]) == "declared":
+            self.stats["moves_refused_declared"] += 1
+            LOG.warning("port %s (%s) has declared mobility; dropped its frame from %s/%s", port.name, port.mac,
+                        hv, interface)
             return {}
         if report is not None and report < _next_seq(port):
             self.stats["moves_refused_stale"] += 1

@@ -23,6 +23,7 @@ MTU_MIN, MTU_MAX = 1280, 9000  # 1280: every network may carry IPv6 (RFC 8200)
 MAX_NAME = 64
 MOBILITY_SEQ_MAX = (1 << 32) - 1  # a 4-octet field in EVPN's MAC Mobility extended community
 UNKNOWN_ARP_MODES = ("replicate", "drop")
+MOBILITY_MODES = ("learn", "declared")  # moves learned from frames, or only declared (REST, iface-id binding)
 # What DHCP option 26 and the RA MTU option announce for a network with no ``mtu``: a 1500-byte
 # underlay less VXLAN over IPv4's 50 bytes (outer IPv4 20, UDP 8, VXLAN 8, inner Ethernet 14),
 # so that a full-size frame still fits once encapsulated. An underlay with jumbo frames, or
@@ -84,6 +85,7 @@ class Network:
     mtu: int | None = None
     unknown_arp: str = "replicate"
     dhcp: bool = True
+    mobility: str | None = None  # the default of its ports that state none (None: by their location)
 
     @property
     def announced_mtu(self) -> int:
@@ -99,6 +101,7 @@ class Network:
             "mtu": self.mtu,
             "unknown_arp": self.unknown_arp,
             "dhcp": self.dhcp,
+            "mobility": self.mobility,
         }
 
 
@@ -149,6 +152,7 @@ class Port:
     frozen: bool = False
     recent_moves: tuple[Move, ...] = ()
     duplicate: Duplicate | None = None
+    mobility: str | None = None  # as declared; ``mobility_of`` gives the policy in force
 
     @property
     def located(self) -> bool:
@@ -173,11 +177,29 @@ class Port:
             "frozen": self.frozen,
             "recent_moves": [m.to_json() for m in self.recent_moves],
             "duplicate": None if self.duplicate is None else self.duplicate.to_json(),
+            "mobility": self.mobility,
         }
 
     def with_location(self, hypervisor: str | None, interface: str | None,
                       source: LocationSource | None) -> Port:
         return replace(self, hypervisor=hypervisor, interface=interface, location_source=source)
+
+
+def mobility_of(port: Port, network: Network) -> str:
+    """The port's mobility policy: its own, else its network's, else ``declared`` for a port whose
+    location was declared and ``learn`` for one without (issue #16's contract)."""
+    if port.mobility is not None:
+        return port.mobility
+    if network.mobility is not None:
+        return network.mobility
+    return "declared" if port.location_source == "declared" else "learn"
+
+
+def _mobility(body: Mapping[str, Any]) -> str | None:
+    value = body.get("mobility")
+    if value is not None and value not in MOBILITY_MODES:
+        raise BadRequest(f"mobility must be one of {', '.join(MOBILITY_MODES)} (or null)")
+    return value
 
 
 @dataclass(frozen=True)
@@ -349,7 +371,7 @@ def _int(value: Any, what: str, lo: int, hi: int) -> int:
 
 
 def parse_network(name: str, body: Any) -> Network:
-    body = _body(body, {"vni", "tenant", "subnets", "mtu", "unknown_arp", "dhcp"}, {"vni", "tenant"})
+    body = _body(body, {"vni", "tenant", "subnets", "mtu", "unknown_arp", "dhcp", "mobility"}, {"vni", "tenant"})
     subnets_raw = body.get("subnets", [])
     if not isinstance(subnets_raw, list):
         raise BadRequest("subnets must be a list of CIDR strings")
@@ -383,6 +405,7 @@ def parse_network(name: str, body: Any) -> Network:
         mtu=mtu,
         unknown_arp=unknown_arp,
         dhcp=dhcp,
+        mobility=_mobility(body),
     )
 
 
@@ -392,7 +415,8 @@ def parse_port(name: str, body: Any) -> Port:
     An optional ``mobility_seq`` is the sequence number the declaring client last read; the
     controller refuses the declaration if the port has moved since (``Controller.put_port``).
     """
-    body = _body(body, {"network", "mac", "ips", "hypervisor", "interface", "mobility_seq"}, {"network", "mac"})
+    body = _body(body, {"network", "mac", "ips", "hypervisor", "interface", "mobility_seq", "mobility"},
+                 {"network", "mac"})
     seq = _int(body["mobility_seq"], "mobility_seq", 0, MOBILITY_SEQ_MAX) if "mobility_seq" in body else 0
     ips_raw = body.get("ips", [])
     if not isinstance(ips_raw, list):
@@ -413,6 +437,7 @@ def parse_port(name: str, body: Any) -> Port:
         interface=None if interface is None else parse_interface(interface),
         location_source=None if hypervisor is None else "declared",
         mobility_seq=seq,
+        mobility=_mobility(body),
     )
 
 
@@ -489,7 +514,7 @@ def hypervisor_from_record(rec: Mapping[str, Any]) -> Hypervisor:
 def network_from_record(rec: Mapping[str, Any]) -> Network:
     return Network(rec["name"], rec["vni"], rec["tenant"],
                    tuple(ipaddress.ip_network(s) for s in rec["subnets"]), rec["mtu"],
-                   rec.get("unknown_arp", "replicate"), rec.get("dhcp", True))
+                   rec.get("unknown_arp", "replicate"), rec.get("dhcp", True), rec.get("mobility"))
 
 
 def port_from_record(rec: Mapping[str, Any]) -> Port:
@@ -498,7 +523,7 @@ def port_from_record(rec: Mapping[str, Any]) -> Port:
                 rec["hypervisor"], rec["interface"], rec["location_source"],
                 rec.get("mobility_seq", 0), rec.get("frozen", False),
                 tuple(Move(m["at"], m["hypervisor"], m["interface"]) for m in rec.get("recent_moves", ())),
-                None if rec.get("duplicate") is None else Duplicate(**rec["duplicate"]))
+                None if rec.get("duplicate") is None else Duplicate(**rec["duplicate"]), rec.get("mobility"))
 
 
 def router_from_record(rec: Mapping[str, Any]) -> Router:

@@ -9,10 +9,25 @@ from __future__ import annotations
 from typing import Any
 
 from . import __version__
-from .model import DEFAULT_MTU, MAX_NAME, MOBILITY_SEQ_MAX, MTU_MAX, MTU_MIN, UNKNOWN_ARP_MODES, VNI_MAX, VNI_MIN
+from .model import (
+    DEFAULT_MTU,
+    MAX_NAME,
+    MOBILITY_MODES,
+    MOBILITY_SEQ_MAX,
+    MTU_MAX,
+    MTU_MIN,
+    UNKNOWN_ARP_MODES,
+    VNI_MAX,
+    VNI_MIN,
+)
 
 NAME = {"type": "string", "minLength": 1, "maxLength": MAX_NAME, "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"}
 IFNAME = {"type": "string", "minLength": 1, "maxLength": 15, "pattern": r"^[A-Za-z0-9_.:-]{1,15}$"}
+MOBILITY = {"type": "string", "enum": [*MOBILITY_MODES, None], "nullable": True,
+            "description": "learn: moves are learned from frames; declared: only a PUT (or an iface-id binding) "
+                           "moves the port, and a frame with its MAC from anywhere else is dropped and counted "
+                           "(moves_refused_declared). A port's null takes its network's; a network's null leaves "
+                           "each port the default: declared with a declared location, learn without"}
 MAC = {"type": "string", "pattern": r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$", "example": "02:aa:00:00:00:01"}
 IP = {"anyOf": [{"type": "string", "format": "ipv4"}, {"type": "string", "format": "ipv6"}],
       "example": "10.1.0.1", "description": "a unicast address, inside one of the network's subnets"}
@@ -112,14 +127,16 @@ def openapi_document() -> dict[str, Any]:
                 "dhcp": {"type": "boolean", "default": True,
                          "description": "the controller answers DHCPv4 for the ports' IPv4 addresses and Router "
                                         "Solicitations for the IPv6 prefixes, and sends RAs on port up"},
+                "mobility": MOBILITY,
             }},
         "Network": {
-            "type": "object", "required": ["name", "vni", "tenant", "subnets", "mtu", "unknown_arp", "dhcp"],
+            "type": "object", "required": ["name", "vni", "tenant", "subnets", "mtu", "unknown_arp", "dhcp",
+                                           "mobility"],
             "properties": {"name": NAME, "vni": {"type": "integer"}, "tenant": NAME,
                            "subnets": {"type": "array", "items": {"type": "string"}},
                            "mtu": {"type": "integer", "nullable": True},
                            "unknown_arp": {"type": "string", "enum": list(UNKNOWN_ARP_MODES)},
-                           "dhcp": {"type": "boolean"}}},
+                           "dhcp": {"type": "boolean"}, "mobility": MOBILITY}},
         "PortInput": {
             "type": "object", "required": ["network", "mac"], "additionalProperties": False,
             "properties": {
@@ -131,6 +148,7 @@ def openapi_document() -> dict[str, Any]:
                 "mobility_seq": {"type": "integer", "minimum": 0, "maximum": MOBILITY_SEQ_MAX,
                                  "description": "optional: the mobility_seq the client last read; the PUT is "
                                                 "refused (409) if the port has moved since"},
+                "mobility": MOBILITY,
             },
             # the location is both fields or neither
             "oneOf": [{"required": ["hypervisor", "interface"],
@@ -139,12 +157,13 @@ def openapi_document() -> dict[str, Any]:
         "Port": {
             "type": "object",
             "required": ["name", "network", "mac", "ips", "hypervisor", "interface", "location_source",
-                         "mobility_seq", "frozen", "recent_moves", "duplicate"],
+                         "mobility_seq", "frozen", "recent_moves", "duplicate", "mobility"],
             "properties": {
                 "name": NAME, "network": NAME, "mac": {"type": "string"},
                 "ips": {"type": "array", "items": {"type": "string"}},
                 "hypervisor": nullable_name, "interface": {**IFNAME, "nullable": True},
                 "location_source": {"type": "string", "enum": ["declared", "learned"], "nullable": True},
+                "mobility": MOBILITY,
                 "mobility_seq": {"type": "integer", "minimum": 0,
                                  "description": "the location's sequence number: one more each time the port "
                                                 "leaves a location (RFC 7432 section 15)"},

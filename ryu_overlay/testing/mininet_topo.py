@@ -387,7 +387,8 @@ class OverlayNet:
             self.put(f"/v1/hypervisors/{name}", {"dpid": h.index, "tunnel_ip": h.tunnel_ip})
         for t in range(1, self.spec.tenants + 1):
             self.put(f"/v1/networks/tenant{t}", {"vni": VNI_BASE + t, "tenant": f"tenant{t}",
-                                                 "subnets": ["10.0.0.0/24", "fd00::/64"], "mtu": VM_MTU})
+                                                 "subnets": ["10.0.0.0/24", "fd00::/64"], "mtu": VM_MTU,
+                                                 "mobility": "learn"})  # the experiments migrate VMs
         for name, v in self.vminfo.items():
             self.put(f"/v1/ports/{name}", {"network": f"tenant{v.tenant}", "mac": v.mac, "ips": list(v.ips),
                                            "hypervisor": v.hv, "interface": v.tap})
