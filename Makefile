@@ -3,7 +3,8 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PIP     := $(VENV)/bin/pip
 APT_PACKAGES := python3 python3-venv python3-dev gcc openvswitch-switch mininet iperf3 \
-                iputils-ping ethtool tcpdump arping ndisc6 iproute2 procps isc-dhcp-client
+                iputils-ping ethtool tcpdump arping ndisc6 iproute2 procps isc-dhcp-client \
+                openvswitch-common openssl
 PYTEST_ARGS ?=
 
 .PHONY: install apt venv lint test unit demo bench clean

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, TypeVar
 import eventlet
 import eventlet.wsgi
 
+from .auth import REQUEST_RATE, RequestLimiter, rest_tokens
 from .compat import app_base, framework_module, ofproto as ofp, parser
 from .controller import Batches, Controller
 from .ofmsg import decode_group, decode_meter, family_counter_request, wire
@@ -49,6 +50,12 @@ CLI_OPTS = [
     cfg.StrOpt("db", default="./ryu-overlay.db", help="SQLite file holding the placement state"),
     cfg.StrOpt("rest-token", default=None,
                help="bearer token every REST request must carry (default: $RYU_OVERLAY_REST_TOKEN, else none)"),
+    cfg.StrOpt("rest-tokens", default=None,
+               help='JSON file: token (or "sha256:<hex>" of it) -> {"role": "admin"} or {"tenant": NAME}'),
+    cfg.FloatOpt("rest-rate", default=REQUEST_RATE,
+                 help=f"REST requests per second per token, then 429 (default {REQUEST_RATE:g}; 0: no limit)"),
+    cfg.StrOpt("rest-cert", default=None, help="serve REST over HTTPS with this certificate (PEM)"),
+    cfg.StrOpt("rest-key", default=None, help="the private key of --rest-cert (PEM)"),
 ]
 
 # The ryu-overlay launcher registers these as command-line options before Ryu parses its
@@ -78,9 +85,11 @@ class OverlayApp(app_base()):  # type: ignore[misc]
         self.store = WriteBehindStore(SqliteStore(cfg.CONF.db))
         self.controller = Controller(self.store)
         self.datapaths: dict[int, Any] = {}
-        token = cfg.CONF.rest_token or os.environ.get("RYU_OVERLAY_REST_TOKEN") or None
         self.path = StatePath(self.controller, self._post, self.send)
-        self.rest = RestApp(self.controller, self.send, token, self.path.call)
+        tokens = rest_tokens(cfg.CONF.rest_token or os.environ.get("RYU_OVERLAY_REST_TOKEN") or None,
+                             cfg.CONF.rest_tokens)
+        limiter = RequestLimiter(cfg.CONF.rest_rate) if tokens is not None and cfg.CONF.rest_rate > 0 else None
+        self.rest = RestApp(self.controller, self.send, run=self.path.call, tokens=tokens, limiter=limiter)
         self.rest_address = (cfg.CONF.rest_host, cfg.CONF.rest_port)
         # The controller holds millions of long-lived objects (flows, encoded messages); full
         # garbage collections over them stalled it for up to 0.8 s (docs/performance.md). What
@@ -93,7 +102,11 @@ class OverlayApp(app_base()):  # type: ignore[misc]
         thread = super().start()
         self.store.start()
         sock = eventlet.listen(self.rest_address)
-        self.logger.info("REST API on http://%s:%d/v1/", *sock.getsockname()[:2])
+        scheme = "http"
+        if cfg.CONF.rest_cert or cfg.CONF.rest_key:
+            sock = eventlet.wrap_ssl(sock, certfile=cfg.CONF.rest_cert, keyfile=cfg.CONF.rest_key, server_side=True)
+            scheme = "https"
+        self.logger.info("REST API on %s://%s:%d/v1/", scheme, *sock.getsockname()[:2])
         self.threads.append(hub.spawn(eventlet.wsgi.server, sock, self.rest, log_output=False))
         self.threads.append(hub.spawn(self._poll_counters))
         return thread

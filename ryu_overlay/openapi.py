@@ -53,8 +53,14 @@ INTERNAL = _answer("internal error of the controller or its store", _ref("Error"
 UNAVAILABLE = _answer("the store failed to make a change durable; the change was undone", _ref("Error"))
 
 
+FORBIDDEN = _answer("the token's scope does not allow this (docs/security.md); nothing was changed", _ref("Error"))
+TOO_MANY = {**_answer("over the token's request rate; nothing was changed", _ref("Error")),
+            "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}}
+
+
 def _errors(*codes: int) -> dict[str, Any]:
-    return {**{str(code): ERROR for code in (*codes, 401, 405)}, "500": INTERNAL, "503": UNAVAILABLE}
+    return {**{str(code): ERROR for code in (*codes, 401, 405)}, "403": FORBIDDEN, "429": TOO_MANY,
+            "500": INTERNAL, "503": UNAVAILABLE}
 
 
 def _collection_paths(kind: str, item: str, put_codes: tuple[int, ...], delete_codes: tuple[int, ...],
@@ -88,6 +94,9 @@ def openapi_document() -> dict[str, Any]:
     nullable_name = {**NAME, "nullable": True}
     schemas: dict[str, Any] = {
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+        "HypervisorName": {"type": "object", "required": ["name"], "additionalProperties": False,
+                           "properties": {"name": NAME},
+                           "description": "what a tenant's token reads of a hypervisor hosting its ports"},
         "HypervisorInput": {
             "type": "object", "required": ["dpid", "tunnel_ip"], "additionalProperties": False,
             "properties": {
@@ -221,9 +230,13 @@ def openapi_document() -> dict[str, Any]:
                 "mac": {**MAC, "description": "the router's MAC, allocated by the controller; kept for its life"}}},
     }
     paths: dict[str, Any] = {}
-    paths.update(_collection_paths("hypervisors", "Hypervisor", (400, 409, 413), (404, 409),
+    paths.update(_collection_paths("hypervisors", "Hypervisor", (400, 404, 409, 413), (404, 409),
                                    {"dpid": "0000000000000001", "tunnel_ip": "198.18.0.1", "tunnel_port": "vxlan0"}))
-    paths.update(_collection_paths("networks", "Network", (400, 409, 413), (404, 409),
+    seen_by_tenant = {"anyOf": [_ref("Hypervisor"), _ref("HypervisorName")]}
+    paths["/v1/hypervisors"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]["properties"][
+        "hypervisors"]["items"] = seen_by_tenant
+    paths["/v1/hypervisors/{name}"]["get"]["responses"]["200"]["content"]["application/json"]["schema"] = seen_by_tenant
+    paths.update(_collection_paths("networks", "Network", (400, 404, 409, 413), (404, 409),
                                    {"vni": 5001, "tenant": "acme", "subnets": ["10.1.0.0/24", "fd00:1::/64"],
                                     "mtu": 1450}))
     paths.update(_collection_paths("ports", "Port", (400, 404, 409, 413), (404, 409),

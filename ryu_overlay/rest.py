@@ -13,21 +13,23 @@ answers 503 and is undone.
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from webob import Request, Response
 
+from . import auth
+from .auth import Scope, Tokens
 from .controller import Batches, Controller
-from .model import Network, OverlayError, Port, Router
+from .model import Conflict, Hypervisor, Network, NotFound, OverlayError, Port, Router
 from .openapi import openapi_document
 from .store import StoreUnavailable
 
 MAX_BODY = 1 << 20
+SCOPE = "ryu_overlay.scope"  # the request's auth.Scope, in its WSGI environ
 LOG = logging.getLogger("ryu_overlay.rest")
 T = TypeVar("T")
 
@@ -52,19 +54,24 @@ def _json(status: int, body: Any) -> Response:
 
 class RestApp:
     def __init__(self, controller: Controller, emit: Callable[[Batches], None],
-                 token: str | None = None, run: Callable[[Callable[[], Any]], Any] | None = None) -> None:
+                 token: str | None = None, run: Callable[[Callable[[], Any]], Any] | None = None,
+                 tokens: Tokens | None = None, limiter: auth.RequestLimiter | None = None) -> None:
         self.controller = controller
         self.emit = emit
-        self.token = token
+        self.tokens = tokens if token is None else Tokens.single_admin(token)
+        self.limiter = limiter
         self.run = run or _direct
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         return self.handle(Request(environ))(environ, start_response)
 
     def handle(self, req: Request) -> Response:
+        scope = auth.ADMIN
         try:
-            self._authorize(req)
+            scope = self._authorize(req)
             return self._route(req)
+        except Conflict as exc:  # a tenant is not told which object of another tenant is in the way
+            return _json(exc.status, {"error": str(exc) if scope.admin else auth.REDACTED_CONFLICT})
         except OverlayError as exc:
             return _json(exc.status, {"error": str(exc)})
         except StoreUnavailable as exc:
@@ -77,12 +84,19 @@ class RestApp:
             LOG.exception("internal error on %s %s", req.method, req.environ.get("PATH_INFO"))
             return _json(500, {"error": "internal error"})
 
-    def _authorize(self, req: Request) -> None:
-        if self.token is None:
-            return
-        given = req.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
-            raise HTTPError(401, "missing or wrong bearer token")
+    def _authorize(self, req: Request) -> Scope:
+        """The request's scope (``auth``), kept in its environ for the handlers; 401, or 429 over the rate."""
+        scope = auth.ADMIN
+        if self.tokens is not None:
+            found = self.tokens.scope(req.headers.get("Authorization", ""))
+            if found is None:
+                raise HTTPError(401, "missing or wrong bearer token")
+            scope = found
+        wait = None if self.limiter is None else self.limiter.retry_after(scope)
+        if wait is not None:
+            raise HTTPError(429, "too many requests for this token", {"Retry-After": str(wait)})
+        req.environ[SCOPE] = scope
+        return scope
 
     def _route(self, req: Request) -> Response:
         path = _path(req)
@@ -94,24 +108,51 @@ class RestApp:
 
     def _collection(self, req: Request, kind: str) -> Response:
         _allow(req, "GET")
-        return self.run(lambda: self._list(kind))
+        return self.run(lambda: self._list(kind, req.environ[SCOPE]))
 
-    def _list(self, kind: str) -> Response:
+    def _list(self, kind: str, scope: Scope) -> Response:
         c = self.controller
-        if kind == "hypervisors":
-            items = [c.hypervisor_json(h) for h in c.topo.hypervisors.values()]
-        elif kind == "networks":
-            items = [n.to_json() for n in c.topo.networks.values()]
-        elif kind == "routers":
-            items = [r.to_json() for r in c.topo.routers.values()]
-        else:
-            items = [p.to_json() for p in c.topo.ports.values()]
+        objects = self._objects(kind)
+        items = [auth.shown(scope, kind, o, self._json_of(o)) for o in objects.values()
+                 if auth.visible(scope, kind, o, c.topo)]
         return _json(200, {kind: sorted(items, key=lambda i: i["name"])})
+
+    def _objects(self, kind: str) -> Mapping[str, Hypervisor | Network | Port | Router]:
+        topo = self.controller.topo
+        kinds: dict[str, Mapping[str, Any]] = {"hypervisors": topo.hypervisors, "networks": topo.networks,
+                                               "ports": topo.ports, "routers": topo.routers}
+        return kinds[kind]
+
+    def _json_of(self, obj: Hypervisor | Network | Port | Router) -> dict[str, Any]:
+        return self.controller.hypervisor_json(obj) if isinstance(obj, Hypervisor) else obj.to_json()
 
     def _item(self, req: Request, kind: str, name: str) -> Response:
         _allow(req, "GET", "PUT", "DELETE")
         body = _body(req) if req.method == "PUT" else None
-        return self.run(lambda: self._item_step(req.method, kind, name, body))
+        scope = req.environ[SCOPE]
+        return self.run(lambda: self._scoped_step(scope, req.method, kind, name, body))
+
+    def _scoped_step(self, scope: Scope, method: str, kind: str, name: str, body: Any) -> Response:
+        """``_item_step`` within the scope: what it may not see is absent (404), what it may see
+        but not change is forbidden (403). An administrator's request goes straight through."""
+        if scope.admin:
+            return self._item_step(method, kind, name, body)
+        c = self.controller
+        objects = self._objects(kind)
+        old = objects.get(name)
+        if old is not None and not auth.visible(scope, kind, old, c.topo):
+            raise NotFound(f"{kind[:-1]} {name} does not exist")
+        if method == "GET":
+            if old is None:
+                raise NotFound(f"{kind[:-1]} {name} does not exist")
+            return _json(200, auth.shown(scope, kind, old, self._json_of(old)))
+        for network in auth.referenced_networks(kind, body):
+            net = c.topo.networks.get(network)
+            if net is None or not auth.visible(scope, "networks", net, c.topo):
+                raise NotFound(f"network {network} does not exist")
+        if not auth.may_write(scope, kind, body, c.topo):
+            raise HTTPError(403, f"this token may change only the networks, ports and routers of tenant {scope.tenant}")
+        return self._item_step(method, kind, name, body)
 
     def _item_step(self, method: str, kind: str, name: str, body: Any) -> Response:
         c = self.controller
@@ -138,6 +179,8 @@ class RestApp:
 
     def _info(self, req: Request, what: str) -> Response:
         _allow(req, "GET")
+        if what != "openapi.json" and not req.environ[SCOPE].admin:
+            raise HTTPError(403, f"/v1/{what} needs an administrator's token")
         if what == "topology":
             return self.run(lambda: _json(200, self.controller.topo.node_link()))
         if what == "stats":
