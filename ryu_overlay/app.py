@@ -19,6 +19,7 @@ from typing import Any, ClassVar, TypeVar
 import eventlet
 import eventlet.wsgi
 
+from . import tls
 from .auth import REQUEST_RATE, RequestLimiter, rest_tokens
 from .compat import app_base, framework_module, ofproto as ofp, parser
 from .controller import Batches, Controller
@@ -82,6 +83,7 @@ class OverlayApp(app_base()):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        tls.install()  # before Ryu's OpenFlow listener starts (every app is built before any starts)
         self.store = WriteBehindStore(SqliteStore(cfg.CONF.db))
         self.controller = Controller(self.store)
         self.datapaths: dict[int, Any] = {}
@@ -127,7 +129,12 @@ class OverlayApp(app_base()):  # type: ignore[misc]
         ev.fn()
 
     def send(self, batches: Batches) -> None:
-        """Send each switch its batch as one buffer; called only on the event loop, so batches never interleave."""
+        """Send each switch its batch as one buffer; called only on the event loop, so batches never interleave.
+        Switches the controller refused (their certificate names another hypervisor) are disconnected first."""
+        for dpid in self.controller.take_refused():
+            dp = self.datapaths.pop(dpid, None)
+            if dp is not None:
+                dp.close()
         for dpid, msgs in batches.items():
             dp = self.datapaths.get(dpid)
             if dp is None:
@@ -144,6 +151,9 @@ class OverlayApp(app_base()):  # type: ignore[misc]
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG)
     def _features(self, ev: Any) -> None:
         dp = ev.msg.datapath
+        if not self.controller.admit(dp.id, tls.common_name(dp.socket)):
+            dp.close()
+            return
         self.datapaths[dp.id] = dp
         self._send_one(dp.id, self.controller.switch_connected(dp.id))
 

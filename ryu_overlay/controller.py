@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-from . import ofmsg
+from . import ofmsg, tls
 from .flows import Flow, Group, Meter, Output, SwitchView, desired_partition, hosted_vnis, mtu_frame_len
 from .hostconfig import ANSWER_BURST, ANSWER_RATE, dhcp_answer, router_advert_for
 from .model import (
@@ -88,7 +88,7 @@ STAT_COUNTERS = (
     "dropped_unknown_source", "dropped_spoofed_source", "dhcp_answered", "ra_sent", "host_config_rate_limited",
     "router_nd_answered", "icmp_time_exceeded", "icmp_unreachable", "icmp_rate_limited",
     "pmtu_frag_needed", "pmtu_packet_too_big", "pmtu_fragmented", "pmtu_rate_limited", "pmtu_dropped",
-    "moves_refused_declared",
+    "moves_refused_declared", "switches_refused_certificate",
 )
 
 
@@ -138,6 +138,8 @@ class Controller:
         self._responder_hits: dict[int, int] = {}
         self._host_answers = TokenBucket(ANSWER_RATE, ANSWER_BURST, clock)
         self._icmp_errors = TokenBucket(ICMP_ERROR_RATE, ICMP_ERROR_BURST, clock)
+        self.peer_names: dict[int, str] = {}  # dpid -> its TLS certificate's common name
+        self.refused: list[int] = []  # switches to disconnect (``take_refused``)
 
     # --- placement API ----------------------------------------------------------------------
 
@@ -147,6 +149,8 @@ class Controller:
         old = self.topo.hypervisors.get(name)
         self.store.apply([Put(hv)])
         self.topo.put_hypervisor(hv)
+        if hv.dpid in self.switches and not self._authentic(hv.dpid, self.peer_names.get(hv.dpid)):
+            self._refuse(hv.dpid)
         vnis = hosted_vnis(self.topo, name)
         batches = self._refresh(self._hosts_of(vnis) - {name}, vnis)
         if old is None or old.dpid != hv.dpid:
@@ -283,15 +287,54 @@ class Controller:
 
     # --- switch events ----------------------------------------------------------------------
 
+    def admit(self, dpid: int, cert_name: str | None) -> bool:
+        """Whether a switch that just connected may go on (then ``switch_connected``).
+
+        ``cert_name`` is the common name of its TLS certificate (None without TLS). A switch whose
+        certificate does not name the hypervisor owning its datapath id is refused: counted,
+        logged, disconnected by the app and never programmed; the switch already connected with
+        that datapath id, if any, is left alone. Declaring a hypervisor later with the datapath id
+        of a connected switch whose certificate names another refuses that switch then
+        (``put_hypervisor``, ``take_refused``).
+        """
+        if not self._authentic(dpid, cert_name):
+            self._count_refusal(dpid, cert_name)
+            return False
+        if cert_name is not None:
+            self.peer_names[dpid] = cert_name
+        return True
+
     def switch_connected(self, dpid: int) -> list[Any]:
         """A bridge (re)connected: forget what we believed and ask it what it has."""
         self.switches[dpid] = SwitchState(dpid)
         self.stats["switch_connects"] += 1
         return ofmsg.sync_requests()
 
+    def _authentic(self, dpid: int, cert_name: str | None) -> bool:
+        hv = self.topo.hypervisor_by_dpid(dpid)
+        return hv is None or cert_name is None or tls.names(cert_name, hv.certificate_name)
+
+    def _count_refusal(self, dpid: int, cert_name: str | None) -> None:
+        hv = self.topo.hypervisor_by_dpid(dpid)
+        self.stats["switches_refused_certificate"] += 1
+        LOG.error("refused switch %016x: its certificate names %r, but the datapath id is hypervisor %s's "
+                  "(cert_cn %r)", dpid, cert_name, hv and hv.name, hv and hv.certificate_name)
+
+    def _refuse(self, dpid: int) -> None:
+        self._count_refusal(dpid, self.peer_names.pop(dpid, None))
+        self.switches.pop(dpid, None)
+        self._responder_hits.pop(dpid, None)
+        self.refused.append(dpid)
+
+    def take_refused(self) -> list[int]:
+        """The switches refused since the last call: the app disconnects them."""
+        refused, self.refused = self.refused, []
+        return refused
+
     def switch_disconnected(self, dpid: int) -> None:
         self.switches.pop(dpid, None)
         self._responder_hits.pop(dpid, None)
+        self.peer_names.pop(dpid, None)
 
     def ports_reply(self, dpid: int, ports: dict[str, int], more: bool) -> Batches:
         sw = self.switches.get(dpid)

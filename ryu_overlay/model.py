@@ -23,6 +23,7 @@ MTU_MIN, MTU_MAX = 1280, 9000  # 1280: every network may carry IPv6 (RFC 8200)
 MAX_NAME = 64
 MOBILITY_SEQ_MAX = (1 << 32) - 1  # a 4-octet field in EVPN's MAC Mobility extended community
 UNKNOWN_ARP_MODES = ("replicate", "drop")
+MAX_CERT_CN = 64  # X.509 ub-common-name
 MOBILITY_MODES = ("learn", "declared")  # moves learned from frames, or only declared (REST, iface-id binding)
 # What DHCP option 26 and the RA MTU option announce for a network with no ``mtu``: a 1500-byte
 # underlay less VXLAN over IPv4's 50 bytes (outer IPv4 20, UDP 8, VXLAN 8, inner Ethernet 14),
@@ -64,6 +65,11 @@ class Hypervisor:
     dpid: int
     tunnel_ip: ipaddress.IPv4Address
     tunnel_port: str = "vxlan0"
+    cert_cn: str | None = None  # the name its switch's TLS certificate gives; None: the hypervisor's name
+
+    @property
+    def certificate_name(self) -> str:
+        return self.name if self.cert_cn is None else self.cert_cn
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -71,6 +77,7 @@ class Hypervisor:
             "dpid": format_dpid(self.dpid),
             "tunnel_ip": str(self.tunnel_ip),
             "tunnel_port": self.tunnel_port,
+            "cert_cn": self.certificate_name,
         }
 
 
@@ -353,12 +360,18 @@ def parse_tunnel_ip(value: Any) -> ipaddress.IPv4Address:
 
 
 def parse_hypervisor(name: str, body: Any) -> Hypervisor:
-    body = _body(body, {"dpid", "tunnel_ip", "tunnel_port"}, {"dpid", "tunnel_ip"})
+    body = _body(body, {"dpid", "tunnel_ip", "tunnel_port", "cert_cn"}, {"dpid", "tunnel_ip"})
+    name = parse_name(name)
+    cert_cn = body.get("cert_cn")
+    if cert_cn is not None and (not isinstance(cert_cn, str) or not 0 < len(cert_cn) <= MAX_CERT_CN
+                                or not cert_cn.isprintable()):
+        raise BadRequest(f"cert_cn must be a certificate's common name: 1 to {MAX_CERT_CN} printable characters")
     return Hypervisor(
-        name=parse_name(name),
+        name=name,
         dpid=parse_dpid(body["dpid"]),
         tunnel_ip=parse_tunnel_ip(body["tunnel_ip"]),
         tunnel_port=parse_interface(body.get("tunnel_port", "vxlan0"), "tunnel_port"),
+        cert_cn=None if cert_cn == name else cert_cn,
     )
 
 
@@ -507,8 +520,9 @@ def parse_router(name: str, body: Any) -> Router:
 
 
 def hypervisor_from_record(rec: Mapping[str, Any]) -> Hypervisor:
+    cert_cn = rec.get("cert_cn")
     return Hypervisor(rec["name"], int(rec["dpid"], 16), ipaddress.IPv4Address(rec["tunnel_ip"]),
-                      rec["tunnel_port"])
+                      rec["tunnel_port"], None if cert_cn == rec["name"] else cert_cn)
 
 
 def network_from_record(rec: Mapping[str, Any]) -> Network:

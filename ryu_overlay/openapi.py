@@ -11,6 +11,7 @@ from typing import Any
 from . import __version__
 from .model import (
     DEFAULT_MTU,
+    MAX_CERT_CN,
     MAX_NAME,
     MOBILITY_MODES,
     MOBILITY_SEQ_MAX,
@@ -23,6 +24,10 @@ from .model import (
 
 NAME = {"type": "string", "minLength": 1, "maxLength": MAX_NAME, "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"}
 IFNAME = {"type": "string", "minLength": 1, "maxLength": 15, "pattern": r"^[A-Za-z0-9_.:-]{1,15}$"}
+CERT_CN = {"type": "string", "minLength": 1, "maxLength": MAX_CERT_CN,
+           "description": "over OpenFlow TLS, the common name its switch's certificate must give (default: the "
+                          "hypervisor's name; an ovs-pki name '<cn> id:<uuid>' matches too); a switch with "
+                          "another is refused"}
 MOBILITY = {"type": "string", "enum": [*MOBILITY_MODES, None], "nullable": True,
             "description": "learn: moves are learned from frames; declared: only a PUT (or an iface-id binding) "
                            "moves the port, and a frame with its MAC from anywhere else is dropped and counted "
@@ -106,12 +111,13 @@ def openapi_document() -> dict[str, Any]:
                 "tunnel_ip": {"type": "string", "format": "ipv4", "description": "underlay address of the VTEP"},
                 "tunnel_port": {**IFNAME, "default": "vxlan0",
                                 "description": "name of the flow-based VXLAN port on the hypervisor's bridge"},
+                "cert_cn": {**CERT_CN, "nullable": True},
             }},
         "Hypervisor": {
             "type": "object",
-            "required": ["name", "dpid", "tunnel_ip", "tunnel_port", "connected", "in_sync", "ofports"],
+            "required": ["name", "dpid", "tunnel_ip", "tunnel_port", "cert_cn", "connected", "in_sync", "ofports"],
             "properties": {"name": NAME, "dpid": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
-                           "tunnel_ip": {"type": "string"}, "tunnel_port": IFNAME,
+                           "tunnel_ip": {"type": "string"}, "tunnel_port": IFNAME, "cert_cn": CERT_CN,
                            "connected": {"type": "boolean",
                                          "description": "its bridge is connected and reconciled"},
                            "in_sync": {"type": "boolean",

@@ -29,8 +29,9 @@ SEED = (("/v1/hypervisors/hv1", HV1), ("/v1/hypervisors/hv2", HV2), ("/v1/networ
         ("/v1/networks/red", RED), ("/v1/ports/a1", A1), ("/v1/ports/a2", A2))
 
 HV1_JSON = {"name": "hv1", "dpid": "0000000000000001", "tunnel_ip": "198.18.0.1", "tunnel_port": "vxlan0",
-            "connected": False, "in_sync": False, "ofports": None}
+            "cert_cn": "hv1", "connected": False, "in_sync": False, "ofports": None}
 HV2_JSON = {"name": "hv2", "dpid": "0000000000000002", "tunnel_ip": "198.18.0.2", "tunnel_port": "vxlan0",
+            "cert_cn": "hv2",
             "connected": False, "in_sync": False, "ofports": None}
 BLUE_JSON = {"name": "blue", "vni": 5001, "tenant": "acme", "subnets": ["10.1.0.0/24", "fd00:1::/64"], "mtu": 1450,
              "unknown_arp": "replicate", "dhcp": True, "mobility": None}
