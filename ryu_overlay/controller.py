@@ -70,6 +70,7 @@ SYNC_REPLIES = frozenset({"ports", "flows", "groups", "meters"})
 MOVE_WINDOW = 180.0  # seconds; EVPN's default MAC mobility window (RFC 7432 section 15.1)
 MOVE_LIMIT = 5  # moves allowed within the window before the port is frozen
 RESYNC_HOLDDOWN = 10.0  # seconds between resynchronisations forced by switch errors
+MAX_UNKNOWN_SWITCHES = 64  # connected switches whose datapath id no hypervisor owns (yet)
 EARLY_FRAMES = 64  # per switch: frames kept from ports the controller has not heard of yet
 ICMP_ERROR_RATE, ICMP_ERROR_BURST = 10.0, 10  # ICMP errors per second each router, and each port's PMTU, may cause
 ICMP4_TIME_EXCEEDED, ICMP4_UNREACHABLE, ICMP4_HOST_UNREACHABLE = 11, 3, 1
@@ -88,7 +89,7 @@ STAT_COUNTERS = (
     "dropped_unknown_source", "dropped_spoofed_source", "dhcp_answered", "ra_sent", "host_config_rate_limited",
     "router_nd_answered", "icmp_time_exceeded", "icmp_unreachable", "icmp_rate_limited",
     "pmtu_frag_needed", "pmtu_packet_too_big", "pmtu_fragmented", "pmtu_rate_limited", "pmtu_dropped",
-    "moves_refused_declared", "switches_refused_certificate",
+    "moves_refused_declared", "switches_refused_certificate", "switches_refused_unknown",
 )
 
 
@@ -300,6 +301,12 @@ class Controller:
         if not self._authentic(dpid, cert_name):
             self._count_refusal(dpid, cert_name)
             return False
+        if self.topo.hypervisor_by_dpid(dpid) is None and dpid not in self.switches and \
+                sum(self.topo.hypervisor_by_dpid(d) is None for d in self.switches) >= MAX_UNKNOWN_SWITCHES:
+            self.stats["switches_refused_unknown"] += 1
+            LOG.warning("refused switch %016x: no hypervisor owns it and %d such are connected", dpid,
+                        MAX_UNKNOWN_SWITCHES)
+            return False
         if cert_name is not None:
             self.peer_names[dpid] = cert_name
         return True
@@ -332,9 +339,11 @@ class Controller:
         return refused
 
     def switch_disconnected(self, dpid: int) -> None:
+        """Forget the switch: nothing kept per switch outlives its connection."""
         self.switches.pop(dpid, None)
         self._responder_hits.pop(dpid, None)
         self.peer_names.pop(dpid, None)
+        self._last_resync.pop(dpid, None)
 
     def ports_reply(self, dpid: int, ports: dict[str, int], more: bool) -> Batches:
         sw = self.switches.get(dpid)

@@ -22,6 +22,7 @@ from .pipeline import (
     ARP_REPLY,
     ARP_REQUEST,
     BROADCAST,
+    CONTROLLER_METER,
     DHCP_CLIENT_PORT,
     DHCP_SERVER_PORT,
     DHCPV6_CLIENT_PORT,
@@ -30,6 +31,8 @@ from .pipeline import (
     ETH_TYPE_IPV4,
     ETH_TYPE_IPV6,
     FROM_TUNNEL,
+    HYPERVISOR_PACKET_IN_BURST,
+    HYPERVISOR_PACKET_IN_RATE,
     IEEE_LINK_LOCAL,
     IP_PROTO_ICMPV6,
     IP_PROTO_UDP,
@@ -364,7 +367,8 @@ def base_partition(view: SwitchView) -> Partition:
     ]
     meters = (*(Meter(no, PACKET_IN_RATE, PACKET_IN_BURST) for no in vm_ports),
               Meter(UNKNOWN_PORT_METER, PACKET_IN_RATE, PACKET_IN_BURST),
-              Meter(ROUTER_METER, PACKET_IN_RATE, PACKET_IN_BURST))
+              Meter(ROUTER_METER, PACKET_IN_RATE, PACKET_IN_BURST),
+              Meter(CONTROLLER_METER, HYPERVISOR_PACKET_IN_RATE, HYPERVISOR_PACKET_IN_BURST))
     return _partition(by_cookie(flows), meters=meters)
 
 

@@ -21,7 +21,8 @@ Layouts shared by all tables:
 * **meter** N limits what port N may send to the controller (``PACKET_IN_RATE``), so one VM
   flooding ARP or ND cannot starve another's answers. ``ROUTER_METER`` limits, per hypervisor,
   what the distributed routers send up (expired TTLs, unknown destinations, solicitations for
-  their addresses).
+  their addresses). ``CONTROLLER_METER`` limits everything the hypervisor sends up, whatever
+  the flow's own meter.
 """
 
 from __future__ import annotations
@@ -233,6 +234,11 @@ PACKET_IN_RATE = 100  # packet-ins per second per VM interface
 UNKNOWN_PORT_METER = 0xFFFF  # above any OVS port number: frames from ports not yet announced
 ROUTER_METER = 0xFFFE  # what the hypervisor's routers send to the controller
 PACKET_IN_BURST = 50
+# Open vSwitch applies the OpenFlow 1.3 controller meter (OFPM_CONTROLLER) to every packet-in of the
+# switch, after the flow's own meter: all the VMs of a hypervisor together get no more than this.
+CONTROLLER_METER: int = _ofp.OFPM_CONTROLLER
+HYPERVISOR_PACKET_IN_RATE = 400
+HYPERVISOR_PACKET_IN_BURST = 200
 ETH_HEADER_LEN = 14  # what check_pkt_larger counts besides the IP packet of an untagged frame
 OVERSIZE_BIT = 1  # reg0 bit 0
 
