@@ -339,6 +339,7 @@ def base_partition(view: SwitchView) -> Partition:
         *(flow("port_security", P.SPOOFED, m, {"eth_type": t}) for t in (ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6)),
         flow("port_security", P.OTHER_ETHERTYPE, m, {}, goto="arp_nd"),
         flow("port_security", P.FOREIGN_NA, m, {**ICMPV6, "icmpv6_type": ND_NA}),
+        flow("port_security", P.FOREIGN_NS, m, {**NS, "nd_options_type": ND_OPT_SLL}),
         # DHCP and RA from a VM reach no other VM: a rogue server's replies and advertisements,
         # and the requests of ports the controller does not serve (no trap flow took them).
         *(flow("port_security", P.HOST_CONFIG_DROP, Family.HOST_CONFIG_DROP, match)
@@ -435,6 +436,9 @@ def local_port_flows(port: Port, ofport: int, vni: int) -> Flows:
         flows.extend(flow("port_security", P.OWN_NA, fam,
                           {"in_port": ofport, **ICMPV6, "icmpv6_type": ND_NA, "ipv6_nd_target": ip6,
                            "ipv6_nd_tll": tll}, vni, goto="arp_nd") for tll in (port.mac, NO_LINK_LAYER_ADDRESS))
+        flows.append(flow("port_security", P.OWN_NS, fam,
+                          {"in_port": ofport, **NS, "ipv6_src": ip6, "nd_options_type": ND_OPT_SLL,
+                           "ipv6_nd_sll": port.mac}, vni, goto="arp_nd"))
     flows.append(allow({**ICMPV6, "ipv6_src": "::"}))
     flows.append(flow("arp_nd", P.ND_CONTROLLER, Family.ND_PROXY,
                       {"in_port": ofport, **ICMPV6, "icmpv6_type": ND_NS, "eth_dst": MULTICAST_BIT}, vni,

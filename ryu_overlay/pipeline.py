@@ -88,7 +88,9 @@ class Priority:
     HOST_CONFIG_TRAP = 30  # a port's DHCP requests (UDP 68 -> 67, any source address): to the controller
     HOST_CONFIG_DROP = 25  # DHCP(v6) replies to clients, Router Advertisements, DHCP requests no trap took
     OWN_NA = 20  # a Neighbor Advertisement for one of the port's own addresses
+    OWN_NS = 20  # a Neighbor Solicitation from one of the port's addresses giving the port's MAC
     FOREIGN_NA = 15  # any other Neighbor Advertisement
+    FOREIGN_NS = 15  # any other Neighbor Solicitation with a source link-layer address
     OWN_ADDRESS = 10  # ARP, IPv4, IPv6 from one of the port's own addresses
     SPOOFED = 5  # ARP, IPv4, IPv6 from any other address
     OTHER_ETHERTYPE = 1  # e.g. RARP: on to arp_nd
@@ -145,7 +147,7 @@ TABLES: tuple[Table, ...] = (
            "server replies and Router Advertisements from VMs stop here, and so do VLAN-tagged frames "
            "and frames to the IEEE 802.1 link-local group (STP, LLDP).",
            "in_port eth_dst vlan_vid eth_type arp_spa arp_sha ipv4_src ipv6_src ip_proto udp_src udp_dst icmpv6_type "
-           "ipv6_nd_target ipv6_nd_tll", "arp_nd"),
+           "ipv6_nd_target ipv6_nd_tll ipv6_nd_sll nd_options_type", "arp_nd"),
     _table("arp_nd",
            "Answer ARP requests and Neighbor Solicitations for addresses the mapping knows inside "
            "the switch, before either could be flooded; solicitations without the asker's "

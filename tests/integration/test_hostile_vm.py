@@ -82,6 +82,9 @@ CASES = (
     Case("Neighbor Advertisement for its own address naming another VM's MAC", DROP,
          f"{E_A2}/IPv6(src='{X_IP6}', dst='fd00:1::2', hlim=255)/ICMPv6ND_NA(tgt='{X_IP6}', R=0, S=1, O=1)/"
          f"ICMPv6NDOptDstLLAddr(lladdr='{A3_MAC}')/{option('MARK')}"),
+    Case("Neighbor Solicitation from its own address naming another VM's MAC", DROP,
+         f"{E_A2}/IPv6(src='{X_IP6}', dst='fd00:1::2', hlim=255)/ICMPv6ND_NS(tgt='fd00:1::2')/"
+         f"ICMPv6NDOptSrcLLAddr(lladdr='{A3_MAC}')/{option('MARK')}"),
     Case("Router Advertisement", DROP, f"{E6}/{NA_ALL}/{RA}/{option('MARK')}"),
     Case("Router Advertisement and NA behind hop-by-hop and destination options headers", DROP,
          f"[{E6}/{NA_ALL}/IPv6ExtHdrHopByHop()/{RA}/{option('MARK')},"
@@ -148,6 +151,7 @@ class Burst:
     meter_after: tuple[int, int]
     packet_in_before: int
     packet_in_after: int
+    router_mac: str
 
 
 def neighbour_flows(overlay: Overlay) -> dict[str, set[str]]:
@@ -183,6 +187,8 @@ def warm_neighbours(overlay: Overlay) -> None:
                         ("r1", ("10.1.0.2", "fd00:1::2"))):
         for target in targets:
             assert bed.ping(vm, target, count=1, wait=3), (vm, target)
+    for target in (ROUTER_IP, ROUTER_IP6):  # the router answers no ping, but its address is resolved
+        bed.ping("a2", target, count=1, wait=1)
 
 
 @pytest.fixture(scope="module")
@@ -197,16 +203,16 @@ def burst() -> Iterator[Burst]:
             ports = {**PORTS, "x1": ("blue", X_MAC, [X_IP, X_IP6], "hv1", "tapX1")}
             overlay = deploy(ctl, bed, ports)
             interfaces = [{"network": "blue", "ip": f"{ROUTER_IP}/24"}, {"network": "blue", "ip": f"{ROUTER_IP6}/64"}]
-            put(ctl, "/v1/routers/gw", {"tenant": "acme", "interfaces": interfaces})
+            router_mac = put(ctl, "/v1/routers/gw", {"tenant": "acme", "interfaces": interfaces})["mac"]
             overlay.wait_in_sync()
             warm_neighbours(overlay)
-            yield run_burst(overlay)
+            yield run_burst(overlay, router_mac)
         finally:
             bed.close()
             ctl.stop()
 
 
-def run_burst(overlay: Overlay) -> Burst:
+def run_burst(overlay: Overlay, router_mac: str) -> Burst:
     bed, ctl = overlay.bed, overlay.ctl
     x1_port = bed.ofport("hv1", "tapX1")
     ports_before = ctl.ok("GET", "/v1/ports")
@@ -226,7 +232,7 @@ def run_burst(overlay: Overlay) -> Burst:
     neighbours = {vm: "".join(bed.vm_exec(vm, cmd).stdout for cmd in state) for vm in VICTIMS}
     return Burst(overlay, seen_at, neighbours, ports_before, ctl.ok("GET", "/v1/ports"), flows_before,
                  neighbour_flows(overlay), meter_before, meter_counts(overlay, x1_port), packet_in_before,
-                 ctl.ok("GET", "/v1/stats")["packet_in"])
+                 ctl.ok("GET", "/v1/stats")["packet_in"], router_mac)
 
 
 @pytest.mark.parametrize("index", range(len(CASES)), ids=[c.name for c in CASES])
@@ -250,10 +256,17 @@ def test_the_attacks_can_be_seen_where_they_are_allowed(burst: Burst) -> None:
 
 
 def test_no_neighbour_cache_route_or_address_is_poisoned(burst: Burst) -> None:
+    # Both tenants use the same addresses and MACs; only acme has x1 and the router.
+    owners = {X_IP: X_MAC, X_IP6: X_MAC, X_LL: X_MAC, ROUTER_IP: burst.router_mac, ROUTER_IP6: burst.router_mac,
+              **{ip: mac for name, (_, mac, ips, _, _) in PORTS.items() for ip in ips}}
+    assert "lladdr " + burst.router_mac in burst.neighbours["a2"]  # the router's entry is there to poison
     for vm, text in burst.neighbours.items():
         for line in text.splitlines():
+            fields = line.split()
+            if "lladdr" in fields and fields[0] in owners:
+                assert fields[fields.index("lladdr") + 1] == owners[fields[0]], (vm, line)
             if X_MAC in line:
-                assert line.split()[0] in (X_IP, X_IP6, X_LL), (vm, line)
+                assert fields[0] in (X_IP, X_IP6, X_LL), (vm, line)
             assert "fd66" not in line, (vm, line)  # the rogue prefix
             assert not (" via " in line and X_LL in line), (vm, line)  # the rogue router
         assert "10.1.0.99" not in text, vm  # no rogue DHCP lease
