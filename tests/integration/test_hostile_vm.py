@@ -134,6 +134,9 @@ CASES = (
 )
 
 
+HIJACK = "HOSTILE-hijack"
+
+
 def marker(i: int) -> str:
     return f"HOSTILE-{i:02d}-xyz"  # 14 bytes: with its 2-byte header, one 16-byte ND option
 
@@ -152,6 +155,7 @@ class Burst:
     packet_in_before: int
     packet_in_after: int
     router_mac: str
+    stats: dict[str, int]
 
 
 def neighbour_flows(overlay: Overlay) -> dict[str, set[str]]:
@@ -202,6 +206,7 @@ def burst() -> Iterator[Burst]:
             bed.build(3)
             ports = {**PORTS, "x1": ("blue", X_MAC, [X_IP, X_IP6], "hv1", "tapX1")}
             overlay = deploy(ctl, bed, ports)
+            bed.add_vm("z1", "hv1", "tapZ1", "02:ee:00:00:00:77", [])  # an interface no port is bound to
             interfaces = [{"network": "blue", "ip": f"{ROUTER_IP}/24"}, {"network": "blue", "ip": f"{ROUTER_IP6}/64"}]
             router_mac = put(ctl, "/v1/routers/gw", {"tenant": "acme", "interfaces": interfaces})["mac"]
             overlay.wait_in_sync()
@@ -222,6 +227,10 @@ def run_burst(overlay: Overlay, router_mac: str) -> Burst:
     caps = {vm: bed.capture(bed.vms[vm].netns, "eth0", "-Q in") for vm in VICTIMS}
     underlay = {hv: bed.underlay_capture(hv) for hv in bed.hvs}
     send_all(overlay)
+    # From the unbound interface: a3's MAC and address (a3 has no twin in globex, so the frame names
+    # one port), as a VM taking over a3's location would send.
+    overlay.send_frame("z1", f"Ether(src='{A3_MAC}', dst='ff:ff:ff:ff:ff:ff')/ARP(op=1, hwsrc='{A3_MAC}', "
+                             f"psrc='10.1.0.3', pdst='10.1.0.3')/Raw(b'{HIJACK}')")
     time.sleep(1.0)
     seen_at: dict[str, list[bytes]] = {vm: [bytes(p) for p in cap.stop()] for vm, cap in caps.items()}
     for hv, cap in underlay.items():
@@ -232,7 +241,7 @@ def run_burst(overlay: Overlay, router_mac: str) -> Burst:
     neighbours = {vm: "".join(bed.vm_exec(vm, cmd).stdout for cmd in state) for vm in VICTIMS}
     return Burst(overlay, seen_at, neighbours, ports_before, ctl.ok("GET", "/v1/ports"), flows_before,
                  neighbour_flows(overlay), meter_before, meter_counts(overlay, x1_port), packet_in_before,
-                 ctl.ok("GET", "/v1/stats")["packet_in"], router_mac)
+                 ctl.ok("GET", "/v1/stats")["packet_in"], router_mac, ctl.ok("GET", "/v1/stats"))
 
 
 @pytest.mark.parametrize("index", range(len(CASES)), ids=[c.name for c in CASES])
@@ -245,6 +254,12 @@ def test_each_attack_reaches_no_other_tenant_and_dropped_ones_reach_nobody(burst
         allowed = {"a2", "a3", *(f"underlay:{hv}:{BLUE_VNI}" for hv in burst.overlay.bed.hvs)}
         assert set(where) <= allowed, f"{case.name} reached {sorted(set(where) - allowed)}"
     assert not any(mark in f for vm in OTHER_TENANT for f in burst.seen_at[vm])
+
+
+def test_a_declared_ports_mac_from_an_unbound_interface_moves_nothing_and_reaches_nobody(burst: Burst) -> None:
+    assert burst.stats["moves_refused_declared"] >= 1 and burst.stats["moves"] == 0
+    assert burst.ports_after == burst.ports_before  # a3 is still on hv3
+    assert not [place for place, frames in burst.seen_at.items() if any(HIJACK.encode() in f for f in frames)]
 
 
 def test_the_attacks_can_be_seen_where_they_are_allowed(burst: Burst) -> None:
