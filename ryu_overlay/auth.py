@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .model import Hypervisor, Network, OverlayError, Port, Router, parse_name
+from .model import Hypervisor, Network, NotFound, OverlayError, Port, Router, parse_name
 from .ratelimit import TokenBucket
 from .topology import Topology
 
@@ -39,6 +39,10 @@ class AuthError(OverlayError):
     """A bad tokens file: the controller does not start."""
 
     status = 400
+
+
+class Forbidden(OverlayError):
+    status = 403
 
 
 @dataclass(frozen=True)
@@ -151,6 +155,48 @@ def visible(scope: Scope, kind: str, obj: Hypervisor | Network | Port | Router, 
 def shown(scope: Scope, kind: str, obj: Hypervisor | Network | Port | Router, full: dict[str, Any]) -> dict[str, Any]:
     """What ``scope`` reads of a visible object: a tenant reads only a hypervisor's name."""
     return {"name": full["name"]} if kind == "hypervisors" and not scope.admin else full
+
+
+def authorize(scope: Scope, method: str, kind: str, name: str, old: Hypervisor | Network | Port | Router | None,
+              body: Any, topo: Topology) -> None:
+    """Raise unless ``scope`` may do ``method`` (GET, PUT, DELETE) on object ``name`` of ``kind``,
+    currently ``old`` (None if absent), with ``body`` (PUT). The one check of every write, for the
+    item routes and for each operation of anything that writes several (a transaction).
+
+    What the scope may not see is absent (``NotFound``, worded as for an absent object); what it
+    sees but may not change is ``Forbidden``.
+    """
+    if scope.admin:
+        return
+    absent = NotFound(f"{kind[:-1]} {name} does not exist")
+    if old is not None and not visible(scope, kind, old, topo):
+        raise absent
+    if method == "GET":
+        if old is None:
+            raise absent
+        return
+    for network in referenced_networks(kind, body):
+        net = topo.networks.get(network)
+        if net is None or not visible(scope, "networks", net, topo):
+            raise NotFound(f"network {network} does not exist")
+    if not may_write(scope, kind, body, topo):
+        raise Forbidden(f"this token may change only the networks, ports and routers of tenant {scope.tenant}")
+
+
+def visible_json(scope: Scope, kind: str, obj: Mapping[str, Any], topo: Topology) -> bool:
+    """``visible`` for an object given as its JSON (as an event carries it): a network or router
+    by its ``tenant``, a port by its network's, a hypervisor by the ports on it now."""
+    if scope.admin:
+        return True
+    if kind in ("networks", "routers"):
+        return obj.get("tenant") == scope.tenant
+    if kind == "ports":
+        net = topo.networks.get(obj.get("network", ""))
+        return net is not None and net.tenant == scope.tenant
+    if kind == "hypervisors":
+        hv = topo.hypervisors.get(obj.get("name", ""))
+        return hv is not None and visible(scope, kind, hv, topo)
+    return False
 
 
 def may_write(scope: Scope, kind: str, body: Any, topo: Topology) -> bool:

@@ -24,7 +24,7 @@ from webob import Request, Response
 from . import auth
 from .auth import Scope, Tokens
 from .controller import Batches, Controller
-from .model import Conflict, Hypervisor, Network, NotFound, OverlayError, Port, Router
+from .model import Conflict, Hypervisor, Network, OverlayError, Port, Router
 from .openapi import openapi_document
 from .store import StoreUnavailable
 
@@ -137,21 +137,11 @@ class RestApp:
         but not change is forbidden (403). An administrator's request goes straight through."""
         if scope.admin:
             return self._item_step(method, kind, name, body)
-        c = self.controller
-        objects = self._objects(kind)
-        old = objects.get(name)
-        if old is not None and not auth.visible(scope, kind, old, c.topo):
-            raise NotFound(f"{kind[:-1]} {name} does not exist")
+        old = self._objects(kind).get(name)
+        auth.authorize(scope, method, kind, name, old, body, self.controller.topo)
         if method == "GET":
-            if old is None:
-                raise NotFound(f"{kind[:-1]} {name} does not exist")
+            assert old is not None
             return _json(200, auth.shown(scope, kind, old, self._json_of(old)))
-        for network in auth.referenced_networks(kind, body):
-            net = c.topo.networks.get(network)
-            if net is None or not auth.visible(scope, "networks", net, c.topo):
-                raise NotFound(f"network {network} does not exist")
-        if not auth.may_write(scope, kind, body, c.topo):
-            raise HTTPError(403, f"this token may change only the networks, ports and routers of tenant {scope.tenant}")
         return self._item_step(method, kind, name, body)
 
     def _item_step(self, method: str, kind: str, name: str, body: Any) -> Response:

@@ -14,6 +14,7 @@ import pytest
 from ryu_overlay import auth
 from ryu_overlay.auth import AuthError, RequestLimiter, Scope, Tokens, rest_tokens, visible
 from ryu_overlay.controller import Batches, Controller
+from ryu_overlay.model import NotFound
 from ryu_overlay.rest import RestApp
 from ryu_overlay.store import SqliteStore
 from ryu_overlay.testing.rest_client import Api
@@ -185,3 +186,26 @@ def test_visible_is_the_one_filter_for_any_route(clients: Clients) -> None:
     assert [p for p in topo.ports.values() if visible(acme, "ports", p, topo)] == [topo.ports["a1"]]
     assert [h.name for h in topo.hypervisors.values() if visible(acme, "hypervisors", h, topo)] == ["hv1"]
     assert all(visible(auth.ADMIN, "ports", p, topo) for p in topo.ports.values())
+
+
+def test_authorize_and_visible_json_are_the_rules_for_any_other_route(clients: Clients) -> None:
+    """What a transaction applies to each operation and an event stream to each event."""
+    topo = clients.controller.topo
+    acme = Scope("k", "acme")
+    red, a1 = topo.networks["red"], topo.ports["a1"]
+    with pytest.raises(NotFound, match="network red does not exist"):
+        auth.authorize(acme, "DELETE", "networks", "red", red, None, topo)
+    with pytest.raises(NotFound, match="network red does not exist"):
+        auth.authorize(acme, "PUT", "ports", "x", None, {"network": "red", "mac": "02:aa:00:00:00:09"}, topo)
+    with pytest.raises(auth.Forbidden):
+        auth.authorize(acme, "PUT", "networks", "green", None, {"vni": 5003, "tenant": "globex"}, topo)
+    auth.authorize(acme, "PUT", "ports", "a1", a1, {"network": "blue", "mac": "02:aa:00:00:00:01"}, topo)
+    auth.authorize(auth.ADMIN, "DELETE", "networks", "red", red, None, topo)
+    assert auth.visible_json(acme, "networks", red.to_json(), topo) is False
+    assert auth.visible_json(acme, "ports", a1.to_json(), topo) is True
+    assert auth.visible_json(acme, "ports", topo.ports["r2"].to_json(), topo) is False
+    assert auth.visible_json(acme, "routers", topo.routers["gw-red"].to_json(), topo) is False
+    assert auth.visible_json(acme, "hypervisors", {"name": "hv1"}, topo) is True
+    assert auth.visible_json(acme, "hypervisors", {"name": "hv2"}, topo) is False
+    assert auth.visible_json(acme, "switch", {}, topo) is False
+    assert auth.visible_json(auth.ADMIN, "switch", {}, topo) is True
