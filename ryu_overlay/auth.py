@@ -31,6 +31,8 @@ from .topology import Topology
 HASH_PREFIX = "sha256:"
 REQUEST_RATE = 100.0  # requests per second per token (--rest-rate)
 TENANT_KINDS = ("networks", "ports", "routers")
+# What one tenant's tokens may create: the controller's memory for a tenant is bounded by it.
+TENANT_QUOTA = {"networks": 100, "ports": 4000, "routers": 50}
 REDACTED_CONFLICT = ("the request conflicts with an existing object (a name, VNI, MAC, address or interface "
                      "already in use)")
 
@@ -181,6 +183,11 @@ def authorize(scope: Scope, method: str, kind: str, name: str, old: Hypervisor |
             raise NotFound(f"network {network} does not exist")
     if not may_write(scope, kind, body, topo):
         raise Forbidden(f"this token may change only the networks, ports and routers of tenant {scope.tenant}")
+    if method == "PUT" and old is None:
+        kinds: dict[str, Mapping[str, Network | Port | Router]] = {
+            "networks": topo.networks, "ports": topo.ports, "routers": topo.routers}
+        if sum(visible(scope, kind, o, topo) for o in kinds[kind].values()) >= TENANT_QUOTA[kind]:
+            raise Forbidden(f"tenant {scope.tenant} has its quota of {TENANT_QUOTA[kind]} {kind}")
 
 
 def visible_json(scope: Scope, kind: str, obj: Mapping[str, Any], topo: Topology) -> bool:

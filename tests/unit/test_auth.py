@@ -209,3 +209,15 @@ def test_authorize_and_visible_json_are_the_rules_for_any_other_route(clients: C
     assert auth.visible_json(acme, "hypervisors", {"name": "hv2"}, topo) is False
     assert auth.visible_json(acme, "switch", {}, topo) is False
     assert auth.visible_json(auth.ADMIN, "switch", {}, topo) is True
+
+
+def test_a_tenant_creates_no_more_than_its_quota(clients: Clients, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(auth.TENANT_QUOTA, "networks", 3)
+    acme = clients.acme
+    assert [acme.put(f"/v1/networks/n{i}", {"vni": 6000 + i, "tenant": "acme"}).status_int for i in range(3)] == \
+        [201, 201, 403]  # blue is acme's too
+    resp = acme.put("/v1/networks/n9", {"vni": 6009, "tenant": "acme"})
+    assert (resp.status_int, resp.json["error"]) == (403, "tenant acme has its quota of 3 networks")
+    assert acme.put("/v1/networks/n0", {"vni": 6000, "tenant": "acme", "mtu": 1400}).status_int == 200  # changing one
+    assert clients.globex.put("/v1/networks/g1", {"vni": 7001, "tenant": "globex"}).status_int == 201
+    assert clients.admin.put("/v1/networks/n8", {"vni": 6008, "tenant": "acme"}).status_int == 201  # no quota
