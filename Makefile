@@ -5,7 +5,8 @@ PIP     := $(VENV)/bin/pip
 APT_PACKAGES := python3 python3-venv python3-dev gcc openvswitch-switch mininet iperf3 \
                 iputils-ping ethtool tcpdump arping ndisc6 iproute2 procps isc-dhcp-client \
                 chromium chromium-driver \
-                etcd-server etcd-client
+                etcd-server etcd-client \
+                openvswitch-common openssl
 PYTEST_ARGS ?=
 
 .PHONY: install apt venv lint test unit demo bench clean

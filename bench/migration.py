@@ -72,7 +72,7 @@ def main() -> int:
             # Re-declare the port where it is: an operator's PUT resets mobility counting, so
             # the benchmark is not stopped by the freeze after five moves in 180 s.
             put(ctl, "/v1/ports/a2", {"network": net, "mac": mac, "ips": ips, "hypervisor": where,
-                                       "interface": iface})
+                                       "interface": iface, "mobility": "learn"})
             overlay.wait_in_sync()
             where = "hv3" if where == "hv2" else "hv2"
             bed.move_vm("a2", where)

@@ -76,6 +76,9 @@ def main() -> int:
             print("  " + trace.stdout.rstrip().replace("\n", "\n  "))
 
             say("live migration: a2 moves from hv2 to hv3 and sends one gratuitous ARP")
+            a2 = ctl.api("GET", "/v1/ports/a2")[1]  # declared where it is: it follows its frames only if it may
+            ctl.api("PUT", "/v1/ports/a2", {**{k: a2[k] for k in ("network", "mac", "ips", "hypervisor", "interface")},
+                                            "mobility": "learn"})
             bed.move_vm("a2", "hv3")
             overlay.send_frame("a2", GARP)
             overlay.wait_in_sync()

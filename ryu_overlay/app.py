@@ -21,6 +21,8 @@ from typing import Any, ClassVar, TypeVar
 import eventlet
 import eventlet.wsgi
 
+from . import tls
+from .auth import REQUEST_RATE, RequestLimiter, rest_tokens
 from .cluster import Mastership
 from .compat import app_base, framework_module, ofproto as ofp, parser
 from .controller import Batches, Controller
@@ -66,6 +68,12 @@ CLI_OPTS = [
     cfg.StrOpt("ovsdb-listen", default=None,
                help="where hypervisors declared with \"ovsdb\": \"passive\" connect, e.g. ptcp:6640:0.0.0.0"),
     cfg.StrOpt("ovsdb-datapath-type", default=None, help="datapath type of the bridges it creates (netdev: userspace)"),
+    cfg.StrOpt("rest-tokens", default=None,
+               help='JSON file: token (or "sha256:<hex>" of it) -> {"role": "admin"} or {"tenant": NAME}'),
+    cfg.FloatOpt("rest-rate", default=REQUEST_RATE,
+                 help=f"REST requests per second per token, then 429 (default {REQUEST_RATE:g}; 0: no limit)"),
+    cfg.StrOpt("rest-cert", default=None, help="serve REST over HTTPS with this certificate (PEM)"),
+    cfg.StrOpt("rest-key", default=None, help="the private key of --rest-cert (PEM)"),
 ]
 
 # The ryu-overlay launcher registers these as command-line options before Ryu parses its
@@ -92,6 +100,7 @@ class OverlayApp(app_base()):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        tls.install()  # before Ryu's OpenFlow listener starts (every app is built before any starts)
         port = getattr(cfg.CONF, "ofp_tcp_listen_port", None) or 6653
         self.instance_id: str = cfg.CONF.instance_id or f"{socket.gethostname()}:{port}"
         self.etcd = EtcdStore(cfg.CONF.db) if is_etcd(cfg.CONF.db) else None
@@ -110,9 +119,12 @@ class OverlayApp(app_base()):  # type: ignore[misc]
         else:
             self.controller.master_of = self.mastership.master_of
             self.controller.instances = lambda: sorted(self.mastership.instances)
-        token = cfg.CONF.rest_token or os.environ.get("RYU_OVERLAY_REST_TOKEN") or None
         self.path = StatePath(self.controller, self._post, self.send)
-        self.rest = RestApp(self.controller, self.send, token, self.path.call, self.metrics)
+        tokens = rest_tokens(cfg.CONF.rest_token or os.environ.get("RYU_OVERLAY_REST_TOKEN") or None,
+                             cfg.CONF.rest_tokens)
+        limiter = RequestLimiter(cfg.CONF.rest_rate) if tokens is not None and cfg.CONF.rest_rate > 0 else None
+        self.rest = RestApp(self.controller, self.send, run=self.path.call, metrics=self.metrics, tokens=tokens,
+                            limiter=limiter)
         self.rest_address = (cfg.CONF.rest_host, cfg.CONF.rest_port)
         self.ovsdb = OvsdbManager(self._post, lambda *state: self.send(self.controller.ovsdb_state(*state)),
                                   Provisioning(datapath_type=cfg.CONF.ovsdb_datapath_type,
@@ -132,7 +144,11 @@ class OverlayApp(app_base()):  # type: ignore[misc]
         thread = super().start()
         self.store.start()
         sock = eventlet.listen(self.rest_address)
-        self.logger.info("REST API on http://%s:%d/v1/", *sock.getsockname()[:2])
+        scheme = "http"
+        if cfg.CONF.rest_cert or cfg.CONF.rest_key:
+            sock = eventlet.wrap_ssl(sock, certfile=cfg.CONF.rest_cert, keyfile=cfg.CONF.rest_key, server_side=True)
+            scheme = "https"
+        self.logger.info("REST API on %s://%s:%d/v1/", scheme, *sock.getsockname()[:2])
         self.threads.append(hub.spawn(eventlet.wsgi.server, sock, self.rest, log_output=False))
         self.threads.append(hub.spawn(self._poll_counters))
         if self.etcd is not None:
@@ -236,7 +252,12 @@ class OverlayApp(app_base()):  # type: ignore[misc]
         ev.fn()
 
     def send(self, batches: Batches) -> None:
-        """Send each switch its batch as one buffer; called only on the event loop, so batches never interleave."""
+        """Send each switch its batch as one buffer; called only on the event loop, so batches never interleave.
+        Switches the controller refused (their certificate names another hypervisor) are disconnected first."""
+        for dpid in self.controller.take_refused():
+            dp = self.datapaths.pop(dpid, None)
+            if dp is not None:
+                dp.close()
         for dpid, msgs in batches.items():
             dp = self.datapaths.get(dpid)
             if dp is None:
@@ -257,6 +278,9 @@ class OverlayApp(app_base()):  # type: ignore[misc]
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG)
     def _features(self, ev: Any) -> None:
         dp = ev.msg.datapath
+        if not self.controller.admit(dp.id, tls.common_name(dp.socket)):
+            dp.close()
+            return
         self.datapaths[dp.id] = dp
         if self.etcd is None:
             self._send_one(dp.id, self.controller.switch_connected(dp.id))

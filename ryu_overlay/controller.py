@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-from . import ofmsg
+from . import ofmsg, tls
 from .events import Confirmations, EventLog
 from .flows import (
     Flow,
@@ -40,6 +40,7 @@ from .model import (
     Port,
     Router,
     link_local,
+    mobility_of,
     parse_hypervisor,
     parse_network,
     parse_port,
@@ -84,6 +85,7 @@ SYNC_REPLIES = frozenset({"ports", "flows", "groups", "meters"})
 MOVE_WINDOW = 180.0  # seconds; EVPN's default MAC mobility window (RFC 7432 section 15.1)
 MOVE_LIMIT = 5  # moves allowed within the window before the port is frozen
 RESYNC_HOLDDOWN = 10.0  # seconds between resynchronisations forced by switch errors
+MAX_UNKNOWN_SWITCHES = 64  # connected switches whose datapath id no hypervisor owns (yet)
 EARLY_FRAMES = 64  # per switch: frames kept from ports the controller has not heard of yet
 ICMP_ERROR_RATE, ICMP_ERROR_BURST = 10.0, 10  # ICMP errors per second each router, and each port's PMTU, may cause
 ICMP4_TIME_EXCEEDED, ICMP4_UNREACHABLE, ICMP4_HOST_UNREACHABLE = 11, 3, 1
@@ -107,6 +109,7 @@ STAT_COUNTERS = (
     "pmtu_frag_needed", "pmtu_packet_too_big", "pmtu_fragmented", "pmtu_rate_limited", "pmtu_dropped",
     "ovsdb_bound", "ovsdb_unbound", "moves_refused_tunnel_type",
     "next_hop_requests", "next_hop_learned",
+    "moves_refused_declared", "switches_refused_certificate", "switches_refused_unknown",
 )
 
 
@@ -190,6 +193,8 @@ class Controller:
         """Told, for a managed hypervisor, the managed peers (name, tunnel IP) it shares networks with."""
         self._bfd_told: dict[str, frozenset[tuple[str, str]]] = {}
         self._bfd_up_once: set[tuple[str, str]] = set()
+        self.peer_names: dict[int, str] = {}  # dpid -> its TLS certificate's common name
+        self.refused: list[int] = []  # switches to disconnect (``take_refused``)
 
     # --- placement API ----------------------------------------------------------------------
 
@@ -204,6 +209,8 @@ class Controller:
         self.topo.put_hypervisor(hv)
         self._note("created" if old is None else "changed", hv)
         self.tell_hypervisors()
+        if hv.dpid in self.switches and not self._authentic(hv.dpid, self.peer_names.get(hv.dpid)):
+            self._refuse(hv.dpid)
         vnis = hosted_vnis(self.topo, name)
         batches = self._refresh(self._hosts_of(vnis) - {name}, vnis)
         if old is None or old.dpid != hv.dpid:
@@ -213,10 +220,10 @@ class Controller:
         return old is None, hv, batches
 
     def delete_hypervisor(self, name: str) -> Batches:
-        self.topo.check_delete_hypervisor(name)
+        hv = self.topo.check_delete_hypervisor(name)
         self.store.apply([Delete(Hypervisor, name)])
         self.topo.delete_hypervisor(name)
-        self._note_deleted(Hypervisor, name)
+        self._note_deleted(hv)
         self.ovsdb_views.pop(name, None)
         self.ovsdb_connected.discard(name)
         self.tell_hypervisors()
@@ -233,10 +240,10 @@ class Controller:
         return old is None, net, self._refresh(self.topo.interested(name), vnis)
 
     def delete_network(self, name: str) -> Batches:
-        self.topo.check_delete_network(name)
+        net = self.topo.check_delete_network(name)
         self.store.apply([Delete(Network, name)])
         self.topo.delete_network(name)
-        self._note_deleted(Network, name)
+        self._note_deleted(net)
         return {}
 
     def put_port(self, name: str, body: Any) -> tuple[bool, Port, Batches]:
@@ -254,13 +261,25 @@ class Controller:
             self._merge(batches, self._bind_by_iface_id(port))
         return old is None, self.topo.ports[name], batches
 
+    def bind_port(self, name: str, hypervisor: str, interface: str) -> Batches:
+        """Locate a port by an authority outside the data plane, as a PUT with that location would.
+
+        This is the hook for a hypervisor managed over OVSDB: an interface whose
+        ``external_ids:iface-id`` names the port counts as a declared location, so it moves a port
+        whatever its mobility policy (``learn`` or ``declared``).
+        """
+        old = self.topo.get_port(name)
+        port = self._carry_over(old, old.with_location(hypervisor, interface, "declared"), None)
+        self.topo.check_port(port)
+        return self._save_port(old, port)
+
     def delete_port(self, name: str) -> Batches:
         port = self.topo.check_delete_port(name)
         nets = self.topo.routed_networks(port.network)
         hosts = self.topo.interested(port.network)
         self.store.apply([Delete(Port, name)])
         self.topo.delete_port(name)
-        self._note_deleted(Port, name)
+        self._note_deleted(port)
         self._host_answers.forget(name)
         self._icmp_errors.forget(("port", name))
         return self._refresh(hosts, self._vnis(nets))
@@ -292,7 +311,7 @@ class Controller:
         hosts = set().union(*(self.topo.interested(n) for n in router.networks))
         self.store.apply([Delete(Router, name)])
         self.topo.delete_router(name)
-        self._note_deleted(Router, name)
+        self._note_deleted(router)
         self._icmp_errors.forget(("router", name))
         batches = self._refresh(hosts, self._vnis(router.networks))
         self._merge(batches, self._refresh(_gateway_hosts(router), {0}))
@@ -423,6 +442,29 @@ class Controller:
 
     # --- switch events ----------------------------------------------------------------------
 
+    def admit(self, dpid: int, cert_name: str | None) -> bool:
+        """Whether a switch that just connected may go on (then ``switch_connected``).
+
+        ``cert_name`` is the common name of its TLS certificate (None without TLS). A switch whose
+        certificate does not name the hypervisor owning its datapath id is refused: counted,
+        logged, disconnected by the app and never programmed; the switch already connected with
+        that datapath id, if any, is left alone. Declaring a hypervisor later with the datapath id
+        of a connected switch whose certificate names another refuses that switch then
+        (``put_hypervisor``, ``take_refused``).
+        """
+        if not self._authentic(dpid, cert_name):
+            self._count_refusal(dpid, cert_name)
+            return False
+        if self.topo.hypervisor_by_dpid(dpid) is None and dpid not in self.switches and \
+                sum(self.topo.hypervisor_by_dpid(d) is None for d in self.switches) >= MAX_UNKNOWN_SWITCHES:
+            self.stats["switches_refused_unknown"] += 1
+            LOG.warning("refused switch %016x: no hypervisor owns it and %d such are connected", dpid,
+                        MAX_UNKNOWN_SWITCHES)
+            return False
+        if cert_name is not None:
+            self.peer_names[dpid] = cert_name
+        return True
+
     def switch_connected(self, dpid: int) -> list[Any]:
         """A bridge (re)connected: forget what we believed and ask it what it has."""
         known = dpid in self.switches
@@ -432,9 +474,33 @@ class Controller:
         self.stats["switch_connects"] += 1
         return ofmsg.sync_requests()
 
+    def _authentic(self, dpid: int, cert_name: str | None) -> bool:
+        hv = self.topo.hypervisor_by_dpid(dpid)
+        return hv is None or cert_name is None or tls.names(cert_name, hv.certificate_name)
+
+    def _count_refusal(self, dpid: int, cert_name: str | None) -> None:
+        hv = self.topo.hypervisor_by_dpid(dpid)
+        self.stats["switches_refused_certificate"] += 1
+        LOG.error("refused switch %016x: its certificate names %r, but the datapath id is hypervisor %s's "
+                  "(cert_cn %r)", dpid, cert_name, hv and hv.name, hv and hv.certificate_name)
+
+    def _refuse(self, dpid: int) -> None:
+        self._count_refusal(dpid, self.peer_names.pop(dpid, None))
+        self.switches.pop(dpid, None)
+        self._responder_hits.pop(dpid, None)
+        self.refused.append(dpid)
+
+    def take_refused(self) -> list[int]:
+        """The switches refused since the last call: the app disconnects them."""
+        refused, self.refused = self.refused, []
+        return refused
+
     def switch_disconnected(self, dpid: int) -> None:
+        """Forget the switch: nothing kept per switch outlives its connection."""
         known = self.switches.pop(dpid, None) is not None
         self._responder_hits.pop(dpid, None)
+        self.peer_names.pop(dpid, None)
+        self._last_resync.pop(dpid, None)
         self.confirmations.gone(dpid)
         if known:
             self._note_switch("switch_disconnected", dpid)
@@ -853,6 +919,11 @@ class Controller:
         """
         if port.hypervisor == hv and port.interface == interface:
             return {}
+        if mobility_of(port, self.topo.networks[port.network]) == "declared":
+            self.stats["moves_refused_declared"] += 1
+            LOG.warning("port %s (%s) has declared mobility; dropped its frame from %s/%s", port.name, port.mac,
+                        hv, interface)
+            return {}
         if report is not None and report < _next_seq(port):
             self.stats["moves_refused_stale"] += 1
             LOG.info("ignored a stale report of port %s at %s/%s (seq %d, port at %d)", port.name, hv, interface,
@@ -1168,10 +1239,18 @@ class Controller:
         return out
 
     def _note(self, event: str, obj: Any) -> None:
-        self.events.append(event, KINDS[type(obj)], obj.name, self.object_json(obj))
+        self.events.append(event, KINDS[type(obj)], obj.name, self.object_json(obj), tenant=self._tenant(obj))
 
-    def _note_deleted(self, kind: type, name: str) -> None:
-        self.events.append("deleted", KINDS[kind], name, None)
+    def _note_deleted(self, obj: Any) -> None:
+        self.events.append("deleted", KINDS[type(obj)], obj.name, None, tenant=self._tenant(obj))
+
+    def _tenant(self, obj: Any) -> str | None:
+        """The tenant an event about ``obj`` belongs to (None: hypervisors and switches, the
+        operator's), so that a tenant's token reads only its own events."""
+        if isinstance(obj, (Network, Router)):
+            return obj.tenant
+        net = self.topo.networks.get(obj.network) if isinstance(obj, Port) else None
+        return None if net is None else net.tenant
 
     def _note_switch(self, event: str, dpid: int) -> None:
         hv = self.topo.hypervisor_by_dpid(dpid)

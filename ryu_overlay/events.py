@@ -42,6 +42,7 @@ class Event:
     name: str | None
     obj: dict[str, Any] | None
     dpid: int | None = None
+    tenant: str | None = None  # whose it is: a tenant-scoped token reads only its tenant's events
 
     def to_json(self) -> dict[str, Any]:
         out = {"seq": self.seq, "at": self.at, "type": self.type, "kind": self.kind, "name": self.name,
@@ -78,8 +79,8 @@ class EventLog:
     # --- the state path's side ----------------------------------------------------------------
 
     def append(self, type_: str, kind: str | None, name: str | None, obj: dict[str, Any] | None,
-               dpid: int | None = None) -> None:
-        entry = (self.wall_clock(), type_, kind, name, obj, dpid)
+               dpid: int | None = None, tenant: str | None = None) -> None:
+        entry = (self.wall_clock(), type_, kind, name, obj, dpid, tenant)
         if self._held is not None:
             self._held.append(entry)
             return
@@ -135,9 +136,10 @@ class EventLog:
                 return page
             flag.wait(remaining)
 
-    def stream(self, since: int | None, timeout: float | None = None, keepalive: float = KEEPALIVE) -> Iterator[bytes]:
-        """Server-sent events: those after ``since`` (or from now), then each as it comes, until
-        ``timeout`` seconds have passed (None: until the client goes away)."""
+    def stream(self, since: int | None, timeout: float | None = None, keepalive: float = KEEPALIVE,
+               shown: Callable[[Event], bool] = lambda event: True) -> Iterator[bytes]:
+        """Server-sent events: those after ``since`` (or from now) that ``shown`` lets through, then
+        each as it comes, until ``timeout`` seconds have passed (None: until the client goes away)."""
         yield b"retry: 1000\n\n"
         if since is None:
             since = self.last
@@ -148,7 +150,8 @@ class EventLog:
             if page.resync:
                 yield _sse({"type": "resync", "last": page.last})
             for event in page.events:
-                yield _sse(event.to_json(), event.seq)
+                if shown(event):
+                    yield _sse(event.to_json(), event.seq)
             if page.events or page.resync:
                 since = page.last
             elif deadline is None or time.monotonic() < deadline:

@@ -23,16 +23,21 @@ from .pipeline import (
     ARP_REPLY,
     ARP_REQUEST,
     BROADCAST,
+    CONTROLLER_METER,
     CT_INVALID,
     CT_REPLY,
     CT_TRACKED,
     DHCP_CLIENT_PORT,
     DHCP_SERVER_PORT,
+    DHCPV6_CLIENT_PORT,
     ETH_HEADER_LEN,
     ETH_TYPE_ARP,
     ETH_TYPE_IPV4,
     ETH_TYPE_IPV6,
     FROM_TUNNEL,
+    HYPERVISOR_PACKET_IN_BURST,
+    HYPERVISOR_PACKET_IN_RATE,
+    IEEE_LINK_LOCAL,
     IP_PROTO_ICMPV6,
     IP_PROTO_UDP,
     MULTICAST_BIT,
@@ -45,6 +50,7 @@ from .pipeline import (
     ND_RA,
     ND_RS,
     NETWORK_MASK,
+    NO_LINK_LAYER_ADDRESS,
     OFPP_CONTROLLER,
     OFPP_IN_PORT,
     OVERSIZE_BIT,
@@ -54,6 +60,7 @@ from .pipeline import (
     TABLE_IDS,
     TABLES_BY_NAME,
     UNKNOWN_PORT_METER,
+    VLAN_PRESENT,
     VNI_MASK,
     Family,
     GroupRole,
@@ -349,7 +356,9 @@ ICMPV6 = {"eth_type": ETH_TYPE_IPV6, "ip_proto": IP_PROTO_ICMPV6}
 NS = {**ICMPV6, "icmpv6_type": ND_NS}
 DHCP_REQUEST = {"eth_type": ETH_TYPE_IPV4, "ip_proto": IP_PROTO_UDP, "udp_src": DHCP_CLIENT_PORT,
                 "udp_dst": DHCP_SERVER_PORT}
-DHCP_SERVER_REPLY = {**DHCP_REQUEST, "udp_src": DHCP_SERVER_PORT, "udp_dst": DHCP_CLIENT_PORT}
+# Replies to a DHCP client, whatever their source port: clients filter on the destination port only.
+DHCP_SERVER_REPLY = {"eth_type": ETH_TYPE_IPV4, "ip_proto": IP_PROTO_UDP, "udp_dst": DHCP_CLIENT_PORT}
+DHCPV6_SERVER_REPLY = {"eth_type": ETH_TYPE_IPV6, "ip_proto": IP_PROTO_UDP, "udp_dst": DHCPV6_CLIENT_PORT}
 
 
 def base_partition(view: SwitchView) -> Partition:
@@ -371,10 +380,14 @@ def base_partition(view: SwitchView) -> Partition:
         *(flow("port_security", P.SPOOFED, m, {"eth_type": t}) for t in (ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6)),
         flow("port_security", P.OTHER_ETHERTYPE, m, {}, goto="arp_nd"),
         flow("port_security", P.FOREIGN_NA, m, {**ICMPV6, "icmpv6_type": ND_NA}),
+        flow("port_security", P.FOREIGN_NS, m, {**NS, "nd_options_type": ND_OPT_SLL}),
         # DHCP and RA from a VM reach no other VM: a rogue server's replies and advertisements,
         # and the requests of ports the controller does not serve (no trap flow took them).
         *(flow("port_security", P.HOST_CONFIG_DROP, Family.HOST_CONFIG_DROP, match)
-          for match in (DHCP_SERVER_REPLY, DHCP_REQUEST, {**ICMPV6, "icmpv6_type": ND_RA})),
+          for match in (DHCP_SERVER_REPLY, DHCPV6_SERVER_REPLY, DHCP_REQUEST, {**ICMPV6, "icmpv6_type": ND_RA})),
+        # A VM has no business with VLANs or with the bridge protocols of the IEEE 802.1 link-local group.
+        flow("port_security", P.L2_CONTROL_DROP, m, {"vlan_vid": VLAN_PRESENT}),
+        flow("port_security", P.L2_CONTROL_DROP, m, {"eth_dst": IEEE_LINK_LOCAL}),
         flow("arp_nd", P.MISS, m, {}, goto="mtu_check"),
         flow("arp_nd", P.UNSOLICITED_DROP, m, {**ICMPV6, "icmpv6_type": ND_NA, "eth_dst": MULTICAST_BIT}),
         flow("arp_nd", P.UNSOLICITED_DROP, m, {"eth_type": ETH_TYPE_ARP, "arp_op": ARP_REPLY, "eth_dst": BROADCAST}),
@@ -398,7 +411,8 @@ def base_partition(view: SwitchView) -> Partition:
     ]
     meters = (*(Meter(no, PACKET_IN_RATE, PACKET_IN_BURST) for no in vm_ports),
               Meter(UNKNOWN_PORT_METER, PACKET_IN_RATE, PACKET_IN_BURST),
-              Meter(ROUTER_METER, PACKET_IN_RATE, PACKET_IN_BURST))
+              Meter(ROUTER_METER, PACKET_IN_RATE, PACKET_IN_BURST),
+              Meter(CONTROLLER_METER, HYPERVISOR_PACKET_IN_RATE, HYPERVISOR_PACKET_IN_BURST))
     return _partition(by_cookie(flows), meters=meters)
 
 
@@ -462,9 +476,13 @@ def local_port_flows(port: Port, ofport: int, vni: int) -> Flows:
         flows.append(allow({"eth_type": ETH_TYPE_IPV4, "ipv4_src": str(ip)}))
     for ip6 in own_ipv6(port):
         flows.append(allow({"eth_type": ETH_TYPE_IPV6, "ipv6_src": ip6}))
-        flows.append(flow("port_security", P.OWN_NA, fam,
-                          {"in_port": ofport, **ICMPV6, "icmpv6_type": ND_NA, "ipv6_nd_target": ip6}, vni,
-                          goto="arp_nd"))
+        # Naming another port's MAC for its own address would redirect that address elsewhere.
+        flows.extend(flow("port_security", P.OWN_NA, fam,
+                          {"in_port": ofport, **ICMPV6, "icmpv6_type": ND_NA, "ipv6_nd_target": ip6,
+                           "ipv6_nd_tll": tll}, vni, goto="arp_nd") for tll in (port.mac, NO_LINK_LAYER_ADDRESS))
+        flows.append(flow("port_security", P.OWN_NS, fam,
+                          {"in_port": ofport, **NS, "ipv6_src": ip6, "nd_options_type": ND_OPT_SLL,
+                           "ipv6_nd_sll": port.mac}, vni, goto="arp_nd"))
     flows.append(allow({**ICMPV6, "ipv6_src": "::"}))
     flows.append(flow("arp_nd", P.ND_CONTROLLER, Family.ND_PROXY,
                       {"in_port": ofport, **ICMPV6, "icmpv6_type": ND_NS, "eth_dst": MULTICAST_BIT}, vni,

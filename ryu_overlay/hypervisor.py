@@ -53,6 +53,11 @@ def controller_command(bridge: str, controllers: Sequence[str], max_backoff_ms: 
     return cmd
 
 
+def ssl_commands(key: str, cert: str, ca_cert: str) -> list[str]:
+    """The ``ovs-vsctl`` arguments that give Open vSwitch its TLS key, certificate and CA (for ``ssl:`` controllers)."""
+    return ["set-ssl", key, cert, ca_cert]
+
+
 def prepare_underlay_commands(br_phy: str, interface: str) -> list[list[str]]:
     """A ``br-phy`` netdev bridge holding the underlay interface (it keeps its NORMAL flow)."""
     return [["--may-exist", "add-br", br_phy, "--", "set", "bridge", br_phy, "datapath_type=netdev"],
@@ -76,8 +81,11 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--tunnel-port", help="name of the flow-based tunnel port (default: the type and 0, e.g. vxlan0)")
     ap.add_argument("--tunnel-ip", required=True, help="this hypervisor's VTEP address")
     ap.add_argument("--controller", action="append", default=[],
-                    help="e.g. tcp:198.19.0.1:6653; repeat it for each controller instance (all set in one "
-                         "transaction; docs/scale-out.md)")
+                    help="e.g. tcp:198.19.0.1:6653 or ssl:198.19.0.1:6653; repeat it for each controller instance "
+                         "(all set in one transaction; docs/scale-out.md)")
+    ap.add_argument("--ssl-key", help="this switch's private key (PEM), for ssl: controllers")
+    ap.add_argument("--ssl-cert", help="this switch's certificate (PEM), naming its hypervisor")
+    ap.add_argument("--ssl-ca", help="the CA certificate that signed the controller's (PEM)")
     ap.add_argument("--datapath-type", help="netdev for the userspace datapath")
     ap.add_argument("--dpid", help="datapath id, 16 hex digits")
     ap.add_argument("--tunnel-ofport", type=int, help="ask OVS for this OpenFlow port number for the tunnel")
@@ -88,9 +96,14 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--db", help="ovsdb socket, e.g. unix:/run/openvswitch/db.sock")
     ap.add_argument("--dry-run", action="store_true", help="print the commands instead of running them")
     args = ap.parse_args(argv)
+    tls = (args.ssl_key, args.ssl_cert, args.ssl_ca)
+    if any(c.startswith("ssl:") for c in args.controller) and not all(tls):
+        ap.error("an ssl: controller needs --ssl-key, --ssl-cert and --ssl-ca")
+    if any(tls) and not all(tls):
+        ap.error("--ssl-key, --ssl-cert and --ssl-ca go together")
     dpid = None if args.dpid is None else int(args.dpid, 16)
     vsctl = ["ovs-vsctl"] + ([f"--db={args.db}"] if args.db else [])
-    cmds: list[list[str]] = []
+    cmds: list[list[str]] = [vsctl + ssl_commands(*tls)] if all(tls) else []
     if args.underlay_interface:
         cmds += [vsctl + c for c in prepare_underlay_commands(args.br_phy, args.underlay_interface)]
         cmds += [["ip", "addr", "replace", f"{args.tunnel_ip}/{args.tunnel_prefix}", "dev", args.br_phy],

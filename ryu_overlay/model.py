@@ -23,6 +23,8 @@ MTU_MIN, MTU_MAX = 1280, 9000  # 1280: every network may carry IPv6 (RFC 8200)
 MAX_NAME = 64
 MOBILITY_SEQ_MAX = (1 << 32) - 1  # a 4-octet field in EVPN's MAC Mobility extended community
 UNKNOWN_ARP_MODES = ("replicate", "drop")
+MAX_CERT_CN = 64  # X.509 ub-common-name
+MOBILITY_MODES = ("learn", "declared")  # moves learned from frames, or only declared (REST, iface-id binding)
 # What DHCP option 26 and the RA MTU option announce for a network with no ``mtu``: a 1500-byte
 # underlay less VXLAN over IPv4's 50 bytes (outer IPv4 20, UDP 8, VXLAN 8, inner Ethernet 14),
 # so that a full-size frame still fits once encapsulated. An underlay with jumbo frames, or
@@ -70,10 +72,15 @@ class Hypervisor:
     """``tcp:IP:PORT`` (the controller connects out), ``passive`` (the hypervisor connects to the
     controller's manager port) or None (an unmanaged hypervisor, prepared by ``setup-hypervisor``)."""
     tunnel_type: str = "vxlan"
+    cert_cn: str | None = None  # the name its switch's TLS certificate gives; None: the hypervisor's name
 
     @property
     def managed(self) -> bool:
         return self.ovsdb is not None
+
+    @property
+    def certificate_name(self) -> str:
+        return self.name if self.cert_cn is None else self.cert_cn
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -83,6 +90,7 @@ class Hypervisor:
             "tunnel_port": self.tunnel_port,
             "ovsdb": self.ovsdb,
             "tunnel_type": self.tunnel_type,
+            "cert_cn": self.certificate_name,
         }
 
 
@@ -97,6 +105,7 @@ class Network:
     mtu: int | None = None
     unknown_arp: str = "replicate"
     dhcp: bool = True
+    mobility: str | None = None  # the default of its ports that state none (None: by their location)
 
     @property
     def announced_mtu(self) -> int:
@@ -112,6 +121,7 @@ class Network:
             "mtu": self.mtu,
             "unknown_arp": self.unknown_arp,
             "dhcp": self.dhcp,
+            "mobility": self.mobility,
         }
 
 
@@ -162,6 +172,7 @@ class Port:
     frozen: bool = False
     recent_moves: tuple[Move, ...] = ()
     duplicate: Duplicate | None = None
+    mobility: str | None = None  # as declared; ``mobility_of`` gives the policy in force
 
     @property
     def located(self) -> bool:
@@ -186,11 +197,29 @@ class Port:
             "frozen": self.frozen,
             "recent_moves": [m.to_json() for m in self.recent_moves],
             "duplicate": None if self.duplicate is None else self.duplicate.to_json(),
+            "mobility": self.mobility,
         }
 
     def with_location(self, hypervisor: str | None, interface: str | None,
                       source: LocationSource | None) -> Port:
         return replace(self, hypervisor=hypervisor, interface=interface, location_source=source)
+
+
+def mobility_of(port: Port, network: Network) -> str:
+    """The port's mobility policy: its own, else its network's, else ``declared`` for a port whose
+    location was declared and ``learn`` for one without (issue #16's contract)."""
+    if port.mobility is not None:
+        return port.mobility
+    if network.mobility is not None:
+        return network.mobility
+    return "declared" if port.location_source == "declared" else "learn"
+
+
+def _mobility(body: Mapping[str, Any]) -> str | None:
+    value = body.get("mobility")
+    if value is not None and value not in MOBILITY_MODES:
+        raise BadRequest(f"mobility must be one of {', '.join(MOBILITY_MODES)} (or null)")
+    return value
 
 
 @dataclass(frozen=True)
@@ -358,17 +387,23 @@ def parse_ovsdb(value: Any) -> str | None:
 
 
 def parse_hypervisor(name: str, body: Any) -> Hypervisor:
-    body = _body(body, {"dpid", "tunnel_ip", "tunnel_port", "ovsdb", "tunnel_type"}, {"dpid", "tunnel_ip"})
+    body = _body(body, {"dpid", "tunnel_ip", "tunnel_port", "ovsdb", "tunnel_type", "cert_cn"}, {"dpid", "tunnel_ip"})
     tunnel_type = body.get("tunnel_type", "vxlan")
     if tunnel_type not in TUNNEL_TYPES:
         raise BadRequest(f"tunnel_type must be one of {', '.join(TUNNEL_TYPES)}")
+    name = parse_name(name)
+    cert_cn = body.get("cert_cn")
+    if cert_cn is not None and (not isinstance(cert_cn, str) or not 0 < len(cert_cn) <= MAX_CERT_CN
+                                or not cert_cn.isprintable()):
+        raise BadRequest(f"cert_cn must be a certificate's common name: 1 to {MAX_CERT_CN} printable characters")
     return Hypervisor(
-        name=parse_name(name),
+        name=name,
         dpid=parse_dpid(body["dpid"]),
         tunnel_ip=parse_tunnel_ip(body["tunnel_ip"]),
         tunnel_port=parse_interface(body.get("tunnel_port", f"{tunnel_type}0"), "tunnel_port"),
         ovsdb=parse_ovsdb(body.get("ovsdb")),
         tunnel_type=tunnel_type,
+        cert_cn=None if cert_cn == name else cert_cn,
     )
 
 
@@ -381,7 +416,7 @@ def _int(value: Any, what: str, lo: int, hi: int) -> int:
 
 
 def parse_network(name: str, body: Any) -> Network:
-    body = _body(body, {"vni", "tenant", "subnets", "mtu", "unknown_arp", "dhcp"}, {"vni", "tenant"})
+    body = _body(body, {"vni", "tenant", "subnets", "mtu", "unknown_arp", "dhcp", "mobility"}, {"vni", "tenant"})
     subnets_raw = body.get("subnets", [])
     if not isinstance(subnets_raw, list):
         raise BadRequest("subnets must be a list of CIDR strings")
@@ -415,6 +450,7 @@ def parse_network(name: str, body: Any) -> Network:
         mtu=mtu,
         unknown_arp=unknown_arp,
         dhcp=dhcp,
+        mobility=_mobility(body),
     )
 
 
@@ -424,7 +460,8 @@ def parse_port(name: str, body: Any) -> Port:
     An optional ``mobility_seq`` is the sequence number the declaring client last read; the
     controller refuses the declaration if the port has moved since (``Controller.put_port``).
     """
-    body = _body(body, {"network", "mac", "ips", "hypervisor", "interface", "mobility_seq"}, {"network", "mac"})
+    body = _body(body, {"network", "mac", "ips", "hypervisor", "interface", "mobility_seq", "mobility"},
+                 {"network", "mac"})
     seq = _int(body["mobility_seq"], "mobility_seq", 0, MOBILITY_SEQ_MAX) if "mobility_seq" in body else 0
     ips_raw = body.get("ips", [])
     if not isinstance(ips_raw, list):
@@ -445,6 +482,7 @@ def parse_port(name: str, body: Any) -> Port:
         interface=None if interface is None else parse_interface(interface),
         location_source=None if hypervisor is None else "declared",
         mobility_seq=seq,
+        mobility=_mobility(body),
     )
 
 
@@ -514,14 +552,16 @@ def parse_router(name: str, body: Any) -> Router:
 
 
 def hypervisor_from_record(rec: Mapping[str, Any]) -> Hypervisor:
+    cert_cn = rec.get("cert_cn")
     return Hypervisor(rec["name"], int(rec["dpid"], 16), ipaddress.ip_address(rec["tunnel_ip"]),
-                      rec["tunnel_port"], rec.get("ovsdb"), rec.get("tunnel_type", "vxlan"))
+                      rec["tunnel_port"], rec.get("ovsdb"), rec.get("tunnel_type", "vxlan"),
+                      None if cert_cn == rec["name"] else cert_cn)
 
 
 def network_from_record(rec: Mapping[str, Any]) -> Network:
     return Network(rec["name"], rec["vni"], rec["tenant"],
                    tuple(ipaddress.ip_network(s) for s in rec["subnets"]), rec["mtu"],
-                   rec.get("unknown_arp", "replicate"), rec.get("dhcp", True))
+                   rec.get("unknown_arp", "replicate"), rec.get("dhcp", True), rec.get("mobility"))
 
 
 def port_from_record(rec: Mapping[str, Any]) -> Port:
@@ -530,7 +570,7 @@ def port_from_record(rec: Mapping[str, Any]) -> Port:
                 rec["hypervisor"], rec["interface"], rec["location_source"],
                 rec.get("mobility_seq", 0), rec.get("frozen", False),
                 tuple(Move(m["at"], m["hypervisor"], m["interface"]) for m in rec.get("recent_moves", ())),
-                None if rec.get("duplicate") is None else Duplicate(**rec["duplicate"]))
+                None if rec.get("duplicate") is None else Duplicate(**rec["duplicate"]), rec.get("mobility"))
 
 
 def router_from_record(rec: Mapping[str, Any]) -> Router:

@@ -10,10 +10,30 @@ from typing import Any
 
 from . import __version__
 from .events import MAX_WAIT
-from .model import DEFAULT_MTU, MAX_NAME, MOBILITY_SEQ_MAX, MTU_MAX, MTU_MIN, UNKNOWN_ARP_MODES, VNI_MAX, VNI_MIN
+from .model import (
+    DEFAULT_MTU,
+    MAX_CERT_CN,
+    MAX_NAME,
+    MOBILITY_MODES,
+    MOBILITY_SEQ_MAX,
+    MTU_MAX,
+    MTU_MIN,
+    UNKNOWN_ARP_MODES,
+    VNI_MAX,
+    VNI_MIN,
+)
 
 NAME = {"type": "string", "minLength": 1, "maxLength": MAX_NAME, "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"}
 IFNAME = {"type": "string", "minLength": 1, "maxLength": 15, "pattern": r"^[A-Za-z0-9_.:-]{1,15}$"}
+CERT_CN = {"type": "string", "minLength": 1, "maxLength": MAX_CERT_CN,
+           "description": "over OpenFlow TLS, the common name its switch's certificate must give (default: the "
+                          "hypervisor's name; an ovs-pki name '<cn> id:<uuid>' matches too); a switch with "
+                          "another is refused"}
+MOBILITY = {"type": "string", "enum": [*MOBILITY_MODES, None], "nullable": True,
+            "description": "learn: moves are learned from frames; declared: only a PUT (or an iface-id binding) "
+                           "moves the port, and a frame with its MAC from anywhere else is dropped and counted "
+                           "(moves_refused_declared). A port's null takes its network's; a network's null leaves "
+                           "each port the default: declared with a declared location, learn without"}
 MAC = {"type": "string", "pattern": r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$", "example": "02:aa:00:00:00:01"}
 IP = {"anyOf": [{"type": "string", "format": "ipv4"}, {"type": "string", "format": "ipv6"}],
       "example": "10.1.0.1", "description": "a unicast address, inside one of the network's subnets"}
@@ -39,8 +59,14 @@ INTERNAL = _answer("internal error of the controller or its store", _ref("Error"
 UNAVAILABLE = _answer("the store failed to make a change durable; the change was undone", _ref("Error"))
 
 
+FORBIDDEN = _answer("the token's scope does not allow this (docs/security.md); nothing was changed", _ref("Error"))
+TOO_MANY = {**_answer("over the token's request rate; nothing was changed", _ref("Error")),
+            "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}}
+
+
 def _errors(*codes: int) -> dict[str, Any]:
-    return {**{str(code): ERROR for code in (*codes, 401, 405)}, "500": INTERNAL, "503": UNAVAILABLE}
+    return {**{str(code): ERROR for code in (*codes, 401, 405)}, "403": FORBIDDEN, "429": TOO_MANY,
+            "500": INTERNAL, "503": UNAVAILABLE}
 
 
 def _collection_paths(kind: str, item: str, put_codes: tuple[int, ...], delete_codes: tuple[int, ...],
@@ -172,6 +198,9 @@ def openapi_document() -> dict[str, Any]:
     nullable_name = {**NAME, "nullable": True}
     schemas: dict[str, Any] = {
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+        "HypervisorName": {"type": "object", "required": ["name"], "additionalProperties": False,
+                           "properties": {"name": NAME},
+                           "description": "what a tenant's token reads of a hypervisor hosting its ports"},
         "HypervisorInput": {
             "type": "object", "required": ["dpid", "tunnel_ip"], "additionalProperties": False,
             "properties": {
@@ -187,13 +216,14 @@ def openapi_document() -> dict[str, Any]:
                                          "(it connects to the controller's --ovsdb-listen); absent or null: unmanaged"},
                 "tunnel_type": {"type": "string", "enum": ["vxlan", "geneve", "gre"], "default": "vxlan",
                                 "description": "encapsulation it receives; gre carries the VNI in the key"},
+                "cert_cn": {**CERT_CN, "nullable": True},
             }},
         "Hypervisor": {
             "type": "object",
-            "required": ["name", "dpid", "tunnel_ip", "tunnel_port", "tunnel_type", "connected", "in_sync",
-                         "ofports", "master", "ovsdb"],
+            "required": ["name", "dpid", "tunnel_ip", "tunnel_port", "tunnel_type", "cert_cn", "connected",
+                         "in_sync", "ofports", "master", "ovsdb"],
             "properties": {"name": NAME, "dpid": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
-                           "tunnel_ip": {"type": "string"}, "tunnel_port": IFNAME,
+                           "tunnel_ip": {"type": "string"}, "tunnel_port": IFNAME, "cert_cn": CERT_CN,
                            "tunnel_type": {"type": "string", "enum": ["vxlan", "geneve", "gre"]},
                            "ovsdb": {"type": "string", "enum": ["connected", "disconnected", None], "nullable": True,
                                      "description": "the OVSDB session of a managed hypervisor; null if unmanaged"},
@@ -229,14 +259,16 @@ def openapi_document() -> dict[str, Any]:
                 "dhcp": {"type": "boolean", "default": True,
                          "description": "the controller answers DHCPv4 for the ports' IPv4 addresses and Router "
                                         "Solicitations for the IPv6 prefixes, and sends RAs on port up"},
+                "mobility": MOBILITY,
             }},
         "Network": {
-            "type": "object", "required": ["name", "vni", "tenant", "subnets", "mtu", "unknown_arp", "dhcp"],
+            "type": "object", "required": ["name", "vni", "tenant", "subnets", "mtu", "unknown_arp", "dhcp",
+                                           "mobility"],
             "properties": {"name": NAME, "vni": {"type": "integer"}, "tenant": NAME,
                            "subnets": {"type": "array", "items": {"type": "string"}},
                            "mtu": {"type": "integer", "nullable": True},
                            "unknown_arp": {"type": "string", "enum": list(UNKNOWN_ARP_MODES)},
-                           "dhcp": {"type": "boolean"}}},
+                           "dhcp": {"type": "boolean"}, "mobility": MOBILITY}},
         "PortInput": {
             "type": "object", "required": ["network", "mac"], "additionalProperties": False,
             "properties": {
@@ -248,6 +280,7 @@ def openapi_document() -> dict[str, Any]:
                 "mobility_seq": {"type": "integer", "minimum": 0, "maximum": MOBILITY_SEQ_MAX,
                                  "description": "optional: the mobility_seq the client last read; the PUT is "
                                                 "refused (409) if the port has moved since"},
+                "mobility": MOBILITY,
             },
             # the location is both fields or neither
             "oneOf": [{"required": ["hypervisor", "interface"],
@@ -256,12 +289,13 @@ def openapi_document() -> dict[str, Any]:
         "Port": {
             "type": "object",
             "required": ["name", "network", "mac", "ips", "hypervisor", "interface", "location_source",
-                         "mobility_seq", "frozen", "recent_moves", "duplicate"],
+                         "mobility_seq", "frozen", "recent_moves", "duplicate", "mobility"],
             "properties": {
                 "name": NAME, "network": NAME, "mac": {"type": "string"},
                 "ips": {"type": "array", "items": {"type": "string"}},
                 "hypervisor": nullable_name, "interface": {**IFNAME, "nullable": True},
                 "location_source": {"type": "string", "enum": ["declared", "learned", "ovsdb", None], "nullable": True},
+                "mobility": MOBILITY,
                 "mobility_seq": {"type": "integer", "minimum": 0,
                                  "description": "the location's sequence number: one more each time the port "
                                                 "leaves a location (RFC 7432 section 15)"},
@@ -320,9 +354,13 @@ def openapi_document() -> dict[str, Any]:
     }
     schemas.update(_transaction_schemas())
     paths: dict[str, Any] = {}
-    paths.update(_collection_paths("hypervisors", "Hypervisor", (400, 409, 413), (404, 409),
+    paths.update(_collection_paths("hypervisors", "Hypervisor", (400, 404, 409, 413), (404, 409),
                                    {"dpid": "0000000000000001", "tunnel_ip": "198.18.0.1", "tunnel_port": "vxlan0"}))
-    paths.update(_collection_paths("networks", "Network", (400, 409, 413), (404, 409),
+    seen_by_tenant = {"anyOf": [_ref("Hypervisor"), _ref("HypervisorName")]}
+    paths["/v1/hypervisors"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]["properties"][
+        "hypervisors"]["items"] = seen_by_tenant
+    paths["/v1/hypervisors/{name}"]["get"]["responses"]["200"]["content"]["application/json"]["schema"] = seen_by_tenant
+    paths.update(_collection_paths("networks", "Network", (400, 404, 409, 413), (404, 409),
                                    {"vni": 5001, "tenant": "acme", "subnets": ["10.1.0.0/24", "fd00:1::/64"],
                                     "mtu": 1450}))
     paths.update(_collection_paths("ports", "Port", (400, 404, 409, 413), (404, 409),

@@ -24,7 +24,8 @@ Layouts shared by all tables:
 * **meter** N limits what port N may send to the controller (``PACKET_IN_RATE``), so one VM
   flooding ARP or ND cannot starve another's answers. ``ROUTER_METER`` limits, per hypervisor,
   what the distributed routers send up (expired TTLs, unknown destinations, solicitations for
-  their addresses).
+  their addresses). ``CONTROLLER_METER`` limits everything the hypervisor sends up, whatever
+  the flow's own meter.
 """
 
 from __future__ import annotations
@@ -70,6 +71,10 @@ NAT_SRC = 1  # NXActionNAT flags
 CT_COMMIT = 1  # NXActionCT flags
 BROADCAST = "ff:ff:ff:ff:ff:ff"
 MULTICAST_BIT = ("01:00:00:00:00:00", "01:00:00:00:00:00")
+IEEE_LINK_LOCAL = ("01:80:c2:00:00:00", "ff:ff:ff:ff:ff:f0")  # 802.1D reserved group: STP, LLDP, 802.1X, pause
+VLAN_PRESENT = (0x1000, 0x1000)  # OFPVID_PRESENT: any 802.1Q or 802.1ad tag
+DHCPV6_CLIENT_PORT = 546
+NO_LINK_LAYER_ADDRESS = "00:00:00:00:00:00"  # what OVS reads as nd_tll from an NA without that option
 
 
 class Priority:
@@ -92,10 +97,13 @@ class Priority:
     TO_PUBLIC = 50  # IPv4 to the gateway IP (conntrack, un-SNAT) or to a floating IP (DNAT)
     ROUTED_IN = 40  # without SNAT: IPv4 to one of the router's subnets, routed in as it is
     # port_security
+    L2_CONTROL_DROP = 40  # VLAN-tagged frames (802.1Q, 802.1ad) and the IEEE 802.1 link-local group (STP, LLDP)
     HOST_CONFIG_TRAP = 30  # a port's DHCP requests (UDP 68 -> 67, any source address): to the controller
-    HOST_CONFIG_DROP = 25  # DHCP server replies, Router Advertisements, DHCP requests no trap took
+    HOST_CONFIG_DROP = 25  # DHCP(v6) replies to clients, Router Advertisements, DHCP requests no trap took
     OWN_NA = 20  # a Neighbor Advertisement for one of the port's own addresses
+    OWN_NS = 20  # a Neighbor Solicitation from one of the port's addresses giving the port's MAC
     FOREIGN_NA = 15  # any other Neighbor Advertisement
+    FOREIGN_NS = 15  # any other Neighbor Solicitation with a source link-layer address
     OWN_ADDRESS = 10  # ARP, IPv4, IPv6 from one of the port's own addresses
     SPOOFED = 5  # ARP, IPv4, IPv6 from any other address
     OTHER_ETHERTYPE = 1  # e.g. RARP: on to arp_nd
@@ -168,9 +176,10 @@ TABLES: tuple[Table, ...] = (
            "EUI-64 link-local address and the unspecified address for DAD), and advertise only "
            "its own addresses in ARP and Neighbor Advertisements. DHCP requests go to the "
            "controller from here (before the source check: a DISCOVER comes from 0.0.0.0); DHCP "
-           "server replies and Router Advertisements from VMs stop here.",
-           "in_port eth_type arp_spa arp_sha ipv4_src ipv6_src ip_proto udp_src udp_dst icmpv6_type ipv6_nd_target",
-           "arp_nd"),
+           "server replies and Router Advertisements from VMs stop here, and so do VLAN-tagged frames "
+           "and frames to the IEEE 802.1 link-local group (STP, LLDP).",
+           "in_port eth_dst vlan_vid eth_type arp_spa arp_sha ipv4_src ipv6_src ip_proto udp_src udp_dst icmpv6_type "
+           "ipv6_nd_target ipv6_nd_tll ipv6_nd_sll nd_options_type", "arp_nd"),
     _table("arp_nd",
            "Answer ARP requests and Neighbor Solicitations for addresses the mapping knows inside "
            "the switch, before either could be flooded; solicitations without the asker's "
@@ -274,6 +283,11 @@ PACKET_IN_RATE = 100  # packet-ins per second per VM interface
 UNKNOWN_PORT_METER = 0xFFFF  # above any OVS port number: frames from ports not yet announced
 ROUTER_METER = 0xFFFE  # what the hypervisor's routers send to the controller
 PACKET_IN_BURST = 50
+# Open vSwitch applies the OpenFlow 1.3 controller meter (OFPM_CONTROLLER) to every packet-in of the
+# switch, after the flow's own meter: all the VMs of a hypervisor together get no more than this.
+CONTROLLER_METER: int = _ofp.OFPM_CONTROLLER
+HYPERVISOR_PACKET_IN_RATE = 400
+HYPERVISOR_PACKET_IN_BURST = 200
 ETH_HEADER_LEN = 14  # what check_pkt_larger counts besides the IP packet of an untagged frame
 OVERSIZE_BIT = 1  # reg0 bit 0
 

@@ -18,26 +18,28 @@ for and sends with its own data requests.
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from webob import Request, Response
 
-from . import transactions
+from . import auth, transactions
+from .auth import Scope, Tokens
 from .controller import Batches, Controller
-from .events import MAX_WAIT, Watch
+from .events import MAX_WAIT, Event, Watch
 from .metrics import CONTENT_TYPE as METRICS_TYPE, Metrics, Snapshot
-from .model import Network, OverlayError, Port, Router
+from .model import Conflict, Hypervisor, Network, OverlayError, Port, Router
 from .openapi import MAX_SEQ, openapi_document
 from .store import StoreUnavailable
 
 MAX_BODY = 1 << 20
+SCOPE = "ryu_overlay.scope"  # the request's auth.Scope, in its WSGI environ
 LOG = logging.getLogger("ryu_overlay.rest")
 T = TypeVar("T")
 CONSOLE_DIR = Path(__file__).parent / "console"
@@ -71,10 +73,12 @@ def _json(status: int, body: Any) -> Response:
 class RestApp:
     def __init__(self, controller: Controller, emit: Callable[[Batches], None],
                  token: str | None = None, run: Callable[[Callable[[], Any]], Any] | None = None,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, tokens: Tokens | None = None,
+                 limiter: auth.RequestLimiter | None = None) -> None:
         self.controller = controller
         self.emit = emit
-        self.token = token
+        self.tokens = tokens if token is None else Tokens.single_admin(token)
+        self.limiter = limiter
         self.run = run or _direct
         self.metrics = metrics or Metrics()
 
@@ -89,15 +93,19 @@ class RestApp:
         return resp
 
     def _handle(self, req: Request) -> Response:
+        scope = auth.ADMIN
         try:
             static = _console_file(_path(req))
             if static is not None:
                 _allow(req, "GET", "HEAD")
                 return _static(static)
-            self._authorize(req)
+            scope = self._authorize(req)
             return self._route(req)
         except transactions.OperationFailed as exc:
-            return _json(exc.status, {"error": str(exc), **({} if exc.index is None else {"index": exc.index})})
+            error = str(exc) if scope.admin or exc.status != 409 else auth.REDACTED_CONFLICT
+            return _json(exc.status, {"error": error, **({} if exc.index is None else {"index": exc.index})})
+        except Conflict as exc:  # a tenant is not told which object of another tenant is in the way
+            return _json(exc.status, {"error": str(exc) if scope.admin else auth.REDACTED_CONFLICT})
         except OverlayError as exc:
             return _json(exc.status, {"error": str(exc)})
         except StoreUnavailable as exc:
@@ -110,12 +118,19 @@ class RestApp:
             LOG.exception("internal error on %s %s", req.method, req.environ.get("PATH_INFO"))
             return _json(500, {"error": "internal error"})
 
-    def _authorize(self, req: Request) -> None:
-        if self.token is None:
-            return
-        given = req.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
-            raise HTTPError(401, "missing or wrong bearer token")
+    def _authorize(self, req: Request) -> Scope:
+        """The request's scope (``auth``), kept in its environ for the handlers; 401, or 429 over the rate."""
+        scope = auth.ADMIN
+        if self.tokens is not None:
+            found = self.tokens.scope(req.headers.get("Authorization", ""))
+            if found is None:
+                raise HTTPError(401, "missing or wrong bearer token")
+            scope = found
+        wait = None if self.limiter is None else self.limiter.retry_after(scope)
+        if wait is not None:
+            raise HTTPError(429, "too many requests for this token", {"Retry-After": str(wait)})
+        req.environ[SCOPE] = scope
+        return scope
 
     def _route(self, req: Request) -> Response:
         path = _path(req)
@@ -127,24 +142,41 @@ class RestApp:
 
     def _collection(self, req: Request, kind: str) -> Response:
         _allow(req, "GET")
-        return self.run(lambda: self._list(kind))
+        return self.run(lambda: self._list(kind, req.environ[SCOPE]))
 
-    def _list(self, kind: str) -> Response:
+    def _list(self, kind: str, scope: Scope) -> Response:
         c = self.controller
-        if kind == "hypervisors":
-            items = [c.hypervisor_json(h) for h in c.topo.hypervisors.values()]
-        elif kind == "networks":
-            items = [n.to_json() for n in c.topo.networks.values()]
-        elif kind == "routers":
-            items = [r.to_json() for r in c.topo.routers.values()]
-        else:
-            items = [p.to_json() for p in c.topo.ports.values()]
+        objects = self._objects(kind)
+        items = [auth.shown(scope, kind, o, self._json_of(o)) for o in objects.values()
+                 if auth.visible(scope, kind, o, c.topo)]
         return _json(200, {kind: sorted(items, key=lambda i: i["name"])})
+
+    def _objects(self, kind: str) -> Mapping[str, Hypervisor | Network | Port | Router]:
+        topo = self.controller.topo
+        kinds: dict[str, Mapping[str, Any]] = {"hypervisors": topo.hypervisors, "networks": topo.networks,
+                                               "ports": topo.ports, "routers": topo.routers}
+        return kinds[kind]
+
+    def _json_of(self, obj: Hypervisor | Network | Port | Router) -> dict[str, Any]:
+        return self.controller.hypervisor_json(obj) if isinstance(obj, Hypervisor) else obj.to_json()
 
     def _item(self, req: Request, kind: str, name: str) -> Response:
         _allow(req, "GET", "PUT", "DELETE")
         body = _body(req) if req.method == "PUT" else None
-        return self.run(lambda: self._item_step(req.method, kind, name, body))
+        scope = req.environ[SCOPE]
+        return self.run(lambda: self._scoped_step(scope, req.method, kind, name, body))
+
+    def _scoped_step(self, scope: Scope, method: str, kind: str, name: str, body: Any) -> Response:
+        """``_item_step`` within the scope: what it may not see is absent (404), what it may see
+        but not change is forbidden (403). An administrator's request goes straight through."""
+        if scope.admin:
+            return self._item_step(method, kind, name, body)
+        old = self._objects(kind).get(name)
+        auth.authorize(scope, method, kind, name, old, body, self.controller.topo)
+        if method == "GET":
+            assert old is not None
+            return _json(200, auth.shown(scope, kind, old, self._json_of(old)))
+        return self._item_step(method, kind, name, body)
 
     def _item_step(self, method: str, kind: str, name: str, body: Any) -> Response:
         c = self.controller
@@ -171,6 +203,8 @@ class RestApp:
 
     def _info(self, req: Request, what: str) -> Response:
         _allow(req, "GET")
+        if what != "openapi.json" and not req.environ[SCOPE].admin:
+            raise HTTPError(403, f"/v1/{what} needs an administrator's token")
         if what == "topology":
             return self.run(lambda: _json(200, self.controller.topo.node_link()))
         if what == "stats":
@@ -183,6 +217,8 @@ class RestApp:
     def _metrics(self, req: Request) -> Response:
         """The controller's part is copied on the state path; the histograms lock themselves."""
         _allow(req, "GET")
+        if not req.environ[SCOPE].admin:
+            raise HTTPError(403, "/metrics needs an administrator's token")
         snapshot = self.run(lambda: Snapshot.of(self.controller))
         resp = Response(status=200, body=self.metrics.render(snapshot))
         resp.headers["Content-Type"] = METRICS_TYPE
@@ -191,16 +227,24 @@ class RestApp:
     def _transactions(self, req: Request) -> Response:
         _allow(req, "POST")
         tx = transactions.parse_transaction(_body(req))
-        results, watch = self.run(lambda: self._transaction_step(tx))
+        scope = req.environ[SCOPE]
+        results, watch = self.run(lambda: self._transaction_step(tx, scope))
         answer: dict[str, Any] = {"results": results}
         if watch is not None:
             watch.done.wait(tx.timeout)
             answer["unconfirmed"] = watch.unconfirmed()
         return _json(200, answer)
 
-    def _transaction_step(self, tx: transactions.Transaction) -> tuple[list[dict[str, Any]], Watch | None]:
+    def _transaction_step(self, tx: transactions.Transaction,
+                          scope: Scope) -> tuple[list[dict[str, Any]], Watch | None]:
+        """Every operation is authorized as its single route would be, against the state the earlier
+        ones left (a tenant's transaction touching another tenant's object fails at that index)."""
         c = self.controller
-        results, batches = transactions.run(c, tx)
+
+        def check(op: transactions.Operation, old: Any) -> None:
+            auth.authorize(scope, op.op.upper(), op.kind, op.name, old, op.body, c.topo)
+
+        results, batches = transactions.run(c, tx, None if scope.admin else check)
         self.emit(batches)
         if not tx.wait:
             return results, None
@@ -213,6 +257,11 @@ class RestApp:
         holds only this connection."""
         _allow(req, "GET")
         since = _query_int(req, "since")
+        scope: Scope = req.environ[SCOPE]
+
+        def shown(event: Event) -> bool:
+            return scope.admin or event.tenant == scope.tenant
+
         if "text/event-stream" in req.headers.get("Accept", ""):
             last_id = req.headers.get("Last-Event-ID")
             if last_id is not None and last_id.strip().isdigit():
@@ -220,11 +269,11 @@ class RestApp:
             timeout = _query_seconds(req, "timeout", None)
             req.environ["eventlet.minimum_write_chunk_size"] = 0  # write each event as it comes
             resp = Response(status=200, content_type="text/event-stream", charset=None,
-                            app_iter=self.controller.events.stream(since, timeout))
+                            app_iter=self.controller.events.stream(since, timeout, shown=shown))
             resp.headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
             return resp
         page = self.controller.events.wait(since, _query_seconds(req, "timeout", 0.0) or 0.0)
-        return _json(200, page.to_json())
+        return _json(200, replace(page, events=[e for e in page.events if shown(e)]).to_json())
 
 
 def route_template(path: str) -> str:

@@ -153,8 +153,8 @@ class Entry:
                 have = nd_option_type(pkt)
             elif name in pkt:
                 have = to_int(name, pkt[name])
-            elif name in PIPELINE_FIELDS:
-                have = 0
+            elif name in PIPELINE_FIELDS or name in ND_OPTION_FIELDS.values():
+                have = 0  # Open vSwitch reads an absent link-layer address option as 00:00:00:00:00:00
             else:
                 return False
             if mask is None:

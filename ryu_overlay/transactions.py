@@ -115,9 +115,11 @@ def _operation(index: int, op: Any) -> Operation:
     return Operation(index, verb, kind, name, op.get("body"))
 
 
-def run(c: Controller, tx: Transaction) -> tuple[list[dict[str, Any]], Batches]:
+def run(c: Controller, tx: Transaction,
+        check: Callable[[Operation, Any], None] | None = None) -> tuple[list[dict[str, Any]], Batches]:
     """Apply every operation or none; on the state path. The results are what each single route
-    would have answered, with its status."""
+    would have answered, with its status. ``check(op, the object it replaces)`` may refuse an
+    operation before it is applied (a tenant token's scope, ``auth.authorize``)."""
     done: list[tuple[Kind, str, Any]] = []  # (kind, name, the object it replaced or None)
     results: list[dict[str, Any]] = []
     c.begin()
@@ -126,6 +128,8 @@ def run(c: Controller, tx: Transaction) -> tuple[list[dict[str, Any]], Batches]:
             kind = KINDS[op.kind]
             replaced = kind.objects(c.topo).get(op.name)
             try:
+                if check is not None:
+                    check(op, replaced)
                 results.append(_apply(c, kind, op))
             except OverlayError as exc:
                 raise OperationFailed(op.index, f"{op.describe()}: {exc}", exc.status) from None

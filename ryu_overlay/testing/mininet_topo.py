@@ -477,7 +477,8 @@ class OverlayNet:
             self.put(f"/v1/hypervisors/{name}", {"dpid": h.index, "tunnel_ip": h.tunnel_ip})
         for t in range(1, self.spec.tenants + 1):
             self.put(f"/v1/networks/tenant{t}", {"vni": VNI_BASE + t, "tenant": f"tenant{t}",
-                                                 "subnets": ["10.0.0.0/24", "fd00::/64"], "mtu": VM_MTU})
+                                                 "subnets": ["10.0.0.0/24", "fd00::/64"], "mtu": VM_MTU,
+                                                 "mobility": "learn"})  # the experiments migrate VMs
         for net in ROUTED_NETS if self.spec.l3 else ():
             self.put(f"/v1/networks/{net.name}", {"vni": net.vni, "tenant": ROUTED_TENANT,
                                                   "subnets": list(net.subnets), "mtu": VM_MTU})

@@ -83,6 +83,9 @@ def test_a_vm_moved_to_another_hypervisor_is_reachable_after_one_garp(ctl, make_
     overlay = deploy(ctl, make_bed(3, ctl.ofp_port), ports={k: v for k, v in PORTS.items() if k in ("a1", "a2", "a3")})
     bed = overlay.bed
     assert bed.ping("a1", "10.1.0.2")
+    net, mac, ips, hv, iface = PORTS["a2"]  # a declared location makes a port "declared": let it roam
+    put(ctl, "/v1/ports/a2", {"network": net, "mac": mac, "ips": ips, "hypervisor": hv, "interface": iface,
+                              "mobility": "learn"})
     bed.move_vm("a2", "hv3")
     overlay.send_frame("a2", GARP.format(mac="02:aa:00:00:00:02", ip="10.1.0.2"))
     overlay.wait_in_sync()

@@ -318,6 +318,8 @@ def ovs_verdict(trace: str, odp: dict[int, int], frame_len: int) -> Verdict:
                     out.append(("port", odp[int(act)]))
             elif act.startswith("clone("):
                 walk(act[len("clone("):-1])
+            elif act.startswith("sample("):  # the controller meter wraps a packet-in: sample(...,actions(...))
+                walk(next(p for p in split_top(act[len("sample("):-1]) if p.startswith("actions("))[len("actions("):-1])
             elif act.startswith("check_pkt_len("):  # check_pkt_len(size=N,gt(...),le(...)): the frame's branch
                 size, greater, smaller = split_top(act[len("check_pkt_len("):-1])
                 branch = greater if frame_len > int(size.removeprefix("size=")) else smaller

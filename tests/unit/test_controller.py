@@ -10,7 +10,7 @@ from scapy.layers.l2 import ARP, Ether
 
 from ryu_overlay.compat import ofproto as ofp, parser
 from ryu_overlay.pipeline import Family, GroupRole, cookie_family, cookie_vni, group_id
-from ryu_overlay.testing.scenario import HYPERVISORS, build, connect, garp, kind, ofports
+from ryu_overlay.testing.scenario import HYPERVISORS, NETWORKS, build, connect, garp, kind, ofports
 from ryu_overlay.trace import SimNet
 
 BCAST = "ff:ff:ff:ff:ff:ff"
@@ -411,6 +411,9 @@ def test_a_mac_and_address_reused_by_two_tenants_is_told_apart_by_the_interface_
     c = build()
     for hv in HYPERVISORS:
         connect(c, hv)
+    for name, (vni, tenant) in NETWORKS.items():  # their VMs migrate: moves are learned from frames
+        c.put_network(name, {"vni": vni, "tenant": tenant, "subnets": ["10.1.0.0/24", "fd00:1::/64"],
+                             "mobility": "learn"})
     # a2 (acme) and r2 (globex) share 02:aa:00:00:00:02 and 10.1.0.2; a2's tap reappears on hv3
     c.port_status(3, "tapA2", 9)
     c.packet_in(3, 9, garp("02:aa:00:00:00:02", "10.1.0.2"))

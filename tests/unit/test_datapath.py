@@ -202,8 +202,9 @@ def test_each_vm_port_has_its_own_packet_in_meter(net):
 
     assert net.switches["hv1"].process(ns("a1")).meters == (port_no("a1"),)
     assert net.switches["hv1"].process(ns("a2")).meters == (port_no("a2"),)
-    unknown_ports, routers = 0xFFFF, 0xFFFE
-    assert set(net.switches["hv1"].meters) == {port_no(p) for p in ("a1", "a2", "r1")} | {unknown_ports, routers}
+    unknown_ports, routers, whole_hypervisor = 0xFFFF, 0xFFFE, 0xFFFFFFFE  # the last is OFPM_CONTROLLER
+    assert set(net.switches["hv1"].meters) == {port_no(p) for p in ("a1", "a2", "r1")} | {unknown_ports, routers,
+                                                                                           whole_hypervisor}
 
 
 def test_moving_a_port_by_rest_redirects_unicast_to_the_new_host(net):

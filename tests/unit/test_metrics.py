@@ -170,7 +170,10 @@ def test_counters_move_with_real_traffic(controller: ControllerProcess, placemen
             sw = fleet.by_dpid[hvs[str(asker.hypervisor)].dpid]
             await asyncio.wait_for(sw.arp_request(sw.ports[str(asker.interface)], asker.mac, str(asker.ips[0]),
                                                   str(target.ips[0])), DEADLINE)
-            # the port shows up on another hypervisor: a move
+            # the port, declared where it is but allowed to move, shows up on another hypervisor: a move
+            body = {"network": asker.network, "mac": asker.mac, "ips": [str(ip) for ip in asker.ips],
+                    "hypervisor": asker.hypervisor, "interface": asker.interface, "mobility": "learn"}
+            assert controller.api("PUT", f"/v1/ports/{asker.name}", body)[0] == 200
             other = next(h for h in placement.hypervisors if h.name != asker.hypervisor)
             there = fleet.by_dpid[other.dpid]
             there.add_port("tapmoved", 99)

@@ -29,20 +29,20 @@ SEED = (("/v1/hypervisors/hv1", HV1), ("/v1/hypervisors/hv2", HV2), ("/v1/networ
 
 HV1_JSON = {"name": "hv1", "dpid": "0000000000000001", "tunnel_ip": "198.18.0.1", "tunnel_port": "vxlan0",
             "connected": False, "in_sync": False, "ofports": None, "master": None, "ovsdb": None,
-            "tunnel_type": "vxlan"}
+            "tunnel_type": "vxlan", "cert_cn": "hv1"}
 HV2_JSON = {"name": "hv2", "dpid": "0000000000000002", "tunnel_ip": "198.18.0.2", "tunnel_port": "vxlan0",
             "connected": False, "in_sync": False, "ofports": None, "master": None, "ovsdb": None,
-            "tunnel_type": "vxlan"}
+            "tunnel_type": "vxlan", "cert_cn": "hv2"}
 BLUE_JSON = {"name": "blue", "vni": 5001, "tenant": "acme", "subnets": ["10.1.0.0/24", "fd00:1::/64"], "mtu": 1450,
-             "unknown_arp": "replicate", "dhcp": True}
+             "unknown_arp": "replicate", "dhcp": True, "mobility": None}
 RED_JSON = {"name": "red", "vni": 5002, "tenant": "acme", "subnets": [], "mtu": None, "unknown_arp": "replicate",
-            "dhcp": True}
+            "dhcp": True, "mobility": None}
 A1_JSON = {"name": "a1", "network": "blue", "mac": "02:aa:00:00:00:01", "ips": ["10.1.0.1", "fd00:1::1"],
            "hypervisor": "hv1", "interface": "tapA1", "location_source": "declared", "mobility_seq": 0,
-           "frozen": False, "recent_moves": [], "duplicate": None}
+           "frozen": False, "recent_moves": [], "duplicate": None, "mobility": None}
 A2_JSON = {"name": "a2", "network": "blue", "mac": "02:aa:00:00:00:02", "ips": ["10.1.0.2"], "hypervisor": None,
            "interface": None, "location_source": None, "mobility_seq": 0, "frozen": False, "recent_moves": [],
-           "duplicate": None}
+           "duplicate": None, "mobility": None}
 
 
 def seed(api: Any) -> None:
@@ -548,7 +548,7 @@ def test_a_refused_put_keeps_the_move_history_of_a_port(seeded):
 def test_a_put_based_on_an_older_mobility_seq_is_refused_and_changes_nothing(seeded):
     c = seeded.controller
     handshake(c, 2, {"vxlan0": 100, "tapM": 9})
-    seeded.api.put("/v1/ports/a2", {**A2, "hypervisor": "hv1", "interface": "tapA2"})
+    seeded.api.put("/v1/ports/a2", {**A2, "hypervisor": "hv1", "interface": "tapA2", "mobility": "learn"})
     c.packet_in(2, 9, garp("02:aa:00:00:00:02", "10.1.0.2"))  # the VM moved to hv2 by itself: seq 1
     assert seeded.api.get("/v1/ports/a2").json["mobility_seq"] == 1
     before = seeded.snapshot()
