@@ -221,3 +221,35 @@ def test_a_tenant_creates_no_more_than_its_quota(clients: Clients, monkeypatch: 
     assert acme.put("/v1/networks/n0", {"vni": 6000, "tenant": "acme", "mtu": 1400}).status_int == 200  # changing one
     assert clients.globex.put("/v1/networks/g1", {"vni": 7001, "tenant": "globex"}).status_int == 201
     assert clients.admin.put("/v1/networks/n8", {"vni": 6008, "tenant": "acme"}).status_int == 201  # no quota
+
+
+def test_a_tenants_transaction_is_scoped_operation_by_operation_and_refused_whole(clients: Clients) -> None:
+    acme = clients.acme
+    before = clients.admin.get("/v1/ports").json
+    ops = [{"op": "put", "kind": "ports", "name": "a9",
+            "body": {"network": "blue", "mac": "02:aa:00:00:00:09", "ips": ["10.1.0.9"]}},
+           {"op": "delete", "kind": "ports", "name": "r2"}]  # globex's: absent for acme
+    refused = acme.post("/v1/transactions", {"operations": ops})
+    assert (refused.status_int, refused.json["index"]) == (404, 1)
+    assert "r2 does not exist" in refused.json["error"]
+    assert clients.admin.get("/v1/ports").json == before
+    assert acme.post("/v1/transactions", {"operations": ops[:1]}).status_int == 200
+    writes_hv = [{"op": "put", "kind": "hypervisors", "name": "hv9", "body": {"dpid": 9, "tunnel_ip": "198.18.0.9"}}]
+    assert acme.post("/v1/transactions", {"operations": writes_hv}).status_int == 403
+
+
+def test_a_tenant_reads_only_its_own_events_and_no_metrics(clients: Clients) -> None:
+    since = clients.admin.get("/v1/events?timeout=0").json["last"]
+    clients.admin.put("/v1/ports/a3", {"network": "blue", "mac": "02:aa:00:00:00:03", "ips": ["10.1.0.3"]})
+    clients.admin.put("/v1/ports/r3", {"network": "red", "mac": "02:aa:00:00:00:03", "ips": ["10.1.0.3"]})
+    clients.admin.delete("/v1/ports/r3")
+
+    def seen(api: Api) -> list[tuple[str, str]]:
+        page = api.get(f"/v1/events?since={since}&timeout=0").json
+        return [(e["type"], e["name"]) for e in page["events"]]
+
+    assert seen(clients.acme) == [("created", "a3")]
+    assert seen(clients.globex) == [("created", "r3"), ("deleted", "r3")]
+    assert len(seen(clients.admin)) == 3
+    assert clients.acme.get("/metrics").status_int == 403
+    assert clients.admin.get("/metrics").status_int == 200
