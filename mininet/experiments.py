@@ -750,8 +750,7 @@ def north_south(on: OverlayNet, out: Path, seconds: int = 5, repeats: int = 3) -
 EXPERIMENTS: dict[str, Callable[..., dict[str, Any]]] = {
     "connectivity": connectivity, "throughput": throughput, "migration": migration, "flooding": flooding,
     "east-west": east_west, "north-south": north_south}
-# TODO(#12 item 2): north-south joins `all` (and so `make demo`) once the gateway's flows are merged.
-ALL = [name for name in EXPERIMENTS if name != "north-south"]
+ALL = list(EXPERIMENTS)
 
 
 def run(name: str, spec: Spec, out: Path, **kw: Any) -> dict[str, Any]:

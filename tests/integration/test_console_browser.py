@@ -118,7 +118,11 @@ def test_a_new_port_appears_and_a_moved_port_changes_hypervisor_without_a_reload
     assert row(browser, "a4") == {"name": "a4", "network": "blue", "hypervisor": "hv1", "interface": "tapA4",
                                   "source": "declared"}
 
-    # a live migration: a2 leaves hv2 for hv1 and announces itself; the controller learns the move
+    # a live migration: a2 (allowed to roam: a declared location alone makes a port "declared")
+    # leaves hv2 for hv1 and announces itself; the controller learns the move
+    net, mac, ips, hv, iface = PORTS["a2"]
+    put(ctl, "/v1/ports/a2", {"network": net, "mac": mac, "ips": ips, "hypervisor": hv, "interface": iface,
+                              "mobility": "learn"})
     overlay.bed.move_vm("a2", "hv1")
     overlay.send_frame("a2", GARP.format(mac="02:aa:00:00:00:02", ip="10.1.0.2"))
     until(browser, lambda: shown_at(browser, "a2", "hv1"), "a2 moved to hv1")
