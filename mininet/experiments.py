@@ -750,8 +750,6 @@ def north_south(on: OverlayNet, out: Path, seconds: int = 5, repeats: int = 3) -
 EXPERIMENTS: dict[str, Callable[..., dict[str, Any]]] = {
     "connectivity": connectivity, "throughput": throughput, "migration": migration, "flooding": flooding,
     "east-west": east_west, "north-south": north_south}
-ALL = list(EXPERIMENTS)
-
 
 def run(name: str, spec: Spec, out: Path, **kw: Any) -> dict[str, Any]:
     out = out.resolve()
@@ -781,7 +779,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     sigterm_as_interrupt()
     spec = Spec.from_arguments(args)
-    names = ALL if args.experiment == "all" else [args.experiment]
+    names = list(EXPERIMENTS) if args.experiment == "all" else [args.experiment]
     options: dict[str, dict[str, Any]] = {"migration": {"moves": args.moves},
                                           "throughput": {"seconds": args.seconds, "repeats": args.repeats},
                                           "north-south": {"seconds": args.seconds, "repeats": args.repeats},
