@@ -751,6 +751,7 @@ EXPERIMENTS: dict[str, Callable[..., dict[str, Any]]] = {
     "connectivity": connectivity, "throughput": throughput, "migration": migration, "flooding": flooding,
     "east-west": east_west, "north-south": north_south}
 
+
 def run(name: str, spec: Spec, out: Path, **kw: Any) -> dict[str, Any]:
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
