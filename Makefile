@@ -74,6 +74,9 @@ bench: install
 	$(PY) bench/placement.py --ports 30 --doc
 	$(PY) bench/datapath.py --rounds 7 --seconds 5 --doc
 	$(PY) bench/routed.py --rounds 7 --seconds 5 --pings 1000 --doc
+	$(PY) bench/router_flows.py --hypervisors 100
+	$(PY) bench/packet_in_latency.py --hypervisors 100 --writes 5000 --clients 4 --label after --doc
+	$(PY) bench/bfd_failover.py --rounds 10 --doc
 	$(PY) bench/soak.py --hypervisors 100 --seconds 300 --doc
 
 clean:
