@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .model import Hypervisor, Network, NotFound, OverlayError, Port, Router, parse_name
+from .model import BadRequest, Forbidden, Hypervisor, Network, NotFound, OverlayError, Port, Router, parse_name
 from .ratelimit import TokenBucket
 from .topology import Topology
 
@@ -37,14 +37,8 @@ REDACTED_CONFLICT = ("the request conflicts with an existing object (a name, VNI
                      "already in use)")
 
 
-class AuthError(OverlayError):
+class AuthError(BadRequest):
     """A bad tokens file: the controller does not start."""
-
-    status = 400
-
-
-class Forbidden(OverlayError):
-    status = 403
 
 
 @dataclass(frozen=True)

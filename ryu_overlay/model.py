@@ -52,6 +52,10 @@ class BadRequest(OverlayError):
     status = 400
 
 
+class Forbidden(OverlayError):
+    status = 403
+
+
 class NotFound(OverlayError):
     status = 404
 

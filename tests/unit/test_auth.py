@@ -14,7 +14,7 @@ import pytest
 from ryu_overlay import auth
 from ryu_overlay.auth import AuthError, RequestLimiter, Scope, Tokens, rest_tokens, visible
 from ryu_overlay.controller import Batches, Controller
-from ryu_overlay.model import NotFound
+from ryu_overlay.model import Forbidden, NotFound
 from ryu_overlay.rest import RestApp
 from ryu_overlay.store import SqliteStore
 from ryu_overlay.testing.rest_client import Api
@@ -197,7 +197,7 @@ def test_authorize_and_visible_json_are_the_rules_for_any_other_route(clients: C
         auth.authorize(acme, "DELETE", "networks", "red", red, None, topo)
     with pytest.raises(NotFound, match="network red does not exist"):
         auth.authorize(acme, "PUT", "ports", "x", None, {"network": "red", "mac": "02:aa:00:00:00:09"}, topo)
-    with pytest.raises(auth.Forbidden):
+    with pytest.raises(Forbidden):
         auth.authorize(acme, "PUT", "networks", "green", None, {"vni": 5003, "tenant": "globex"}, topo)
     auth.authorize(acme, "PUT", "ports", "a1", a1, {"network": "blue", "mac": "02:aa:00:00:00:01"}, topo)
     auth.authorize(auth.ADMIN, "DELETE", "networks", "red", red, None, topo)
