@@ -10,14 +10,21 @@ so a newer view always wins at the switch; the others are SLAVE and never progra
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 
+@functools.lru_cache(maxsize=1 << 18)
 def _rank(dpid: int, instance: str) -> bytes:
     """Rendezvous hashing: each switch's preference order over instances, stable as others come and go."""
     return hashlib.sha256(f"{dpid:016x}/{instance}".encode()).digest()
+
+
+def preferred(dpid: int, instances: Iterable[str]) -> str | None:
+    """The instance a switch prefers among ``instances``, connected to it or not."""
+    return min(instances, key=lambda i: _rank(dpid, i), default=None)
 
 
 def assign(connected: Mapping[str, Iterable[int]], switches: Iterable[int]) -> dict[int, str]:
@@ -61,6 +68,12 @@ class Mastership:
         if masters != self.masters:
             self.generation = max(self.generation, revision)
         self.masters = masters
+
+    def prefers_another(self, dpid: int) -> bool:
+        """Whether the switch prefers another live instance that has not reported it connected yet
+        (when switches connect to all instances at once, that one is about to)."""
+        best = preferred(dpid, self.instances)
+        return best is not None and best != self.me and dpid not in self.instances[best]
 
     def master_of(self, dpid: int) -> str | None:
         return self.masters.get(dpid)
