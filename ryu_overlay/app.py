@@ -207,7 +207,15 @@ class OverlayApp(app_base()):  # type: ignore[misc]
         while True:
             try:
                 if lease is None:
-                    lease, published = self.etcd.grant(ttl), None
+                    lease, published, renewed = self.etcd.grant(ttl), None, time.monotonic()
+                # Renewed on time whatever else happens: publishing a record under the lease does not
+                # renew it, and while switches connect the record changes at every round.
+                if time.monotonic() - renewed >= ttl / 3:
+                    if self.etcd.keepalive(lease) <= 0:
+                        self.logger.warning("the lease of instance %s had expired; registering again", self.instance_id)
+                        lease = None
+                        continue
+                    renewed = time.monotonic()
                 connected = list(self._connected)
                 if connected != published:
                     record = {"id": self.instance_id, "switches": connected,
@@ -217,13 +225,7 @@ class OverlayApp(app_base()):  # type: ignore[misc]
                     except Exception:
                         lease = None  # perhaps expired while etcd was away: take a new one
                         raise
-                    published, renewed = connected, time.monotonic()
-                elif time.monotonic() - renewed >= ttl / 3:
-                    if self.etcd.keepalive(lease) <= 0:
-                        self.logger.warning("the lease of instance %s had expired; registering again", self.instance_id)
-                        lease = None
-                        continue
-                    renewed = time.monotonic()
+                    published = connected
             except Exception as exc:  # etcd unreachable or without quorum: keep trying; the lease may survive
                 self.logger.warning("could not renew instance %s in etcd: %s", self.instance_id, exc)
                 hub.sleep(min(1.0, ttl / 3))
