@@ -200,22 +200,20 @@ class OverlayApp(app_base()):  # type: ignore[misc]
             self._claimed[dpid] = claim.xid
 
     def _lease_loop(self) -> None:
-        """Keep this instance alive in etcd and publish the switches connected to it."""
+        """Keep this instance alive in etcd (the lease is renewed by a ``LeaseKeeper`` thread) and publish
+        the switches connected to it."""
         assert self.etcd is not None
         ttl = max(1, cfg.CONF.lease_ttl)
-        lease, published, renewed = None, None, 0.0
+        keeper = self.etcd.lease_keeper(ttl).start()
+        lease, published = None, None
         while True:
             try:
+                if lease is not None and keeper.expired == lease:
+                    self.logger.warning("the lease of instance %s had expired; registering again", self.instance_id)
+                    lease = None
                 if lease is None:
-                    lease, published, renewed = self.etcd.grant(ttl), None, time.monotonic()
-                # Renewed on time whatever else happens: publishing a record under the lease does not
-                # renew it, and while switches connect the record changes at every round.
-                if time.monotonic() - renewed >= ttl / 3:
-                    if self.etcd.keepalive(lease) <= 0:
-                        self.logger.warning("the lease of instance %s had expired; registering again", self.instance_id)
-                        lease = None
-                        continue
-                    renewed = time.monotonic()
+                    lease, published = self.etcd.grant(ttl), None
+                    keeper.lease = lease
                 connected = list(self._connected)
                 if connected != published:
                     record = {"id": self.instance_id, "switches": connected,
