@@ -65,15 +65,16 @@ class Mastership:
     def __init__(self, me: str) -> None:
         self.me = me
         self.instances: dict[str, set[int]] = {}
-        self.generation = 0  # etcd revision of the view the current assignment comes from
+        self.generation = 0  # etcd revision of the newest view
         self.masters: dict[int, str] = {}
 
     def update(self, instances: Mapping[str, Mapping[str, Any]], switches: Iterable[int], revision: int) -> None:
         self.instances = {name: {int(d) for d in rec.get("switches", [])} for name, rec in instances.items()}
-        masters = assign(self.instances, switches)
-        if masters != self.masters:
-            self.generation = max(self.generation, revision)
-        self.masters = masters
+        # The generation is the revision of the newest view, whether or not this instance's share changed:
+        # a SLAVE request also raises the switch's generation, so instances acting on the same view must
+        # use the same number, or the one whose share last changed longest ago is refused as stale.
+        self.masters = assign(self.instances, switches)
+        self.generation = max(self.generation, revision)
 
     def unreported_elsewhere(self, dpid: int) -> bool:
         """Whether another live instance has not reported the switch connected yet (when switches
