@@ -38,7 +38,7 @@ event = framework_module("controller.event")
 cfg = framework_module("cfg")
 
 COUNTER_POLL = 5.0  # seconds between reads of the in-switch ARP responders' counters
-GRACE = 2.0  # seconds a newly connected switch waits for the other instances to report it (several instances)
+GRACE = 1.0  # seconds a newly connected switch waits for the instance it prefers to report it (several instances)
 MAIN, CONFIG, DEAD = handler.MAIN_DISPATCHER, handler.CONFIG_DISPATCHER, handler.DEAD_DISPATCHER
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -174,12 +174,12 @@ class OverlayApp(app_base()):  # type: ignore[misc]
             self._send_one(dpid, [role_request(False, generation)])
 
     def _waiting(self, dpid: int) -> bool:
-        """A switch that connected less than ``GRACE`` ago and that another live instance has not
-        reported yet is left alone for now: in a cold start every switch connects to every instance,
-        and taking it first only to hand it over moments later doubles the work. Once every instance
-        reported it (a view change), or after the grace period, it is assigned as usual."""
+        """A switch that connected less than ``GRACE`` ago and prefers another live instance, which has
+        not reported it yet, is left alone for now: in a cold start every switch connects to every
+        instance, and taking it first only to hand it over moments later doubles the work. After the
+        grace period (or once the view changes) the switch is assigned as usual."""
         since = self._connected_at.get(dpid)
-        if since is None or time.monotonic() - since >= GRACE or not self.mastership.unreported_elsewhere(dpid):
+        if since is None or time.monotonic() - since >= GRACE or not self.mastership.prefers_another(dpid):
             return False
         if not self._recheck:
             self._recheck = True

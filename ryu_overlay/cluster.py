@@ -22,40 +22,34 @@ def _rank(dpid: int, instance: str) -> bytes:
     return hashlib.sha256(f"{dpid:016x}/{instance}".encode()).digest()
 
 
+def preferred(dpid: int, instances: Iterable[str]) -> str | None:
+    """The instance a switch prefers among ``instances``, connected to it or not."""
+    return min(instances, key=lambda i: _rank(dpid, i), default=None)
+
+
 def assign(connected: Mapping[str, Iterable[int]], switches: Iterable[int]) -> dict[int, str]:
     """Master instance of each switch in ``switches`` that some live instance is connected to.
 
-    ``connected`` maps each live instance to the dpids connected to it. Each switch first goes to
-    its most preferred connected instance (rendezvous hashing); then instances above their quota
-    (S//k, or S//k + 1 for the most loaded S%k of them) hand switches to connected instances under
-    theirs, the switches that prefer the receiver most first. A switch thus moves only when its own
-    preference or the balance requires it, not because of other switches' assignments: as
-    instances report their connections one by one (a cold start), few switches change hands.
+    ``connected`` maps each live instance to the dpids connected to it. Switches are taken in
+    dpid order; each goes to its most preferred connected instance that is still under its
+    quota (S//k, and S//k + 1 for the first S%k instances to reach it), else to the least
+    loaded instance connected to it.
     """
     reach = {inst: set(dpids) for inst, dpids in connected.items()}
     wanted = sorted({d for d in switches if any(d in r for r in reach.values())})
     if not reach or not wanted:
         return {}
-    out = {dpid: min((i for i in reach if dpid in reach[i]), key=lambda i: _rank(dpid, i)) for dpid in wanted}
-    held: dict[str, list[int]] = {i: [] for i in reach}
-    for dpid, inst in out.items():
-        held[inst].append(dpid)
     base, extra = divmod(len(wanted), len(reach))
-    by_load = sorted(reach, key=lambda i: (-len(held[i]), i))
-    quota = {inst: base + (1 if n < extra else 0) for n, inst in enumerate(by_load)}
-    for giver in by_load:
-        if len(held[giver]) <= quota[giver]:
-            continue
-        moves = sorted((_rank(dpid, taker), dpid, taker) for dpid in held[giver] for taker in reach
-                       if taker != giver and dpid in reach[taker] and len(held[taker]) < quota[taker])
-        for _r, dpid, taker in moves:
-            if len(held[giver]) <= quota[giver]:
-                break
-            if out[dpid] != giver or len(held[taker]) >= quota[taker]:
-                continue
-            out[dpid] = taker
-            held[giver].remove(dpid)
-            held[taker].append(dpid)
+    load = dict.fromkeys(reach, 0)
+    out: dict[int, str] = {}
+    for dpid in wanted:
+        candidates = sorted((i for i in reach if dpid in reach[i]), key=lambda i: _rank(dpid, i))
+        fits = [i for i in candidates if load[i] < base or (load[i] == base and extra > 0)]
+        pick = fits[0] if fits else min(candidates, key=lambda i: (load[i], _rank(dpid, i)))
+        if fits and load[pick] == base:
+            extra -= 1
+        load[pick] += 1
+        out[dpid] = pick
     return out
 
 
@@ -76,10 +70,11 @@ class Mastership:
         self.masters = assign(self.instances, switches)
         self.generation = max(self.generation, revision)
 
-    def unreported_elsewhere(self, dpid: int) -> bool:
-        """Whether another live instance has not reported the switch connected yet (when switches
-        connect to every instance at once, it is about to, and the assignment will change)."""
-        return any(dpid not in dpids for name, dpids in self.instances.items() if name != self.me)
+    def prefers_another(self, dpid: int) -> bool:
+        """Whether the switch prefers another live instance that has not reported it connected yet
+        (when switches connect to all instances at once, that one is about to)."""
+        best = preferred(dpid, self.instances)
+        return best is not None and best != self.me and dpid not in self.instances[best]
 
     def master_of(self, dpid: int) -> str | None:
         return self.masters.get(dpid)
