@@ -41,6 +41,7 @@ from typing import Any
 from common import controller, provenance, update_doc, verdict, workdir
 
 from ryu_overlay.etcdstore import EtcdStore
+from ryu_overlay.model import Hypervisor, Network, Port
 from ryu_overlay.store import Put
 from ryu_overlay.testing.controller_proc import HOST, ControllerProcess
 from ryu_overlay.testing.etcd import EtcdCluster
@@ -90,7 +91,8 @@ def seed_etcd(placement: Placement, url: str) -> float:
     t0 = time.perf_counter()
     store = EtcdStore(url, timeout=30.0)
     try:
-        store.apply([Put(o) for o in (*placement.hypervisors, *placement.networks, *placement.ports)])
+        objects: list[Hypervisor | Network | Port] = [*placement.hypervisors, *placement.networks, *placement.ports]
+        store.apply([Put(o) for o in objects])
     finally:
         store.close()
     return time.perf_counter() - t0
@@ -404,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     modes = {"cold": (run_cold, report_cold), "failover": (run_failover, report_failover),
              "moonshot": (run_moonshot, report_moonshot), "writes": (run_writes, report_writes)}
     run, report = modes[args.mode]
-    result = asyncio.run(run(args))  # type: ignore[operator]
+    result = asyncio.run(run(args))
     lines = report(args, result)  # type: ignore[operator]
     if args.doc:
         update_doc(SECTION, f"{args.mode}-{args.hypervisors}", lines)

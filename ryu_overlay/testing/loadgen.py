@@ -214,7 +214,7 @@ class FakeSwitch(asyncio.Protocol):
         self.by_cookie: dict[int, list[FlowKey]] = {} if share is None else share.by_cookie
         self.groups: dict[int, tuple[int, bytes]] = {} if share is None else share.groups
         self.meters: dict[int, tuple[int, bytes]] = {} if share is None else share.meters
-        self.election = Election() if share is None else share.election
+        self.election: Election = Election() if share is None else share.election
         self.connections: list[FakeSwitch] = [] if share is None else share.connections
         self.connections.append(self)
         self.role = ofp.OFPCR_ROLE_EQUAL

@@ -15,6 +15,7 @@ import pytest
 
 from ryu_overlay.compat import ofproto as ofp
 from ryu_overlay.etcdstore import EtcdStore
+from ryu_overlay.model import Hypervisor, Network, Port
 from ryu_overlay.store import Put
 from ryu_overlay.testing.controller_proc import HOST, ControllerProcess
 from ryu_overlay.testing.etcd import EtcdCluster
@@ -32,7 +33,8 @@ def etcd(tmp_path: Path) -> Iterator[EtcdCluster]:
 def seed(url: str, placement: Placement) -> None:
     store = EtcdStore(url)
     try:
-        store.apply([Put(o) for o in (*placement.hypervisors, *placement.networks, *placement.ports)])
+        objects: list[Hypervisor | Network | Port] = [*placement.hypervisors, *placement.networks, *placement.ports]
+        store.apply([Put(o) for o in objects])
     finally:
         store.close()
 
