@@ -215,7 +215,10 @@ def report_cold(args: argparse.Namespace, runs: list[dict[str, Any]]) -> list[st
 
 def _all_in_sync(ctl: ControllerProcess, switches: int) -> bool:
     """Every hypervisor has a master, and the ones ``ctl`` masters it reports in sync."""
-    status, body = ctl.api("GET", "/v1/hypervisors")
+    try:
+        status, body = ctl.api("GET", "/v1/hypervisors")
+    except OSError:  # busy taking over: ask again
+        return False
     if status != 200 or len(body["hypervisors"]) != switches:
         return False
     return all(h["master"] is not None and (h["in_sync"] or h["master"] != ctl.extra_args[1])
