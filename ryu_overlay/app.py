@@ -100,6 +100,7 @@ class OverlayApp(app_base()):  # type: ignore[misc]
         self._connected: list[int] = []  # the dpids connected here, as published in etcd
         self._connected_at: dict[int, float] = {}
         self._recheck = False  # a _reassign is scheduled for the end of a grace period
+        self._assigned_over: frozenset[int] = frozenset()  # the declared switches of the last assignment
         if self.etcd is None:
             self.controller.master_of = lambda dpid: self.instance_id if dpid in self.controller.switches else None
             self.controller.instances = lambda: [self.instance_id]
@@ -155,6 +156,7 @@ class OverlayApp(app_base()):  # type: ignore[misc]
         if self.etcd is None:
             return
         switches = [hv.dpid for hv in self.controller.topo.hypervisors.values()]
+        self._assigned_over = frozenset(switches)
         self.mastership.update(self.etcd.instances, switches, revision)
         mine = self.mastership.mine()
         for dpid in sorted(self.datapaths):
@@ -185,6 +187,12 @@ class OverlayApp(app_base()):  # type: ignore[misc]
             self._recheck = True
             hub.spawn_after(GRACE, self._post, self._recheck_grace)
         return True
+
+    def _check_declared(self) -> None:
+        """Hypervisors declared or removed through this instance's REST API change the assignment too
+        (their echoes from the watch are skipped): reassign when the declared switches changed."""
+        if frozenset(hv.dpid for hv in self.controller.topo.hypervisors.values()) != self._assigned_over:
+            self._reassign(self.mastership.generation)
 
     def _recheck_grace(self) -> None:
         self._recheck = False
@@ -224,6 +232,7 @@ class OverlayApp(app_base()):  # type: ignore[misc]
                         lease = None  # perhaps expired while etcd was away: take a new one
                         raise
                     published = connected
+                self._post(self._check_declared)
             except Exception as exc:  # etcd unreachable or without quorum: keep trying; the lease may survive
                 self.logger.warning("could not renew instance %s in etcd: %s", self.instance_id, exc)
                 hub.sleep(min(1.0, ttl / 3))
