@@ -255,6 +255,7 @@ SECTION_TITLES = {
     "arp_proxy": "## ARP proxy (packet-in to packet-out)",
     "real_ovs": "## Real Open vSwitch",
     "hotspots": "## Controller hot spots (py-spy)",
+    "scale_out": "## Several instances on etcd",
 }
 SECTION_INTRO = {
     "cold_start": ("The controller starts knowing the whole placement; then every fake switch connects (in "
@@ -276,6 +277,11 @@ SECTION_INTRO = {
                  "hypervisor in its own network namespace, VMs as namespaces "
                  "(`ryu_overlay/testing/netns_testbed.py`)."),
     "hotspots": "Where the controller process spends its CPU during the benchmarks, for whoever optimises it.",
+    "scale_out": ("`bench/scale_out.py` (docs/scale-out.md): a 3-member etcd cluster on loopback started by the "
+                  "benchmark, the placement written into it in bulk, and fake switches that connect to every "
+                  "instance and honour OpenFlow roles like Open vSwitch (only the MASTER connection may change "
+                  "them). The machine is shared with other test runs: each figure comes with the 1-minute load "
+                  "average, and comparisons are ratios measured in the same run."),
 }
 
 

@@ -1,8 +1,12 @@
 """Experiments on the Mininet overlay (ryu_overlay/testing/mininet_topo.py), one command each;
 each writes a CSV and a PNG.
 
-    python mininet/experiments.py connectivity|flooding|migration|throughput|east-west|north-south|all \\
-        --pods 2 --hv-per-pod 2 --tenants 2 --vms 2 --out results/
+    python mininet/experiments.py connectivity|flooding|migration|throughput|east-west|north-south|failover|all \\
+        --pods 2 --hv-per-pod 2 --tenants 2 --vms 2 --out results/ [--controllers 2 --db etcd]
+
+``--controllers N`` runs N controller instances on etcd; ``--db etcd`` starts a 3-member etcd
+cluster for the run (``ryu_overlay.testing.etcd.EtcdCluster``, stopped at the end), ``--db
+etcd://HOST:PORT,...`` uses a running one. ``failover`` needs at least 2 instances.
 
 Every experiment builds its own topology (with the real ``ryu-overlay`` controller) and removes
 everything it started at the end, also after a failure or Ctrl-C. See docs/experiments.md.
@@ -14,6 +18,7 @@ import argparse
 import csv
 import itertools
 import json
+import os
 import re
 import signal
 import subprocess
@@ -417,6 +422,118 @@ def migration(on: OverlayNet, out: Path, moves: int = 4, interval: float = 0.01)
     return {"windows_ms": [r[8] for r in rows], "port_after": port}
 
 
+# --- failover -------------------------------------------------------------------------------------------
+
+def _wall_to_rel(t: float, t0: float) -> float:
+    return round(t - t0, 3)
+
+
+def failover(on: OverlayNet, out: Path, interval: float = 0.01, before: float = 2.0, after: float = 3.0,
+             timeout: float = 60.0) -> dict[str, Any]:
+    """kill -9 the instance that masters the most hypervisors while every tenant's VMs ping each other
+    across hypervisors every 10 ms; measure the lost pings, and when the orphaned hypervisors got a
+    new master (re-mastering time) and were in sync under it (GET /v1/hypervisors/{name} on it).
+
+    ``ping -D`` timestamps are wall-clock; so are the kill and the observations, all relative to the kill.
+    """
+    if len(on.live()) < 2:
+        raise SystemExit("failover needs --controllers >= 2")
+    pairs = []
+    for t in range(1, on.spec.tenants + 1):
+        vms = [v for v in on.vminfo.values() if v.tenant == t]
+        pair = next(((a, b) for a in vms for b in vms if a.hv != b.hv), None)
+        if pair is not None:
+            pairs.append(pair)
+    if not pairs:
+        raise SystemExit("failover needs two VMs of a tenant on different hypervisors")
+    masters = on.masters()
+    counts = {m: sum(1 for x in masters.values() if x == m) for m in set(masters.values()) if m}
+    victim_id = max(sorted(counts), key=lambda m: counts[m])
+    victim = on.instance(victim_id)
+    assert victim is not None
+    orphans = sorted(hv for hv, m in masters.items() if m == victim_id)
+    flows_before = {hv: len(on.dump_flows(hv)) for hv in on.hvinfo}
+    pingers = [(a, b, on.vm(a.name).spawn("ping", "-D", "-n", "-i", interval, "-W", "1", b.ips[0],
+                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+               for a, b in pairs]
+    time.sleep(before)
+    t_kill = time.time()
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.proc.wait(10)
+    victim.proc = None
+    t_master = t_sync = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and t_sync is None:
+        try:
+            now = on.masters()
+        except OSError:
+            now = {}
+        if t_master is None and now and all(now.get(hv) not in (None, victim_id) for hv in orphans):
+            t_master = time.time()
+        if t_master is not None and on.all_in_sync():
+            t_sync = time.time()
+        time.sleep(0.05)
+    time.sleep(after)
+    rows, replies_by_pair, lost_total, sent_total = [], {}, 0, 0
+    for a, b, proc in pingers:
+        _stop(proc)
+        text = proc.stdout.read()
+        replies = sorted(set(_replies(text)), key=lambda r: r[1])
+        sent = re.search(r"(\d+) packets transmitted", text)
+        n_sent = int(sent[1]) if sent else (replies[-1][1] if replies else 0)
+        lost = n_sent - len(replies)
+        lost_total += lost
+        sent_total += n_sent
+        label = f"{a.name}({a.hv})->{b.name}({b.hv})"
+        replies_by_pair[label] = [r[0] - t_kill for r in replies]
+        rows.append([label, n_sent, len(replies), lost])
+    flows_after = {hv: len(on.dump_flows(hv)) for hv in on.hvinfo}
+    remaster = None if t_master is None else t_master - t_kill
+    in_sync = None if t_sync is None else t_sync - t_kill
+    header = ["pair", "sent", "received", "lost"]
+    write_csv(out / "failover.csv", header, rows)
+    bins: dict[str, list[int]] = {}
+    width = 0.1
+    lo, hi = -before, after + (in_sync or timeout)
+    nbins = int((hi - lo) / width) + 1
+    for label, times in replies_by_pair.items():
+        counts_ = [0] * nbins
+        for t in times:
+            k = int((t - lo) / width)
+            if 0 <= k < nbins:
+                counts_[k] += 1
+        bins[label] = counts_
+    write_csv(out / "failover-timeline.csv", ["seconds_after_kill", *bins],
+              [[round(lo + k * width, 2), *(bins[lb][k] for lb in bins)] for k in range(nbins)])
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    xs = [lo + k * width for k in range(nbins)]
+    for label, counts_ in bins.items():
+        ax.step(xs, counts_, where="post", label=label, linewidth=1)
+    ax.axvline(0, color="#d62728", linestyle="--", label=f"kill -9 {victim_id}")
+    if remaster is not None:
+        ax.axvline(remaster, color="#ff7f0e", linestyle=":", label=f"re-mastered ({remaster:.2f} s)")
+    if in_sync is not None:
+        ax.axvline(in_sync, color="#2ca02c", linestyle="-.", label=f"in sync ({in_sync:.2f} s)")
+    ax.set_xlabel("seconds after the kill")
+    ax.set_ylabel(f"replies per {width * 1000:.0f} ms (ping every {interval * 1000:.0f} ms)")
+    ax.set_ylim(0, 1.5 * width / interval)
+    ax.set_title(f"Failover: {len(orphans)} of {len(on.hvinfo)} hypervisors lose their master; "
+                 f"lease TTL {on.lease_ttl} s; {lost_total} of {sent_total} pings lost", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out / "failover.png", dpi=110)
+    plt.close(fig)
+    print_table(header, rows)
+    print(f"killed {victim_id} (master of {', '.join(orphans)}); re-mastered after "
+          f"{remaster if remaster is None else round(remaster, 2)} s, in sync after "
+          f"{in_sync if in_sync is None else round(in_sync, 2)} s; flows per hypervisor before {flows_before}, "
+          f"after {flows_after}")
+    return {"victim": victim_id, "orphans": orphans, "lost": lost_total, "sent": sent_total,
+            "remaster_s": remaster, "in_sync_s": in_sync, "lease_ttl": on.lease_ttl,
+            "flows_before": flows_before, "flows_after": flows_after}
+
+
 # --- throughput -----------------------------------------------------------------------------------------
 
 def _iperf(on: OverlayNet, server, client, addr: str, seconds: int) -> float:
@@ -749,17 +866,20 @@ def north_south(on: OverlayNet, out: Path, seconds: int = 5, repeats: int = 3) -
 
 EXPERIMENTS: dict[str, Callable[..., dict[str, Any]]] = {
     "connectivity": connectivity, "throughput": throughput, "migration": migration, "flooding": flooding,
-    "east-west": east_west, "north-south": north_south}
+    "east-west": east_west, "north-south": north_south, "failover": failover}
+CLUSTER_ONLY = {"failover"}
 
 
-def run(name: str, spec: Spec, out: Path, **kw: Any) -> dict[str, Any]:
+def run(name: str, spec: Spec, out: Path, controllers: int = 1, db: str | None = None, lease_ttl: int = 3,
+        **kw: Any) -> dict[str, Any]:
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    with OverlayNet(spec, out / "work") as on:
+    with OverlayNet(spec, out / "work", controllers=controllers, db=db, lease_ttl=lease_ttl) as on:
         built = time.monotonic() - t0
-        print(f"== {name}: {spec.pods} pods x {spec.hv_per_pod} hypervisors, {spec.tenants} tenants x {spec.vms} VMs "
-              f"(built in {built:.1f}s)")
+        where = f"{controllers} instance(s) on etcd" if on.clustered else "1 instance on SQLite"
+        print(f"== {name}: {spec.pods} pods x {spec.hv_per_pod} hypervisors, {spec.tenants} tenants x {spec.vms} VMs, "
+              f"{where} (built in {built:.1f}s)")
         result = EXPERIMENTS[name](on, out, **kw)
     result["seconds"] = round(time.monotonic() - t0, 1)
     result["build_seconds"] = round(built, 1)
@@ -777,17 +897,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="throughput, north-south: runs")
     ap.add_argument("--count", type=int, default=200, help="east-west: pings per pair, variant and round")
     ap.add_argument("--rounds", type=int, default=3, help="east-west: rounds (variants alternate)")
+    ap.add_argument("--controllers", type=int, default=1, help="controller instances (more than 1: on etcd)")
+    ap.add_argument("--db", default=None,
+                    help="'etcd': start a 3-member etcd cluster for the run; 'etcd://HOST:PORT,...': use that "
+                         "cluster; a path: a SQLite file (default: one in the work directory)")
+    ap.add_argument("--lease-ttl", type=int, default=3, help="the instances' --lease-ttl with etcd (seconds)")
     args = ap.parse_args(argv)
+    if args.controllers < 1:
+        ap.error("--controllers must be at least 1")
     sigterm_as_interrupt()
     spec = Spec.from_arguments(args)
-    names = list(EXPERIMENTS) if args.experiment == "all" else [args.experiment]
+    clustered = args.controllers > 1 or (args.db or "").startswith("etcd")
+    names = [n for n in EXPERIMENTS if clustered or n not in CLUSTER_ONLY] if args.experiment == "all" \
+        else [args.experiment]
+    if "failover" in names and args.controllers < 2:
+        ap.error("failover needs --controllers 2 or more")
     options: dict[str, dict[str, Any]] = {"migration": {"moves": args.moves},
                                           "throughput": {"seconds": args.seconds, "repeats": args.repeats},
                                           "north-south": {"seconds": args.seconds, "repeats": args.repeats},
                                           "east-west": {"count": args.count, "rounds": args.rounds}}
     results = {}
     for name in names:
-        results[name] = run(name, spec, args.out, **options.get(name, {}))
+        results[name] = run(name, spec, args.out, args.controllers, args.db, args.lease_ttl, **options.get(name, {}))
     (args.out / "summary.json").write_text(json.dumps(results, indent=2, default=str))
     return 0
 

@@ -43,6 +43,7 @@ cfg = framework_module("cfg")
 
 COUNTER_POLL = 5.0  # seconds between reads of the in-switch ARP and ND responders' counters, and gateway next-hop ARPs
 COUNTED = {Family.ARP_RESPONDER: "arp", Family.ND_RESPONDER: "nd"}  # responder family -> protocol
+GRACE = 1.0  # seconds a newly connected switch waits for the instance it prefers to report it (several instances)
 MAIN, CONFIG, DEAD = handler.MAIN_DISPATCHER, handler.CONFIG_DISPATCHER, handler.DEAD_DISPATCHER
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -111,8 +112,12 @@ class OverlayApp(app_base()):  # type: ignore[misc]
         self.datapaths: dict[int, Any] = {}
         self.mastership = Mastership(self.instance_id)
         self.roles: dict[int, bool] = {}  # dpid -> the role last requested (True: MASTER), several instances only
+        self._claimed: dict[int, int] = {}  # dpid -> xid of the last MASTER role request sent
         self._connected: list[int] = []  # the dpids connected here, as published in etcd
         self._counter_requests: dict[tuple[int, int], str] = {}  # (dpid, xid) of the last poll -> protocol
+        self._connected_at: dict[int, float] = {}
+        self._recheck = False  # a _reassign is scheduled for the end of a grace period
+        self._assigned_over: frozenset[int] = frozenset()  # the declared switches of the last assignment
         if self.etcd is None:
             self.controller.master_of = lambda dpid: self.instance_id if dpid in self.controller.switches else None
             self.controller.instances = lambda: [self.instance_id]
@@ -183,30 +188,72 @@ class OverlayApp(app_base()):  # type: ignore[misc]
         if self.etcd is None:
             return
         switches = [hv.dpid for hv in self.controller.topo.hypervisors.values()]
+        self._assigned_over = frozenset(switches)
         self.mastership.update(self.etcd.instances, switches, revision)
-        mine, generation = self.mastership.mine(), self.mastership.generation
+        mine = self.mastership.mine()
         for dpid in sorted(self.datapaths):
-            want = dpid in mine
-            if want and dpid not in self.controller.switches:
-                self.logger.info("taking switch %016x as MASTER (generation %d)", dpid, generation)
-                self.roles[dpid] = True
-                self._send_one(dpid, [role_request(True, generation), *self.controller.switch_connected(dpid)])
-            elif not want and self.roles.get(dpid) is not False:
-                if self.roles.get(dpid):
-                    self.logger.info("leaving switch %016x to %s", dpid, self.mastership.master_of(dpid))
-                self.roles[dpid] = False
-                self.controller.switch_disconnected(dpid)
-                self._send_one(dpid, [role_request(False, generation)])
+            self._settle(dpid, dpid in mine)
+
+    def _settle(self, dpid: int, want: bool) -> None:
+        """Take the role this instance's view gives it for one connected switch."""
+        generation = self.mastership.generation
+        if want and dpid not in self.controller.switches:
+            if not self._waiting(dpid):
+                self._take(dpid, generation)
+        elif not want and self.roles.get(dpid) is not False:
+            if self.roles.get(dpid):
+                self.logger.info("leaving switch %016x to %s", dpid, self.mastership.master_of(dpid))
+            self.roles[dpid] = False
+            self.controller.switch_disconnected(dpid)
+            self._send_one(dpid, [role_request(False, generation)])
+
+    def _waiting(self, dpid: int) -> bool:
+        """A switch that connected less than ``GRACE`` ago and prefers another live instance, which has
+        not reported it yet, is left alone for now: in a cold start every switch connects to every
+        instance, and taking it first only to hand it over moments later doubles the work. After the
+        grace period (or once the view changes) the switch is assigned as usual."""
+        since = self._connected_at.get(dpid)
+        if since is None or time.monotonic() - since >= GRACE or not self.mastership.prefers_another(dpid):
+            return False
+        if not self._recheck:
+            self._recheck = True
+            hub.spawn_after(GRACE, self._post, self._recheck_grace)
+        return True
+
+    def _check_declared(self) -> None:
+        """Hypervisors declared or removed through this instance's REST API change the assignment too
+        (their echoes from the watch are skipped): reassign when the declared switches changed."""
+        if frozenset(hv.dpid for hv in self.controller.topo.hypervisors.values()) != self._assigned_over:
+            self._reassign(self.mastership.generation)
+
+    def _recheck_grace(self) -> None:
+        self._recheck = False
+        self._reassign(self.mastership.generation)
+
+    def _take(self, dpid: int, generation: int) -> None:
+        """Claim MASTER and read the switch back (reconciled without a flush, as after a reconnection)."""
+        self.logger.info("taking switch %016x as MASTER (generation %d)", dpid, generation)
+        self.roles[dpid] = True
+        claim = role_request(True, generation)
+        self._send_one(dpid, [claim, *self.controller.switch_connected(dpid)])
+        if claim.xid is not None:
+            self._claimed[dpid] = claim.xid
 
     def _lease_loop(self) -> None:
-        """Keep this instance alive in etcd and publish the switches connected to it."""
+        """Keep this instance alive in etcd (the lease is renewed by a ``LeaseKeeper`` thread) and publish
+        the switches connected to it."""
         assert self.etcd is not None
         ttl = max(1, cfg.CONF.lease_ttl)
-        lease, published, renewed = None, None, 0.0
+        keeper = self.etcd.lease_keeper(ttl).start()
+        lease, published = None, None
         while True:
             try:
+                if lease is not None and keeper.expired == lease:
+                    self.logger.warning("the lease of instance %s had expired; registering again", self.instance_id)
+                    lease = None
                 if lease is None:
                     lease, published = self.etcd.grant(ttl), None
+                    keeper.lease = lease
                 connected = list(self._connected)
                 if connected != published:
                     record = {"id": self.instance_id, "switches": connected,
@@ -216,13 +263,8 @@ class OverlayApp(app_base()):  # type: ignore[misc]
                     except Exception:
                         lease = None  # perhaps expired while etcd was away: take a new one
                         raise
-                    published, renewed = connected, time.monotonic()
-                elif time.monotonic() - renewed >= ttl / 3:
-                    if self.etcd.keepalive(lease) <= 0:
-                        self.logger.warning("the lease of instance %s had expired; registering again", self.instance_id)
-                        lease = None
-                        continue
-                    renewed = time.monotonic()
+                    published = connected
+                self._post(self._check_declared)
             except Exception as exc:  # etcd unreachable or without quorum: keep trying; the lease may survive
                 self.logger.warning("could not renew instance %s in etcd: %s", self.instance_id, exc)
                 hub.sleep(min(1.0, ttl / 3))
@@ -288,13 +330,15 @@ class OverlayApp(app_base()):  # type: ignore[misc]
         self.roles.pop(dp.id, None)
         self.controller.switch_disconnected(dp.id)
         self._connected = sorted(self.datapaths)
-        self._reassign(self.mastership.generation)
+        self._connected_at[dp.id] = time.monotonic()
+        self._settle(dp.id, self.mastership.master_of(dp.id) == self.instance_id)
 
     @set_ev_cls(ofp_event.EventOFPStateChange, DEAD)
     def _gone(self, ev: Any) -> None:
         dp, dpid = ev.datapath, ev.datapath.id
         if dpid is not None and self.datapaths.get(dpid) is dp:
             del self.datapaths[dpid]
+            self._connected_at.pop(dpid, None)
             self.roles.pop(dpid, None)
             self.controller.switch_disconnected(dpid)
             self.metrics.switch_gone(dpid)
@@ -344,6 +388,19 @@ class OverlayApp(app_base()):  # type: ignore[misc]
         name = desc.name.decode(errors="replace")
         self.send(self.controller.port_status(ev.msg.datapath.id, name, None if gone else desc.port_no))
 
+    def _refused_as_slave(self, dpid: int, xid: int) -> None:
+        """The switch refused a change: another instance claimed MASTER after this one did. Errors for
+        what was sent before this instance's last claim are old news (each refused message has one).
+        Otherwise claim again with this instance's generation if its view still gives it the switch:
+        the newer view wins at the switch (the loser gets OFPRRFC_STALE and stops); else leave it."""
+        claimed = self._claimed.get(dpid)
+        if not self.roles.get(dpid) or (claimed is not None and (xid - claimed) % (1 << 32) >= 1 << 31):
+            return
+        self.roles[dpid] = False
+        self.controller.switch_disconnected(dpid)
+        if self.mastership.master_of(dpid) == self.instance_id and dpid in self.datapaths:
+            self._take(dpid, self.mastership.generation)
+
     @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN)
     def _error(self, ev: Any) -> None:
         msg = ev.msg
@@ -353,5 +410,8 @@ class OverlayApp(app_base()):  # type: ignore[misc]
             self.logger.warning("switch %016x refused our role request (%s)", msg.datapath.id, text)
             self.roles[msg.datapath.id] = False
             self.controller.switch_disconnected(msg.datapath.id)
+            return
+        if msg.type == ofp.OFPET_BAD_REQUEST and msg.code == ofp.OFPBRC_IS_SLAVE and self.etcd is not None:
+            self._refused_as_slave(msg.datapath.id, msg.xid)
             return
         self._send_one(msg.datapath.id, self.controller.switch_error(msg.datapath.id, text))

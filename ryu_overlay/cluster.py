@@ -10,14 +10,21 @@ so a newer view always wins at the switch; the others are SLAVE and never progra
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 
+@functools.lru_cache(maxsize=1 << 18)
 def _rank(dpid: int, instance: str) -> bytes:
     """Rendezvous hashing: each switch's preference order over instances, stable as others come and go."""
     return hashlib.sha256(f"{dpid:016x}/{instance}".encode()).digest()
+
+
+def preferred(dpid: int, instances: Iterable[str]) -> str | None:
+    """The instance a switch prefers among ``instances``, connected to it or not."""
+    return min(instances, key=lambda i: _rank(dpid, i), default=None)
 
 
 def assign(connected: Mapping[str, Iterable[int]], switches: Iterable[int]) -> dict[int, str]:
@@ -52,15 +59,22 @@ class Mastership:
     def __init__(self, me: str) -> None:
         self.me = me
         self.instances: dict[str, set[int]] = {}
-        self.generation = 0  # etcd revision of the view the current assignment comes from
+        self.generation = 0  # etcd revision of the newest view
         self.masters: dict[int, str] = {}
 
     def update(self, instances: Mapping[str, Mapping[str, Any]], switches: Iterable[int], revision: int) -> None:
         self.instances = {name: {int(d) for d in rec.get("switches", [])} for name, rec in instances.items()}
-        masters = assign(self.instances, switches)
-        if masters != self.masters:
-            self.generation = max(self.generation, revision)
-        self.masters = masters
+        # The generation is the revision of the newest view, whether or not this instance's share changed:
+        # a SLAVE request also raises the switch's generation, so instances acting on the same view must
+        # use the same number, or the one whose share last changed longest ago is refused as stale.
+        self.masters = assign(self.instances, switches)
+        self.generation = max(self.generation, revision)
+
+    def prefers_another(self, dpid: int) -> bool:
+        """Whether the switch prefers another live instance that has not reported it connected yet
+        (when switches connect to all instances at once, that one is about to)."""
+        best = preferred(dpid, self.instances)
+        return best is not None and best != self.me and dpid not in self.instances[best]
 
     def master_of(self, dpid: int) -> str | None:
         return self.masters.get(dpid)

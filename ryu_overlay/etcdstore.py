@@ -24,6 +24,7 @@ import base64
 import json
 import logging
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -117,6 +118,79 @@ class Endpoints:
         client = self.clients[self.current]
         self.current = (self.current + 1) % len(self.clients)
         return client.session.post(client.get_url(path), json=body, stream=True, timeout=(client.timeout, None))
+
+
+class LeaseKeeper:
+    """Renews one etcd lease every third of its TTL from an OS thread of its own, over plain sockets
+    (not eventlet's green ones). The renewal must not wait for the event loop: while thousands of
+    switches connect, the loop can be busy for longer than a short TTL, the lease would expire, and
+    the instance would drop and retake every switch it masters. ``expired`` names a lease that etcd
+    no longer knows, for the owner to replace."""
+
+    def __init__(self, urls: list[str], ttl: int, timeout: float = TIMEOUT) -> None:
+        import eventlet.patcher  # the unpatched modules, also when Ryu has monkey-patched everything
+        self._socket = eventlet.patcher.original("socket")
+        self._time = eventlet.patcher.original("time")
+        threading = eventlet.patcher.original("threading")
+        self.urls = [urllib.parse.urlsplit(u) for u in urls]
+        self.ttl = ttl
+        self.timeout = timeout
+        self.lease: int | None = None
+        self.expired: int | None = None
+        self.current = 0
+        self.stopped = False
+        self._thread = threading.Thread(target=self._run, name="etcd-lease", daemon=True)
+
+    def start(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def _run(self) -> None:
+        while not self.stopped:
+            self._time.sleep(self.ttl / 3)
+            lease = self.lease
+            if lease is None or self.stopped:
+                continue
+            try:
+                if self.keepalive(lease) <= 0 and self.lease == lease:
+                    self.expired = lease
+            except (OSError, ValueError) as exc:
+                LOG.warning("could not renew lease %x: %s", lease, exc)
+
+    def keepalive(self, lease: int) -> int:
+        """Renew on the current member (the next ones if it fails); the remaining TTL."""
+        error: Exception | None = None
+        for step in range(len(self.urls)):
+            url = self.urls[(self.current + step) % len(self.urls)]
+            try:
+                answer = self._post(url, {"ID": lease})
+            except (OSError, ValueError) as exc:
+                error = exc
+                continue
+            self.current = (self.current + step) % len(self.urls)
+            return int(answer.get("result", {}).get("TTL", 0))
+        raise error or OSError("no etcd member")
+
+    def _post(self, url: urllib.parse.SplitResult, body: dict[str, Any]) -> dict[str, Any]:
+        data = json.dumps(body).encode()
+        head = (f"POST {url.path} HTTP/1.1\r\nHost: {url.netloc}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n").encode()
+        with self._socket.create_connection((url.hostname, url.port), timeout=self.timeout) as sock:
+            sock.sendall(head + data)
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        head_bytes, _, payload = b"".join(chunks).partition(b"\r\n\r\n")
+        status = head_bytes.partition(b"\r\n")[0]
+        if status.split(b" ")[1:2] != [b"200"]:
+            raise ValueError(f"etcd answered {status.decode(errors='replace')}")
+        if b"transfer-encoding: chunked" in head_bytes.lower():
+            payload = _dechunk(payload)
+        answer: dict[str, Any] = json.loads(payload)
+        return answer
 
 
 class EtcdStore:
@@ -345,6 +419,10 @@ class EtcdStore:
         answer = self.client.post("/lease/keepalive", {"ID": lease})
         return int(answer.get("result", {}).get("TTL", 0))
 
+    def lease_keeper(self, ttl: int) -> LeaseKeeper:
+        """A ``LeaseKeeper`` on this store's members (not started)."""
+        return LeaseKeeper([c.get_url("/lease/keepalive") for c in self.client.clients], ttl, self._timeout)
+
     def revoke(self, lease: int) -> None:
         self.client.post("/kv/lease/revoke", {"ID": lease})
 
@@ -357,6 +435,19 @@ class EtcdStore:
         self.closed = True
         for client in self.client.clients:
             client.session.close()
+
+
+def _dechunk(data: bytes) -> bytes:
+    """The body of an HTTP/1.1 chunked transfer."""
+    out = []
+    while data:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0] or b"0", 16)
+        if size == 0:
+            break
+        out.append(data[:size])
+        data = data[size + 2:]
+    return b"".join(out)
 
 
 def _kind_type(kind: str) -> type:

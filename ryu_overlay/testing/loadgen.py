@@ -61,6 +61,8 @@ METER_ENTITY = struct.Struct("!HHI")
 PACKET_IN = struct.Struct("!IHBBQ")
 PACKET_OUT = struct.Struct("!IIH6x")
 ERROR = struct.Struct("!HH")
+ROLE = struct.Struct("!I4xQ")
+U64 = 1 << 64
 
 MAX_MESSAGE = 0xFFFF
 MULTIPART_BUDGET = MAX_MESSAGE - HEADER.size - MULTIPART.size
@@ -75,6 +77,7 @@ ETH_ARP = b"\x08\x06"
 BROADCAST_MAC = b"\xff" * 6
 
 FlowKey = tuple[int, int, bytes]
+CHANGES = frozenset({ofp.OFPT_FLOW_MOD, ofp.OFPT_GROUP_MOD, ofp.OFPT_METER_MOD, ofp.OFPT_PACKET_OUT})
 
 
 @dataclass(frozen=True)
@@ -184,18 +187,38 @@ class ConnectReport:
 # --- the fake switch -------------------------------------------------------------------------
 
 
-class FakeSwitch(asyncio.Protocol):
-    """One OpenFlow 1.3 bridge over one TCP connection; its tables survive reconnection."""
+@dataclass
+class Election:
+    """The largest role-request generation id a bridge has seen (shared by its connections)."""
 
-    def __init__(self, spec: SwitchSpec, *, socket_buffer: int = 4 << 20, record: bool = False) -> None:
+    generation: int | None = None
+
+
+class FakeSwitch(asyncio.Protocol):
+    """One OpenFlow 1.3 bridge over one TCP connection; its tables survive reconnection.
+
+    ``FakeSwitch(spec, share=other)`` is another connection of ``other``'s bridge (to another
+    controller instance): the two share tables, barrier waiters and the role election, and like
+    Open vSwitch the bridge refuses changes from a SLAVE connection (``OFPBRC_IS_SLAVE``), a role
+    request with an older generation id (``OFPRRFC_STALE``), and demotes the old MASTER when
+    another connection becomes MASTER. Packet-ins go to the MASTER connection (or an EQUAL one).
+    """
+
+    def __init__(self, spec: SwitchSpec, *, socket_buffer: int = 4 << 20, record: bool = False,
+                 share: FakeSwitch | None = None) -> None:
         self.spec = spec
         self.dpid = spec.dpid
-        self.ports: dict[str, int] = dict(spec.ports)
+        self.ports: dict[str, int] = dict(spec.ports) if share is None else share.ports
         self.socket_buffer = socket_buffer
-        self.flows: dict[FlowKey, tuple[int, int, int, int, bytes]] = {}
-        self.by_cookie: dict[int, list[FlowKey]] = {}
-        self.groups: dict[int, tuple[int, bytes]] = {}
-        self.meters: dict[int, tuple[int, bytes]] = {}
+        self.flows: dict[FlowKey, tuple[int, int, int, int, bytes]] = {} if share is None else share.flows
+        self.by_cookie: dict[int, list[FlowKey]] = {} if share is None else share.by_cookie
+        self.groups: dict[int, tuple[int, bytes]] = {} if share is None else share.groups
+        self.meters: dict[int, tuple[int, bytes]] = {} if share is None else share.meters
+        self.election: Election = Election() if share is None else share.election
+        self.connections: list[FakeSwitch] = [] if share is None else share.connections
+        self.connections.append(self)
+        self.role = ofp.OFPCR_ROLE_EQUAL
+        self.mastered_at: float | None = None
         self.received: Counter[int] = Counter()
         self.multipart_requests: Counter[int] = Counter()
         # packets an aggregate request for one flow family (cookie's top byte) reports: a switch's
@@ -215,7 +238,8 @@ class FakeSwitch(asyncio.Protocol):
         self._xid = 0x10000000
         self._handshake: asyncio.Future[float] | None = None
         self._echoes: dict[int, asyncio.Future[None]] = {}
-        self._waiters: list[tuple[Callable[[FakeSwitch], bool], asyncio.Future[float]]] = []
+        self._waiters: list[tuple[Callable[[FakeSwitch], bool], asyncio.Future[float]]] = (
+            [] if share is None else share._waiters)
         self._arp_pending: dict[tuple[bytes, bytes], deque[tuple[float, asyncio.Future[float]]]] = {}
 
     # --- connection ----------------------------------------------------------------------------
@@ -295,7 +319,9 @@ class FakeSwitch(asyncio.Protocol):
             self.received[msg_type] += 1
             if self.recorded is not None:
                 self.recorded.append(bytes(buf[off:end]))
-            if msg_type == ofp.OFPT_FLOW_MOD:
+            if msg_type in CHANGES and self.role == ofp.OFPCR_ROLE_SLAVE:
+                self._error(ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_IS_SLAVE, buf, off, end)
+            elif msg_type == ofp.OFPT_FLOW_MOD:
                 self._flow_mod(buf, off, end)
             elif msg_type == ofp.OFPT_BARRIER_REQUEST:
                 out.append(HEADER.pack(VERSION, ofp.OFPT_BARRIER_REPLY, 8, U32.unpack_from(buf, off + 4)[0]))
@@ -326,7 +352,7 @@ class FakeSwitch(asyncio.Protocol):
                     fut.set_result(now)
                 else:
                     keep.append((predicate, fut))
-            self._waiters = keep
+            self._waiters[:] = keep
 
     def _other(self, msg_type: int, buf: bytearray, off: int, end: int) -> None:
         xid = U32.unpack_from(buf, off + 4)[0]
@@ -349,12 +375,35 @@ class FakeSwitch(asyncio.Protocol):
             self._meter_mod(buf, off, end)
         elif msg_type == ofp.OFPT_PACKET_OUT:
             self._packet_out(buf, off, end)
+        elif msg_type == ofp.OFPT_ROLE_REQUEST:
+            self._role_request(buf, off, end, xid)
         elif msg_type == ofp.OFPT_GET_CONFIG_REQUEST:
             self._reply(ofp.OFPT_GET_CONFIG_REPLY, xid, struct.pack("!HH", 0, 0xFFFF))
         elif msg_type in (ofp.OFPT_HELLO, ofp.OFPT_SET_CONFIG, ofp.OFPT_ERROR, ofp.OFPT_SET_ASYNC):
             pass
         else:
             self._error(ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_BAD_TYPE, buf, off, end)
+
+    def _role_request(self, buf: bytearray, off: int, end: int, xid: int) -> None:
+        role, generation = ROLE.unpack_from(buf, off + HEADER.size)
+        if role in (ofp.OFPCR_ROLE_MASTER, ofp.OFPCR_ROLE_SLAVE):
+            known = self.election.generation
+            if known is not None and (generation - known) % U64 >= U64 // 2:
+                self._error(ofp.OFPET_ROLE_REQUEST_FAILED, ofp.OFPRRFC_STALE, buf, off, end)
+                return
+            self.election.generation = generation
+        if role == ofp.OFPCR_ROLE_MASTER:
+            for other in self.connections:
+                if other is not self and other.role == ofp.OFPCR_ROLE_MASTER:
+                    other.role = ofp.OFPCR_ROLE_SLAVE
+            self.mastered_at = time.monotonic()
+        if role != ofp.OFPCR_ROLE_NOCHANGE:
+            self.role = role
+        self._reply(ofp.OFPT_ROLE_REPLY, xid, ROLE.pack(self.role, generation))
+
+    def master(self) -> FakeSwitch | None:
+        """The connection whose role is MASTER, if any."""
+        return next((c for c in self.connections if c.role == ofp.OFPCR_ROLE_MASTER and c.connected), None)
 
     def _reply(self, msg_type: int, xid: int, body: bytes = b"") -> None:
         self._out.append(HEADER.pack(VERSION, msg_type, HEADER.size + len(body), xid) + body)
@@ -550,6 +599,8 @@ class FakeSwitch(asyncio.Protocol):
         """Raise a PACKET_IN carrying ``frame`` as if it arrived on ``in_port`` (no buffering)."""
         match = struct.pack("!HHIII", ofp.OFPMT_OXM, 12, 0x80000004, in_port, 0)
         body = PACKET_IN.pack(ofp.OFP_NO_BUFFER, len(frame), reason, table_id, cookie) + match + b"\0\0" + frame
+        if self.role == ofp.OFPCR_ROLE_SLAVE:
+            raise ConnectionError(f"switch {self.dpid:016x}: a SLAVE connection gets no packet-in")
         if self._transport is None:
             raise ConnectionError(f"switch {self.dpid:016x} is not connected")
         self.packet_ins += 1
@@ -676,20 +727,29 @@ class Fleet:
     """Many fake switches on one event loop, connected in waves so that the controller's listen
     backlog (Ryu's is 50) never overflows."""
 
-    def __init__(self, specs: Sequence[SwitchSpec], *, socket_buffer: int = 4 << 20, record: bool = False) -> None:
+    def __init__(self, specs: Sequence[SwitchSpec], *, socket_buffer: int = 4 << 20, record: bool = False,
+                 controllers: int = 1) -> None:
         self.switches: list[FakeSwitch] = [FakeSwitch(s, socket_buffer=socket_buffer, record=record) for s in specs]
         self.by_dpid: dict[int, FakeSwitch] = {s.dpid: s for s in self.switches}
+        self.channels: list[list[FakeSwitch]] = [self.switches] + [
+            [FakeSwitch(sw.spec, socket_buffer=socket_buffer, share=sw) for sw in self.switches]
+            for _ in range(controllers - 1)]
 
-    async def connect(self, host: str, port: int, concurrency: int = 32, timeout: float = 120.0,
+    async def connect(self, host: str, port: int | Sequence[int], concurrency: int = 32, timeout: float = 120.0,
                       per_switch_timeout: float = 30.0) -> ConnectReport:
+        """Connect every switch (to each of several controllers' ``port``s, one connection each)."""
+        ports = [port] if isinstance(port, int) else list(port)
+        if len(ports) > len(self.channels):
+            raise ValueError(f"{len(ports)} controllers for a fleet built with controllers={len(self.channels)}")
         started = time.monotonic()
         gate = asyncio.Semaphore(max(1, concurrency))
 
-        async def one(sw: FakeSwitch) -> None:
+        async def one(sw: FakeSwitch, to: int) -> None:
             async with gate:
-                await sw.connect(host, port, per_switch_timeout)
+                await sw.connect(host, to, per_switch_timeout)
 
-        await asyncio.wait_for(asyncio.gather(*(one(sw) for sw in self.switches)), timeout)
+        await asyncio.wait_for(asyncio.gather(*(one(channel[i], to) for i in range(len(self.switches))
+                                                for channel, to in zip(self.channels, ports, strict=False))), timeout)
         return ConnectReport(started, time.monotonic(), len(self.switches), concurrency)
 
     async def wait(self, expected: Mapping[int, Expected], timeout: float) -> dict[int, float]:
@@ -704,16 +764,23 @@ class Fleet:
         return {dpid: fut.result() for dpid, fut in futures.items()}
 
     def close(self) -> None:
-        for sw in self.switches:
-            sw.close()
+        for channel in self.channels:
+            for sw in channel:
+                sw.close()
 
     def totals(self) -> Counter[str]:
+        """Tables counted once per bridge; messages summed over all its connections."""
         total: Counter[str] = Counter()
+        for channel in self.channels:
+            for sw in channel:
+                s = sw.stats()
+                for name in ("flow_adds", "flow_deletes", "flow_modifies", "group_mods", "meter_mods", "barriers",
+                             "errors_sent", "packet_ins", "packet_outs"):
+                    total[name] += getattr(s, name)
         for sw in self.switches:
-            s = sw.stats()
-            for name in ("flows", "groups", "meters", "flow_adds", "flow_deletes", "flow_modifies", "group_mods",
-                         "meter_mods", "barriers", "errors_sent", "packet_ins", "packet_outs"):
-                total[name] += getattr(s, name)
+            total["flows"] += len(sw.flows)
+            total["groups"] += len(sw.groups)
+            total["meters"] += len(sw.meters)
         return total
 
 

@@ -47,6 +47,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,7 @@ from mininet.topo import Topo
 
 from ..hypervisor import prepare_hypervisor_commands, prepare_underlay_commands
 from .controller_proc import ControllerProcess
+from .etcd import EtcdCluster
 from .netns_testbed import OvsInstance, free_mgmt_octet, kill_all, sh, wait_listening
 from .overlay import put
 
@@ -163,7 +165,7 @@ class Hypervisor(NsHost):
             self._ovs.stop()
 
     def config(self, tunnel_ip: str = "", prefixlen: int = 24, gateway: str = "", mgmt_ip: str = "",
-               controller: str | None = None, dpid: int = 1, ovs_base: str = "", **params: Any) -> Any:
+               controllers: Sequence[str] = (), dpid: int = 1, ovs_base: str = "", **params: Any) -> Any:
         r = super().config(**params)
         self.tunnel_ip = tunnel_ip
         self.dpid = dpid
@@ -180,7 +182,7 @@ class Hypervisor(NsHost):
         self.run("ip", "addr", "add", f"{tunnel_ip}/{prefixlen}", "dev", "br-phy")
         self.run("ip", "link", "set", "br-phy", "up")
         self.run("ip", "route", "add", "198.18.0.0/15", "via", gateway, "dev", "br-phy")
-        for cmd in prepare_hypervisor_commands("br-int", TUNNEL_PORT, tunnel_ip, [controller] if controller else [],
+        for cmd in prepare_hypervisor_commands("br-int", TUNNEL_PORT, tunnel_ip, list(controllers),
                                                "netdev", dpid):
             self.ovs.vsctl(*cmd)
         for intf in self.intfNames():
@@ -300,7 +302,7 @@ class VmInfo:
 class OverlayTopo(Topo):  # type: ignore[misc]  # Mininet is untyped: Topo is Any
     """The routed fabric, hypervisors, VMs and management links, as a Mininet ``Topo``."""
 
-    def build(self, spec: Spec, prefix: str, mgmt_octet: int, ofp_port: int | None, workdir: Path) -> None:
+    def build(self, spec: Spec, prefix: str, mgmt_octet: int, ofp_ports: Sequence[int], workdir: Path) -> None:
         self.spec, self.prefix = spec, prefix
         self.hvinfo: dict[str, HvInfo] = {}
         self.vminfo: dict[str, VmInfo] = {}
@@ -337,9 +339,9 @@ class OverlayTopo(Topo):  # type: ignore[misc]  # Mininet is untyped: Topo is An
                 info = HvInfo(hv, p, index, f"198.18.{p}.{i}", f"198.19.{mgmt_octet}.{4 * index + 1}",
                               f"198.19.{mgmt_octet}.{4 * index + 2}", f"{prefix}m{index}")
                 self.hvinfo[hv] = info
-                ctl = None if ofp_port is None else f"tcp:{info.mgmt_root_ip}:{ofp_port}"
+                ctls = [f"tcp:{info.mgmt_root_ip}:{port}" for port in ofp_ports]
                 self.addHost(hv, cls=Hypervisor, nsname=ns(hv), ip=None, tunnel_ip=info.tunnel_ip,
-                             gateway=f"198.18.{p}.254", mgmt_ip=f"{info.mgmt_ip}/30", controller=ctl, dpid=index,
+                             gateway=f"198.18.{p}.254", mgmt_ip=f"{info.mgmt_ip}/30", controllers=ctls, dpid=index,
                              ovs_base=str(workdir / prefix / hv))
                 self.addLink(hv, leaf, intfName1="eth0", intfName2=hv)
                 self.addLink(hv, self.root, intfName1="mgmt", intfName2=info.root_intf)
@@ -380,7 +382,12 @@ class OverlayTopo(Topo):  # type: ignore[misc]  # Mininet is untyped: Topo is An
 
 @dataclass
 class OverlayNet:
-    """The topology in Mininet, optionally with the real ``ryu-overlay`` controller and its declarations."""
+    """The topology in Mininet, optionally with the real ``ryu-overlay`` controller and its declarations.
+
+    ``controllers`` > 1 or ``db`` = "etcd" starts that many instances on a 3-member etcd cluster of
+    its own (``EtcdCluster``, stopped at close); ``db`` = "etcd://..." uses an existing cluster;
+    otherwise one instance on a SQLite file. Every bridge lists every instance; ``ctl`` is the first.
+    """
 
     spec: Spec
     workdir: Path
@@ -388,6 +395,11 @@ class OverlayNet:
     prefix: str = field(default_factory=lambda: f"mo{random.randrange(0x10000):04x}")
     net: Any = None
     ctl: Any = None
+    controllers: int = 1
+    db: str | None = None
+    lease_ttl: int = 3
+    ctls: list[ControllerProcess] = field(default_factory=list)
+    etcd: EtcdCluster | None = None
     topo: OverlayTopo | None = None
     procs: list[subprocess.Popen[Any]] = field(default_factory=list)
 
@@ -397,11 +409,9 @@ class OverlayNet:
         atexit.register(self.close)
         try:
             if self.with_controller:
-                self.ctl = ControllerProcess(self.workdir / f"{self.prefix}.db",
-                                             self.workdir / f"{self.prefix}-controller.log")
-                self.ctl.start()
+                self.start_controllers()
             self.topo = OverlayTopo(spec=self.spec, prefix=self.prefix, mgmt_octet=free_mgmt_octet(),
-                                    ofp_port=self.ctl.ofp_port if self.ctl else None, workdir=self.workdir)
+                                    ofp_ports=[c.ofp_port for c in self.ctls], workdir=self.workdir)
             # Mininet.init() would raise machine-wide sysctls and limits (fixLimits); only raise ours.
             Mininet.inited = True
             soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -420,6 +430,55 @@ class OverlayNet:
             self.close()
             raise
         return self
+
+    @property
+    def clustered(self) -> bool:
+        return self.controllers > 1 or (self.db or "").startswith("etcd")
+
+    def start_controllers(self) -> None:
+        db: str | Path = self.workdir / f"{self.prefix}.db"
+        if self.clustered:
+            if self.db is None or not self.db.startswith("etcd://"):
+                self.etcd = EtcdCluster(self.workdir / f"{self.prefix}-etcd").start()
+                db = self.etcd.url(f"/{self.prefix}")
+            else:
+                db = self.db
+        elif self.db is not None:
+            db = self.db
+        for i in range(self.controllers):
+            extra = ["--instance-id", f"c{i}", "--lease-ttl", str(self.lease_ttl)] if self.clustered else []
+            ctl = ControllerProcess(db, self.workdir / f"{self.prefix}-controller{'' if i == 0 else i}.log",
+                                    extra_args=extra)
+            self.ctls.append(ctl)
+            ctl.start()
+        self.ctl = self.ctls[0]
+
+    def live(self) -> list[ControllerProcess]:
+        return [c for c in self.ctls if c.proc is not None and c.proc.poll() is None]
+
+    def masters(self) -> dict[str, str | None]:
+        """Each hypervisor's master instance, as a live instance reports it (one instance: its id or None)."""
+        status, body = self.live()[0].api("GET", "/v1/hypervisors")
+        return {h["name"]: h.get("master") for h in body["hypervisors"]} if status == 200 else {}
+
+    def instance(self, instance_id: str) -> ControllerProcess | None:
+        """The process of instance ``c<i>``."""
+        return next((c for i, c in enumerate(self.ctls) if f"c{i}" == instance_id and c in self.live()), None)
+
+    def all_in_sync(self) -> bool:
+        """Every hypervisor mastered by a live instance that reports it in sync."""
+        if not self.clustered:
+            status, body = self.ctl.api("GET", "/v1/hypervisors")
+            return status == 200 and len(body["hypervisors"]) == len(self.hvinfo) and all(
+                h["in_sync"] for h in body["hypervisors"])
+        masters = self.masters()
+        if len(masters) != len(self.hvinfo):
+            return False
+        for hv, master in masters.items():
+            ctl = self.instance(master) if master else None
+            if ctl is None or not ctl.api("GET", f"/v1/hypervisors/{hv}")[1].get("in_sync"):
+                return False
+        return True
 
     # accessors
     def hv(self, name: str) -> Hypervisor:
@@ -505,7 +564,14 @@ class OverlayNet:
                 return all(f"in_port={self.ofport(v.hv, v.tap)}," in flows[v.hv] for v in self.all_vms().values())
             except RuntimeError:
                 return False
-        self.ctl.wait_in_sync(len(self.hvinfo), taps_flowed, timeout)
+        if not self.clustered:
+            self.ctl.wait_in_sync(len(self.hvinfo), taps_flowed, timeout)
+            return
+        deadline = time.monotonic() + timeout
+        while not (self.all_in_sync() and taps_flowed()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not in sync after {timeout}s: masters {self.masters()}")
+            time.sleep(0.1)
 
     # --- using ---
     def ping(self, vm: str, dst: str, count: int = 1, wait: float = 1.0) -> bool:
@@ -582,9 +648,12 @@ class OverlayNet:
             for name in self.topo.hosts():
                 if os.path.exists(f"/run/netns/{self.prefix}-{name}"):
                     sh(["ip", "netns", "delete", f"{self.prefix}-{name}"], check=False)
-        if self.ctl is not None:
-            self.ctl.stop()
-            self.ctl = None
+        for ctl in self.ctls:
+            ctl.stop()
+        self.ctls, self.ctl = [], None
+        if self.etcd is not None:
+            self.etcd.stop()
+            self.etcd = None
         atexit.unregister(self.close)
 
     def __enter__(self) -> OverlayNet:

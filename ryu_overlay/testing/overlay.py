@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,11 +36,34 @@ def put(ctl: ControllerProcess, path: str, body: dict[str, Any]) -> dict[str, An
 class Overlay:
     ctl: ControllerProcess
     bed: Testbed
+    peers: tuple[ControllerProcess, ...] = ()  # further instances on the same etcd
 
     def wait_in_sync(self, timeout: float = 20.0) -> None:
-        """Until every hypervisor is connected and confirmed all changes, and every VM port is in a flow."""
+        """Until every hypervisor is connected and confirmed all changes, and every VM port is in a flow.
+        With several instances, a hypervisor is in sync when a live instance (its master) says so."""
+        if self.peers:
+            self._wait_cluster_in_sync(timeout)
+            return
         self.ctl.wait_in_sync(also=lambda: all(self._port_flowed(vm.hv, vm.interface) for vm in self.bed.vms.values()
                                                if self._declared_at(vm.name, vm.hv)), timeout=timeout)
+
+    def _wait_cluster_in_sync(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            live = [c for c in (self.ctl, *self.peers) if c.proc is not None and c.proc.poll() is None]
+            synced: set[str] = set()
+            names: set[str] = set()
+            for ctl in live:
+                status, body = ctl.api("GET", "/v1/hypervisors")
+                if status == 200:
+                    names |= {h["name"] for h in body["hypervisors"]}
+                    synced |= {h["name"] for h in body["hypervisors"] if h["in_sync"]}
+            if names and synced == names and all(self._port_flowed(vm.hv, vm.interface)
+                                                 for vm in self.bed.vms.values()):
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not in sync after {timeout}s: {sorted(names - synced)}")
+            time.sleep(0.1)
 
     def _declared_at(self, port: str, hv: str) -> bool:
         status, body = self.ctl.api("GET", f"/v1/ports/{port}")
@@ -70,7 +94,7 @@ class Overlay:
 
 
 def deploy(ctl: ControllerProcess, bed: Testbed, ports: dict[str, tuple[str, str, list[str], str, str]] = PORTS,
-           declare_location: bool = True) -> Overlay:
+           declare_location: bool = True, peers: tuple[ControllerProcess, ...] = ()) -> Overlay:
     for name, hv in bed.hvs.items():
         put(ctl, f"/v1/hypervisors/{name}", {"dpid": hv.dpid, "tunnel_ip": hv.tunnel_ip})
     for name, vni in NETWORKS.items():
@@ -82,7 +106,7 @@ def deploy(ctl: ControllerProcess, bed: Testbed, ports: dict[str, tuple[str, str
             body.update(hypervisor=hv_name, interface=iface)
         put(ctl, f"/v1/ports/{name}", body)
         bed.add_vm(name, hv_name, iface, mac, ips)
-    overlay = Overlay(ctl, bed)
+    overlay = Overlay(ctl, bed, peers)
     overlay.wait_in_sync()
     return overlay
 

@@ -10,6 +10,8 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from ryu_overlay.testing.mininet_topo import UPLINK, OverlayNet, Spec
 
 # mininet/experiments.py is a script, not a module of a package: loaded from its file.
@@ -67,3 +69,9 @@ def test_connectivity_matrix_and_flooding_below_flood_and_learn_and_flood_to_all
     assert not [ns for ns in _namespaces() - before if ns.startswith(prefix)]
     assert not [link for link in os.listdir("/sys/class/net") if link.startswith(prefix)]
     assert not [pid for pid in ovs_pids if os.path.exists(f"/proc/{pid}")]
+
+
+def test_failover_experiment_refuses_a_single_instance(tmp_path: Path):
+    with pytest.raises(SystemExit) as exc:
+        experiments.main(["failover", "--out", str(tmp_path)])
+    assert exc.value.code == 2 and not (tmp_path / "failover.csv").exists()

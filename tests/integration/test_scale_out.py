@@ -76,6 +76,9 @@ def deploy(c: Cluster) -> None:
     for name, hv in c.bed.hvs.items():
         put(ctl, f"/v1/hypervisors/{name}", {"dpid": hv.dpid, "tunnel_ip": hv.tunnel_ip})
     put(ctl, "/v1/networks/blue", {"vni": 5001, "tenant": "acme", "subnets": ["10.1.0.0/24"]})
+    deadline = time.monotonic() + 10  # visible on c1 after one watch round trip (longer on a loaded machine)
+    while c.ctls["c1"].api("GET", "/v1/networks/blue")[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
     for name, (mac, ip, hv_name, iface) in PORTS.items():
         put(c.ctls["c1"], f"/v1/ports/{name}", {"network": "blue", "mac": mac, "ips": [ip], "hypervisor": hv_name,
                                                 "interface": iface})

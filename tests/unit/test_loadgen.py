@@ -254,3 +254,28 @@ def test_aggregate_stats_count_the_flows_of_the_requested_cookie_family():
     want = sum(1 for f in flows if cookie_family(f.cookie) == Family.ARP_RESPONDER)
     assert want > 0
     assert (reply.xid, reply.body.flow_count, reply.body.packet_count) == (3, want, 0)
+
+
+def test_two_connections_share_tables_and_only_the_master_may_change_them():
+    from ryu_overlay.testing.scenario import build, connect
+    c = build()
+    flows = [m.flow for m in connect(c, "hv1") if isinstance(m, ofmsg.FlowAdd)]
+    first = FakeSwitch(SwitchSpec(1, ()))
+    second = FakeSwitch(SwitchSpec(1, ()), share=first)
+    t1, t2 = Transport(), Transport()
+    first.connection_made(t1)
+    second.connection_made(t2)
+    first.data_received(serialized(ofmsg.role_request(True, 5)))
+    second.data_received(serialized(ofmsg.role_request(False, 5)))
+    second.data_received(serialized(ofmsg.FlowAdd(flows[0])))
+    assert second.flow_count == 0 and second.error_log[-1].code == ofp.OFPBRC_IS_SLAVE
+    first.data_received(serialized(ofmsg.FlowAdd(flows[0])))
+    assert second.flow_count == 1 and first.master() is first
+    first.data_received(serialized(ofmsg.role_request(True, 4)))  # an older generation is refused
+    assert first.error_log[-1].type == ofp.OFPET_ROLE_REQUEST_FAILED and first.master() is first
+    second.data_received(serialized(ofmsg.role_request(True, 6)))  # a newer MASTER demotes the old one
+    assert first.master() is second and first.role == ofp.OFPCR_ROLE_SLAVE
+    first.data_received(serialized(ofmsg.flow_delete(flows[0].cookie)))
+    assert second.flow_count == 1
+    roles = [decode(raw) for raw in messages(t2.written) if raw[1] == ofp.OFPT_ROLE_REPLY]
+    assert [(r.role, r.generation_id) for r in roles] == [(ofp.OFPCR_ROLE_SLAVE, 5), (ofp.OFPCR_ROLE_MASTER, 6)]

@@ -1,0 +1,420 @@
+"""Several controller instances on etcd (docs/scale-out.md) against fake switches, side by side in one run.
+
+    .venv/bin/python bench/scale_out.py cold --hypervisors 3000 --repeat 2 --doc
+    .venv/bin/python bench/scale_out.py failover --hypervisors 1000 --lease-ttl 3 --doc
+    .venv/bin/python bench/scale_out.py moonshot --hypervisors 10000 --instances 2 --doc
+    .venv/bin/python bench/scale_out.py writes --ports 2000 --doc
+
+Each run starts its own 3-member etcd cluster (``ryu_overlay.testing.etcd.EtcdCluster``) on
+loopback, writes the placement into it in bulk (transactions of 128 keys) or into a SQLite file,
+starts the instances, and connects every fake switch to every instance (one connection each;
+the switch honours OpenFlow roles like Open vSwitch: only the MASTER may change it).
+
+- ``cold``: the time from the first connection until every switch holds every flow, with
+  SQLite (1 instance), etcd with 1 instance and etcd with 2 instances, in alternating order,
+  ``--repeat`` times; the ratios are taken within each repetition.
+- ``failover``: 2 instances in sync; kill -9 of the one mastering more switches; the time until
+  every switch it mastered has a new MASTER that has read it back and confirmed it with a barrier.
+- ``moonshot``: the largest fleet, all instances at once; time and memory per hypervisor.
+- ``writes``: ports/s through ``PUT /v1/ports/N`` (one at a time) and ``POST /v1/transactions``
+  (batches), etcd against SQLite.
+
+The machine is shared: each figure is printed with the 1-minute load average when it was taken.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import shutil
+import signal
+import statistics
+import sys
+import time
+from collections import Counter
+from contextlib import ExitStack, closing
+from pathlib import Path
+from typing import Any
+
+from common import controller, provenance, update_doc, verdict, workdir
+
+from ryu_overlay.etcdstore import EtcdStore
+from ryu_overlay.model import Hypervisor, Network, Port
+from ryu_overlay.store import Put
+from ryu_overlay.testing.controller_proc import HOST, ControllerProcess
+from ryu_overlay.testing.etcd import EtcdCluster
+from ryu_overlay.testing.loadgen import (
+    Expected,
+    Fleet,
+    Placement,
+    expected_state,
+    make_placement,
+    port_body,
+    quiet_gc,
+)
+from ryu_overlay.testing.report import print_table, table
+
+SECTION = "scale_out"
+KIB_PER_HV_TARGET = 150
+
+
+def load() -> float:
+    return os.getloadavg()[0]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("mode", choices=("cold", "failover", "moonshot", "writes"))
+    ap.add_argument("--hypervisors", type=int, default=None,
+                    help="default: 3000 (cold), 1000 (failover), 10000 (moonshot), 100 (writes)")
+    ap.add_argument("--ports-per-hv", type=int, default=10)
+    ap.add_argument("--ports-per-network", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--instances", type=int, default=2, help="instances for failover and moonshot")
+    ap.add_argument("--lease-ttl", type=int, default=3, help="the instances' --lease-ttl (seconds)")
+    ap.add_argument("--repeat", type=int, default=1, help="cold: how many times to measure the three set-ups")
+    ap.add_argument("--ports", type=int, default=2000, help="writes: ports written per route and store")
+    ap.add_argument("--batch", type=int, default=100, help="writes: ports per transaction")
+    ap.add_argument("--concurrency", type=int, default=32, help="connections opened at once (per instance)")
+    ap.add_argument("--timeout", type=float, default=600.0)
+    ap.add_argument("--doc", action="store_true", help="write the result into docs/performance.md")
+    ap.add_argument("--keep-logs", type=Path, help="copy the instances' logs into this directory")
+    args = ap.parse_args(argv)
+    if args.hypervisors is None:
+        args.hypervisors = {"cold": 3000, "failover": 1000, "moonshot": 10000, "writes": 100}[args.mode]
+    return args
+
+
+def seed_etcd(placement: Placement, url: str) -> float:
+    t0 = time.perf_counter()
+    store = EtcdStore(url, timeout=30.0)
+    try:
+        objects: list[Hypervisor | Network | Port] = [*placement.hypervisors, *placement.networks, *placement.ports]
+        store.apply([Put(o) for o in objects])
+    finally:
+        store.close()
+    return time.perf_counter() - t0
+
+
+def forget_instances(url: str) -> None:
+    """Delete the instance records a stopped instance left behind (its lease would expire later)."""
+    store = EtcdStore(url)
+    try:
+        key = store.key("instances", "")
+        from ryu_overlay.etcdstore import _b64, _range_end
+        store.client.post("/kv/deleterange", {"key": _b64(key), "range_end": _b64(_range_end(key))})
+    finally:
+        store.close()
+
+
+def instances(db: str | Path, tmp: Path, count: int, ttl: int) -> list[ControllerProcess]:
+    if count == 1 and not str(db).startswith("etcd://"):
+        return [controller(tmp, db=Path(db))]
+    return [controller(tmp, db=db, extra_args=["--instance-id", f"c{i}", "--lease-ttl", str(ttl)])  # type: ignore[arg-type]
+            for i in range(count)]
+
+
+def _log_named(ctl: ControllerProcess, tmp: Path, name: str) -> ControllerProcess:
+    ctl.log = tmp / f"{name}.log"
+    return ctl
+
+
+async def cold_once(placement: Placement, expected: dict[int, Expected], db: str | Path, tmp: Path, count: int,
+                    args: argparse.Namespace, label: str) -> dict[str, Any]:
+    """Start ``count`` instances on ``db``, connect the fleet to all, time until every switch holds its flows."""
+    ctls = [_log_named(c, tmp, f"{label}-c{i}") for i, c in enumerate(instances(db, tmp, count, args.lease_ttl))]
+    fleet = Fleet(placement.specs(), controllers=count)
+    with ExitStack() as stack:
+        for ctl in ctls:
+            stack.callback(ctl.stop)
+        stack.callback(fleet.close)
+        t0 = time.perf_counter()
+        for ctl in ctls:
+            ctl.start(timeout=args.timeout)
+        started = time.perf_counter() - t0
+        avg0 = load()
+        with quiet_gc():
+            cpu0 = [c.cpu_seconds() for c in ctls]
+            report = await fleet.connect(HOST, [c.ofp_port for c in ctls], args.concurrency * count,
+                                         timeout=args.timeout)
+            done = await fleet.wait(expected, args.timeout)
+            cpu = [c.cpu_seconds() - c0 for c, c0 in zip(ctls, cpu0, strict=True)]
+        mem = [c.memory_kib() for c in ctls]
+        if args.keep_logs:
+            args.keep_logs.mkdir(parents=True, exist_ok=True)
+            for c in ctls:
+                shutil.copy(c.log, args.keep_logs / c.log.name)
+        masters = [sum(1 for sw in fleet.switches if (m := sw.master()) is not None and m.connections.index(m) == i)
+                   for i in range(count)]
+        totals = fleet.totals()
+        kinds = Counter((e.type, e.code) for channel in fleet.channels for sw in channel for e in sw.error_log)
+        return {"error_kinds": dict(kinds), "label": label, "instances": count,
+                "total": max(done.values()) - report.started_at,
+                "connect": report.seconds, "start": started, "cpu": cpu, "rss_kib": sum(m["VmRSS"] for m in mem),
+                "hwm_kib": sum(m["VmHWM"] for m in mem), "load": (avg0 + load()) / 2, "masters": masters,
+                "errors": totals["errors_sent"], "flow_mods": totals["flow_adds"]}
+
+
+def setups(args: argparse.Namespace) -> list[tuple[str, int]]:
+    return [("sqlite-1", 1), ("etcd-1", 1), ("etcd-2", 2)]
+
+
+async def run_cold(args: argparse.Namespace) -> list[dict[str, Any]]:
+    placement = make_placement(args.hypervisors, args.ports_per_hv, args.ports_per_network, args.seed)
+    topo = placement.topology()
+    expected = {hv.dpid: expected_state(topo, hv, placement.ofports[hv.name]) for hv in placement.hypervisors}
+    runs: list[dict[str, Any]] = []
+    with workdir("scale-cold") as name, EtcdCluster(Path(name) / "etcd") as etcd:
+        tmp = Path(name)
+        placement.seed_store(str(tmp / "overlay.db"))
+        url = etcd.url()
+        seeded = seed_etcd(placement, url)
+        print(f"etcd seeded in {seeded:.1f} s", flush=True)
+        for rep in range(args.repeat):
+            order = setups(args) if rep % 2 == 0 else list(reversed(setups(args)))
+            for label, count in order:
+                forget_instances(url)
+                db: str | Path = tmp / "overlay.db" if label.startswith("sqlite") else url
+                r = await cold_once(placement, expected, db, tmp, count, args, label)
+                r["repeat"] = rep
+                runs.append(r)
+                print(f"[{rep}] {label}: {r['total']:.2f} s (load {r['load']:.1f}), masters {r['masters']}, "
+                      f"errors {r['errors']} {r['error_kinds']}, RSS {r['rss_kib'] / 1024:.0f} MiB", flush=True)
+    return runs
+
+
+def report_cold(args: argparse.Namespace, runs: list[dict[str, Any]]) -> list[str]:
+    by = {(r["repeat"], r["label"]): r for r in runs}
+    rows = []
+    ratios2, ratios_db = [], []
+    for rep in range(args.repeat):
+        s, e1, e2 = by[(rep, "sqlite-1")], by[(rep, "etcd-1")], by[(rep, "etcd-2")]
+        ratios2.append(e2["total"] / e1["total"])
+        ratios_db.append(e1["total"] / s["total"])
+        for r in (s, e1, e2):
+            rows.append((f"#{rep + 1} {r['label']}", f"{r['total']:.2f} s", f"{r['connect']:.2f} s",
+                         " / ".join(f"{c:.1f}" for c in r["cpu"]), f"{r['rss_kib'] / 1024:.0f} MiB",
+                         "/".join(map(str, r["masters"])) if r["instances"] > 1 else "-", f"{r['load']:.1f}"))
+    r2, rdb = statistics.median(ratios2), statistics.median(ratios_db)
+    headers = ("run", "cold start", "connecting", "CPU s per instance", "RSS (sum)", "switches mastered", "load avg")
+    print_table(headers, rows, f"cold start, {args.hypervisors} hypervisors, 1 and 2 instances")
+    summary = [("2 instances / 1 instance on etcd (median of the per-run ratios)",
+                f"{r2:.2f} ({', '.join(f'{x:.2f}' for x in ratios2)})", f"<= 0.6: {verdict(r2 <= 0.6)}"),
+               ("1 instance: etcd / SQLite", f"{rdb:.2f} ({', '.join(f'{x:.2f}' for x in ratios_db)})",
+                f"<= 1.2: {verdict(rdb <= 1.2)}")]
+    print_table(("measure", "value", "target"), summary, "ratios")
+    n = args.hypervisors
+    return [f"### Cold start, {n:,} hypervisors / {n * args.ports_per_hv:,} ports: 1 and 2 instances", "",
+            *provenance(), "",
+            "Each row is one cold start (first connection until every switch holds every flow); the set-ups "
+            "alternate order between repetitions, all on the same 3-member etcd cluster (or SQLite file).", "",
+            *table(headers, rows), "", *table(("measure", "value", "target"), summary)]
+
+
+def _all_in_sync(ctl: ControllerProcess, switches: int) -> bool:
+    """Every hypervisor has a master, and the ones ``ctl`` masters it reports in sync."""
+    try:
+        status, body = ctl.api("GET", "/v1/hypervisors")
+    except OSError:  # busy taking over: ask again
+        return False
+    if status != 200 or len(body["hypervisors"]) != switches:
+        return False
+    return all(h["master"] is not None and (h["in_sync"] or h["master"] != ctl.extra_args[1])
+               for h in body["hypervisors"])
+
+
+async def run_failover(args: argparse.Namespace) -> dict[str, Any]:
+    placement = make_placement(args.hypervisors, args.ports_per_hv, args.ports_per_network, args.seed)
+    topo = placement.topology()
+    expected = {hv.dpid: expected_state(topo, hv, placement.ofports[hv.name]) for hv in placement.hypervisors}
+    with workdir("scale-failover") as name, EtcdCluster(Path(name) / "etcd") as etcd:
+        tmp = Path(name)
+        url = etcd.url()
+        seed_etcd(placement, url)
+        ctls = [_log_named(c, tmp, f"c{i}") for i, c in enumerate(instances(url, tmp, args.instances, args.lease_ttl))]
+        fleet = Fleet(placement.specs(), controllers=len(ctls))
+        with ExitStack() as stack:
+            for ctl in ctls:
+                stack.callback(ctl.stop)
+            stack.callback(fleet.close)
+            for ctl in ctls:
+                ctl.start(timeout=args.timeout)
+            with quiet_gc():
+                await fleet.connect(HOST, [c.ofp_port for c in ctls], args.concurrency * len(ctls),
+                                    timeout=args.timeout)
+                await fleet.wait(expected, args.timeout)
+                index = {sw.dpid: i for i, sw in enumerate(fleet.switches)}
+                deadline = time.monotonic() + args.timeout
+                while any(sw.master() is None for sw in fleet.switches):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("some switches have no master")
+                    await asyncio.sleep(0.05)
+                before = [sum(1 for sw in fleet.switches if fleet.channels[i][index[sw.dpid]].role == 2)
+                          for i in range(len(ctls))]
+                victim = max(range(len(ctls)), key=lambda i: before[i])
+                orphans = [sw for sw in fleet.switches if fleet.channels[victim][index[sw.dpid]].role == 2]
+                deletes0 = fleet.totals()["flow_deletes"]
+                avg0 = load()
+                await asyncio.sleep(args.lease_ttl / 2)  # a lease renewal in between: a kill at a random phase
+                t0 = time.monotonic()
+                os.kill(ctls[victim].pid, signal.SIGKILL)
+
+                survivors = [c for i, c in enumerate(ctls) if i != victim]
+                mastered: dict[int, float] = {}
+                synced_at = None
+                while synced_at is None:
+                    now = time.monotonic()
+                    if now - t0 > args.timeout:
+                        raise RuntimeError(f"not taken over after {args.timeout} s")
+                    for sw in orphans:
+                        m = sw.master()
+                        if sw.dpid not in mastered and m is not None and (m.mastered_at or 0) > t0:
+                            mastered[sw.dpid] = (m.mastered_at or now) - t0
+                    if len(mastered) == len(orphans) and all([
+                            await asyncio.to_thread(_all_in_sync, c, len(fleet.switches)) for c in survivors]):
+                        synced_at = time.monotonic() - t0
+                    else:
+                        await asyncio.sleep(0.02)
+                holding = sum(1 for sw in orphans if sw.holds(expected[sw.dpid]))
+                avg1 = load()
+            ctls[victim].proc = None
+            survivor = ctls[1 - victim] if len(ctls) == 2 else next(c for c in ctls if c.proc is not None)
+            hvs = survivor.ok("GET", "/v1/hypervisors")["hypervisors"]
+            return {"switches": len(fleet.switches), "before": before, "orphans": len(orphans),
+                    "first_master": min(mastered.values()), "last_master": max(mastered.values()),
+                    "last_sync": synced_at, "holding": holding, "ttl": args.lease_ttl,
+                    "flow_deletes": fleet.totals()["flow_deletes"] - deletes0, "load": (avg0 + avg1) / 2,
+                    "survivor_in_sync": sum(1 for h in hvs if h["in_sync"]), "hypervisors": len(hvs)}
+
+
+def report_failover(args: argparse.Namespace, r: dict[str, Any]) -> list[str]:
+    target = r["ttl"] + 2
+    rows = [("switches; mastered before the kill", f"{r['switches']:,}; {' / '.join(map(str, r['before']))}", ""),
+            ("orphaned switches (mastered by the killed instance)", f"{r['orphans']:,}", ""),
+            ("kill -9 -> first orphan gets MASTER from the survivor", f"{r['first_master']:.2f} s", ""),
+            ("kill -9 -> last orphan gets MASTER", f"{r['last_master']:.2f} s", ""),
+            ("kill -9 -> the survivor reports every switch in sync (read back, reconciled, confirmed)",
+             f"{r['last_sync']:.2f} s",
+             f"< TTL + 2 s = {target} s: {verdict(r['last_sync'] < target)}"),
+            ("flow deletes sent during the failover", f"{r['flow_deletes']}", "0 (no flush)"),
+            ("orphans holding exactly their expected flows after", f"{r['holding']:,} / {r['orphans']:,}", ""),
+            ("survivor reports in sync", f"{r['survivor_in_sync']:,} / {r['hypervisors']:,}", ""),
+            ("load average", f"{r['load']:.1f}", "")]
+    print_table(("measure", "value", "target"), rows, "failover")
+    return [f"### Failover, {r['switches']:,} switches, 2 instances, lease TTL {r['ttl']} s", "", *provenance(), "",
+            *table(("measure", "value", "target"), rows)]
+
+
+async def run_moonshot(args: argparse.Namespace) -> dict[str, Any]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = args.hypervisors * args.instances + 1000
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
+    t0 = time.perf_counter()
+    placement = make_placement(args.hypervisors, args.ports_per_hv, args.ports_per_network, args.seed)
+    topo = placement.topology()
+    expected = {hv.dpid: expected_state(topo, hv, placement.ofports[hv.name]) for hv in placement.hypervisors}
+    print(f"placement computed in {time.perf_counter() - t0:.1f} s", flush=True)
+    with workdir("scale-moon") as name, EtcdCluster(Path(name) / "etcd") as etcd:
+        tmp = Path(name)
+        url = etcd.url()
+        seeded = seed_etcd(placement, url)
+        print(f"etcd seeded in {seeded:.1f} s", flush=True)
+        r = await cold_once(placement, expected, url, tmp, args.instances, args, "moonshot")
+        r.update(seeded=seeded, hypervisors=args.hypervisors, ports=len(placement.ports))
+        return r
+
+
+def report_moonshot(args: argparse.Namespace, r: dict[str, Any]) -> list[str]:
+    per_hv = r["rss_kib"] / r["hypervisors"]
+    rows = [("hypervisors / ports", f"{r['hypervisors']:,} / {r['ports']:,}", ""),
+            ("instances (each connected to every switch); switches mastered",
+             f"{r['instances']}; {'/'.join(map(str, r['masters']))}", ""),
+            ("cold start: first connection -> every switch has every flow", f"{r['total']:.1f} s",
+             f"< 60 s: {verdict(r['total'] < 60)}"),
+            ("  of which connecting", f"{r['connect']:.1f} s", ""),
+            ("instances' start (etcd read, until they listen)", f"{r['start']:.1f} s", ""),
+            ("controller RSS, all instances, per hypervisor", f"{per_hv:.0f} KiB ({r['rss_kib'] / 1024:.0f} MiB)",
+             f"< {KIB_PER_HV_TARGET} KiB: {verdict(per_hv < KIB_PER_HV_TARGET)}"),
+            ("CPU s per instance during the cold start", " / ".join(f"{c:.1f}" for c in r["cpu"]), ""),
+            ("errors from switches", str(r["errors"]), ""),
+            ("etcd bulk seeding (128 keys a transaction)", f"{r['seeded']:.1f} s", ""),
+            ("load average", f"{r['load']:.1f}", "")]
+    print_table(("measure", "value", "target"), rows, "moonshot")
+    return [f"### Moonshot: {r['hypervisors']:,} hypervisors / {r['ports']:,} ports, {r['instances']} instances",
+            "", *provenance(), "", *table(("measure", "value", "target"), rows)]
+
+
+def _write_ports(ctl: ControllerProcess, placement: Placement, args: argparse.Namespace) -> dict[str, float]:
+    """Ports/s: one PUT at a time, then the same number in transactions of ``args.batch``."""
+    ports = placement.ports[:2 * args.ports]
+    single, batched = ports[:args.ports], ports[args.ports:]
+    with closing(ctl.rest()) as rest:
+        for hv in placement.hypervisors:
+            rest.ok("PUT", f"/v1/hypervisors/{hv.name}", {"dpid": hv.dpid, "tunnel_ip": str(hv.tunnel_ip)})
+        for net in placement.networks:
+            rest.ok("PUT", f"/v1/networks/{net.name}",
+                    {"vni": net.vni, "tenant": net.tenant, "subnets": [str(s) for s in net.subnets]})
+        t0 = time.perf_counter()
+        for p in single:
+            rest.ok("PUT", f"/v1/ports/{p.name}", port_body(p))
+        t1 = time.perf_counter()
+        for i in range(0, len(batched), args.batch):
+            ops = [{"op": "put", "kind": "ports", "name": p.name, "body": port_body(p)}
+                   for p in batched[i:i + args.batch]]
+            rest.ok("POST", "/v1/transactions", {"operations": ops})
+        t2 = time.perf_counter()
+    return {"rest": len(single) / (t1 - t0), "txn": len(batched) / (t2 - t1)}
+
+
+async def run_writes(args: argparse.Namespace) -> dict[str, Any]:
+    hvs = max(1, 2 * args.ports // args.ports_per_hv)
+    placement = make_placement(hvs, args.ports_per_hv, args.ports_per_network, args.seed)
+    out: dict[str, Any] = {}
+    with workdir("scale-writes") as name, EtcdCluster(Path(name) / "etcd") as etcd:
+        tmp = Path(name)
+        for rep in range(args.repeat):
+            for label in ("sqlite", "etcd"):
+                db: str | Path = tmp / f"w{rep}.db" if label == "sqlite" else etcd.url(f"/w{rep}")
+                [ctl] = instances(db, tmp, 1, args.lease_ttl)
+                with ctl:
+                    avg0 = load()
+                    r = _write_ports(ctl, placement, args)
+                r["load"] = (avg0 + load()) / 2
+                out.setdefault(label, []).append(r)
+                print(f"[{rep}] {label}: {r['rest']:.0f} ports/s REST, {r['txn']:.0f} ports/s in transactions "
+                      f"(load {r['load']:.1f})", flush=True)
+    return out
+
+
+def report_writes(args: argparse.Namespace, r: dict[str, Any]) -> list[str]:
+    rows = []
+    for route, label in (("rest", "PUT /v1/ports/N, one at a time"),
+                         ("txn", f"POST /v1/transactions, {args.batch} ports each")):
+        s = statistics.median(x[route] for x in r["sqlite"])
+        e = statistics.median(x[route] for x in r["etcd"])
+        loads = ", ".join(f"{x['load']:.1f}" for x in (*r["sqlite"], *r["etcd"]))
+        rows.append((label, f"{s:,.0f}", f"{e:,.0f}", f"{e / s:.2f}", loads))
+    headers = ("ports/s", "SQLite", "etcd (3 members)", "etcd / SQLite", "load avg")
+    print_table(headers, rows, "write throughput")
+    return [f"### Write throughput, {args.ports:,} ports per route and store", "", *provenance(), "",
+            f"One instance, no switch connected; a REST answer comes once its write is durable. Median of "
+            f"{args.repeat} run(s).", "", *table(headers, rows)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    modes = {"cold": (run_cold, report_cold), "failover": (run_failover, report_failover),
+             "moonshot": (run_moonshot, report_moonshot), "writes": (run_writes, report_writes)}
+    run, report = modes[args.mode]
+    result = asyncio.run(run(args))
+    lines = report(args, result)  # type: ignore[operator]
+    if args.doc:
+        update_doc(SECTION, f"{args.mode}-{args.hypervisors}", lines)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

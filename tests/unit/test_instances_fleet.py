@@ -1,0 +1,125 @@
+"""Several controller instances on a real 3-member etcd cluster against fake switches that connect to
+every instance and honour OpenFlow roles (ryu_overlay/testing/loadgen.py): one master per switch,
+shared evenly, every switch programmed; a lease that survives a long connection storm; and the
+switches of a killed instance taken over without a flush."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from ryu_overlay.compat import ofproto as ofp
+from ryu_overlay.etcdstore import EtcdStore
+from ryu_overlay.model import Hypervisor, Network, Port
+from ryu_overlay.store import Put
+from ryu_overlay.testing.controller_proc import HOST, ControllerProcess
+from ryu_overlay.testing.etcd import EtcdCluster
+from ryu_overlay.testing.loadgen import Fleet, Placement, expected_state, make_placement
+
+DEADLINE = 60.0  # a bound on waiting, not a performance assertion
+
+
+@pytest.fixture
+def etcd(tmp_path: Path) -> Iterator[EtcdCluster]:
+    with EtcdCluster(tmp_path / "etcd") as cluster:
+        yield cluster
+
+
+def seed(url: str, placement: Placement) -> None:
+    store = EtcdStore(url)
+    try:
+        objects: list[Hypervisor | Network | Port] = [*placement.hypervisors, *placement.networks, *placement.ports]
+        store.apply([Put(o) for o in objects])
+    finally:
+        store.close()
+
+
+def start(stack: ExitStack, url: str, tmp: Path, count: int, ttl: int) -> list[ControllerProcess]:
+    ctls = []
+    for i in range(count):
+        ctl = ControllerProcess(url, tmp / f"c{i}.log", ofp_host=HOST,
+                                extra_args=["--instance-id", f"c{i}", "--lease-ttl", str(ttl)])
+        stack.callback(ctl.stop)
+        ctls.append(ctl.start())
+    return ctls
+
+
+def masters(fleet: Fleet) -> list[int | None]:
+    """For each switch, the index of the instance whose connection is MASTER (None: no master)."""
+    out = []
+    for i in range(len(fleet.switches)):
+        roles = [k for k, channel in enumerate(fleet.channels) if channel[i].role == ofp.OFPCR_ROLE_MASTER]
+        assert len(roles) <= 1
+        out.append(roles[0] if roles else None)
+    return out
+
+
+def in_sync(ctl: ControllerProcess) -> bool:
+    """Instance c1 masters every hypervisor and reports it read back, reconciled and confirmed by a barrier."""
+    status, body = ctl.api("GET", "/v1/hypervisors")
+    return status == 200 and all(h["in_sync"] and h["master"] == "c1" for h in body["hypervisors"])
+
+
+def test_the_lease_is_renewed_while_switches_keep_connecting_for_longer_than_its_ttl(etcd, tmp_path):
+    placement = make_placement(30, 2, 4)
+    url = etcd.url()
+    seed(url, placement)
+    topo = placement.topology()
+    expected = {hv.dpid: expected_state(topo, hv, placement.ofports[hv.name]) for hv in placement.hypervisors}
+
+    async def scenario(ctl: ControllerProcess) -> None:
+        fleet = Fleet(placement.specs())
+        try:
+            for sw in fleet.switches:  # one every 0.1 s: the published record changes every round for 3 s
+                await sw.connect(HOST, ctl.ofp_port, DEADLINE)
+                await asyncio.sleep(0.1)
+                status, body = ctl.api("GET", "/v1/instances")
+                assert status == 200 and [i["id"] for i in body["instances"]] == ["c0"]
+            await fleet.wait(expected, DEADLINE)
+            assert masters(fleet) == [0] * len(fleet.switches)
+        finally:
+            fleet.close()
+
+    with ExitStack() as stack:
+        [ctl] = start(stack, url, tmp_path, 1, ttl=1)
+        asyncio.run(scenario(ctl))
+        assert "had expired" not in ctl.log_tail(10_000)
+
+
+def test_two_instances_share_the_switches_and_the_survivor_takes_over_without_a_flush(etcd, tmp_path):
+    placement = make_placement(8, 2, 4)
+    url = etcd.url()
+    seed(url, placement)
+    topo = placement.topology()
+    expected = {hv.dpid: expected_state(topo, hv, placement.ofports[hv.name]) for hv in placement.hypervisors}
+
+    async def scenario(ctls: list[ControllerProcess]) -> None:
+        fleet = Fleet(placement.specs(), controllers=2)
+        try:
+            await fleet.connect(HOST, [c.ofp_port for c in ctls], 4, timeout=DEADLINE)
+            await fleet.wait(expected, DEADLINE)
+            while None in masters(fleet):
+                await asyncio.sleep(0.05)
+            before = masters(fleet)
+            assert sorted(before.count(i) for i in (0, 1)) == [4, 4]
+            deletes = fleet.totals()["flow_deletes"]
+            ctls[0].stop(signal.SIGKILL)
+
+            async def taken_over() -> None:
+                while masters(fleet) != [1] * len(fleet.switches) or not await asyncio.to_thread(in_sync, ctls[1]):
+                    await asyncio.sleep(0.05)
+
+            await asyncio.wait_for(taken_over(), DEADLINE)
+            assert all(sw.holds(expected[sw.dpid]) for sw in fleet.switches)
+            assert fleet.totals()["flow_deletes"] == deletes
+        finally:
+            fleet.close()
+
+    with ExitStack() as stack:
+        ctls = start(stack, url, tmp_path, 2, ttl=1)
+        asyncio.run(scenario(ctls))
