@@ -42,6 +42,7 @@ from ..model import (
     parse_port,
 )
 from ..pipeline import cookie_vni, group_vni
+from ..store import Put, SqliteStore, Store
 from ..topology import Topology
 
 VERSION = 4
@@ -827,8 +828,10 @@ class Placement:
 
     def seed_store(self, path: str) -> None:
         """Write every object into a fresh SQLite store in one transaction (the bulk path)."""
-        from ..store import Put, SqliteStore
-        store = SqliteStore(path)
+        self.write_to(SqliteStore(path))
+
+    def write_to(self, store: Store) -> None:
+        """Write every object into ``store`` in one transaction (the bulk path), then close it."""
         try:
             objects: list[Hypervisor | Network | Port] = [*self.hypervisors, *self.networks, *self.ports]
             store.apply([Put(o) for o in objects])

@@ -15,11 +15,9 @@ import pytest
 
 from ryu_overlay.compat import ofproto as ofp
 from ryu_overlay.etcdstore import EtcdStore
-from ryu_overlay.model import Hypervisor, Network, Port
-from ryu_overlay.store import Put
 from ryu_overlay.testing.controller_proc import HOST, ControllerProcess
 from ryu_overlay.testing.etcd import EtcdCluster
-from ryu_overlay.testing.loadgen import Fleet, Placement, expected_state, make_placement
+from ryu_overlay.testing.loadgen import Fleet, expected_state, make_placement
 
 DEADLINE = 60.0  # a bound on waiting, not a performance assertion
 
@@ -28,15 +26,6 @@ DEADLINE = 60.0  # a bound on waiting, not a performance assertion
 def etcd(tmp_path: Path) -> Iterator[EtcdCluster]:
     with EtcdCluster(tmp_path / "etcd") as cluster:
         yield cluster
-
-
-def seed(url: str, placement: Placement) -> None:
-    store = EtcdStore(url)
-    try:
-        objects: list[Hypervisor | Network | Port] = [*placement.hypervisors, *placement.networks, *placement.ports]
-        store.apply([Put(o) for o in objects])
-    finally:
-        store.close()
 
 
 def start(stack: ExitStack, url: str, tmp: Path, count: int, ttl: int) -> list[ControllerProcess]:
@@ -68,7 +57,7 @@ def in_sync(ctl: ControllerProcess) -> bool:
 def test_the_lease_is_renewed_while_switches_keep_connecting_for_longer_than_its_ttl(etcd, tmp_path):
     placement = make_placement(30, 2, 4)
     url = etcd.url()
-    seed(url, placement)
+    placement.write_to(EtcdStore(url))
     topo = placement.topology()
     expected = {hv.dpid: expected_state(topo, hv, placement.ofports[hv.name]) for hv in placement.hypervisors}
 
@@ -94,7 +83,7 @@ def test_the_lease_is_renewed_while_switches_keep_connecting_for_longer_than_its
 def test_two_instances_share_the_switches_and_the_survivor_takes_over_without_a_flush(etcd, tmp_path):
     placement = make_placement(8, 2, 4)
     url = etcd.url()
-    seed(url, placement)
+    placement.write_to(EtcdStore(url))
     topo = placement.topology()
     expected = {hv.dpid: expected_state(topo, hv, placement.ofports[hv.name]) for hv in placement.hypervisors}
 
