@@ -36,7 +36,6 @@ from ryu_overlay.testing.loadgen import (
     Expected,
     Fleet,
     Placement,
-    expected_state,
     make_placement,
     quiet_gc,
 )
@@ -84,8 +83,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     placement = make_placement(args.hypervisors, args.ports_per_hv, args.ports_per_network, args.seed)
     topo = placement.topology()
-    expected: dict[int, Expected] = {hv.dpid: expected_state(topo, hv, placement.ofports[hv.name])
-                                     for hv in placement.hypervisors}
+    expected: dict[int, Expected] = placement.expected_states(topo)
     print(f"placement and expected flows computed in {time.perf_counter() - t0:.1f} s", flush=True)
     result: dict[str, Any] = {}
     with workdir("cold") as tmpname:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ryu_overlay.testing.controller_proc import HOST, ControllerProcess, RestClient
-from ryu_overlay.testing.loadgen import Fleet, expected_state, quiet_gc
+from ryu_overlay.testing.loadgen import Fleet, quiet_gc
 from ryu_overlay.testing.report import print_table, table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -378,7 +378,7 @@ async def start_connected(placement: Any, tmp: Path, concurrency: int = 32,
     """Seed the store in bulk, start the controller, connect a fleet and wait until every switch
     holds its expected flows. The caller stops both (``fleet.close()``, ``ctl.stop()``)."""
     topo = placement.topology()
-    expected = {hv.dpid: expected_state(topo, hv, placement.ofports[hv.name]) for hv in placement.hypervisors}
+    expected = placement.expected_states(topo)
     placement.seed_store(str(tmp / "overlay.db"))
     ctl = controller(tmp).start(timeout=timeout)
     fleet = Fleet(placement.specs())

@@ -49,7 +49,6 @@ from ryu_overlay.testing.loadgen import (
     Expected,
     Fleet,
     Placement,
-    expected_state,
     make_placement,
     port_body,
     quiet_gc,
@@ -164,7 +163,7 @@ def setups(args: argparse.Namespace) -> list[tuple[str, int]]:
 async def run_cold(args: argparse.Namespace) -> list[dict[str, Any]]:
     placement = make_placement(args.hypervisors, args.ports_per_hv, args.ports_per_network, args.seed)
     topo = placement.topology()
-    expected = {hv.dpid: expected_state(topo, hv, placement.ofports[hv.name]) for hv in placement.hypervisors}
+    expected = placement.expected_states(topo)
     runs: list[dict[str, Any]] = []
     with workdir("scale-cold") as name, EtcdCluster(Path(name) / "etcd") as etcd:
         tmp = Path(name)
@@ -228,7 +227,7 @@ def _all_in_sync(ctl: ControllerProcess, switches: int) -> bool:
 async def run_failover(args: argparse.Namespace) -> dict[str, Any]:
     placement = make_placement(args.hypervisors, args.ports_per_hv, args.ports_per_network, args.seed)
     topo = placement.topology()
-    expected = {hv.dpid: expected_state(topo, hv, placement.ofports[hv.name]) for hv in placement.hypervisors}
+    expected = placement.expected_states(topo)
     with workdir("scale-failover") as name, EtcdCluster(Path(name) / "etcd") as etcd:
         tmp = Path(name)
         url = etcd.url()
@@ -315,7 +314,7 @@ async def run_moonshot(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     placement = make_placement(args.hypervisors, args.ports_per_hv, args.ports_per_network, args.seed)
     topo = placement.topology()
-    expected = {hv.dpid: expected_state(topo, hv, placement.ofports[hv.name]) for hv in placement.hypervisors}
+    expected = placement.expected_states(topo)
     print(f"placement computed in {time.perf_counter() - t0:.1f} s", flush=True)
     with workdir("scale-moon") as name, EtcdCluster(Path(name) / "etcd") as etcd:
         tmp = Path(name)

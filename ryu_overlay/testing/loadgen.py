@@ -818,6 +818,11 @@ class Placement:
         for port in self.ports:
             yield "ports", port.name, port_body(port)
 
+    def expected_states(self, topo: Topology) -> dict[int, Expected]:
+        """What each fake switch, by datapath id, should hold once programmed from ``topo``
+        (this placement's topology)."""
+        return {hv.dpid: expected_state(topo, hv, self.ofports[hv.name]) for hv in self.hypervisors}
+
     def topology(self) -> Topology:
         topo = Topology()
         topo.load(self.hypervisors, self.networks, self.ports)

@@ -17,7 +17,7 @@ from ryu_overlay.compat import ofproto as ofp
 from ryu_overlay.etcdstore import EtcdStore
 from ryu_overlay.testing.controller_proc import HOST, ControllerProcess
 from ryu_overlay.testing.etcd import EtcdCluster
-from ryu_overlay.testing.loadgen import Fleet, expected_state, make_placement
+from ryu_overlay.testing.loadgen import Fleet, make_placement
 
 DEADLINE = 60.0  # a bound on waiting, not a performance assertion
 
@@ -59,7 +59,7 @@ def test_the_lease_is_renewed_while_switches_keep_connecting_for_longer_than_its
     url = etcd.url()
     placement.write_to(EtcdStore(url))
     topo = placement.topology()
-    expected = {hv.dpid: expected_state(topo, hv, placement.ofports[hv.name]) for hv in placement.hypervisors}
+    expected = placement.expected_states(topo)
 
     async def scenario(ctl: ControllerProcess) -> None:
         fleet = Fleet(placement.specs())
@@ -85,7 +85,7 @@ def test_two_instances_share_the_switches_and_the_survivor_takes_over_without_a_
     url = etcd.url()
     placement.write_to(EtcdStore(url))
     topo = placement.topology()
-    expected = {hv.dpid: expected_state(topo, hv, placement.ofports[hv.name]) for hv in placement.hypervisors}
+    expected = placement.expected_states(topo)
 
     async def scenario(ctls: list[ControllerProcess]) -> None:
         fleet = Fleet(placement.specs(), controllers=2)

@@ -45,7 +45,7 @@ async def connected_fleet(controller: ControllerProcess, placement: Placement) -
     fleet = Fleet(placement.specs(), record=True)
     await fleet.connect(HOST, controller.ofp_port, concurrency=2, timeout=DEADLINE)
     topo = placement.topology()
-    expected = {hv.dpid: expected_state(topo, hv, placement.ofports[hv.name]) for hv in placement.hypervisors}
+    expected = placement.expected_states(topo)
     await fleet.wait(expected, DEADLINE)
     return fleet
 

@@ -17,7 +17,7 @@ from ryu_overlay.openapi import openapi_document
 from ryu_overlay.pipeline import Family
 from ryu_overlay.rest import route_template
 from ryu_overlay.testing.controller_proc import HOST, ControllerProcess
-from ryu_overlay.testing.loadgen import Fleet, Placement, expected_state
+from ryu_overlay.testing.loadgen import Fleet, Placement
 
 DEADLINE = 30.0  # a bound on waiting, not a performance assertion
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -150,7 +150,7 @@ def test_counters_move_with_real_traffic(controller: ControllerProcess, placemen
         await fleet.connect(HOST, controller.ofp_port, concurrency=2, timeout=DEADLINE)
         try:
             topo = placement.topology()
-            expected = {hv.dpid: expected_state(topo, hv, placement.ofports[hv.name]) for hv in placement.hypervisors}
+            expected = placement.expected_states(topo)
             await fleet.wait(expected, DEADLINE)
             await asyncio.to_thread(controller.wait_in_sync, len(hvs))
             synced = await asyncio.to_thread(scrape, controller.url)

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ryu_overlay.compat import ofproto as ofp
 from ryu_overlay.testing.controller_proc import HOST
-from ryu_overlay.testing.loadgen import Fleet, expected_state
+from ryu_overlay.testing.loadgen import Fleet
 
 DEADLINE = 30.0  # a bound on waiting, not a performance assertion
 IMPOSTOR_DPID = 0xBAD0_0000_0000_0001  # not a hypervisor of the placement
@@ -81,7 +81,7 @@ def test_switches_are_still_programmed_after_garbage_connections(controller, pla
         try:
             await fleet.connect(HOST, controller.ofp_port, concurrency=2, timeout=DEADLINE)
             topo = placement.topology()
-            expected = {hv.dpid: expected_state(topo, hv, placement.ofports[hv.name]) for hv in placement.hypervisors}
+            expected = placement.expected_states(topo)
             await fleet.wait(expected, DEADLINE)
             assert controller.api("GET", "/v1/stats")[1]["hypervisors_connected"] == len(placement.hypervisors)
         finally:

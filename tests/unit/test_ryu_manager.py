@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from ryu_overlay.testing.controller_proc import ControllerProcess
-from ryu_overlay.testing.loadgen import Fleet, Placement, expected_state
+from ryu_overlay.testing.loadgen import Fleet, Placement
 
 MANAGER = Path(sys.executable).parent / "ryu-manager"
 DEADLINE = 30.0  # a bound on waiting, not a performance assertion
@@ -36,7 +36,7 @@ def connect_fleet_and_check(ctl: ControllerProcess, placement: Placement) -> Non
         status, answer = ctl.api("PUT", f"/v1/{kind}/{name}", body)
         assert status == 201, (kind, name, answer)
     topo = placement.topology()
-    expected = {hv.dpid: expected_state(topo, hv, placement.ofports[hv.name]) for hv in placement.hypervisors}
+    expected = placement.expected_states(topo)
 
     async def scenario() -> None:
         fleet = Fleet(placement.specs())
