@@ -379,6 +379,43 @@ def sync_requests() -> list[Any]:
     ]
 
 
+class LazyFlowStats(parser.OFPFlowStats):  # type: ignore[misc,name-defined]
+    """An entry of a flow-stats reply whose match and instructions are decoded when first read.
+
+    Reading a switch back needs only each flow's cookie, but Ryu's parser decodes every match
+    field and action of every flow (into address objects): that was most of the CPU a new master
+    spent taking over switches (docs/scale-out.md). Any other reader still sees every attribute.
+    """
+
+    HEAD = struct.Struct(ofp.OFP_FLOW_STATS_0_PACK_STR)
+
+    @classmethod
+    def parser(cls, buf: bytes, offset: int) -> LazyFlowStats:
+        entry = cls.__new__(cls)
+        (entry.length, entry.table_id, entry.duration_sec, entry.duration_nsec, entry.priority, entry.idle_timeout,
+         entry.hard_timeout, entry.flags, entry.cookie, entry.packet_count,
+         entry.byte_count) = cls.HEAD.unpack_from(buf, offset)
+        entry._at = (buf, offset)
+        return entry
+
+    @cached_property
+    def _decoded(self) -> Any:
+        return parser.OFPFlowStats.parser(*self._at)
+
+    @property
+    def match(self) -> Any:
+        return self._decoded.match
+
+    @property
+    def instructions(self) -> Any:
+        return self._decoded.instructions
+
+
+def install_lazy_flow_stats() -> None:
+    """Make Ryu parse flow-stats replies into ``LazyFlowStats`` (idempotent)."""
+    parser.OFPFlowStatsReply.cls_stats_body_cls = LazyFlowStats
+
+
 @dataclass
 class Changes:
     """One switch's difference between desired and installed state."""

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from ryu_overlay.compat import ofproto as ofp, parser
-from ryu_overlay.ofmsg import FlowAdd, GroupMod, _ryu_instructions, ryu_match
+from ryu_overlay.compat import framework_module, ofproto as ofp, parser
+from ryu_overlay.ofmsg import FlowAdd, GroupMod, LazyFlowStats, _ryu_instructions, install_lazy_flow_stats, ryu_match
 from ryu_overlay.pipeline import TABLE_IDS
+from ryu_overlay.testing.loadgen import FLOW_MATCH_OFFSET, FLOW_STATS, HEADER, MULTIPART
 from ryu_overlay.testing.scenario import HYPERVISORS, build, connect
 
 
@@ -59,3 +60,29 @@ def test_a_flow_is_encoded_once_and_kept_with_it():
     c = build()
     f = next(m.flow for m in connect(c, "hv1") if isinstance(m, FlowAdd))
     assert FlowAdd(f).buf is FlowAdd(f).buf is f.__dict__["_ofp13_flow_add"]
+
+
+def test_a_flow_stats_reply_reads_cookies_at_once_and_the_rest_as_ryu_does():
+    c = build()
+    adds = [m for m in connect(c, "hv1") if isinstance(m, FlowAdd)]
+    entries = []
+    for m in adds:
+        m.serialize()
+        body = bytes(m.buf)[FLOW_MATCH_OFFSET:]
+        entries.append(FLOW_STATS.pack(FLOW_STATS.size + len(body), TABLE_IDS[m.flow.table], 3, 4, m.flow.priority,
+                                       0, 0, 0, m.flow.cookie, 5, 6) + body)
+    payload = MULTIPART.pack(ofp.OFPMP_FLOW, 0) + b"".join(entries)
+    buf = HEADER.pack(ofp.OFP_VERSION, ofp.OFPT_MULTIPART_REPLY, HEADER.size + len(payload), 9) + payload
+    install_lazy_flow_stats()
+    reply = framework_module("ofproto.ofproto_parser").msg(FakeDatapath(), ofp.OFP_VERSION, ofp.OFPT_MULTIPART_REPLY,
+                                                           len(buf), 9, buf)
+    assert [type(e) for e in reply.body] == [LazyFlowStats] * len(adds)
+    assert [e.cookie for e in reply.body] == [m.flow.cookie for m in adds]
+    offset = HEADER.size + MULTIPART.size
+    for entry, raw in zip(reply.body, entries, strict=True):
+        full = parser.OFPFlowStats.parser(buf, offset)
+        offset += len(raw)
+        assert (entry.table_id, entry.priority, entry.packet_count, entry.length) == (
+            full.table_id, full.priority, full.packet_count, full.length)
+        assert entry.match.to_jsondict() == full.match.to_jsondict()
+        assert [i.to_jsondict() for i in entry.instructions] == [i.to_jsondict() for i in full.instructions]
