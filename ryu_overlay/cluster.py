@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -22,32 +23,55 @@ def _rank(dpid: int, instance: str) -> bytes:
     return hashlib.sha256(f"{dpid:016x}/{instance}".encode()).digest()
 
 
-def preferred(dpid: int, instances: Iterable[str]) -> str | None:
-    """The instance a switch prefers among ``instances``, connected to it or not."""
-    return min(instances, key=lambda i: _rank(dpid, i), default=None)
+def plan(switches: Iterable[int], instances: Iterable[str]) -> dict[int, str]:
+    """The master each declared switch should have if it connects to every live instance.
 
-
-def assign(connected: Mapping[str, Iterable[int]], switches: Iterable[int]) -> dict[int, str]:
-    """Master instance of each switch in ``switches`` that some live instance is connected to.
-
-    ``connected`` maps each live instance to the dpids connected to it. Switches are taken in
-    dpid order; each goes to its most preferred connected instance that is still under its
-    quota (S//k, and S//k + 1 for the first S%k instances to reach it), else to the least
-    loaded instance connected to it.
+    Switches are taken in dpid order; each goes to its most preferred instance (rendezvous
+    hashing) that is still under its quota (S//k, and S//k + 1 for the first S%k instances to
+    reach it). It depends only on the declared switches and the live instances, not on which
+    connections have been reported yet, so it stays put while a fleet connects.
     """
-    reach = {inst: set(dpids) for inst, dpids in connected.items()}
-    wanted = sorted({d for d in switches if any(d in r for r in reach.values())})
-    if not reach or not wanted:
+    names = sorted(instances)
+    wanted = sorted(set(switches))
+    if not names or not wanted:
         return {}
-    base, extra = divmod(len(wanted), len(reach))
-    load = dict.fromkeys(reach, 0)
+    base, extra = divmod(len(wanted), len(names))
+    load = dict.fromkeys(names, 0)
     out: dict[int, str] = {}
     for dpid in wanted:
-        candidates = sorted((i for i in reach if dpid in reach[i]), key=lambda i: _rank(dpid, i))
-        fits = [i for i in candidates if load[i] < base or (load[i] == base and extra > 0)]
-        pick = fits[0] if fits else min(candidates, key=lambda i: (load[i], _rank(dpid, i)))
-        if fits and load[pick] == base:
+        for pick in sorted(names, key=lambda i: _rank(dpid, i)):
+            if load[pick] < base or (load[pick] == base and extra > 0):
+                break
+        if load[pick] == base:
             extra -= 1
+        load[pick] += 1
+        out[dpid] = pick
+    return out
+
+
+def assign(connected: Mapping[str, Iterable[int]], switches: Iterable[int],
+           planned: Mapping[int, str] | None = None) -> dict[int, str]:
+    """Master instance of each switch in ``switches`` that some live instance is connected to.
+
+    ``connected`` maps each live instance to the dpids connected to it. A switch connected to
+    its planned master (``plan``) gets it; one that is not, but is connected to other instances,
+    goes to the least loaded of those. With every switch connected to every instance the shares
+    are even: S//k or S//k + 1 each.
+    """
+    reach = {inst: set(dpids) for inst, dpids in connected.items()}
+    if planned is None:
+        planned = plan(switches, reach)
+    out: dict[int, str] = {}
+    stray: list[int] = []
+    for dpid in sorted(set(switches)):
+        master = planned.get(dpid)
+        if master is not None and dpid in reach.get(master, ()):
+            out[dpid] = master
+        elif any(dpid in r for r in reach.values()):
+            stray.append(dpid)
+    load = Counter(out.values())
+    for dpid in stray:
+        pick = min((i for i in reach if dpid in reach[i]), key=lambda i: (load[i], _rank(dpid, i)))
         load[pick] += 1
         out[dpid] = pick
     return out
@@ -61,20 +85,26 @@ class Mastership:
         self.instances: dict[str, set[int]] = {}
         self.generation = 0  # etcd revision of the newest view
         self.masters: dict[int, str] = {}
+        self.planned: dict[int, str] = {}
+        self._planned_for: tuple[frozenset[int], frozenset[str]] | None = None
 
     def update(self, instances: Mapping[str, Mapping[str, Any]], switches: Iterable[int], revision: int) -> None:
         self.instances = {name: {int(d) for d in rec.get("switches", [])} for name, rec in instances.items()}
+        wanted = frozenset(switches)
+        if self._planned_for != (wanted, frozenset(self.instances)):  # recomputed only when one of them changes
+            self._planned_for = (wanted, frozenset(self.instances))
+            self.planned = plan(wanted, self.instances)
         # The generation is the revision of the newest view, whether or not this instance's share changed:
         # a SLAVE request also raises the switch's generation, so instances acting on the same view must
         # use the same number, or the one whose share last changed longest ago is refused as stale.
-        self.masters = assign(self.instances, switches)
+        self.masters = assign(self.instances, wanted, self.planned)
         self.generation = max(self.generation, revision)
 
     def prefers_another(self, dpid: int) -> bool:
-        """Whether the switch prefers another live instance that has not reported it connected yet
-        (when switches connect to all instances at once, that one is about to)."""
-        best = preferred(dpid, self.instances)
-        return best is not None and best != self.me and dpid not in self.instances[best]
+        """Whether the switch is planned for another live instance that has not reported it connected
+        yet (when switches connect to all instances at once, that one is about to)."""
+        best = self.planned.get(dpid)
+        return best is not None and best != self.me and dpid not in self.instances.get(best, ())
 
     def master_of(self, dpid: int) -> str | None:
         return self.masters.get(dpid)
