@@ -32,7 +32,7 @@ from .ofmsg import decode_group, decode_meter, family_counter_request, install_l
 from .ovsdb import OvsdbManager, Provisioning
 from .pipeline import Family
 from .rest import RestApp
-from .store import SqliteStore, Store, change_key
+from .store import SqliteStore, Store, StoreUnavailable, change_key
 from .worker import StatePath, WriteBehindStore
 
 ofp_event = framework_module("controller.ofp_event")
@@ -43,7 +43,6 @@ cfg = framework_module("cfg")
 
 COUNTER_POLL = 5.0  # seconds between reads of the in-switch ARP and ND responders' counters, and gateway next-hop ARPs
 COUNTED = {Family.ARP_RESPONDER: "arp", Family.ND_RESPONDER: "nd"}  # responder family -> protocol
-GRACE = 1.0  # seconds a newly connected switch waits for the instance it prefers to report it (several instances)
 MAIN, CONFIG, DEAD = handler.MAIN_DISPATCHER, handler.CONFIG_DISPATCHER, handler.DEAD_DISPATCHER
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -118,6 +117,7 @@ class OverlayApp(app_base()):  # type: ignore[misc]
         self._counter_requests: dict[tuple[int, int], str] = {}  # (dpid, xid) of the last poll -> protocol
         self._connected_at: dict[int, float] = {}
         self._recheck = False  # a _reassign is scheduled for the end of a grace period
+        self.grace = float(max(1, cfg.CONF.lease_ttl))  # see _waiting
         self._assigned_over: frozenset[int] = frozenset()  # the declared switches of the last assignment
         if self.etcd is None:
             self.controller.master_of = lambda dpid: self.instance_id if dpid in self.controller.switches else None
@@ -209,16 +209,18 @@ class OverlayApp(app_base()):  # type: ignore[misc]
             self._send_one(dpid, [role_request(False, generation)])
 
     def _waiting(self, dpid: int) -> bool:
-        """A switch that connected less than ``GRACE`` ago and prefers another live instance, which has
-        not reported it yet, is left alone for now: in a cold start every switch connects to every
-        instance, and taking it first only to hand it over moments later doubles the work. After the
-        grace period (or once the view changes) the switch is assigned as usual."""
+        """A switch that connected less than a lease TTL ago and is planned for another live instance,
+        which has not reported it yet, is left alone for now: in a cold start every switch connects to
+        every instance, and taking it first only to hand it over moments later doubles the work (and
+        a busy instance can take seconds to report its connections). After the grace period (or once
+        the view changes) the switch is assigned as usual: a switch connected to this instance only
+        waits at most one lease TTL, as an orphan of a dead instance does."""
         since = self._connected_at.get(dpid)
-        if since is None or time.monotonic() - since >= GRACE or not self.mastership.prefers_another(dpid):
+        if since is None or time.monotonic() - since >= self.grace or not self.mastership.prefers_another(dpid):
             return False
         if not self._recheck:
             self._recheck = True
-            hub.spawn_after(GRACE, self._post, self._recheck_grace)
+            hub.spawn_after(self.grace, self._post, self._recheck_grace)
         return True
 
     def _check_declared(self) -> None:
@@ -402,15 +404,31 @@ class OverlayApp(app_base()):  # type: ignore[misc]
         if self.mastership.master_of(dpid) == self.instance_id and dpid in self.datapaths:
             self._take(dpid, self.mastership.generation)
 
+    def _stale(self, dpid: int) -> None:
+        """The switch refused a role request as stale: another instance sent one with a newer generation.
+        Stop programming it; but if this instance's view still gives it the switch (the other acted on
+        a view newer only by changes that did not move it, such as another switch's report), claim it
+        again with etcd's current revision, which no generation sent so far exceeds. Were this view
+        the outdated one, its watch soon brings the newer view and the switch is left as usual."""
+        self.roles[dpid] = False
+        self.controller.switch_disconnected(dpid)
+        if self.etcd is None or self.mastership.master_of(dpid) != self.instance_id or dpid not in self.datapaths:
+            return
+        try:
+            current = self.etcd.current_revision()
+        except StoreUnavailable as exc:  # the next view change settles the switch
+            self.logger.warning("could not read etcd's revision to claim switch %016x again: %s", dpid, exc)
+            return
+        self.mastership.generation = max(self.mastership.generation, current)
+        self._take(dpid, self.mastership.generation)
+
     @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN)
     def _error(self, ev: Any) -> None:
         msg = ev.msg
         text = f"type={msg.type} code={msg.code} data={bytes(msg.data)[:64].hex()}"
         if msg.type == ofp.OFPET_ROLE_REQUEST_FAILED:
-            # A newer view gave the switch to another instance first: stop programming it.
             self.logger.warning("switch %016x refused our role request (%s)", msg.datapath.id, text)
-            self.roles[msg.datapath.id] = False
-            self.controller.switch_disconnected(msg.datapath.id)
+            self._stale(msg.datapath.id)
             return
         if msg.type == ofp.OFPET_BAD_REQUEST and msg.code == ofp.OFPBRC_IS_SLAVE and self.etcd is not None:
             self._refused_as_slave(msg.datapath.id, msg.xid)

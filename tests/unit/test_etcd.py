@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ryu_overlay.cluster import Mastership, assign
+from ryu_overlay.cluster import Mastership, assign, plan
 from ryu_overlay.controller import Controller
 from ryu_overlay.etcdstore import EtcdStore, Event, parse_url
 from ryu_overlay.model import Conflict
@@ -89,6 +89,23 @@ def test_switches_are_shared_evenly_and_only_to_instances_connected_to_them():
     assert len(view.mine()) == 1 and view.generation == 7
     view.update({"a": {"switches": [1, 2]}}, [1, 2], revision=9)  # b's lease expired: a takes both
     assert view.mine() == {1, 2} and view.generation == 9
+
+
+def test_a_switch_keeps_its_planned_master_while_the_instances_report_their_connections():
+    switches = range(1, 101)
+    planned = plan(switches, ["a", "b"])
+    assert sorted(Counter(planned.values()).values()) == [50, 50]
+    for reported in range(5, 101, 5):  # both have reported the first switches of a fleet that connects
+        got = assign({"a": range(1, reported + 1), "b": range(1, reported + 1)}, switches)
+        assert got == {d: planned[d] for d in range(1, reported + 1)}
+    got = assign({"a": range(1, 51), "b": switches}, switches)  # a has not reported the rest yet
+    assert all(got[d] == planned[d] for d in range(1, 51)) and all(got[d] == "b" for d in range(51, 101))
+    view = Mastership("a")
+    view.update({"a": {"switches": [1, 2, 3]}, "b": {"switches": []}}, [1, 2, 3], revision=3)
+    for_b = {d for d in (1, 2, 3) if view.planned[d] == "b"}
+    assert for_b and {d for d in (1, 2, 3) if view.prefers_another(d)} == for_b  # b has not reported them yet
+    view.update({"a": {"switches": [1, 2, 3]}, "b": {"switches": [1, 2, 3]}}, [1, 2, 3], revision=4)
+    assert not any(view.prefers_another(d) for d in (1, 2, 3)) and view.mine() == {1, 2, 3} - for_b
 
 
 def test_a_write_is_seen_by_another_instance_through_the_watch(cluster):
