@@ -1,18 +1,24 @@
 """Several controller instances on a 3-member etcd cluster, real OVS in namespaces: even mastership,
-failover without a flow flush or a lost ping, and a port created through the survivor meanwhile."""
+failover without a flow flush or a lost ping, and a port created through the survivor meanwhile;
+and two instances racing to write one port."""
 
 from __future__ import annotations
 
+import base64
+import json
 import signal
 import subprocess
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from ryu_overlay.etcdstore import EtcdStore, _b64
 from ryu_overlay.testing.controller_proc import ControllerProcess
 from ryu_overlay.testing.etcd import EtcdCluster
 from ryu_overlay.testing.netns_testbed import Testbed
@@ -145,3 +151,59 @@ def test_etcd_member_loss_and_quorum_loss_keep_the_data_plane_and_lose_nothing_a
             time.sleep(0.2)
     assert ctl.api("PUT", "/v1/ports/b3", {"network": "blue", "mac": "02:aa:00:00:00:06", "ips": ["10.1.0.6"]})[0] \
         == 201
+
+
+def _versions(store: EtcdStore, key: str, since: int) -> list[dict[str, Any]]:
+    """Every value ``key`` had in etcd after revision ``since``, oldest first (walking back by revision)."""
+    out: list[dict[str, Any]] = []
+    revision: int | None = None
+    while True:
+        body: dict[str, Any] = {"key": _b64(key)} if revision is None else {"key": _b64(key), "revision": revision}
+        kvs = store.client.post("/kv/range", body).get("kvs", [])
+        if not kvs or int(kvs[0]["mod_revision"]) <= since:
+            return out[::-1]
+        out.append(json.loads(base64.b64decode(kvs[0]["value"])))
+        revision = int(kvs[0]["mod_revision"]) - 1
+
+
+def test_two_instances_racing_on_one_port_keep_exactly_the_acknowledged_history(tmp_path: Path) -> None:
+    with EtcdCluster(tmp_path / "etcd") as etcd:
+        ctls = [ControllerProcess(etcd.url(), tmp_path / f"c{i}.log",
+                                  extra_args=["--instance-id", f"c{i}", "--lease-ttl", str(TTL)]) for i in range(2)]
+        store = EtcdStore(etcd.url())
+        try:
+            for ctl in ctls:
+                ctl.start()
+            put(ctls[0], "/v1/networks/blue", {"vni": 5001, "tenant": "acme", "subnets": ["10.1.0.0/16"]})
+            body = {"network": "blue", "mac": "02:aa:00:00:00:01", "ips": ["10.1.0.1"]}
+            put(ctls[0], "/v1/ports/p", body)
+            deadline = time.monotonic() + 10
+            while ctls[1].api("GET", "/v1/ports/p")[0] != 200:
+                assert time.monotonic() < deadline, "the port never reached the other instance"
+                time.sleep(0.05)
+            since = store.current_revision()
+            answers: dict[str, int] = {}
+
+            def write(i: int) -> None:
+                for k in range(1, 41):  # every write a distinct address: none commutes with another
+                    ip = f"10.1.{i + 1}.{k}"
+                    answers[ip] = ctls[i].api("PUT", "/v1/ports/p", {**body, "ips": [ip]})[0]
+
+            writers = [threading.Thread(target=write, args=(i,)) for i in range(2)]
+            for t in writers:
+                t.start()
+            for t in writers:
+                t.join()
+            acknowledged = {ip for ip, status in answers.items() if status == 200}
+            assert set(answers.values()) <= {200, 409} and acknowledged and len(acknowledged) < len(answers), answers
+            history = [v["ips"][0] for v in _versions(store, store.key("ports", "p"), since)]
+            assert len(history) == len(set(history)) and set(history) == acknowledged  # nothing lost, nothing extra
+            for ctl in ctls:  # every instance ends with the last acknowledged write
+                deadline = time.monotonic() + 10
+                while ctl.api("GET", "/v1/ports/p")[1]["ips"] != [history[-1]]:
+                    assert time.monotonic() < deadline, (ctl.log, history[-1])
+                    time.sleep(0.05)
+        finally:
+            store.close()
+            for ctl in ctls:
+                ctl.stop()
