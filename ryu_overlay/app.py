@@ -113,7 +113,6 @@ class OverlayApp(app_base()):  # type: ignore[misc]
         self.mastership = Mastership(self.instance_id)
         self.roles: dict[int, bool] = {}  # dpid -> the role last requested (True: MASTER), several instances only
         self._claimed: dict[int, int] = {}  # dpid -> xid of the last MASTER role request sent
-        self._connected: list[int] = []  # the dpids connected here, as published in etcd
         self._counter_requests: dict[tuple[int, int], str] = {}  # (dpid, xid) of the last poll -> protocol
         self._connected_at: dict[int, float] = {}
         self._recheck = False  # a _reassign is scheduled for the end of a grace period
@@ -257,7 +256,7 @@ class OverlayApp(app_base()):  # type: ignore[misc]
                 if lease is None:
                     lease, published = self.etcd.grant(ttl), None
                     keeper.lease = lease
-                connected = list(self._connected)
+                connected = sorted(self.datapaths)  # once a round, not at each connection (O(S² log S) in a cold start)
                 if connected != published:
                     record = {"id": self.instance_id, "switches": connected,
                               "rest": "http://{}:{}".format(*self.rest_address)}
@@ -332,7 +331,6 @@ class OverlayApp(app_base()):  # type: ignore[misc]
             return
         self.roles.pop(dp.id, None)
         self.controller.switch_disconnected(dp.id)
-        self._connected = sorted(self.datapaths)
         self._connected_at[dp.id] = time.monotonic()
         self._settle(dp.id, self.mastership.master_of(dp.id) == self.instance_id)
 
@@ -345,7 +343,6 @@ class OverlayApp(app_base()):  # type: ignore[misc]
             self.roles.pop(dpid, None)
             self.controller.switch_disconnected(dpid)
             self.metrics.switch_gone(dpid)
-            self._connected = sorted(self.datapaths)
 
     @set_ev_cls(ofp_event.EventOFPAggregateStatsReply, MAIN)
     def _aggregate(self, ev: Any) -> None:
