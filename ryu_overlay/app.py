@@ -28,7 +28,7 @@ from .compat import app_base, framework_module, ofproto as ofp, parser
 from .controller import Batches, Controller
 from .etcdstore import EtcdStore, Event, is_etcd
 from .metrics import Metrics
-from .ofmsg import decode_group, decode_meter, family_counter_request, install_lazy_flow_stats, role_request, wire
+from .ofmsg import decode_group, decode_meter, family_counter_request, install_lazy_stats, role_request, wire
 from .ovsdb import OvsdbManager, Provisioning
 from .pipeline import Family
 from .rest import RestApp
@@ -101,7 +101,7 @@ class OverlayApp(app_base()):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         tls.install()  # before Ryu's OpenFlow listener starts (every app is built before any starts)
-        install_lazy_flow_stats()
+        install_lazy_stats()
         port = getattr(cfg.CONF, "ofp_tcp_listen_port", None) or 6653
         self.instance_id: str = cfg.CONF.instance_id or f"{socket.gethostname()}:{port}"
         self.etcd = EtcdStore(cfg.CONF.db) if is_etcd(cfg.CONF.db) else None

@@ -312,13 +312,23 @@ def group_delete(gid: int) -> Any:
 
 
 def decode_group(stats: Any) -> Group | None:
-    buckets = []
-    for bucket in stats.buckets:
-        actions = tuple(decode_action(a) for a in bucket.actions)
-        if None in actions:
-            return None
-        buckets.append(actions)
+    """Our form of a group read back from a switch (a group-desc entry or a group-mod), or None if
+    one of its actions is not one we build."""
+    if isinstance(stats, LazyGroupDescStats):
+        buckets = [tuple(_action_from_bytes(raw) for raw in actions) for actions in stats.raw_buckets()]
+    else:
+        buckets = [tuple(decode_action(a) for a in bucket.actions) for bucket in stats.buckets]
+    if any(None in actions for actions in buckets):
+        return None
     return Group(stats.group_id, tuple(buckets))  # type: ignore[arg-type]
+
+
+@lru_cache(maxsize=1 << 14)  # the same actions recur in the groups of many switches (a peer's tunnel bucket)
+def _action_from_bytes(raw: bytes) -> Action | None:
+    try:
+        return decode_action(parser.OFPAction.parser(raw, 0))
+    except (AssertionError, struct.error):  # an action type Ryu does not know, or a short one
+        return None
 
 
 def meter_mod(meter: Meter, command: int) -> Any:
@@ -411,9 +421,48 @@ class LazyFlowStats(parser.OFPFlowStats):  # type: ignore[misc,name-defined]
         return self._decoded.instructions
 
 
-def install_lazy_flow_stats() -> None:
-    """Make Ryu parse flow-stats replies into ``LazyFlowStats`` (idempotent)."""
+class LazyGroupDescStats(parser.OFPGroupDescStats):  # type: ignore[misc,name-defined]
+    """A group-desc entry whose buckets are decoded when first read. ``decode_group`` reads its
+    actions from the bytes instead, decoding each distinct action once (a new master reads back
+    every group of every switch it takes over)."""
+
+    HEAD = struct.Struct(ofp.OFP_GROUP_DESC_STATS_PACK_STR)
+    BUCKET = struct.Struct(ofp.OFP_BUCKET_PACK_STR)
+    ACTION = struct.Struct(ofp.OFP_ACTION_HEADER_PACK_STR)
+
+    @classmethod
+    def parser(cls, buf: bytes, offset: int) -> LazyGroupDescStats:
+        entry = cls.__new__(cls)
+        entry.length, entry.type, entry.group_id = cls.HEAD.unpack_from(buf, offset)
+        entry._at = (buf, offset)
+        return entry
+
+    @cached_property
+    def buckets(self) -> Any:
+        return parser.OFPGroupDescStats.parser(*self._at).buckets
+
+    def raw_buckets(self) -> list[list[bytes]]:
+        """Each bucket's actions, as bytes."""
+        buf, offset = self._at
+        end, at = offset + self.length, offset + self.HEAD.size
+        out = []
+        while at < end:
+            bucket_len = self.BUCKET.unpack_from(buf, at)[0]
+            actions, pos, bucket_end = [], at + self.BUCKET.size, at + bucket_len
+            while pos < bucket_end:
+                action_len = self.ACTION.unpack_from(buf, pos)[1]
+                actions.append(bytes(buf[pos:pos + action_len]))
+                pos += max(action_len, 8)
+            out.append(actions)
+            at += max(bucket_len, self.BUCKET.size)
+        return out
+
+
+def install_lazy_stats() -> None:
+    """Make Ryu parse flow-stats and group-desc replies into ``LazyFlowStats`` and
+    ``LazyGroupDescStats`` (idempotent)."""
     parser.OFPFlowStatsReply.cls_stats_body_cls = LazyFlowStats
+    parser.OFPGroupDescStatsReply.cls_stats_body_cls = LazyGroupDescStats
 
 
 @dataclass

@@ -1,9 +1,21 @@
-"""The fast flow-mod encoder must produce exactly the bytes Ryu would."""
+"""The fast flow-mod encoder must produce exactly the bytes Ryu would; replies read back lazily must
+decode to what Ryu decodes."""
 
 from __future__ import annotations
 
+import struct
+
 from ryu_overlay.compat import framework_module, ofproto as ofp, parser
-from ryu_overlay.ofmsg import FlowAdd, GroupMod, LazyFlowStats, _ryu_instructions, install_lazy_flow_stats, ryu_match
+from ryu_overlay.ofmsg import (
+    FlowAdd,
+    GroupMod,
+    LazyFlowStats,
+    LazyGroupDescStats,
+    _ryu_instructions,
+    decode_group,
+    install_lazy_stats,
+    ryu_match,
+)
 from ryu_overlay.pipeline import TABLE_IDS
 from ryu_overlay.testing.loadgen import FLOW_MATCH_OFFSET, FLOW_STATS, HEADER, MULTIPART
 from ryu_overlay.testing.scenario import HYPERVISORS, build, connect
@@ -73,7 +85,7 @@ def test_a_flow_stats_reply_reads_cookies_at_once_and_the_rest_as_ryu_does():
                                        0, 0, 0, m.flow.cookie, 5, 6) + body)
     payload = MULTIPART.pack(ofp.OFPMP_FLOW, 0) + b"".join(entries)
     buf = HEADER.pack(ofp.OFP_VERSION, ofp.OFPT_MULTIPART_REPLY, HEADER.size + len(payload), 9) + payload
-    install_lazy_flow_stats()
+    install_lazy_stats()
     reply = framework_module("ofproto.ofproto_parser").msg(FakeDatapath(), ofp.OFP_VERSION, ofp.OFPT_MULTIPART_REPLY,
                                                            len(buf), 9, buf)
     assert [type(e) for e in reply.body] == [LazyFlowStats] * len(adds)
@@ -86,3 +98,29 @@ def test_a_flow_stats_reply_reads_cookies_at_once_and_the_rest_as_ryu_does():
             full.table_id, full.priority, full.packet_count, full.length)
         assert entry.match.to_jsondict() == full.match.to_jsondict()
         assert [i.to_jsondict() for i in entry.instructions] == [i.to_jsondict() for i in full.instructions]
+
+
+def test_a_group_desc_reply_decodes_to_the_groups_that_were_sent():
+    c = build()
+    mods = [m for hv in HYPERVISORS for m in connect(c, hv) if isinstance(m, GroupMod)]
+    entries = []
+    for m in mods:
+        m.xid = 0
+        m.serialize()
+        buckets = bytes(m.buf)[16:]  # after the header, command, type and group id
+        entries.append(struct.pack("!HBxI", 8 + len(buckets), ofp.OFPGT_ALL, m.group_id) + buckets)
+    pop_vlan = struct.pack("!HH4x", ofp.OFPAT_POP_VLAN, 8)  # an action we never build
+    entries.append(struct.pack("!HBxI", 8 + 16 + 8, ofp.OFPGT_ALL, 99) + struct.pack("!HHII4x", 24, 0, 0, 0) + pop_vlan)
+    payload = MULTIPART.pack(ofp.OFPMP_GROUP_DESC, 0) + b"".join(entries)
+    buf = HEADER.pack(ofp.OFP_VERSION, ofp.OFPT_MULTIPART_REPLY, HEADER.size + len(payload), 9) + payload
+    install_lazy_stats()
+    reply = framework_module("ofproto.ofproto_parser").msg(FakeDatapath(), ofp.OFP_VERSION, ofp.OFPT_MULTIPART_REPLY,
+                                                           len(buf), 9, buf)
+    assert [type(e) for e in reply.body] == [LazyGroupDescStats] * len(entries)
+    assert [decode_group(e) for e in reply.body] == [m.group for m in mods] + [None]
+    offset = HEADER.size + MULTIPART.size
+    for entry, raw in zip(reply.body, entries, strict=True):
+        full = parser.OFPGroupDescStats.parser(buf, offset)
+        offset += len(raw)
+        assert decode_group(full) == decode_group(entry)
+        assert [b.to_jsondict() for b in entry.buckets] == [b.to_jsondict() for b in full.buckets]
