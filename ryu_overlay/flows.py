@@ -422,8 +422,9 @@ R = TypeVar("R")
 def memoised_on_owner(builder: Callable[..., R]) -> Callable[..., R]:
     """Memoise a pure builder in its first argument: a port, network or hypervisor of the topology.
 
-    The results are kept in that object's own ``__dict__`` (as ``functools.cached_property``
-    keeps its values), keyed by the other arguments. Every hypervisor that needs a flow of a
+    The results are kept in an attribute of that object, keyed by the other arguments (set with
+    ``object.__setattr__``, not through ``__dict__``, so that the object's attributes stay inline:
+    see ``ofmsg._flow_message``). Every hypervisor that needs a flow of a
     port or network therefore gets the same object, encoded once (see ``ofmsg._flow_message``),
     and the results are freed with the object when the topology replaces or deletes it: the
     memory held follows the current placement, not the history of changes.
@@ -432,9 +433,10 @@ def memoised_on_owner(builder: Callable[..., R]) -> Callable[..., R]:
 
     @wraps(builder)
     def memoised(owner: Any, *args: Any) -> R:
-        memo = owner.__dict__.get(slot)
+        memo: dict[tuple[Any, ...], R] | None = getattr(owner, slot, None)
         if memo is None:
-            memo = owner.__dict__[slot] = {}
+            memo = {}
+            object.__setattr__(owner, slot, memo)
         try:
             hit: R = memo[args]
             return hit
