@@ -193,6 +193,9 @@ class Flow:
             if goto is not None and goto not in table.next_tables:
                 raise ValueError(f"table {self.table} may not go to {goto}")
         object.__setattr__(self, "cookie", cookie(self.family, self.vni, fingerprint(self.content(), self.salt)))
+        # The slot of its encoding (``ofmsg._flow_message``), set first on every flow: CPython keeps
+        # a flow's attributes inline only while every flow adds them in the same order.
+        object.__setattr__(self, "_ofp13_flow_add", None)
 
     def content(self) -> str:
         """What the fingerprint hashes: everything the switch sees of the flow but its cookie.
