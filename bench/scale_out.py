@@ -374,8 +374,7 @@ async def run_moonshot(args: argparse.Namespace) -> dict[str, Any]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
     t0 = time.perf_counter()
     placement = make_placement(args.hypervisors, args.ports_per_hv, args.ports_per_network, args.seed)
-    topo = placement.topology()
-    expected = placement.expected_states(topo)
+    expected = placement.expected_states(placement.topology())  # only cookie sets kept: the topology is freed
     print(f"placement computed in {time.perf_counter() - t0:.1f} s", flush=True)
     with workdir("scale-moon") as name, EtcdCluster(Path(name) / "etcd") as etcd:
         tmp = Path(name)

@@ -193,6 +193,9 @@ class Flow:
             if goto is not None and goto not in table.next_tables:
                 raise ValueError(f"table {self.table} may not go to {goto}")
         object.__setattr__(self, "cookie", cookie(self.family, self.vni, fingerprint(self.content(), self.salt)))
+        # The slot of its encoding (``ofmsg._flow_message``), set first on every flow: CPython keeps
+        # a flow's attributes inline only while every flow adds them in the same order.
+        object.__setattr__(self, "_ofp13_flow_add", None)
 
     def content(self) -> str:
         """What the fingerprint hashes: everything the switch sees of the flow but its cookie.
@@ -422,8 +425,9 @@ R = TypeVar("R")
 def memoised_on_owner(builder: Callable[..., R]) -> Callable[..., R]:
     """Memoise a pure builder in its first argument: a port, network or hypervisor of the topology.
 
-    The results are kept in that object's own ``__dict__`` (as ``functools.cached_property``
-    keeps its values), keyed by the other arguments. Every hypervisor that needs a flow of a
+    The results are kept in an attribute of that object, keyed by the other arguments (set with
+    ``object.__setattr__``, not through ``__dict__``, so that the object's attributes stay inline:
+    see ``ofmsg._flow_message``). Every hypervisor that needs a flow of a
     port or network therefore gets the same object, encoded once (see ``ofmsg._flow_message``),
     and the results are freed with the object when the topology replaces or deletes it: the
     memory held follows the current placement, not the history of changes.
@@ -432,9 +436,10 @@ def memoised_on_owner(builder: Callable[..., R]) -> Callable[..., R]:
 
     @wraps(builder)
     def memoised(owner: Any, *args: Any) -> R:
-        memo = owner.__dict__.get(slot)
+        memo: dict[tuple[Any, ...], R] | None = getattr(owner, slot, None)
         if memo is None:
-            memo = owner.__dict__[slot] = {}
+            memo = {}
+            object.__setattr__(owner, slot, memo)
         try:
             hit: R = memo[args]
             return hit

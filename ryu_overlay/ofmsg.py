@@ -232,13 +232,17 @@ def _action_bytes(action: Action) -> bytes:
 def _flow_message(f: Flow) -> bytes:
     """The whole flow-mod (xid 0), encoded once and kept on the ``Flow`` object itself.
 
-    It is stored the way ``functools.cached_property`` stores values, so it is shared by every
-    switch whose desired state holds that same object (the builders in ``flows`` hand the same
-    object to every hypervisor) and freed with it: no cache outlives the placement.
+    It is an attribute of the object, so it is shared by every switch whose desired state holds
+    that same object (the builders in ``flows`` hand the same object to every hypervisor) and
+    freed with it: no cache outlives the placement. It is set and read as an attribute, never
+    through ``f.__dict__``: CPython keeps an instance's attributes inline until its ``__dict__``
+    is asked for, and a materialised dictionary would be one more object on each of the hundreds
+    of thousands of flows a large placement holds.
     """
-    msg = f.__dict__.get("_ofp13_flow_add")
+    msg: bytes | None = getattr(f, "_ofp13_flow_add", None)
     if msg is None:
-        msg = f.__dict__["_ofp13_flow_add"] = _encode_flow(f)
+        msg = _encode_flow(f)
+        object.__setattr__(f, "_ofp13_flow_add", msg)
     return msg
 
 
