@@ -818,10 +818,10 @@ class Placement:
         for port in self.ports:
             yield "ports", port.name, port_body(port)
 
-    def expected_states(self, topo: Topology) -> dict[int, Expected]:
-        """What each fake switch, by datapath id, should hold once programmed from ``topo``
-        (this placement's topology)."""
-        return {hv.dpid: expected_state(topo, hv, self.ofports[hv.name]) for hv in self.hypervisors}
+    def expected_states(self, topo: Topology, first: int = 0, end: int | None = None) -> dict[int, Expected]:
+        """What each fake switch (by datapath id; those of ``hypervisors[first:end]``) should hold once
+        programmed from ``topo`` (this placement's topology)."""
+        return {hv.dpid: expected_state(topo, hv, self.ofports[hv.name]) for hv in self.hypervisors[first:end]}
 
     def topology(self) -> Topology:
         """A topology of copies of this placement's objects.
