@@ -4,6 +4,7 @@ decode to what Ryu decodes."""
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from ryu_overlay.compat import framework_module, ofproto as ofp, parser
 from ryu_overlay.ofmsg import (
@@ -74,6 +75,15 @@ def test_a_flow_is_encoded_once_and_kept_with_it():
     assert FlowAdd(f).buf is FlowAdd(f).buf is f.__dict__["_ofp13_flow_add"]
 
 
+def parsed_reply(mp_type: int, entries: list[bytes]) -> tuple[bytes, Any]:
+    """A multipart reply of ``entries`` as a switch sends it, and what Ryu makes of it with our lazy entries."""
+    payload = MULTIPART.pack(mp_type, 0) + b"".join(entries)
+    buf = HEADER.pack(ofp.OFP_VERSION, ofp.OFPT_MULTIPART_REPLY, HEADER.size + len(payload), 9) + payload
+    install_lazy_stats()
+    return buf, framework_module("ofproto.ofproto_parser").msg(FakeDatapath(), ofp.OFP_VERSION,
+                                                               ofp.OFPT_MULTIPART_REPLY, len(buf), 9, buf)
+
+
 def test_a_flow_stats_reply_reads_cookies_at_once_and_the_rest_as_ryu_does():
     c = build()
     adds = [m for m in connect(c, "hv1") if isinstance(m, FlowAdd)]
@@ -83,11 +93,7 @@ def test_a_flow_stats_reply_reads_cookies_at_once_and_the_rest_as_ryu_does():
         body = bytes(m.buf)[FLOW_MATCH_OFFSET:]
         entries.append(FLOW_STATS.pack(FLOW_STATS.size + len(body), TABLE_IDS[m.flow.table], 3, 4, m.flow.priority,
                                        0, 0, 0, m.flow.cookie, 5, 6) + body)
-    payload = MULTIPART.pack(ofp.OFPMP_FLOW, 0) + b"".join(entries)
-    buf = HEADER.pack(ofp.OFP_VERSION, ofp.OFPT_MULTIPART_REPLY, HEADER.size + len(payload), 9) + payload
-    install_lazy_stats()
-    reply = framework_module("ofproto.ofproto_parser").msg(FakeDatapath(), ofp.OFP_VERSION, ofp.OFPT_MULTIPART_REPLY,
-                                                           len(buf), 9, buf)
+    buf, reply = parsed_reply(ofp.OFPMP_FLOW, entries)
     assert [type(e) for e in reply.body] == [LazyFlowStats] * len(adds)
     assert [e.cookie for e in reply.body] == [m.flow.cookie for m in adds]
     offset = HEADER.size + MULTIPART.size
@@ -111,11 +117,7 @@ def test_a_group_desc_reply_decodes_to_the_groups_that_were_sent():
         entries.append(struct.pack("!HBxI", 8 + len(buckets), ofp.OFPGT_ALL, m.group_id) + buckets)
     pop_vlan = struct.pack("!HH4x", ofp.OFPAT_POP_VLAN, 8)  # an action we never build
     entries.append(struct.pack("!HBxI", 8 + 16 + 8, ofp.OFPGT_ALL, 99) + struct.pack("!HHII4x", 24, 0, 0, 0) + pop_vlan)
-    payload = MULTIPART.pack(ofp.OFPMP_GROUP_DESC, 0) + b"".join(entries)
-    buf = HEADER.pack(ofp.OFP_VERSION, ofp.OFPT_MULTIPART_REPLY, HEADER.size + len(payload), 9) + payload
-    install_lazy_stats()
-    reply = framework_module("ofproto.ofproto_parser").msg(FakeDatapath(), ofp.OFP_VERSION, ofp.OFPT_MULTIPART_REPLY,
-                                                           len(buf), 9, buf)
+    buf, reply = parsed_reply(ofp.OFPMP_GROUP_DESC, entries)
     assert [type(e) for e in reply.body] == [LazyGroupDescStats] * len(entries)
     assert [decode_group(e) for e in reply.body] == [m.group for m in mods] + [None]
     offset = HEADER.size + MULTIPART.size
