@@ -189,7 +189,7 @@ class OverlayApp(app_base()):  # type: ignore[misc]
             return
         switches = [hv.dpid for hv in self.controller.topo.hypervisors.values()]
         self._assigned_over = frozenset(switches)
-        self.mastership.update(self.etcd.instances, switches, revision)
+        self.mastership.update(self.etcd.instances, switches, revision, time.monotonic())
         mine = self.mastership.mine()
         for dpid in sorted(self.datapaths):
             self._settle(dpid, dpid in mine)
@@ -208,14 +208,18 @@ class OverlayApp(app_base()):  # type: ignore[misc]
             self._send_one(dpid, [role_request(False, generation)])
 
     def _waiting(self, dpid: int) -> bool:
-        """A switch that connected less than a lease TTL ago and is planned for another live instance,
-        which has not reported it yet, is left alone for now: in a cold start every switch connects to
-        every instance, and taking it first only to hand it over moments later doubles the work (and
-        a busy instance can take seconds to report its connections). After the grace period (or once
-        the view changes) the switch is assigned as usual: a switch connected to this instance only
-        waits at most one lease TTL, as an orphan of a dead instance does."""
+        """Whether to leave a switch this instance was given alone for now, because its planned master
+        (another live instance) has not reported it yet: in a cold start every switch connects to
+        every instance, and taking it first only to hand it over moments later doubles the work. The
+        wait lasts until a lease TTL after the later of the switch's connection and the planned
+        master's last report of a change: an instance busy connecting a fleet may take seconds to
+        report, but while its reports keep changing it is still connecting. A switch whose bridge
+        does not list its planned master is therefore taken one TTL after that one went quiet."""
         since = self._connected_at.get(dpid)
-        if since is None or time.monotonic() - since >= self.grace or not self.mastership.prefers_another(dpid):
+        awaited = self.mastership.awaited(dpid)
+        if since is None or awaited is None:
+            return False
+        if time.monotonic() - max(since, self.mastership.changed_at.get(awaited, since)) >= self.grace:
             return False
         if not self._recheck:
             self._recheck = True

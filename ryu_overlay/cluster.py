@@ -86,10 +86,15 @@ class Mastership:
         self.generation = 0  # etcd revision of the newest view
         self.masters: dict[int, str] = {}
         self.planned: dict[int, str] = {}
+        self.changed_at: dict[str, float] = {}  # instance -> when (the caller's clock) its switches last changed
         self._planned_for: tuple[frozenset[int], frozenset[str]] | None = None
 
-    def update(self, instances: Mapping[str, Mapping[str, Any]], switches: Iterable[int], revision: int) -> None:
+    def update(self, instances: Mapping[str, Mapping[str, Any]], switches: Iterable[int], revision: int,
+               now: float = 0.0) -> None:
+        old = self.instances
         self.instances = {name: {int(d) for d in rec.get("switches", [])} for name, rec in instances.items()}
+        self.changed_at = {name: self.changed_at.get(name, now) if old.get(name) == dpids else now
+                           for name, dpids in self.instances.items()}
         wanted = frozenset(switches)
         if self._planned_for != (wanted, frozenset(self.instances)):  # recomputed only when one of them changes
             self._planned_for = (wanted, frozenset(self.instances))
@@ -100,11 +105,11 @@ class Mastership:
         self.masters = assign(self.instances, wanted, self.planned)
         self.generation = max(self.generation, revision)
 
-    def prefers_another(self, dpid: int) -> bool:
-        """Whether the switch is planned for another live instance that has not reported it connected
-        yet (when switches connect to all instances at once, that one is about to)."""
+    def awaited(self, dpid: int) -> str | None:
+        """The live instance the switch is planned for, if it is another one and has not reported the
+        switch connected yet (when switches connect to all instances at once, it is about to)."""
         best = self.planned.get(dpid)
-        return best is not None and best != self.me and dpid not in self.instances.get(best, ())
+        return best if best is not None and best != self.me and dpid not in self.instances.get(best, ()) else None
 
     def master_of(self, dpid: int) -> str | None:
         return self.masters.get(dpid)

@@ -101,11 +101,14 @@ def test_a_switch_keeps_its_planned_master_while_the_instances_report_their_conn
     got = assign({"a": range(1, 51), "b": switches}, switches)  # a has not reported the rest yet
     assert all(got[d] == planned[d] for d in range(1, 51)) and all(got[d] == "b" for d in range(51, 101))
     view = Mastership("a")
-    view.update({"a": {"switches": [1, 2, 3]}, "b": {"switches": []}}, [1, 2, 3], revision=3)
+    view.update({"a": {"switches": [1, 2, 3]}, "b": {"switches": []}}, [1, 2, 3], revision=3, now=10.0)
     for_b = {d for d in (1, 2, 3) if view.planned[d] == "b"}
-    assert for_b and {d for d in (1, 2, 3) if view.prefers_another(d)} == for_b  # b has not reported them yet
-    view.update({"a": {"switches": [1, 2, 3]}, "b": {"switches": [1, 2, 3]}}, [1, 2, 3], revision=4)
-    assert not any(view.prefers_another(d) for d in (1, 2, 3)) and view.mine() == {1, 2, 3} - for_b
+    assert for_b and {d for d in (1, 2, 3) if view.awaited(d) == "b"} == for_b  # b has not reported them yet
+    assert view.changed_at == {"a": 10.0, "b": 10.0}
+    view.update({"a": {"switches": [1, 2, 3]}, "b": {"switches": [1]}}, [1, 2, 3], revision=4, now=11.0)
+    assert view.changed_at == {"a": 10.0, "b": 11.0}  # when each instance's report last changed
+    view.update({"a": {"switches": [1, 2, 3]}, "b": {"switches": [1, 2, 3]}}, [1, 2, 3], revision=5, now=12.0)
+    assert not any(view.awaited(d) for d in (1, 2, 3)) and view.mine() == {1, 2, 3} - for_b
 
 
 def test_a_write_is_seen_by_another_instance_through_the_watch(cluster):
