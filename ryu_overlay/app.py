@@ -113,6 +113,7 @@ class OverlayApp(app_base()):  # type: ignore[misc]
         self.mastership = Mastership(self.instance_id)
         self.roles: dict[int, bool] = {}  # dpid -> the role last requested (True: MASTER), several instances only
         self._claimed: dict[int, int] = {}  # dpid -> xid of the last MASTER role request sent
+        self._confirmed: set[int] = set()  # the dpids whose switch has answered that request (ROLE_REPLY)
         self._counter_requests: dict[tuple[int, int], str] = {}  # (dpid, xid) of the last poll -> protocol
         self._connected_at: dict[int, float] = {}
         self._recheck = False  # a _reassign is scheduled for the end of a grace period
@@ -240,6 +241,7 @@ class OverlayApp(app_base()):  # type: ignore[misc]
         """Claim MASTER and read the switch back (reconciled without a flush, as after a reconnection)."""
         self.logger.info("taking switch %016x as MASTER (generation %d)", dpid, generation)
         self.roles[dpid] = True
+        self._confirmed.discard(dpid)
         claim = role_request(True, generation)
         self._send_one(dpid, [claim, *self.controller.switch_connected(dpid)])
         if claim.xid is not None:
@@ -345,6 +347,8 @@ class OverlayApp(app_base()):  # type: ignore[misc]
             del self.datapaths[dpid]
             self._connected_at.pop(dpid, None)
             self.roles.pop(dpid, None)
+            self._claimed.pop(dpid, None)
+            self._confirmed.discard(dpid)
             self.controller.switch_disconnected(dpid)
             self.metrics.switch_gone(dpid)
 
@@ -392,18 +396,26 @@ class OverlayApp(app_base()):  # type: ignore[misc]
         name = desc.name.decode(errors="replace")
         self.send(self.controller.port_status(ev.msg.datapath.id, name, None if gone else desc.port_no))
 
-    def _refused_as_slave(self, dpid: int, xid: int) -> None:
-        """The switch refused a change: another instance claimed MASTER after this one did. Errors for
-        what was sent before this instance's last claim are old news (each refused message has one).
-        Otherwise claim again with this instance's generation if its view still gives it the switch:
-        the newer view wins at the switch (the loser gets OFPRRFC_STALE and stops); else leave it."""
-        claimed = self._claimed.get(dpid)
-        if not self.roles.get(dpid) or (claimed is not None and (xid - claimed) % (1 << 32) >= 1 << 31):
+    def _refused_as_slave(self, dpid: int) -> None:
+        """The switch refused a change because another instance is its MASTER. A switch answers in
+        order, so an error that comes before the switch confirmed this instance's last claim (its
+        ROLE_REPLY) is about a message sent before that claim: old news, one per refused message
+        (flow-adds all carry xid 0, so xids cannot tell). One that comes after means another instance
+        claimed MASTER since: claim again if this instance's view still gives it the switch (the newer
+        view wins at the switch; the loser gets OFPRRFC_STALE), else leave it."""
+        if not self.roles.get(dpid) or dpid not in self._confirmed:
             return
+        self._confirmed.discard(dpid)
         self.roles[dpid] = False
         self.controller.switch_disconnected(dpid)
         if self.mastership.master_of(dpid) == self.instance_id and dpid in self.datapaths:
             self._take(dpid, self.mastership.generation)
+
+    @set_ev_cls(ofp_event.EventOFPRoleReply, [CONFIG, MAIN])
+    def _role_reply(self, ev: Any) -> None:
+        dpid = ev.msg.datapath.id
+        if ev.msg.xid == self._claimed.get(dpid) and ev.msg.role == ofp.OFPCR_ROLE_MASTER:
+            self._confirmed.add(dpid)
 
     def _stale(self, dpid: int) -> None:
         """The switch refused a role request as stale: another instance sent one with a newer generation.
@@ -432,6 +444,6 @@ class OverlayApp(app_base()):  # type: ignore[misc]
             self._stale(msg.datapath.id)
             return
         if msg.type == ofp.OFPET_BAD_REQUEST and msg.code == ofp.OFPBRC_IS_SLAVE and self.etcd is not None:
-            self._refused_as_slave(msg.datapath.id, msg.xid)
+            self._refused_as_slave(msg.datapath.id)
             return
         self._send_one(msg.datapath.id, self.controller.switch_error(msg.datapath.id, text))
