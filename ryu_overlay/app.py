@@ -32,7 +32,7 @@ from .ofmsg import decode_group, decode_meter, family_counter_request, install_l
 from .ovsdb import OvsdbManager, Provisioning
 from .pipeline import Family
 from .rest import RestApp
-from .store import SqliteStore, Store, StoreUnavailable, change_key
+from .store import SqliteStore, Store, change_key
 from .worker import StatePath, WriteBehindStore
 
 ofp_event = framework_module("controller.ofp_event")
@@ -42,6 +42,7 @@ event = framework_module("controller.event")
 cfg = framework_module("cfg")
 
 COUNTER_POLL = 5.0  # seconds between reads of the in-switch ARP and ND responders' counters, and gateway next-hop ARPs
+RESETTLE = 1.0  # seconds before an instance settles again a switch another instance took from it (_let_go)
 COUNTED = {Family.ARP_RESPONDER: "arp", Family.ND_RESPONDER: "nd"}  # responder family -> protocol
 MAIN, CONFIG, DEAD = handler.MAIN_DISPATCHER, handler.CONFIG_DISPATCHER, handler.DEAD_DISPATCHER
 F = TypeVar("F", bound=Callable[..., Any])
@@ -114,6 +115,7 @@ class OverlayApp(app_base()):  # type: ignore[misc]
         self.roles: dict[int, bool] = {}  # dpid -> the role last requested (True: MASTER), several instances only
         self._claimed: dict[int, int] = {}  # dpid -> xid of the last MASTER role request sent
         self._confirmed: set[int] = set()  # the dpids whose switch has answered that request (ROLE_REPLY)
+        self._unsettled: set[int] = set()  # switches let go to another instance, to settle again (_let_go)
         self._counter_requests: dict[tuple[int, int], str] = {}  # (dpid, xid) of the last poll -> protocol
         self._connected_at: dict[int, float] = {}
         self._recheck = False  # a _reassign is scheduled for the end of a grace period
@@ -401,15 +403,31 @@ class OverlayApp(app_base()):  # type: ignore[misc]
         order, so an error that comes before the switch confirmed this instance's last claim (its
         ROLE_REPLY) is about a message sent before that claim: old news, one per refused message
         (flow-adds all carry xid 0, so xids cannot tell). One that comes after means another instance
-        claimed MASTER since: claim again if this instance's view still gives it the switch (the newer
-        view wins at the switch; the loser gets OFPRRFC_STALE), else leave it."""
+        claimed MASTER since: stop programming the switch and settle it again a moment later."""
         if not self.roles.get(dpid) or dpid not in self._confirmed:
             return
+        self._let_go(dpid)
+
+    def _let_go(self, dpid: int) -> None:
+        """Stop programming a switch another instance has claimed, and settle it again ``RESETTLE`` later.
+
+        The other instance acted on a view at least as new as this one's. By then this instance has
+        that view too, or a newer one, and takes the role it gives; claiming back at once instead
+        made two instances whose views differed for a moment take the switch from each other, each
+        time reading it back and programming it again (hundreds of thousands of refused messages in
+        a 10,000-switch cold start)."""
         self._confirmed.discard(dpid)
         self.roles[dpid] = False
         self.controller.switch_disconnected(dpid)
-        if self.mastership.master_of(dpid) == self.instance_id and dpid in self.datapaths:
-            self._take(dpid, self.mastership.generation)
+        self._unsettled.add(dpid)
+        if len(self._unsettled) == 1:
+            hub.spawn_after(RESETTLE, self._post, self._settle_unsettled)
+
+    def _settle_unsettled(self) -> None:
+        dpids, self._unsettled = self._unsettled, set()
+        for dpid in sorted(dpids):
+            if dpid in self.datapaths and not self.roles.get(dpid):
+                self._settle(dpid, self.mastership.master_of(dpid) == self.instance_id)
 
     @set_ev_cls(ofp_event.EventOFPRoleReply, [CONFIG, MAIN])
     def _role_reply(self, ev: Any) -> None:
@@ -417,31 +435,14 @@ class OverlayApp(app_base()):  # type: ignore[misc]
         if ev.msg.xid == self._claimed.get(dpid) and ev.msg.role == ofp.OFPCR_ROLE_MASTER:
             self._confirmed.add(dpid)
 
-    def _stale(self, dpid: int) -> None:
-        """The switch refused a role request as stale: another instance sent one with a newer generation.
-        Stop programming it; but if this instance's view still gives it the switch (the other acted on
-        a view newer only by changes that did not move it, such as another switch's report), claim it
-        again with etcd's current revision, which no generation sent so far exceeds. Were this view
-        the outdated one, its watch soon brings the newer view and the switch is left as usual."""
-        self.roles[dpid] = False
-        self.controller.switch_disconnected(dpid)
-        if self.etcd is None or self.mastership.master_of(dpid) != self.instance_id or dpid not in self.datapaths:
-            return
-        try:
-            current = self.etcd.current_revision()
-        except StoreUnavailable as exc:  # the next view change settles the switch
-            self.logger.warning("could not read etcd's revision to claim switch %016x again: %s", dpid, exc)
-            return
-        self.mastership.generation = max(self.mastership.generation, current)
-        self._take(dpid, self.mastership.generation)
-
     @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN)
     def _error(self, ev: Any) -> None:
         msg = ev.msg
         text = f"type={msg.type} code={msg.code} data={bytes(msg.data)[:64].hex()}"
         if msg.type == ofp.OFPET_ROLE_REQUEST_FAILED:
+            # Another instance acted on a newer view first (or its SLAVE request carried a newer one).
             self.logger.warning("switch %016x refused our role request (%s)", msg.datapath.id, text)
-            self._stale(msg.datapath.id)
+            self._let_go(msg.datapath.id)
             return
         if msg.type == ofp.OFPET_BAD_REQUEST and msg.code == ofp.OFPBRC_IS_SLAVE and self.etcd is not None:
             self._refused_as_slave(msg.datapath.id)

@@ -251,11 +251,6 @@ class EtcdStore:
             items.sort(key=lambda o: o.name)
         return objects["hypervisors"], objects["networks"], objects["ports"], objects["routers"]  # type: ignore[return-value]
 
-    def current_revision(self) -> int:
-        """etcd's revision now, read through the quorum: no revision any instance has seen is newer."""
-        answer = self.client.post("/kv/range", {"key": _b64(self.key(INSTANCES, "")), "limit": 1, "keys_only": True})
-        return int(answer["header"]["revision"])
-
     def _serializable_range(self, body: dict[str, Any]) -> dict[str, Any]:
         errors = []
         for host, port in self._endpoints:

@@ -185,7 +185,7 @@ def test_two_instances_racing_on_one_port_keep_exactly_the_acknowledged_history(
             while ctls[1].api("GET", "/v1/ports/p")[0] != 200:
                 assert time.monotonic() < deadline, "the port never reached the other instance"
                 time.sleep(0.05)
-            since = store.current_revision()
+            since = int(store.client.post("/kv/range", {"key": _b64(store.key("ports", "p"))})["header"]["revision"])
             answers: dict[str, int] = {}
 
             def write(i: int) -> None:
