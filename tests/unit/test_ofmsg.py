@@ -111,9 +111,10 @@ def test_a_group_desc_reply_decodes_to_the_groups_that_were_sent():
     mods = [m for hv in HYPERVISORS for m in connect(c, hv) if isinstance(m, GroupMod)]
     entries = []
     for m in mods:
-        m.xid = 0
-        m.serialize()
-        buckets = bytes(m.buf)[16:]  # after the header, command, type and group id
+        msg: Any = m  # Ryu's message: the xid is set before serialising
+        msg.xid = 0
+        msg.serialize()
+        buckets = bytes(msg.buf)[16:]  # after the header, command, type and group id
         entries.append(struct.pack("!HBxI", 8 + len(buckets), ofp.OFPGT_ALL, m.group_id) + buckets)
     pop_vlan = struct.pack("!HH4x", ofp.OFPAT_POP_VLAN, 8)  # an action we never build
     entries.append(struct.pack("!HBxI", 8 + 16 + 8, ofp.OFPGT_ALL, 99) + struct.pack("!HHII4x", 24, 0, 0, 0) + pop_vlan)
