@@ -205,7 +205,8 @@ def _raise_open_files(want: int) -> None:
 async def cold_once(placement: Placement, expected: dict[int, Expected], db: str | Path, tmp: Path, count: int,
                     args: argparse.Namespace, label: str, split: int | None = None) -> dict[str, Any]:
     """Start ``count`` instances on ``db``, connect the fleet to all, time until every switch holds its flows.
-    With ``split``, the switches from that index on are driven by a second process (``drive_part``)."""
+    With ``split``, the switches from that index on are driven by a second process (``drive_part``), and
+    ``expected`` covers only those before it."""
     ready, go = asyncio.Event(), asyncio.Event()
     concurrency = args.concurrency * count // (1 if split is None else 2)
     specs = placement.specs()[:split]
@@ -229,8 +230,7 @@ async def cold_once(placement: Placement, expected: dict[int, Expected], db: str
         with quiet_gc():
             cpu0 = [c.cpu_seconds() for c in ctls]
             go.set()
-            parts = [await drive(fleet, {sw.dpid: expected[sw.dpid] for sw in fleet.switches}, ports, concurrency,
-                                 args.timeout)]
+            parts = [await drive(fleet, expected, ports, concurrency, args.timeout)]
             if part is not None:
                 parts.append(await part)
             cpu = [c.cpu_seconds() - c0 for c, c0 in zip(ctls, cpu0, strict=True)]
