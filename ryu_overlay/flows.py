@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import sys
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -272,10 +273,57 @@ def bfd_port(peer: str) -> str:
     return f"bfd-{zlib.crc32(peer.encode()):08x}"
 
 
+T = TypeVar("T")
+
+
+class Shared:
+    """One copy of each distinct match field, match and action that flows hold.
+
+    A large placement builds hundreds of thousands of flows whose match fields (``eth_type``,
+    a VNI, a port's MAC) and actions repeat: sharing one object per distinct value took a
+    fifth off a controller's memory (docs/performance.md, "Memory of one instance").
+
+    The table holds values no flow may hold any longer (a port deleted, a flow replaced). So
+    that its size follows the placement rather than its history, it drops those whenever it
+    has doubled since it last looked: a value whose only references are the table's own.
+    """
+
+    def __init__(self, min_limit: int = 1 << 16) -> None:
+        self.table: dict[Any, Any] = {}
+        self.min_limit = self.limit = min_limit
+
+    def __call__(self, value: T) -> T:
+        table = self.table
+        try:
+            hit: T = table[value]
+            return hit
+        except KeyError:
+            if len(table) >= self.limit:
+                self.sweep()
+            self.table[value] = value
+            return value
+
+    def sweep(self) -> None:
+        self.table = {v: v for v in self.table if sys.getrefcount(v) > _REFS_OF_TABLE_ENTRY}
+        self.limit = max(self.min_limit, 2 * len(self.table))
+
+
+def _refs_of_table_entry() -> int:
+    """What ``sys.getrefcount`` says, inside ``Shared.sweep``'s loop, of a value nothing else holds."""
+    table: dict[object, object] = {object(): None}
+    table = {v: v for v in table}
+    return max(sys.getrefcount(v) for v in table)
+
+
+_REFS_OF_TABLE_ENTRY = _refs_of_table_entry()
+shared = Shared()
+
+
 def flow(table: str, priority: int, family: Family, match: Mapping[str, Any], vni: int = 0,
          actions: tuple[Action, ...] = (), metadata: tuple[int, int] | None = None,
          goto: str | None = None, meter: int | None = None) -> Flow:
-    return Flow(table, priority, family, tuple(sorted(match.items())), vni, actions, metadata, goto, meter)
+    fields = shared(tuple(shared(item) for item in sorted(match.items())))
+    return Flow(table, priority, family, fields, vni, shared(tuple(shared(a) for a in actions)), metadata, goto, meter)
 
 
 Flows = Mapping[int, Flow]  # by cookie; no two flows share one

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from ryu_overlay.flows import Flow
+from ryu_overlay.flows import Flow, Shared, shared
 from ryu_overlay.ofmsg import FlowAdd
 from ryu_overlay.testing.scenario import HYPERVISORS, build, connect
 
@@ -12,6 +12,12 @@ from ryu_overlay.testing.scenario import HYPERVISORS, build, connect
 def live_flows() -> int:
     gc.collect()
     return sum(isinstance(o, Flow) for o in gc.get_objects())
+
+
+def installed(c) -> dict[int, Flow]:
+    """The distinct flows the controller believes installed on its switches, by ``id``."""
+    return {id(f): f for sw in c.switches.values() for part in sw.flows.values() for f in part.values()
+            if f is not None}
 
 
 def churn(c, first: int, count: int) -> None:
@@ -41,8 +47,34 @@ def test_installed_flows_keep_their_attributes_inline():
     c = build()
     sent = [msg for hv in HYPERVISORS for msg in connect(c, hv) if isinstance(msg, FlowAdd)]
     assert all(msg.buf for msg in sent)
-    installed = {id(f): f for sw in c.switches.values() for part in sw.flows.values() for f in part.values()
-                 if f is not None}
-    assert installed and installed.keys() == {id(msg.flow) for msg in sent}
-    with_dict = [f for f in installed.values() if any(type(r) is dict for r in gc.get_referents(f))]
+    flows = installed(c)
+    assert flows and flows.keys() == {id(msg.flow) for msg in sent}
+    with_dict = [f for f in flows.values() if any(type(r) is dict for r in gc.get_referents(f))]
     assert with_dict == []
+
+
+def test_flows_share_one_object_per_distinct_match_field_match_and_action():
+    c = build()
+    for hv in HYPERVISORS:
+        connect(c, hv)
+    values = [v for f in installed(c).values() for v in (f.match, f.actions, *f.match, *f.actions)]
+    assert len({id(v) for v in values}) == len(set(values)) < len(values) / 4
+
+
+def test_the_shared_table_keeps_only_what_flows_still_hold():
+    table = Shared(min_limit=4)
+    kept = [table(("eth_src", f"02:00:00:00:00:{i:02x}")) for i in range(3)]
+    for i in range(100):  # values that no flow keeps: the table drops them as it doubles
+        table(("eth_src", f"02:00:00:00:01:{i:02x}"))
+    assert len(table.table) < 8 and all(table.table[v] is v for v in kept)
+    c = build()
+    for hv in HYPERVISORS:
+        connect(c, hv)
+    churn(c, 0, 50)
+    gc.collect()
+    shared.sweep()
+    settled = len(shared.table)
+    churn(c, 50, 200)
+    gc.collect()
+    shared.sweep()
+    assert len(shared.table) <= settled
