@@ -4,6 +4,7 @@
     .venv/bin/python bench/scale_out.py failover --hypervisors 1000 --lease-ttl 3 --doc
     .venv/bin/python bench/scale_out.py moonshot --hypervisors 10000 --instances 2 --doc
     .venv/bin/python bench/scale_out.py writes --ports 2000 --doc
+    .venv/bin/python bench/scale_out.py memory --hypervisors 10000 --instances 2 --doc
 
 Each run starts its own 3-member etcd cluster (``ryu_overlay.testing.etcd.EtcdCluster``) on
 loopback, writes the placement into it in bulk (transactions of 128 keys) or into a SQLite file,
@@ -18,6 +19,9 @@ the switch honours OpenFlow roles like Open vSwitch: only the MASTER may change 
 - ``moonshot``: the largest fleet, all instances at once; time and memory per hypervisor.
 - ``writes``: ports/s through ``PUT /v1/ports/N`` (one at a time) and ``POST /v1/transactions``
   (batches), etcd against SQLite.
+- ``memory``: what one instance's memory per hypervisor is made of, piece by piece: the process
+  with nothing declared, the topology and the flows of its share (``cluster.plan`` over
+  ``--instances``) built in this process, and a switch connection (Ryu's two green threads).
 
 The machine is shared: each figure is printed with the 1-minute load average when it was taken.
 """
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import itertools
 import json
 import os
@@ -33,6 +38,7 @@ import resource
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -46,11 +52,12 @@ from common import controller, provenance, update_doc, verdict, workdir
 from networkx.algorithms.community import kernighan_lin_bisection
 
 from ryu_overlay.cluster import plan
+from ryu_overlay.controller import Controller
 from ryu_overlay.etcdstore import EtcdStore
 from ryu_overlay.flows import SwitchView, desired_partition, hosted_vnis
 from ryu_overlay.model import Hypervisor, Network, Port
 from ryu_overlay.ofmsg import FlowAdd
-from ryu_overlay.store import Put
+from ryu_overlay.store import Put, SqliteStore
 from ryu_overlay.testing.controller_proc import HOST, ControllerProcess
 from ryu_overlay.testing.etcd import EtcdCluster
 from ryu_overlay.testing.loadgen import (
@@ -62,6 +69,7 @@ from ryu_overlay.testing.loadgen import (
     quiet_gc,
 )
 from ryu_overlay.testing.report import print_table, table
+from ryu_overlay.testing.scenario import handshake
 
 SECTION = "scale_out"
 KIB_PER_HV_TARGET = 150
@@ -74,7 +82,7 @@ def load() -> float:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=("cold", "failover", "moonshot", "writes", "fleet-part"),
+    ap.add_argument("mode", choices=("cold", "failover", "moonshot", "writes", "memory", "fleet-part"),
                     help="fleet-part: internal, the second fake-switch process of a moonshot")
     ap.add_argument("--hypervisors", type=int, default=None,
                     help="default: 3000 (cold), 1000 (failover), 10000 (moonshot), 100 (writes)")
@@ -93,7 +101,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--keep-logs", type=Path, help="copy the instances' logs into this directory")
     args = ap.parse_args(argv)
     if args.hypervisors is None:
-        defaults = {"cold": 3000, "failover": 1000, "moonshot": 10000, "writes": 100, "fleet-part": 0}
+        defaults = {"cold": 3000, "failover": 1000, "moonshot": 10000, "writes": 100, "memory": 10000,
+                    "fleet-part": 0}
         args.hypervisors = defaults[args.mode]
     return args
 
@@ -548,13 +557,89 @@ def report_writes(args: argparse.Namespace, r: dict[str, Any]) -> list[str]:
             f"{args.repeat} run(s).", "", *table(headers, rows)]
 
 
+# Ryu serves each switch connection from two green threads: one receives, one sends (its echo
+# thread returns at once unless --maximum-unreplied-echo-requests is set). Here, one green thread
+# waits on each end of each socket pair, as those two wait on a quiet connection.
+GREEN_THREADS = """
+import eventlet, socket, sys
+eventlet.monkey_patch()
+from ryu.lib import hub
+pairs = [socket.socketpair() for _ in range({pairs})]
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 1024
+def wait(s):
+    while s.recv(8):
+        pass
+r0 = rss()
+threads = [hub.spawn(wait, s) for pair in pairs for s in pair]
+hub.sleep(0.5)
+print(rss() - r0)
+"""
+
+
+def rss_kib() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize() / 1024
+
+
+async def run_memory(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {"hypervisors": args.hypervisors, "instances": args.instances}
+    with workdir("scale-memory") as name:
+        tmp = Path(name)
+        with controller(tmp, db=tmp / "empty.db") as ctl:
+            out["process_kib"] = ctl.memory_kib()["VmRSS"]
+        placement = make_placement(args.hypervisors, args.ports_per_hv, args.ports_per_network, args.seed)
+        placement.seed_store(str(tmp / "placement.db"))
+        masters = plan((hv.dpid for hv in placement.hypervisors), [f"c{i}" for i in range(args.instances)])
+        share = [hv for hv in placement.hypervisors if masters[hv.dpid] == "c0"]
+        gc.collect()
+        before = rss_kib()
+        c = Controller(SqliteStore(str(tmp / "placement.db")))
+        gc.collect()
+        loaded = rss_kib()
+        for hv in share:
+            for msg in handshake(c, hv.dpid, dict(placement.ofports[hv.name])):
+                if isinstance(msg, FlowAdd):
+                    msg.buf  # noqa: B018 -- encoded once per flow, as the instance does when it sends it
+        gc.collect()
+        out.update(topology_kib=loaded - before, flows_kib=rss_kib() - loaded, mastered=len(share))
+    pairs = min(args.hypervisors, 5000)
+    code = GREEN_THREADS.format(pairs=pairs)
+    grown = subprocess.run([sys.executable, "-W", "ignore", "-c", code], check=True, capture_output=True, text=True)
+    out.update(pairs=pairs, connection_kib=float(grown.stdout.split()[-1]) / pairs, load=load())
+    return out
+
+
+def report_memory(args: argparse.Namespace, r: dict[str, Any]) -> list[str]:
+    n, k = r["hypervisors"], r["instances"]
+    topo, flows, conn = r["topology_kib"] / n, r["flows_kib"] / n, r["connection_kib"]
+    process = r["process_kib"] / n
+    total = k * (process + topo + flows + conn)
+    rows = [("the process alone, nothing declared (RSS)", f"{r['process_kib'] / 1024:.0f} MiB",
+             f"{process:.1f} KiB per hypervisor"),
+            ("the topology, loaded from the store", f"{r['topology_kib'] / 1024:.0f} MiB", f"{topo:.1f}"),
+            (f"the flows of its share ({r['mastered']:,} switches), built and encoded",
+             f"{r['flows_kib'] / 1024:.0f} MiB", f"{flows:.1f}"),
+            (f"a switch connection: two green threads waiting on a socket ({r['pairs']:,} measured)",
+             f"{conn:.1f} KiB", f"{conn:.1f}"),
+            (f"the sum for {k} instances, each connected to every switch", "",
+             f"{total:.0f} (target < {KIB_PER_HV_TARGET})"),
+            ("load average", f"{r['load']:.1f}", "")]
+    headers = ("one instance of " + str(k), "measured", "KiB per hypervisor")
+    print_table(headers, rows, "memory")
+    return [f"### Memory of an instance, piece by piece: {n:,} hypervisors, {k} instances", "", *provenance(), "",
+            "The topology and flows are measured in the benchmark's own process (RSS before and after), "
+            "the connection in a process of its own; neither includes the heap that a real instance "
+            "leaves behind after a cold start's messages.", "", *table(headers, rows)]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.mode == "fleet-part":
         asyncio.run(run_fleet_part(args))
         return 0
     modes = {"cold": (run_cold, report_cold), "failover": (run_failover, report_failover),
-             "moonshot": (run_moonshot, report_moonshot), "writes": (run_writes, report_writes)}
+             "moonshot": (run_moonshot, report_moonshot), "writes": (run_writes, report_writes),
+             "memory": (run_memory, report_memory)}
     run, report = modes[args.mode]
     result = asyncio.run(run(args))
     lines = report(args, result)  # type: ignore[operator]
