@@ -30,6 +30,16 @@ PORTS: dict[str, tuple[str, str, list[str], str, str, int]] = {
 }
 
 
+class Clock:
+    """A clock the test moves by hand (``clock.now += 5``), for ``build(clock=...)``."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def build(clock: Callable[[], float] | None = None, path: str = ":memory:") -> Controller:
     c = Controller(SqliteStore(path), **({"clock": clock, "wall_clock": clock} if clock else {}))
     for name, (dpid, ip) in HYPERVISORS.items():

@@ -10,7 +10,7 @@ from scapy.layers.l2 import ARP, Ether
 
 from ryu_overlay.compat import ofproto as ofp, parser
 from ryu_overlay.pipeline import Family, GroupRole, cookie_family, cookie_vni, group_id
-from ryu_overlay.testing.scenario import HYPERVISORS, NETWORKS, build, connect, garp, kind, ofports
+from ryu_overlay.testing.scenario import HYPERVISORS, NETWORKS, Clock, build, connect, garp, kind, ofports
 from ryu_overlay.trace import SimNet
 
 BCAST = "ff:ff:ff:ff:ff:ff"
@@ -233,14 +233,6 @@ def test_malformed_frames_are_counted_and_change_nothing(data):
     assert c.packet_in(1, 9, data) == {}
     assert c.stats["packet_in_malformed"] + c.stats["dropped_unknown_source"] == 1
     assert c.topo.node_link() == before
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 M1_GARP = garp("02:bb:00:00:00:01", "10.1.0.50")

@@ -12,18 +12,10 @@ from scapy.layers.l2 import ARP, Ether
 from ryu_overlay.flows import bfd_port
 from ryu_overlay.model import BadRequest, Conflict, Hypervisor
 from ryu_overlay.ovsdb import OvsdbManager, OvsdbView, Provisioning, identify, listener
-from ryu_overlay.testing.scenario import HYPERVISORS, build, connect, ofports
+from ryu_overlay.testing.scenario import HYPERVISORS, Clock, build, connect, ofports
 from ryu_overlay.trace import SimNet
 
 M1 = {"network": "blue", "mac": "02:bb:00:00:00:01", "ips": ["10.1.0.50"]}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def managed(clock: Clock | None = None) -> Any:

@@ -17,7 +17,7 @@ from ryu_overlay.flows import CheckPktLarger
 from ryu_overlay.model import link_local
 from ryu_overlay.ofmsg import NXActionCheckPktLarger, _action_bytes
 from ryu_overlay.packets import MalformedFrame, fragment_ipv4
-from ryu_overlay.testing.scenario import HYPERVISORS, PORTS, TUNNEL_OFPORT, build, connect, ofports
+from ryu_overlay.testing.scenario import HYPERVISORS, PORTS, TUNNEL_OFPORT, Clock, build, connect, ofports
 from ryu_overlay.trace import SimNet, SimSwitch
 
 A1, A3 = PORTS["a1"], PORTS["a3"]
@@ -111,14 +111,6 @@ def test_the_simulator_sets_and_clears_only_the_named_bit():
 
 
 # --- the controller's answers -----------------------------------------------------------------
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def controller(clock: Clock | None = None) -> Any:

@@ -14,7 +14,7 @@ from scapy.layers.l2 import Ether
 from ryu_overlay.controller import ICMP_ERROR_BURST, ICMP_ERROR_RATE, Controller
 from ryu_overlay.flows import Output, SetField, SwitchView, desired_partition
 from ryu_overlay.pipeline import ROUTER_METER, TABLE_IDS
-from ryu_overlay.testing.scenario import HYPERVISORS, PORTS, TUNNEL_OFPORT, build, ofports
+from ryu_overlay.testing.scenario import HYPERVISORS, PORTS, TUNNEL_OFPORT, Clock, build, ofports
 from ryu_overlay.trace import SimNet
 
 HV_IP = {name: ip for name, (_, ip) in HYPERVISORS.items()}
@@ -33,14 +33,6 @@ ROUTER = {"tenant": "acme", "interfaces": [{"network": "blue", "ip": "10.1.0.254
                                            {"network": "blue", "ip": "fd00:1::fe/64"},
                                            {"network": "green", "ip": "10.2.0.254/24"},
                                            {"network": "green", "ip": "fd00:2::fe/64"}]}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def placement(clock: Clock | None = None, router: bool = True, path: str = ":memory:") -> Controller:
